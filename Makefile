@@ -1,0 +1,35 @@
+# `make run` and `make test` set everything up themselves on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed.stamp
+
+.PHONY: run test lint bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the demo on the embedded sample data (http://127.0.0.1:8080)
+	$(BIN)/hotreload demo
+
+test: $(STAMP)  ## unit + integration tests, every simulator scenario, bench smoke
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/hotreload simulate
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests simulator benchmarks
+	$(BIN)/mypy src
+
+bench: $(STAMP)  ## full benchmarks (1k, 5k, 50k records); writes docs/img/ chart
+	$(BIN)/python -m pytest benchmarks --benchmark-json=.benchmarks/latest.json -p no:xdist
+	$(BIN)/python benchmarks/report.py .benchmarks/latest.json
+
+bench-quick: $(STAMP)  ## a one-minute look (1k and 5k only)
+	BENCH_QUICK=1 $(BIN)/python -m pytest benchmarks --benchmark-json=.benchmarks/quick.json -p no:xdist
+	$(BIN)/python benchmarks/report.py .benchmarks/quick.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks .bench-cache .hotreload-demo

@@ -1,0 +1,77 @@
+"""The Falcon WSGI app: routes, middleware (request id), error handlers, JSON."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import falcon
+import falcon.media
+import msgspec
+
+from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
+from hotreload.api.health import HealthResource, MetricsResource
+from hotreload.api.openapi import OpenApiResource
+from hotreload.api.read import (
+    PeopleResource,
+    PersonResource,
+    ProjectResource,
+    ProjectsResource,
+    TagsResource,
+)
+from hotreload.api.reload import ReloadResource
+from hotreload.api.write import CollectionWriteResource, ItemWriteResource
+from hotreload.service.runtime import Runtime
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+
+
+class RequestIdMiddleware:
+    """Every response carries ``X-Request-Id``: the caller's, if it sent a sane one."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = req.get_header("X-Request-Id")
+        req.context.trace_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        resp.set_header("X-Request-Id", req.context.get("trace_id", ""))
+
+
+class _Router:
+    """Methods of one path served by different resources (reads vs writes)."""
+
+    def __init__(self, *resources: Any) -> None:
+        for resource in resources:
+            for name in dir(resource):
+                if name.startswith("on_"):
+                    setattr(self, name, getattr(resource, name))
+
+
+def create_app(runtime: Runtime) -> falcon.App:
+    app = falcon.App(middleware=[RequestIdMiddleware()], cors_enable=False)
+    json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.req_options.strip_url_path_trailing_slash = True
+
+    holder = runtime.holder
+    app.add_route("/api/health", HealthResource(runtime))
+    app.add_route("/metrics", MetricsResource(runtime))
+    app.add_route("/api/openapi.json", OpenApiResource())
+    app.add_route("/api/_internal/reload-data", ReloadResource(runtime))
+    app.add_route("/api/projects", _Router(ProjectsResource(holder),
+                                           CollectionWriteResource(runtime, "projects")))
+    app.add_route("/api/projects/{slug}", _Router(ProjectResource(holder),
+                                                  ItemWriteResource(runtime, "projects")))
+    app.add_route("/api/people", _Router(PeopleResource(holder),
+                                         CollectionWriteResource(runtime, "people")))
+    app.add_route("/api/people/{slug}", _Router(PersonResource(holder),
+                                                ItemWriteResource(runtime, "people")))
+    app.add_route("/api/tags", TagsResource(holder))
+
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_unexpected)
+    app.add_error_handler(ApiError, handle_api_error)
+    return app

@@ -1,0 +1,76 @@
+"""One JSON error envelope for every failure, written once:
+``{"success": false, "error": {"code", "message", "traceId", "details"?}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 411: "length_required", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "invalid_data", 500: "internal_error",
+    502: "fetch_failed", 503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+def bad_request(field: str, message: str) -> ApiError:
+    return ApiError(400, "bad_request", f"{field}: {message}", {"field": field})
+
+
+def envelope(code: str, message: str, trace_id: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message, "traceId": trace_id}
+    if details:
+        error["details"] = details
+    return {"success": False, "error": error}
+
+
+def _render(req: falcon.Request, resp: falcon.Response, status: int, code: str, message: str,
+            details: dict[str, Any] | None = None) -> None:
+    resp.status = status
+    resp.media = envelope(code, message, req.context.get("trace_id", ""), details)
+    resp.complete = True
+
+
+def handle_api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, params: Any) -> None:
+    for name, value in ex.headers.items():
+        resp.set_header(name, value)
+    _render(req, resp, ex.status, ex.code, ex.message, ex.details)
+
+
+def handle_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError,
+                      params: Any) -> None:
+    status = ex.status_code
+    if ex.headers:
+        resp.set_headers(ex.headers)
+    if status == 404:
+        message = f"no route for {req.method} {req.path}"
+    elif status == 405:
+        message = f"{req.method} is not allowed on {req.path}"
+    else:
+        message = ex.description or ex.title or "request failed"
+    _render(req, resp, status, STATUS_CODES.get(status, "error"), message)
+
+
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+    if isinstance(ex, falcon.HTTPError):
+        handle_http_error(req, resp, ex, params)
+        return
+    log.exception("unhandled error on %s %s", req.method, req.path,
+                  extra={"traceId": req.context.get("trace_id")})
+    _render(req, resp, 500, "internal_error", "internal error; see the server log for this traceId")

@@ -1,0 +1,57 @@
+"""GitHub's own webhooks on the reload endpoint (no workflow needed): ``ping``
+answers, a ``push`` to the served branch reloads with ``commitHash = after``,
+anything else is acknowledged and ignored. The signature was already checked on
+the raw bytes before this module parses anything."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from hotreload.api.errors import bad_request
+
+ZERO = "0" * 40
+
+
+@dataclass(frozen=True)
+class Decision:
+    reply: dict[str, Any] | None = None
+    status: int = 200
+    commit_hash: str | None = None
+
+
+def _ignored(reason: str) -> Decision:
+    return Decision({"ignored": True, "reason": reason}, 202)
+
+
+def _payload(raw: bytes, content_type: str | None) -> dict[str, Any]:
+    try:
+        if content_type and content_type.startswith("application/x-www-form-urlencoded"):
+            form = urllib.parse.parse_qs(raw.decode())
+            raw = form.get("payload", [""])[0].encode()
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("body", "GitHub payload is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise bad_request("body", "GitHub payload must be a JSON object")
+    return payload
+
+
+def decide(event: str, raw: bytes, content_type: str | None, served_branch: str) -> Decision:
+    if event == "ping":
+        return Decision({"pong": True})
+    if event != "push":
+        return _ignored(f"event {event!r} is not handled; only push and ping are")
+    payload = _payload(raw, content_type)
+    ref, after = payload.get("ref"), payload.get("after")
+    if not isinstance(ref, str) or not isinstance(after, str):
+        raise bad_request("body", "push payload needs string fields ref and after")
+    if ref != f"refs/heads/{served_branch}":
+        return _ignored(f"push to {ref}, not to the served branch refs/heads/{served_branch}")
+    if after == ZERO or payload.get("deleted") is True:
+        return _ignored(f"{ref} was deleted; nothing to serve from it")
+    if not (4 <= len(after) <= 40) or any(c not in "0123456789abcdefABCDEF" for c in after):
+        raise bad_request("after", "must be a commit hash")
+    return Decision(commit_hash=after)

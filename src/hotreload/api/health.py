@@ -1,0 +1,54 @@
+"""``GET /api/health`` and ``GET /metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hotreload.service.runtime import Runtime
+
+
+class HealthResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        rt = self.runtime
+        snap = rt.holder.current
+        last = rt.reloader.last
+        last_reload: dict[str, Any] | None = None
+        if last is not None:
+            last_reload = {"outcome": last.outcome, "at": last.at, "durationMs": last.duration_ms,
+                           "lockHeldMs": last.lock_held_ms}
+            if last.error:
+                last_reload["error"] = last.error
+        push: dict[str, Any] = {"pending": 0, "enabled": rt.push_daemon is not None}
+        if rt.push_daemon is not None:
+            status = rt.push_daemon.status()
+            push["pending"] = status.pending
+            if status.last_error:
+                push["lastError"] = status.last_error
+            if status.next_attempt_in_s is not None:
+                push["nextAttemptInS"] = round(status.next_attempt_in_s, 1)
+        degraded = last is not None and last.error is not None
+        resp.set_header("X-Data-Commit", snap.commit)
+        resp.media = {"success": True, "data": {
+            "status": "degraded" if degraded else "ok",
+            "branch": rt.branch,
+            "servedCommit": snap.commit,
+            "headCommit": rt.repo.branch_commit(rt.branch),
+            "records": snap.record_counts(),
+            "lastReload": last_reload,
+            "push": push,
+        }}
+
+
+class MetricsResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self.runtime.metrics.registry)

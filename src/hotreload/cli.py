@@ -1,0 +1,184 @@
+"""``hotreload serve | demo | corpus | simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from hotreload import logs
+from hotreload.config import ConfigError, Settings
+
+log = logging.getLogger("hotreload")
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"hotreload: error: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(settings: Settings, host: str, port: int, threads: int,
+           banner: str | None = None) -> int:
+    import waitress
+
+    from hotreload.api.app import create_app
+    from hotreload.service.runtime import StartupError, boot
+
+    started = time.perf_counter()
+    try:
+        runtime = boot(settings)
+    except (ConfigError, StartupError) as exc:
+        return _fail(str(exc))
+    app = create_app(runtime)
+    try:
+        server = waitress.create_server(app, host=host, port=port, threads=threads,
+                                        ident="hotreload", clear_untrusted_proxy_headers=True)
+    except OSError as exc:
+        runtime.close()
+        return _fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping (signal %d)", signum)
+        server.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("serving %s on http://%s:%s (ready in %.0f ms)", runtime.branch, host,
+             server.effective_port, (time.perf_counter() - started) * 1000,  # type: ignore[attr-defined]
+             extra={"servedCommit": runtime.holder.current.commit, "threads": threads})
+    if banner:
+        print(banner, file=sys.stderr, flush=True)
+    try:
+        server.run()
+    except (OSError, ValueError):
+        pass  # closed by the signal handler
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return _serve(settings, args.host, args.port, args.threads)
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hotreload.corpus import make_corpus, write_corpus
+
+    if os.path.exists(args.out) and os.listdir(args.out):
+        return _fail(f"--out {args.out} already exists; choose a new path or delete it")
+    started = time.perf_counter()
+    with tqdm(total=args.records, unit="rec", desc="records", file=sys.stderr) as bar:
+        corpus = make_corpus(args.records, seed=args.seed, progress=bar.update)
+    print("writing pack ...", file=sys.stderr, flush=True)
+    commit = write_corpus(args.out, corpus, branch=args.branch)
+    counts = ", ".join(f"{n} {sheet}" for sheet, n in corpus.counts.items())
+    print(f"{args.out}: {sum(corpus.counts.values())} records ({counts}) on {args.branch} at "
+          f"{commit[:12]} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hotreload import demo
+
+    first_run = not os.path.exists(os.path.join(args.dir, "origin.git"))
+    if first_run:
+        print(f"making the demo data ({args.records} records) in {args.dir} ...", file=sys.stderr)
+        with tqdm(total=args.records, unit="rec", desc="records", file=sys.stderr) as bar:
+            d = demo.ensure(args.dir, args.records, progress=bar.update)
+    else:
+        d = demo.ensure(args.dir, args.records)
+    if args.push_change:
+        slug, commit = demo.push_change(d)
+        print(f"committed project {slug} to the demo origin at {commit[:12]}")
+        print("now tell the server (it shows the project after this):")
+        print(_reload_curl(args.port, d.secret, commit))
+        return 0
+    base = f"http://127.0.0.1:{args.port}"
+    banner = "\n".join([
+        "",
+        f"hotreload demo: serving {d.clone} (origin {d.origin})",
+        f"  reload secret: {d.secret}",
+        f"  write token:   {d.write_token}",
+        "try:",
+        f"  curl -s '{base}/api/projects?q=transit&perPage=3'",
+        f"  curl -s {base}/api/health",
+        f"  hotreload demo --dir {args.dir} --port {args.port} --push-change   # in another terminal",
+        "  " + _reload_curl(args.port, d.secret, None),
+        f"  curl -s -X POST {base}/api/projects -H 'Authorization: Bearer {d.write_token}' "
+        "-H 'Content-Type: application/json' -d '{\"slug\": \"my-transit-app\", \"title\": \"My Transit App\"}'",
+        "",
+    ])
+    return _serve(d.settings(), args.host, args.port, args.threads, banner)
+
+
+def _reload_curl(port: int, secret: str, commit: str | None) -> str:
+    body = f" -d '{{\"commitHash\": \"{commit}\"}}'" if commit else ""
+    return (f"curl -s -X POST http://127.0.0.1:{port}/api/_internal/reload-data "
+            f"-H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json'{body}")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulator.runner import main as simulate_main
+
+    return simulate_main(args.scenarios, args.json, verbose=args.verbose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotreload", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the data repository named by the CFP_* env vars")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--threads", type=int, default=8)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="serve an embedded sample repository (made on first run)")
+    demo.add_argument("--dir", default=".hotreload-demo")
+    demo.add_argument("--records", type=int, default=2000)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--threads", type=int, default=8)
+    demo.add_argument("--push-change", action="store_true",
+                      help="commit one new project to the demo origin, then exit")
+    demo.set_defaults(func=cmd_demo)
+
+    corpus = sub.add_parser("corpus", help="write a synthetic gitsheets repository of N records")
+    corpus.add_argument("--records", type=int, required=True)
+    corpus.add_argument("--out", required=True, help="path of the new bare repository (PATH.git)")
+    corpus.add_argument("--seed", type=int, default=1)
+    corpus.add_argument("--branch", default="published")
+    corpus.set_defaults(func=cmd_corpus)
+
+    simulate = sub.add_parser("simulate", help="run simulator scenarios against a real server")
+    simulate.add_argument("scenarios", nargs="*", help="scenario names or .toml paths (default: all)")
+    simulate.add_argument("--json", help="also write a JSON report to this file")
+    simulate.add_argument("-v", "--verbose", action="store_true")
+    simulate.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "corpus" and args.records < 10:
+        return _fail("--records must be at least 10")
+    logs.configure()
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Synthetic gitsheets data repositories: N valid records across the five sheets,
+deterministic for a seed, written as one pack in a bare repository.
+
+Used by ``hotreload corpus``, the demo, the tests, the simulator and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hotreload.data.records import (
+    STAGES,
+    Person,
+    Project,
+    ProjectMembership,
+    Record,
+    Tag,
+    TagAssignment,
+    to_toml,
+)
+from hotreload.data.sheets import CONFIG_DIR, STANDARD_SHEETS, config_text
+from hotreload.git.repo import API_IDENTITY, GitRepo, Signature, init_bare, tree_objects
+
+TOPICS = ["transit", "housing", "education", "health", "environment", "elections", "food",
+          "safety", "parks", "budget", "libraries", "jobs", "arts", "bikes", "water"]
+TECHS = ["python", "javascript", "react", "postgres", "django", "rails", "go", "rust",
+         "flutter", "d3", "leaflet", "kotlin", "swift", "terraform", "sqlite"]
+EVENTS = ["hackathon-2019", "hackathon-2020", "hackathon-2021", "hackathon-2022",
+          "hackathon-2023", "civic-sprint", "open-data-day", "datahack"]
+ADJECTIVES = ["open", "civic", "community", "public", "neighborhood", "city", "smart", "fair",
+              "green", "safe", "local", "shared"]
+NOUNS = ["map", "tracker", "finder", "dashboard", "explorer", "portal", "guide", "alerts",
+         "atlas", "directory", "toolkit", "index"]
+FIRST = ["Ana", "Ben", "Chen", "Dana", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jada", "Kofi",
+         "Lena", "Marco", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq", "Uma", "Vic",
+         "Wen", "Xavi", "Yara", "Zoe"]
+LAST = ["Lee", "Patel", "Garcia", "Smith", "Nguyen", "Okafor", "Rossi", "Kim", "Cohen",
+        "Murphy", "Santos", "Ali", "Brown", "Jones", "Diaz", "Walker"]
+WORDS = ("data volunteers residents city council open source maps transit bus routes schedules "
+         "rent eviction schools meals clinics trees air quality voting precincts budgets grants "
+         "permits parks libraries jobs training bikes lanes water lead pipes").split()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    files: dict[str, bytes]
+    counts: dict[str, int]
+
+
+def timestamp(rng: random.Random) -> str:
+    return f"20{rng.randint(15, 25):02d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T" \
+           f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
+
+
+def new_id(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def make_corpus(records: int, seed: int = 1, progress: Callable[[int], None] | None = None) -> Corpus:
+    """``records`` valid records: about 2% tags, 20% projects, 35% people, 20%
+    memberships, the rest tag assignments."""
+    if records < 10:
+        raise ValueError("a corpus needs at least 10 records")
+    rng = random.Random(seed)
+    tick = progress or (lambda n: None)
+    files: dict[str, bytes] = {
+        f"{CONFIG_DIR}/{sheet.name}.toml": config_text(sheet) for sheet in STANDARD_SHEETS
+    }
+    files["README.md"] = b"Synthetic gitsheets data made by `hotreload corpus`.\n"
+
+    def put(path: str, record: Record) -> None:
+        files[path] = to_toml(record)
+        tick(1)
+
+    n_tags = max(5, records // 50)
+    n_projects = max(2, records * 20 // 100)
+    n_people = max(2, records * 35 // 100)
+    n_members = max(1, records * 20 // 100)
+    n_assign = max(1, records - n_tags - n_projects - n_people - n_members)
+
+    tags: list[Tag] = []
+    vocab = [("topic", t) for t in TOPICS] + [("tech", t) for t in TECHS] + [("event", e) for e in EVENTS]
+    for i in range(n_tags):
+        ns, base = vocab[i % len(vocab)]
+        slug = base if i < len(vocab) else f"{base}-{i // len(vocab)}"
+        ts = timestamp(rng)
+        tag = Tag(id=new_id(rng), legacy_id=i + 1, namespace=ns, slug=slug,  # type: ignore[arg-type]
+                  title=slug.replace("-", " ").title(), created_at=ts, updated_at=ts)
+        tags.append(tag)
+        put(f"tags/{ns}/{slug}.toml", tag)
+
+    projects: list[Project] = []
+    for i in range(n_projects):
+        topic = rng.choice(TOPICS)
+        title = f"{rng.choice(ADJECTIVES).title()} {topic.title()} {rng.choice(NOUNS).title()}"
+        slug = f"{title.lower().replace(' ', '-')}-{i}"
+        created = timestamp(rng)
+        project = Project(
+            id=new_id(rng), legacy_id=i + 1, slug=slug, title=title,
+            summary=f"Helping residents with {topic}: {sentence(rng, 8)}"[:280],
+            overview=" ".join(sentence(rng, 12) for _ in range(rng.randint(1, 4))),
+            stage=rng.choice(STAGES),  # type: ignore[arg-type]
+            developers_url=f"https://github.com/example/{slug}",
+            chat_channel=slug[:40].rstrip("-_"),
+            deleted_at=timestamp(rng) if rng.random() < 0.02 else None,
+            created_at=created, updated_at=created,
+        )
+        projects.append(project)
+        put(f"projects/{slug}.toml", project)
+
+    people: list[Person] = []
+    for i in range(n_people):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        slug = f"{first}-{last}-{i}".lower()
+        created = timestamp(rng)
+        person = Person(
+            id=new_id(rng), legacy_id=i + 1, slug=slug, full_name=f"{first} {last}",
+            first_name=first, last_name=last,
+            bio=sentence(rng, 15) if rng.random() < 0.7 else None,
+            created_at=created, updated_at=created,
+        )
+        people.append(person)
+        put(f"people/{slug}.toml", person)
+
+    pairs: set[tuple[int, int]] = set()
+    while len(pairs) < min(n_members, n_projects * n_people):
+        pairs.add((rng.randrange(n_projects), rng.randrange(n_people)))
+    for pi, qi in sorted(pairs):
+        p, q = projects[pi], people[qi]
+        ts = timestamp(rng)
+        put(f"project-memberships/{p.slug}/{q.slug}.toml", ProjectMembership(
+            id=new_id(rng), project_id=p.id, person_id=q.id,
+            role=rng.choice(["Founder", "Designer", "Developer", "Organizer", None]),
+            is_maintainer=rng.random() < 0.1, joined_at=ts, created_at=ts, updated_at=ts))
+
+    links: set[tuple[int, str, int]] = set()
+    target = min(n_assign, n_tags * (n_projects + n_people))
+    while len(links) < target:
+        kind = "project" if rng.random() < 0.75 else "person"
+        links.add((rng.randrange(n_tags), kind, rng.randrange(n_projects if kind == "project" else n_people)))
+    for ti, kind, xi in sorted(links):
+        tag, thing = tags[ti], (projects[xi] if kind == "project" else people[xi])
+        put(f"tag-assignments/{tag.id}/{kind}/{thing.id}.toml", TagAssignment(
+            id=new_id(rng), tag_id=tag.id, taggable_type=kind,  # type: ignore[arg-type]
+            taggable_id=thing.id, created_at=timestamp(rng)))
+
+    counts = {"tags": n_tags, "projects": n_projects, "people": n_people,
+              "project-memberships": len(pairs), "tag-assignments": len(links)}
+    return Corpus(files, counts)
+
+
+def write_corpus(
+    path: str, corpus: Corpus, branch: str = "published", message: str = "Initial data\n"
+) -> str:
+    """A new bare repository at ``path`` whose ``branch`` holds the corpus as one
+    commit, written as a single pack. Returns the commit id."""
+    if os.path.exists(path) and os.listdir(path):
+        raise FileExistsError(f"{path} already exists and is not empty")
+    repo = init_bare(path, branch)
+    root, objects = tree_objects(corpus.files)
+    repo.write_pack(objects)
+    commit = repo.write_commit(root, [], message, Signature(API_IDENTITY, 1_700_000_000, 0))
+    repo.set_ref(b"refs/heads/" + branch.encode(), commit)
+    return commit
+
+
+def open_or_fail(path: str) -> GitRepo:
+    return GitRepo(path)

@@ -1,0 +1,226 @@
+"""Record schemas: frozen msgspec Structs following the seed repo's data model,
+and :func:`parse_record`, which turns one TOML blob into one validated record or
+raises :class:`RecordError` carrying the record's path and a human message
+(``projects/foo.toml: stage: expected one of commenting, ...``).
+
+Fields are camelCase in TOML and JSON, snake_case in Python. An absent optional
+field is None. Fields the service does not know are ignored when reading the
+repository (a newer data repo stays loadable), but rejected by the write API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+import typing
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from hotreload.data.sheets import Sheet
+
+Uuid = Annotated[
+    str, Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+]
+Timestamp = Annotated[
+    str,
+    Meta(pattern=r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"),
+]
+ProjectSlug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{1,79}$")]
+PersonSlug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,49}$")]
+TagSlug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,79}$")]
+LegacyId = Annotated[int, Meta(ge=1)]
+
+Stage = Literal[
+    "commenting", "bootstrapping", "prototyping", "testing", "maintaining", "drifting", "hibernating"
+]
+STAGES: tuple[str, ...] = typing.get_args(Stage)
+TagNamespace = Literal["topic", "tech", "event"]
+TAG_NAMESPACES: tuple[str, ...] = typing.get_args(TagNamespace)
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
+    id: Uuid
+
+
+class Project(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    legacy_id: LegacyId | None = None
+    slug: ProjectSlug
+    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    summary: Annotated[str, Meta(max_length=280)] | None = None
+    overview: Annotated[str, Meta(max_length=50_000)] | None = None
+    stage: Stage = "commenting"
+    maintainer_id: Uuid | None = None
+    users_url: str | None = None
+    developers_url: str | None = None
+    chat_channel: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")] | None = None
+    featured: bool = False
+    featured_image_key: str | None = None
+    deleted_at: Timestamp | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class Person(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    legacy_id: LegacyId | None = None
+    slug: PersonSlug
+    full_name: Annotated[str, Meta(min_length=1, max_length=120)]
+    first_name: str | None = None
+    last_name: str | None = None
+    bio: Annotated[str, Meta(max_length=10_000)] | None = None
+    avatar_key: str | None = None
+    slack_handle: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,80}$")] | None = None
+    account_level: Literal["user", "staff", "administrator"] = "user"
+    deleted_at: Timestamp | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class Tag(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    legacy_id: LegacyId | None = None
+    namespace: TagNamespace
+    slug: TagSlug
+    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @property
+    def handle(self) -> str:
+        return f"{self.namespace}.{self.slug}"
+
+
+class TagAssignment(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    tag_id: Uuid
+    taggable_type: Literal["project", "person", "help_wanted_role"]
+    taggable_id: Uuid
+    assigned_by_id: Uuid | None = None
+    created_at: Timestamp
+
+
+class ProjectMembership(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    project_id: Uuid
+    person_id: Uuid
+    role: Annotated[str, Meta(max_length=200)] | None = None
+    is_maintainer: bool = False
+    joined_at: Timestamp
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    "projects": Project,
+    "people": Person,
+    "tags": Tag,
+    "tag-assignments": TagAssignment,
+    "project-memberships": ProjectMembership,
+}
+
+
+class RecordError(Exception):
+    """A record that does not parse or validate. ``str()`` is ``path: message``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<loc>[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_REGEX = re.compile(r"^Expected `str` matching regex '(?P<rx>.*)'$", re.S)
+
+
+def describe_validation_error(record_type: type[Record], error: msgspec.ValidationError) -> str:
+    """msgspec's message rewritten as ``field: what is wrong``."""
+    match = _AT.match(str(error))
+    assert match is not None
+    msg, loc = match.group("msg"), (match.group("loc") or "").lstrip(".")
+    missing = _MISSING.match(msg)
+    if missing:
+        return f"{missing.group('field')}: required field is missing"
+    field = loc.split(".")[0].split("[")[0] if loc else ""
+    choices = _literal_choices(record_type, field)
+    if choices and msg.startswith("Invalid enum value"):
+        got = msg[len("Invalid enum value ") :]
+        return f"{field}: expected one of {', '.join(choices)}, got {got}"
+    regex = _REGEX.match(msg)
+    if regex:
+        msg = f"must match {regex.group('rx')}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _literal_choices(record_type: type[Record], encoded_name: str) -> tuple[str, ...]:
+    info = msgspec.inspect.type_info(record_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
+        if f.encode_name == encoded_name:
+            t = f.type
+            if isinstance(t, msgspec.inspect.UnionType):
+                t = next((x for x in t.types if isinstance(x, msgspec.inspect.LiteralType)), t)
+            if isinstance(t, msgspec.inspect.LiteralType):
+                return tuple(str(v) for v in t.values)
+    return ()
+
+
+def _normalise(value: Any) -> Any:
+    """TOML may hold an offset date-time natively; records store RFC 3339 strings."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return value
+
+
+def parse_record(sheet: Sheet, path: str, data: bytes) -> Record:
+    record_type = RECORD_TYPES[sheet.name]
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RecordError(path, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecordError(path, f"invalid TOML: {exc}") from None
+    raw = {key: _normalise(value) for key, value in raw.items()}
+    try:
+        record = msgspec.convert(raw, type=record_type)
+    except msgspec.ValidationError as exc:
+        raise RecordError(path, describe_validation_error(record_type, exc)) from None
+    expected = sheet.record_path(raw)
+    if expected is not None and expected != path:
+        raise RecordError(path, f"record belongs at {expected} (its path template is "
+                                f"{sheet.root}/{sheet.path_template}.toml)")
+    return record
+
+
+def to_toml(record: Record) -> bytes:
+    """Serialise a record the way the service writes it (None fields omitted)."""
+    lines = []
+    for key, value in msgspec.to_builtins(record).items():
+        if value is None:
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_string(text: str) -> str:
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        .replace("\r", "\\r").replace("\t", "\\t")
+    )
+    escaped = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", escaped)
+    return f'"{escaped}"'
+
+
+def to_json_dict(record: Record) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.to_builtins(record)
+    return result

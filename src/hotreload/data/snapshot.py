@@ -1,0 +1,374 @@
+"""Snapshots: everything a reader needs, built from exactly one commit, immutable.
+
+A snapshot holds the commit and tree it was built from, the records of every
+sheet keyed by id, the secondary indices, and the search index. Readers take
+``holder.current`` once per request and use only that object; a reload builds a
+*new* snapshot and swaps the reference. Nothing here is ever mutated after
+construction (the maps are plain dicts by convention: built, then only read).
+
+Both build paths go through one function, :func:`_assemble`, which applies a
+delta of removed and added records to a previous snapshot: a full build is the
+delta from the empty snapshot. So the incremental path cannot drift from the
+full one: the same code maintains every index (and a property test checks the
+results are equal).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dulwich.diff_tree import tree_changes
+
+from hotreload.data.records import (
+    RECORD_TYPES,
+    Person,
+    Project,
+    ProjectMembership,
+    Record,
+    RecordError,
+    Tag,
+    TagAssignment,
+    parse_record,
+)
+from hotreload.data.search import SearchIndex
+from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
+from hotreload.git.repo import GitRepo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Table:
+    """The records of one sheet."""
+
+    by_id: Mapping[str, Record]
+    path_by_id: Mapping[str, str]
+    id_by_path: Mapping[str, str]
+    blob_by_path: Mapping[str, str]
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+
+EMPTY_TABLE = Table({}, {}, {}, {})
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A secondary index over one sheet: ``key(record)`` -> id (unique) or ids."""
+
+    name: str
+    sheet: str
+    key: Callable[[Any], Hashable | None]
+    unique: bool
+    label: str = ""
+
+
+INDEX_SPECS: tuple[IndexSpec, ...] = (
+    IndexSpec("project_by_slug", "projects", lambda r: r.slug, True, "slug"),
+    IndexSpec("person_by_slug", "people", lambda r: r.slug, True, "slug"),
+    IndexSpec("tag_by_handle", "tags", lambda r: r.handle, True, "namespace.slug"),
+    IndexSpec("project_by_legacy_id", "projects", lambda r: r.legacy_id, True, "legacyId"),
+    IndexSpec("person_by_legacy_id", "people", lambda r: r.legacy_id, True, "legacyId"),
+    IndexSpec("tag_by_legacy_id", "tags", lambda r: r.legacy_id, True, "legacyId"),
+    IndexSpec("memberships_by_project", "project-memberships", lambda r: r.project_id, False),
+    IndexSpec("memberships_by_person", "project-memberships", lambda r: r.person_id, False),
+    IndexSpec(
+        "assignments_by_taggable", "tag-assignments",
+        lambda r: (r.taggable_type, r.taggable_id), False,
+    ),
+    IndexSpec("assignments_by_tag", "tag-assignments", lambda r: r.tag_id, False),
+)
+
+
+@dataclass(frozen=True)
+class Changes:
+    added: int = 0
+    modified: int = 0
+    deleted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"added": self.added, "modified": self.modified, "deleted": self.deleted}
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    commit: str
+    tree: str
+    sheets: tuple[Sheet, ...]
+    config_blobs: Mapping[str, str]
+    tables: Mapping[str, Table]
+    indices: Mapping[str, Mapping[Any, Any]]
+    search: SearchIndex
+    changes: Changes = field(default=Changes())
+    """What changed from the snapshot this one was derived from (all added for a full build)."""
+    build_ms: float = 0.0
+    incremental: bool = False
+
+    # -- typed accessors used by the read API --------------------------------
+
+    def table(self, sheet: str) -> Table:
+        return self.tables.get(sheet, EMPTY_TABLE)
+
+    def record_counts(self) -> dict[str, int]:
+        return {name: len(t) for name, t in sorted(self.tables.items())}
+
+    def project_by_slug(self, slug: str) -> Project | None:
+        record_id = self.indices["project_by_slug"].get(slug)
+        return self.table("projects").by_id.get(record_id) if record_id else None  # type: ignore[return-value]
+
+    def person_by_slug(self, slug: str) -> Person | None:
+        record_id = self.indices["person_by_slug"].get(slug)
+        return self.table("people").by_id.get(record_id) if record_id else None  # type: ignore[return-value]
+
+    def tag_ids_of(self, taggable_type: str, taggable_id: str) -> list[str]:
+        assignments = self.table("tag-assignments").by_id
+        ids = self.indices["assignments_by_taggable"].get((taggable_type, taggable_id), ())
+        return sorted({assignments[a].tag_id for a in ids})  # type: ignore[attr-defined]
+
+    def tags_of(self, taggable_type: str, taggable_id: str) -> list[Tag]:
+        tags = self.table("tags").by_id
+        found = [tags[t] for t in self.tag_ids_of(taggable_type, taggable_id) if t in tags]
+        return sorted(found, key=lambda t: t.handle)  # type: ignore[attr-defined, return-value]
+
+    def memberships_of_project(self, project_id: str) -> list[ProjectMembership]:
+        table = self.table("project-memberships").by_id
+        ids = self.indices["memberships_by_project"].get(project_id, ())
+        return sorted((table[i] for i in ids), key=lambda m: m.id)  # type: ignore[misc]
+
+    def memberships_of_person(self, person_id: str) -> list[ProjectMembership]:
+        table = self.table("project-memberships").by_id
+        ids = self.indices["memberships_by_person"].get(person_id, ())
+        return sorted((table[i] for i in ids), key=lambda m: m.id)  # type: ignore[misc]
+
+
+class SnapshotHolder:
+    """Owns the served snapshot. Swapping is one reference assignment, made by the
+    reloader and the writer under the data lock; readers just read ``current``."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+
+
+# -- building -----------------------------------------------------------------
+
+_EMPTY_INDICES: dict[str, Mapping[Any, Any]] = {spec.name: {} for spec in INDEX_SPECS}
+
+
+def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, str]]:
+    """The sheets this service serves, from ``.gitsheets/*.toml`` in the tree.
+    Configs of sheets the service does not know are skipped, with one log line."""
+    config_tree = repo.subtree(tree, CONFIG_DIR)
+    blobs = {e.path: e.sha for e in repo.iter_blobs(config_tree, CONFIG_DIR)} if config_tree else {}
+    sheets = []
+    for path, sha in sorted(blobs.items()):
+        name = path[len(CONFIG_DIR) + 1 :].removesuffix(".toml")
+        if "/" in name or not path.endswith(".toml"):
+            continue
+        if name not in RECORD_TYPES:
+            log.info("skipping sheet %r: this service does not know its schema", name,
+                     extra={"sheet": name})
+            continue
+        try:
+            sheets.append(parse_sheet_config(path, name, repo.read_blob(sha)))
+        except SheetConfigError as exc:
+            raise RecordError(exc.path, exc.message) from None
+    for name in RECORD_TYPES:
+        if not any(s.name == name for s in sheets):
+            log.info("sheet %r has no %s/%s.toml in the tree; serving it empty",
+                     name, CONFIG_DIR, name, extra={"sheet": name})
+    return tuple(sheets), blobs
+
+
+Added = dict[str, dict[str, tuple[str, Record]]]  # sheet -> path -> (blob sha, record)
+Removed = dict[str, set[str]]  # sheet -> paths
+
+
+def _sheet_for(sheets: Iterable[Sheet], path: str) -> Sheet | None:
+    owners = [s for s in sheets if s.owns(path)]
+    return max(owners, key=lambda s: len(s.root)) if owners else None
+
+
+def build_full(repo: GitRepo, commit: str) -> Snapshot:
+    """Read and validate every record of the commit's tree."""
+    started = time.perf_counter()
+    tree = repo.tree_of(commit)
+    sheets, config_blobs = load_sheets(repo, tree)
+    added: Added = {}
+    for sheet in sheets:
+        root = repo.subtree(tree, sheet.root)
+        if root is None:
+            continue
+        found = added.setdefault(sheet.name, {})
+        for entry in repo.iter_blobs(root, sheet.root):
+            if _sheet_for(sheets, entry.path) is sheet:
+                found[entry.path] = (entry.sha, parse_record(sheet, entry.path, repo.read_blob(entry.sha)))
+    return _assemble(None, commit, tree, sheets, config_blobs, {}, added, started)
+
+
+def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapshot:
+    """The snapshot of ``commit``, derived from ``previous``: only the blobs that
+    changed between the two trees are read; every unchanged record object, and
+    every untouched index entry, is shared with ``previous``."""
+    started = time.perf_counter()
+    tree = repo.tree_of(commit)
+    if tree == previous.tree:
+        return _assemble(previous, commit, tree, previous.sheets, previous.config_blobs, {}, {},
+                         started)
+    removed: Removed = {}
+    added: Added = {}
+    sheets = previous.sheets
+    for change in tree_changes(repo.repo.object_store, previous.tree.encode(), tree.encode()):
+        for entry, is_new in ((change.old, False), (change.new, True)):
+            if entry is None or entry.path is None:
+                continue
+            path = entry.path.decode()
+            if path.startswith(CONFIG_DIR + "/"):
+                log.info("sheet configuration changed (%s); building in full", path)
+                return build_full(repo, commit)
+            sheet = _sheet_for(sheets, path)
+            if sheet is None:
+                continue
+            if is_new:
+                sha = entry.sha.decode()
+                record = parse_record(sheet, path, repo.read_blob(sha))
+                added.setdefault(sheet.name, {})[path] = (sha, record)
+            else:
+                removed.setdefault(sheet.name, set()).add(path)
+    return _assemble(previous, commit, tree, sheets, previous.config_blobs, removed, added, started)
+
+
+def _assemble(
+    previous: Snapshot | None,
+    commit: str,
+    tree: str,
+    sheets: tuple[Sheet, ...],
+    config_blobs: Mapping[str, str],
+    removed: Removed,
+    added: Added,
+    started: float,
+) -> Snapshot:
+    prev_tables: Mapping[str, Table] = previous.tables if previous else {}
+    tables: dict[str, Table] = {}
+    gone: dict[str, list[Record]] = {}
+    new: dict[str, list[tuple[str, Record]]] = {}
+    n_added = n_modified = n_deleted = 0
+    for sheet in sheets:
+        old = prev_tables.get(sheet.name, EMPTY_TABLE)
+        rm, add = removed.get(sheet.name, set()), added.get(sheet.name, {})
+        if not rm and not add:
+            tables[sheet.name] = old
+            continue
+        n_modified += len(rm & add.keys())
+        n_deleted += len(rm - add.keys())
+        n_added += len(add.keys() - rm)
+        tables[sheet.name], gone[sheet.name], new[sheet.name] = _apply_table(old, rm, add)
+
+    indices = dict(previous.indices) if previous else dict(_EMPTY_INDICES)
+    for spec in INDEX_SPECS:
+        if spec.sheet in gone:
+            indices[spec.name] = _apply_index(
+                spec, indices[spec.name], tables[spec.sheet], gone[spec.sheet], new[spec.sheet]
+            )
+
+    search = _derive_search(previous, tables, gone, new)
+    return Snapshot(
+        commit=commit,
+        tree=tree,
+        sheets=sheets,
+        config_blobs=config_blobs,
+        tables=tables,
+        indices=indices,
+        search=search,
+        changes=Changes(n_added, n_modified, n_deleted),
+        build_ms=(time.perf_counter() - started) * 1000,
+        incremental=previous is not None,
+    )
+
+
+def _apply_table(
+    old: Table, removed_paths: set[str], added: Mapping[str, tuple[str, Record]]
+) -> tuple[Table, list[Record], list[tuple[str, Record]]]:
+    by_id, path_by_id = dict(old.by_id), dict(old.path_by_id)
+    id_by_path, blob_by_path = dict(old.id_by_path), dict(old.blob_by_path)
+    gone = []
+    for path in removed_paths:
+        record_id = id_by_path.pop(path)
+        blob_by_path.pop(path)
+        gone.append(by_id.pop(record_id))
+        del path_by_id[record_id]
+    new = []
+    for path, (sha, record) in sorted(added.items()):
+        other = path_by_id.get(record.id)
+        if other is not None:
+            raise RecordError(path, f"id: {record.id} is also the id of {other}")
+        by_id[record.id], path_by_id[record.id] = record, path
+        id_by_path[path], blob_by_path[path] = record.id, sha
+        new.append((path, record))
+    return Table(by_id, path_by_id, id_by_path, blob_by_path), gone, new
+
+
+def _apply_index(
+    spec: IndexSpec,
+    old: Mapping[Any, Any],
+    table: Table,
+    gone: list[Record],
+    new: list[tuple[str, Record]],
+) -> Mapping[Any, Any]:
+    index = dict(old)
+    if spec.unique:
+        for record in gone:
+            key = spec.key(record)
+            if key is not None and index.get(key) == record.id:
+                del index[key]
+        for path, record in new:
+            key = spec.key(record)
+            if key is None:
+                continue
+            holder = index.get(key)
+            if holder is not None and holder != record.id:
+                raise RecordError(path, f"{spec.label}: {key} is also used by {table.path_by_id[holder]}")
+            index[key] = record.id
+        return index
+    # multi-valued: gather per key, then write each touched key once (linear)
+    touched: dict[Hashable, tuple[set[str], set[str]]] = {}
+    for record in gone:
+        key = spec.key(record)
+        if key is not None:
+            touched.setdefault(key, (set(), set()))[0].add(record.id)
+    for _, record in new:
+        key = spec.key(record)
+        if key is not None:
+            touched.setdefault(key, (set(), set()))[1].add(record.id)
+    for key, (minus, plus) in touched.items():
+        ids = (set(index.get(key, ())) - minus) | plus
+        if ids:
+            index[key] = frozenset(ids)
+        else:
+            index.pop(key, None)
+    return index
+
+
+def _derive_search(
+    previous: Snapshot | None,
+    tables: Mapping[str, Table],
+    gone: Mapping[str, list[Record]],
+    new: Mapping[str, list[tuple[str, Record]]],
+) -> SearchIndex:
+    if previous is None:
+        return SearchIndex.build(
+            tables.get("projects", EMPTY_TABLE).by_id.values(),  # type: ignore[arg-type]
+            tables.get("people", EMPTY_TABLE).by_id.values(),  # type: ignore[arg-type]
+        )
+    if "projects" not in gone and "people" not in gone:
+        return previous.search
+    return previous.search.derive(
+        [r.id for r in gone.get("projects", [])],
+        [r for _, r in new.get("projects", [])],  # type: ignore[misc]
+        [r.id for r in gone.get("people", [])],
+        [r for _, r in new.get("people", [])],  # type: ignore[misc]
+    )

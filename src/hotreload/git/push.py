@@ -1,0 +1,167 @@
+"""The push daemon: after each local commit, push the branch to the remote in the
+background, so a write returns as soon as its commit is local.
+
+* Transport errors are retried with exponential backoff (1 s, 2 s, 4 s ... capped
+  at 1 h by default). A new commit during a backoff does not cut it short: the
+  next attempt pushes the branch tip, which carries every commit since.
+* A non-fast-forward rejection is terminal for that tip: logged at ERROR and left
+  for the next reconcile (which rebases or escapes, then pushes). A later local
+  commit, or :meth:`notify`, tries again.
+* ``refs/remotes/origin/<branch>`` is the last tip known to be on the remote;
+  ``pending`` counts the local commits not reachable from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from hotreload.git.repo import GitError, GitRepo, PushRejected, branch_ref, tracking_ref
+from hotreload.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PushStatus:
+    pending: int
+    last_error: str | None
+    rejected: bool
+    next_attempt_in_s: float | None
+
+
+class PushDaemon:
+    def __init__(
+        self,
+        repo: GitRepo,
+        remote: str,
+        branch: str,
+        metrics: Metrics,
+        backoff_seconds: float = 1.0,
+        backoff_cap_seconds: float = 3600.0,
+    ) -> None:
+        self._repo = repo
+        self._remote = remote
+        self._branch = branch
+        self._metrics = metrics
+        self._backoff = backoff_seconds
+        self._cap = backoff_cap_seconds
+        self._cond = threading.Condition()
+        self._wake = False
+        self._stopping = False
+        self._failures = 0
+        self._retry_at: float | None = None
+        self._last_error: str | None = None
+        self._rejected_tip: str | None = None
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="push-daemon", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.notify()  # push anything left unpushed by a previous run
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def notify(self) -> None:
+        """A local commit landed (or a reconcile moved the branch): push soon."""
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        local = self._repo.branch_commit(self._branch)
+        if local is None:
+            return 0
+        known = self._repo.resolve(tracking_ref(self._branch))
+        if known == local:
+            return 0
+        if known is not None and not self._repo.has_object(known):
+            known = None
+        return self._repo.count_between(known, local)
+
+    def status(self) -> PushStatus:
+        with self._cond:
+            retry_in = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+            return PushStatus(self.pending(), self._last_error, self._rejected_tip is not None, retry_in)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until the remote has the local branch tip (True), or the daemon gave
+        up on it (rejected) or ``timeout`` passed (False)."""
+        deadline = time.monotonic() + timeout
+        self.notify()
+        with self._cond:
+            while True:
+                if not self._busy and not self._wake:
+                    if self.pending() == 0:
+                        return True
+                    if self._rejected_tip == self._repo.branch_commit(self._branch):
+                        return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+
+    # -- the thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping:
+                    now = time.monotonic()
+                    if self._retry_at is not None:
+                        if now >= self._retry_at:
+                            break
+                        self._cond.wait(self._retry_at - now)
+                    elif self._wake:
+                        break
+                    else:
+                        self._cond.wait()
+                if self._stopping:
+                    return
+                self._wake = False
+                self._retry_at = None
+                self._busy = True
+            try:
+                self._attempt()
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _attempt(self) -> None:
+        local = self._repo.branch_commit(self._branch)
+        if local is None or self._repo.resolve(tracking_ref(self._branch)) == local:
+            return
+        try:
+            self._repo.push_ref(self._remote, local, branch_ref(self._branch))
+        except PushRejected as exc:
+            self._metrics.pushes.labels("rejected").inc()
+            log.error("push rejected; the next reconcile will resolve it: %s", exc,
+                      extra={"commit": local, "result": "rejected"})
+            with self._cond:
+                self._last_error, self._rejected_tip, self._failures = str(exc), local, 0
+            return
+        except GitError as exc:
+            self._metrics.pushes.labels("error").inc()
+            with self._cond:
+                delay = min(self._backoff * 2**self._failures, self._cap)
+                self._failures += 1
+                self._last_error = str(exc)
+                self._retry_at = time.monotonic() + delay
+            log.warning("push failed; retrying in %.1f s: %s", delay, exc,
+                        extra={"commit": local, "result": "error", "retryInS": delay})
+            return
+        self._repo.set_ref(tracking_ref(self._branch), local)
+        self._metrics.pushes.labels("success").inc()
+        log.info("pushed %s", local[:12], extra={"commit": local, "result": "success"})
+        with self._cond:
+            self._failures, self._last_error, self._rejected_tip = 0, None, None
+            # a commit may have landed while we pushed: go round again
+            if self._repo.branch_commit(self._branch) != local:
+                self._wake = True

@@ -1,0 +1,226 @@
+"""The reconcile state machine: bring the local branch L in line with the remote R.
+
+=================  =====================  ==========================================
+condition          outcome                what moves
+=================  =====================  ==========================================
+fetch raised       ``fetch-failed``       nothing
+L == R             ``in-sync``            nothing
+L ancestor of R    ``fast-forwarded``     L := R (CAS)
+R ancestor of L    ``pushed-ahead``       R := L on the remote (failure not fatal)
+diverged, clean    ``rebased``            L := L' (local commits replayed onto R, CAS);
+                                          R := L' on the remote
+diverged, conflict ``conflict-escaped``   ``conflicts/<UTC time>`` := old L (local and
+                                          pushed); L := R (CAS)
+=================  =====================  ==========================================
+
+The work is split so the caller can keep the slow part outside its data lock:
+:func:`fetch` (network), :func:`plan` (pure decision; a rebase writes its replayed
+commits to the object store but moves no ref), :func:`apply` (the ref moves, a
+CAS against the observed L, raising :class:`BranchMoved` if L moved meanwhile),
+and :func:`push_result` (network again). :func:`reconcile` runs all four.
+No history on the remote is ever rewritten: every push is a fast-forward.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from dulwich.merge import Merger
+from dulwich.objects import Tree
+
+from hotreload.git.repo import (
+    API_IDENTITY,
+    GitError,
+    GitRepo,
+    Signature,
+    branch_ref,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Outcome(StrEnum):
+    IN_SYNC = "in-sync"
+    FAST_FORWARDED = "fast-forwarded"
+    PUSHED_AHEAD = "pushed-ahead"
+    REBASED = "rebased"
+    CONFLICT_ESCAPED = "conflict-escaped"
+    FETCH_FAILED = "fetch-failed"
+
+
+class BranchMoved(GitError):
+    """The local branch is no longer at the commit the plan was made against."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    outcome: Outcome
+    local: str
+    """The local commit observed when planning: the CAS expectation."""
+    remote: str | None
+    new_commit: str
+    """Where the local branch points after :func:`apply`."""
+    ahead: int = 0
+    behind: int = 0
+    conflict_paths: tuple[str, ...] = ()
+
+    @property
+    def moves_branch(self) -> bool:
+        return self.new_commit != self.local
+
+    def escape(self, reason: str) -> Plan:
+        """The conflict escape hatch for this divergence: keep L on a conflict
+        branch and take R (used when a rebase merged cleanly but the merged data
+        does not validate)."""
+        assert self.remote is not None
+        return replace(self, outcome=Outcome.CONFLICT_ESCAPED, new_commit=self.remote,
+                       conflict_paths=(reason,))
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    outcome: Outcome
+    old_commit: str
+    new_commit: str
+    ahead: int = 0
+    behind: int = 0
+    conflict_branch: str | None = None
+    push_error: str | None = None
+
+
+def fetch(repo: GitRepo, remote: str, branch: str) -> str | None:
+    """Fetch ``branch`` from ``remote``; raises TransportError. Outside any lock."""
+    return repo.fetch_branch(remote, branch)
+
+
+def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now) -> Plan:
+    """Decide the outcome for L=``local`` and R=``remote`` (None: the remote has no
+    such branch yet, so pushing creates it)."""
+    if remote is None:
+        return Plan(Outcome.PUSHED_AHEAD, local, None, local, ahead=repo.count_between(None, local))
+    if local == remote:
+        return Plan(Outcome.IN_SYNC, local, remote, local)
+    if repo.is_ancestor(local, remote):
+        return Plan(Outcome.FAST_FORWARDED, local, remote, remote,
+                    behind=len(repo.commits_between(local, remote)))
+    if repo.is_ancestor(remote, local):
+        return Plan(Outcome.PUSHED_AHEAD, local, remote, local,
+                    ahead=len(repo.commits_between(remote, local)))
+    return _plan_rebase(repo, local, remote, now)
+
+
+def _plan_rebase(repo: GitRepo, local: str, remote: str, now: Clock) -> Plan:
+    """Replay each local-only commit, oldest first, onto R with a three-way tree
+    merge (base = the commit's parent). Authors, dates and messages are kept;
+    the committer is the API."""
+    mine = repo.commits_between(remote, local)
+    behind = len(repo.commits_between(local, remote))
+    store = repo.repo.object_store
+    committer = Signature(API_IDENTITY, int(now().timestamp()), 0)
+    tip = remote
+    for sha in mine:
+        commit = repo.commit(sha)
+        base_tree = repo.tree_of(commit.parents[0].decode()) if commit.parents else None
+        merger = Merger(store)
+        merged, conflicts = merger.merge_trees(
+            _tree(repo, base_tree) if base_tree else None,
+            _tree(repo, repo.tree_of(tip)),
+            _tree(repo, commit.tree.decode()),
+        )
+        if conflicts:
+            paths = tuple(sorted(p.decode(errors="replace") for p in conflicts))
+            return Plan(Outcome.CONFLICT_ESCAPED, local, remote, remote,
+                        ahead=len(mine), behind=behind, conflict_paths=paths)
+        store.add_object(merged)
+        tip = repo.write_commit(
+            merged.id.decode(), [tip], commit.message.decode("utf-8", errors="replace"),
+            author=Signature(commit.author, commit.author_time, commit.author_timezone),
+            committer=committer,
+        )
+    return Plan(Outcome.REBASED, local, remote, tip, ahead=len(mine), behind=behind)
+
+
+def _tree(repo: GitRepo, sha: str) -> Tree:
+    obj = repo.repo.object_store[sha.encode()]
+    assert isinstance(obj, Tree)
+    return obj
+
+
+def conflict_branch_name(when: dt.datetime) -> str:
+    return "conflicts/" + when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
+def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> ReconcileResult:
+    """Move the refs the plan calls for. Call under the data lock. Raises
+    :class:`BranchMoved` (nothing changed) if L is no longer ``plan.local``."""
+    conflict_branch = None
+    if plan.outcome is Outcome.CONFLICT_ESCAPED:
+        if repo.branch_commit(branch) != plan.local:
+            raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
+        conflict_branch = _create_conflict_branch(repo, plan.local, now())
+    if plan.moves_branch and not repo.cas_ref(
+        branch_ref(branch), plan.local, plan.new_commit, message=f"hotreload: {plan.outcome}"
+    ):
+        if conflict_branch:  # undo: the escape did not happen
+            repo.repo.refs.remove_if_equals(branch_ref(conflict_branch), plan.local.encode())
+        raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
+    return ReconcileResult(plan.outcome, plan.local, plan.new_commit, plan.ahead, plan.behind,
+                           conflict_branch)
+
+
+def _create_conflict_branch(repo: GitRepo, commit: str, when: dt.datetime) -> str:
+    base = conflict_branch_name(when)
+    for attempt in range(1000):
+        name = base if attempt == 0 else f"{base}-{attempt}"
+        if repo.cas_ref(branch_ref(name), None, commit, message="hotreload: conflict escape"):
+            return name
+    raise GitError(f"could not create a unique branch name from {base}")
+
+
+def push_result(repo: GitRepo, remote: str, branch: str, result: ReconcileResult) -> ReconcileResult:
+    """Push what the outcome calls for. A failure is logged and recorded, never raised."""
+    pushes: list[tuple[str, bytes]] = []
+    if result.outcome in (Outcome.PUSHED_AHEAD, Outcome.REBASED):
+        pushes.append((result.new_commit, branch_ref(branch)))
+    if result.conflict_branch:
+        pushes.append((result.old_commit, branch_ref(result.conflict_branch)))
+    errors = []
+    for sha, ref in pushes:
+        try:
+            repo.push_ref(remote, sha, ref)
+        except GitError as exc:
+            log.warning("push after %s failed: %s", result.outcome, exc,
+                        extra={"outcome": str(result.outcome), "ref": ref.decode()})
+            errors.append(str(exc))
+    return replace(result, push_error="; ".join(errors) or None)
+
+
+def reconcile(repo: GitRepo, remote: str, branch: str, now: Clock = utc_now) -> ReconcileResult:
+    """Fetch, plan, apply and push in one go (no data lock, no snapshot): for
+    tools and tests. The service uses the steps separately (service/reloader.py)."""
+    local = repo.branch_commit(branch)
+    if local is None:
+        raise GitError(f"branch {branch!r} does not exist in {repo.path}")
+    try:
+        remote_tip = fetch(repo, remote, branch)
+    except GitError as exc:
+        log.warning("fetch failed: %s", exc, extra={"outcome": "fetch-failed"})
+        return ReconcileResult(Outcome.FETCH_FAILED, local, local)
+    the_plan = plan(repo, local, remote_tip, now)
+    result = apply(repo, the_plan, branch, now)
+    if result.outcome is Outcome.CONFLICT_ESCAPED:
+        log.error("conflict: local commits kept on %s; %s reset to the remote",
+                  result.conflict_branch, branch,
+                  extra={"outcome": str(result.outcome), "conflictBranch": result.conflict_branch,
+                         "oldCommit": result.old_commit, "newCommit": result.new_commit})
+    return push_result(repo, remote, branch, result)

@@ -1,0 +1,467 @@
+"""Git plumbing on dulwich: the only module that talks to repositories.
+
+Commits and trees are named by 40-character hex strings (``str``) everywhere
+outside this module. dulwich's ``Repo`` and its pack readers share file handles
+and caches and are not made for concurrent use, so :class:`GitRepo` hands every
+thread its own ``Repo`` object (opening one is cheap: it reads a few files).
+Objects written through one ``Repo`` are visible to the others: loose objects
+are files, and a pack store rescans its directory when an object is missing.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from dulwich.client import get_transport_and_path
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+ZERO_SHA = b"0" * 40
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+API_IDENTITY = b"Code for Philly API <api@users.noreply.codeforphilly.org>"
+"""The pseudonymous author/committer of every commit the service makes itself."""
+
+
+class GitError(Exception):
+    """A repository operation failed."""
+
+
+class NotABareRepository(GitError):
+    pass
+
+
+class TransportError(GitError):
+    """The remote could not be reached or answered with an error (transient)."""
+
+
+class PushRejected(GitError):
+    """The remote refused the update because it is not a fast-forward (terminal)."""
+
+
+def redact(location: str) -> str:
+    """A remote location fit for logs and errors: user info and passwords removed."""
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        return "<remote>"
+    if parts.scheme and parts.netloc and "@" in parts.netloc:
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, ""))
+    return location
+
+
+def branch_ref(branch: str) -> bytes:
+    return b"refs/heads/" + branch.encode()
+
+
+def tracking_ref(branch: str) -> bytes:
+    return b"refs/remotes/origin/" + branch.encode()
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    path: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Who and when, as git stores it on a commit."""
+
+    identity: bytes
+    time: int
+    timezone: int = 0
+
+
+class GitRepo:
+    """A bare repository, safe to use from many threads."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        repo = self._open()  # fail early, in the caller's thread
+        if not repo.bare:
+            raise NotABareRepository(f"{path} is a git work tree, not a bare repository")
+        self._local.repo = repo
+
+    def _open(self) -> Repo:
+        try:
+            return Repo(self.path)
+        except NotGitRepository:
+            raise NotABareRepository(f"{self.path} is not a git repository") from None
+
+    @property
+    def repo(self) -> Repo:
+        repo: Repo | None = getattr(self._local, "repo", None)
+        if repo is None:
+            repo = self._open()
+            self._local.repo = repo
+        return repo
+
+    # -- refs ---------------------------------------------------------------
+
+    def head_branch(self) -> str | None:
+        """The branch HEAD points at (the default branch of a bare clone)."""
+        try:
+            chain, _ = self.repo.refs.follow(b"HEAD")
+        except (KeyError, ValueError):
+            return None
+        target = chain[-1]
+        if target.startswith(b"refs/heads/"):
+            return target[len(b"refs/heads/") :].decode()
+        return None
+
+    def resolve(self, ref: bytes) -> str | None:
+        try:
+            return self.repo.refs[ref].decode()
+        except KeyError:
+            return None
+
+    def branch_commit(self, branch: str) -> str | None:
+        return self.resolve(branch_ref(branch))
+
+    def refs_under(self, prefix: bytes) -> dict[str, str]:
+        refs = self.repo.refs.as_dict(prefix)
+        return {(prefix + name).decode(): sha.decode() for name, sha in refs.items()}
+
+    def cas_ref(self, ref: bytes, old: str | None, new: str, message: str = "") -> bool:
+        """Point ``ref`` at ``new`` only if it is still at ``old`` (None: must not exist)."""
+        refs = self.repo.refs
+        if old is None:
+            return bool(refs.add_if_new(ref, new.encode(), message=message.encode() or None))
+        return bool(
+            refs.set_if_equals(ref, old.encode(), new.encode(), message=message.encode() or None)
+        )
+
+    def set_ref(self, ref: bytes, new: str) -> None:
+        self.repo.refs[ref] = new.encode()
+
+    # -- objects ------------------------------------------------------------
+
+    def has_object(self, sha: str) -> bool:
+        return bool(HEX40.match(sha)) and sha.encode() in self.repo.object_store
+
+    def commit(self, sha: str) -> Commit:
+        obj = self.repo.object_store[sha.encode()]
+        if not isinstance(obj, Commit):
+            raise GitError(f"{sha} is not a commit")
+        return obj
+
+    def tree_of(self, commit_sha: str) -> str:
+        return self.commit(commit_sha).tree.decode()
+
+    def read_blob(self, sha: str) -> bytes:
+        obj = self.repo.object_store[sha.encode()]
+        if not isinstance(obj, Blob):
+            raise GitError(f"{sha} is not a blob")
+        return bytes(obj.data)
+
+    def read_path(self, tree_sha: str, path: str) -> bytes | None:
+        """The blob at ``path`` in the tree, or None."""
+        tree = self._tree(tree_sha)
+        parts = path.split("/")
+        for i, part in enumerate(parts):
+            try:
+                mode, sha = tree[part.encode()]
+            except KeyError:
+                return None
+            if i == len(parts) - 1:
+                return None if stat.S_ISDIR(mode) else self.read_blob(sha.decode())
+            if not stat.S_ISDIR(mode):
+                return None
+            tree = self._tree(sha.decode())
+        return None
+
+    def subtree(self, tree_sha: str, path: str) -> str | None:
+        tree = self._tree(tree_sha)
+        sha: bytes = tree_sha.encode()
+        for part in filter(None, path.split("/")):
+            try:
+                mode, sha = tree[part.encode()]
+            except KeyError:
+                return None
+            if not stat.S_ISDIR(mode):
+                return None
+            tree = self._tree(sha.decode())
+        return sha.decode()
+
+    def iter_blobs(self, tree_sha: str, prefix: str = "") -> Iterator[BlobEntry]:
+        """Every blob below a tree, depth first, with its path from the tree's root."""
+        stack = [(prefix, tree_sha)]
+        while stack:
+            base, sha = stack.pop()
+            for entry in self._tree(sha).iteritems():
+                name = entry.path.decode()
+                path = f"{base}/{name}" if base else name
+                if stat.S_ISDIR(entry.mode):
+                    stack.append((path, entry.sha.decode()))
+                elif stat.S_ISREG(entry.mode):
+                    yield BlobEntry(path, entry.sha.decode())
+
+    def _tree(self, sha: str) -> Tree:
+        obj = self.repo.object_store[sha.encode()]
+        if not isinstance(obj, Tree):
+            raise GitError(f"{sha} is not a tree")
+        return obj
+
+    # -- history ------------------------------------------------------------
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """True if ``ancestor`` (a full sha or a unique-enough prefix) is reachable
+        from ``descendant``, including equality."""
+        ancestor = ancestor.lower()
+        if len(ancestor) == 40 and not self.has_object(ancestor):
+            return False  # never fetched here: cannot be in our history
+        return any(sha.startswith(ancestor) for sha in self.walk(descendant))
+
+    def walk(self, start: str, stop: Callable[[str], bool] | None = None) -> Iterator[str]:
+        """Commits reachable from ``start`` (breadth first); ``stop`` prunes a commit
+        and everything behind it."""
+        seen = {start}
+        queue = deque([start])
+        store = self.repo.object_store
+        while queue:
+            sha = queue.popleft()
+            if stop is not None and stop(sha):
+                continue
+            yield sha
+            commit = store[sha.encode()]
+            assert isinstance(commit, Commit)
+            for parent in commit.parents:
+                p = parent.decode()
+                if p not in seen:
+                    seen.add(p)
+                    queue.append(p)
+
+    def commits_between(self, base: str, tip: str) -> list[str]:
+        """Commits reachable from ``tip`` but not from ``base``, oldest first."""
+        behind_base = set(self.walk(base))
+        ahead = list(self.walk(tip, stop=behind_base.__contains__))
+        return ahead[::-1]
+
+    def count_between(self, base: str | None, tip: str, limit: int = 10_000) -> int:
+        if base is None:
+            return sum(1 for _ in zip(range(limit), self.walk(tip), strict=False))
+        if base == tip:
+            return 0
+        return len(self.commits_between(base, tip))
+
+    # -- writing ------------------------------------------------------------
+
+    def write_pack(self, objects: list[Any]) -> None:
+        """Write many objects as one pack (far faster than loose objects)."""
+        self.repo.object_store.add_objects([(obj, None) for obj in objects])
+
+    def write_blob(self, data: bytes) -> str:
+        blob = Blob.from_string(data)
+        self.repo.object_store.add_object(blob)
+        return blob.id.decode()
+
+    def write_tree_changes(self, base_tree: str | None, changes: Mapping[str, bytes | None]) -> str:
+        """A new tree: ``base_tree`` with each path set to new content (or removed
+        when None). Directories left empty disappear, as in git."""
+        store = self.repo.object_store
+        by_top: dict[str, dict[str, bytes | None]] = {}
+        for path, content in changes.items():
+            top, _, rest = path.partition("/")
+            by_top.setdefault(top, {})[rest] = content
+        tree = Tree()
+        if base_tree is not None:
+            for entry in self._tree(base_tree).iteritems():
+                tree.add(entry.path, entry.mode, entry.sha)
+        for top, sub in by_top.items():
+            name = top.encode()
+            existing = tree[name] if name in tree else None
+            if "" in sub:  # a file directly in this tree
+                content = sub[""]
+                if content is None:
+                    if existing is not None:
+                        del tree[name]
+                else:
+                    tree.add(name, 0o100644, self.write_blob(content).encode())
+                continue
+            base_sub = (
+                existing[1].decode() if existing and stat.S_ISDIR(existing[0]) else None
+            )
+            new_sub = self.write_tree_changes(base_sub, sub)
+            if self._tree(new_sub).items():
+                tree.add(name, stat.S_IFDIR, new_sub.encode())
+            elif existing is not None:
+                del tree[name]
+        store.add_object(tree)
+        return tree.id.decode()
+
+    def write_commit(
+        self,
+        tree: str,
+        parents: list[str],
+        message: str,
+        author: Signature,
+        committer: Signature | None = None,
+    ) -> str:
+        commit = Commit()
+        commit.tree = tree.encode()
+        commit.parents = [p.encode() for p in parents]
+        commit.author = author.identity
+        commit.author_time = author.time
+        commit.author_timezone = author.timezone
+        committer = committer or author
+        commit.committer = committer.identity
+        commit.commit_time = committer.time
+        commit.commit_timezone = committer.timezone
+        commit.encoding = b"UTF-8"
+        commit.message = message.encode()
+        self.repo.object_store.add_object(commit)
+        return commit.id.decode()
+
+    # -- remotes ------------------------------------------------------------
+
+    def fetch_branch(self, remote: str, branch: str) -> str | None:
+        """Fetch one branch into ``refs/remotes/origin/<branch>`` (the explicit
+        refspec ``+refs/heads/<b>:refs/remotes/origin/<b>``, which a ``git clone
+        --bare`` clone's default refspec never fills). Returns the remote tip, or
+        None when the remote has no such branch."""
+        ref = branch_ref(branch)
+        store = self.repo.object_store
+
+        def determine_wants(refs: Mapping[bytes, bytes], depth: int | None = None) -> list[bytes]:
+            sha = refs.get(ref)
+            return [sha] if sha and sha != ZERO_SHA and sha not in store else []
+
+        try:
+            client, path = get_transport_and_path(remote)
+            result = client.fetch(path, self.repo, determine_wants=determine_wants)
+        except Exception as exc:
+            raise TransportError(f"fetch from {redact(remote)} failed: {_reason(exc, remote)}") from None
+        tip = result.refs.get(ref)
+        if not tip or tip == ZERO_SHA:
+            return None
+        self.repo.refs[tracking_ref(branch)] = tip
+        return tip.decode()
+
+    def push_ref(self, remote: str, local_sha: str, remote_ref: bytes) -> None:
+        """Update ``remote_ref`` on the remote to ``local_sha``, only as a
+        fast-forward (or a new ref). Never forces."""
+        repo = self.repo
+        new = local_sha.encode()
+
+        def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+            current = refs.get(remote_ref)
+            if current is None or current == ZERO_SHA or current == new:
+                return {remote_ref: new}
+            if not self.is_ancestor(current.decode(), local_sha):
+                raise PushRejected(
+                    f"push to {redact(remote)} rejected: {remote_ref.decode()} is at "
+                    f"{current.decode()[:12]}, which is not an ancestor of {local_sha[:12]} "
+                    "(non-fast-forward)"
+                )
+            return {remote_ref: new}
+
+        def generate_pack_data(
+            have: Any, want: Any, *, ofs_delta: bool = False, progress: Any = None
+        ) -> Any:
+            return repo.generate_pack_data(set(have), set(want), progress=progress, ofs_delta=ofs_delta)
+
+        try:
+            client, path = get_transport_and_path(remote)
+            result = client.send_pack(path.encode() if isinstance(path, str) else path,
+                                      update_refs, generate_pack_data)
+        except PushRejected:
+            raise
+        except Exception as exc:
+            raise TransportError(f"push to {redact(remote)} failed: {_reason(exc, remote)}") from None
+        error = (result.ref_status or {}).get(remote_ref)
+        if error:
+            if "fast-forward" in error or "fetch first" in error or "unable to set" in error:
+                raise PushRejected(f"push to {redact(remote)} rejected: {error}")
+            raise TransportError(f"push to {redact(remote)} failed: {error}")
+
+
+def _reason(exc: BaseException, remote: str) -> str:
+    text = str(exc) or type(exc).__name__
+    # a URL inside the exception text may carry credentials
+    return text.replace(remote, redact(remote))
+
+
+def init_bare(path: str, branch: str = "published") -> GitRepo:
+    repo = Repo.init_bare(path, mkdir=True)
+    repo.refs.set_symbolic_ref(b"HEAD", branch_ref(branch))
+    repo.close()
+    return GitRepo(path)
+
+
+def clone_bare(remote: str, path: str, branch: str | None = None) -> GitRepo:
+    """A bare clone of ``remote`` at ``path``: all of its branches as local branches
+    (like ``git clone --bare``), HEAD at ``branch`` or the remote's HEAD branch."""
+    try:
+        client, remote_path = get_transport_and_path(remote)
+        target = Repo.init_bare(path, mkdir=True)
+        result = client.fetch(remote_path, target)
+    except Exception as exc:
+        raise TransportError(f"clone from {redact(remote)} failed: {_reason(exc, remote)}") from None
+    for ref, sha in result.refs.items():
+        if ref.startswith(b"refs/heads/") and sha and sha != ZERO_SHA:
+            target.refs[ref] = sha
+    head = branch_ref(branch) if branch else None
+    if head is None:
+        symref = (result.symrefs or {}).get(b"HEAD")
+        head = symref if symref else None
+    if head is None:
+        heads = [r for r in result.refs if r.startswith(b"refs/heads/")]
+        head = heads[0] if heads else branch_ref("published")
+    target.refs.set_symbolic_ref(b"HEAD", head)
+    config = target.get_config()
+    config.set((b"remote", b"origin"), b"url", remote.encode())
+    config.write_to_path()
+    target.close()
+    return GitRepo(path)
+
+
+def origin_url(repo: GitRepo) -> str | None:
+    try:
+        return repo.repo.get_config().get((b"remote", b"origin"), b"url").decode()
+    except KeyError:
+        return None
+
+
+def now_signature(identity: bytes = API_IDENTITY) -> Signature:
+    return Signature(identity, int(time.time()), 0)
+
+
+def tree_objects(files: Mapping[str, bytes]) -> tuple[str, list[Blob | Tree]]:
+    """Blobs and trees for a whole file set, without writing anything: returns the
+    root tree id and every object, ready for :meth:`GitRepo.write_pack`."""
+    objects: list[Blob | Tree] = []
+    nested: dict[str, Any] = {}
+    for path, content in files.items():
+        node = nested
+        *dirs, name = path.split("/")
+        for d in dirs:
+            node = node.setdefault(d, {})
+        blob = Blob.from_string(content)
+        objects.append(blob)
+        node[name] = blob
+
+    def make(node: dict[str, Any]) -> Tree:
+        tree = Tree()
+        for name, child in node.items():
+            if isinstance(child, dict):
+                sub = make(child)
+                tree.add(name.encode(), stat.S_IFDIR, sub.id)
+            else:
+                tree.add(name.encode(), 0o100644, child.id)
+        objects.append(tree)
+        return tree
+
+    root = make(nested)
+    return root.id.decode(), objects

@@ -1,0 +1,280 @@
+"""The reload use case: pre-check, single-flight, reconcile, build, swap.
+
+Outside the data lock, always: the served snapshot was built from exactly the tree
+of the local branch. So a reload does everything slow *before* taking the lock —
+fetch, plan (a rebase writes its commits but moves no ref), and build the new
+snapshot from the planned commit — and holds the lock only to check that the
+branch is still where it planned from, move the ref (CAS) and assign
+``holder.current``. A build that fails moves nothing. If a write moved the branch
+meanwhile, the reload plans again from the new branch (bounded), and as a last
+resort does the whole thing under the lock, saying so in the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from hotreload.data.records import RecordError
+from hotreload.data.snapshot import Changes, Snapshot, SnapshotHolder, build_incremental
+from hotreload.git import reconcile
+from hotreload.git.push import PushDaemon
+from hotreload.git.reconcile import BranchMoved, Clock, Outcome, Plan, utc_now
+from hotreload.git.repo import GitError, GitRepo
+from hotreload.metrics import Metrics
+from hotreload.service.lock import DataLock
+
+log = logging.getLogger(__name__)
+
+OPTIMISTIC_ATTEMPTS = 3
+
+
+class FetchFailed(Exception):
+    def __init__(self, head: str, message: str) -> None:
+        super().__init__(message)
+        self.head = head
+
+
+class RebuildFailed(Exception):
+    def __init__(self, commit: str, path: str, error: str) -> None:
+        super().__init__(f"{path}: {error}")
+        self.commit = commit
+        self.path = path
+        self.error = error
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    outcome: str
+    no_changes: bool
+    rebuilt: bool
+    old_commit: str
+    new_commit: str
+    duration_ms: float
+    prechecked: bool = False
+    lock_held_ms: float = 0.0
+    ahead: int = 0
+    behind: int = 0
+    conflict_branch: str | None = None
+    changes: Changes = field(default=Changes())
+
+
+@dataclass(frozen=True)
+class LastReload:
+    outcome: str
+    at: str
+    duration_ms: float
+    lock_held_ms: float
+    error: str | None = None
+
+
+@dataclass
+class _Flight:
+    started_seq: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: ReloadResult | None = None
+    error: BaseException | None = None
+
+
+class Reloader:
+    def __init__(
+        self,
+        repo: GitRepo,
+        holder: SnapshotHolder,
+        lock: DataLock,
+        branch: str,
+        remote: str | None,
+        metrics: Metrics,
+        push_daemon: PushDaemon | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.repo = repo
+        self.holder = holder
+        self.lock = lock
+        self.branch = branch
+        self.remote = remote
+        self.metrics = metrics
+        self.push_daemon = push_daemon
+        self.clock = clock
+        self.last: LastReload | None = None
+        self._flight_lock = threading.Lock()
+        self._flight: _Flight | None = None
+        self._seq = 0
+
+    # -- entry point --------------------------------------------------------------
+
+    def reload(self, commit_hash: str | None = None) -> ReloadResult:
+        """Reconcile with the remote and serve the result. Raises FetchFailed or
+        RebuildFailed (nothing changed), or anything else (invariant intact)."""
+        started = time.perf_counter()
+        short = self._precheck(commit_hash, started)
+        if short is not None:
+            return short
+        with self._flight_lock:
+            self._seq += 1
+            arrived = self._seq
+        while True:
+            with self._flight_lock:
+                flight = self._flight
+                if flight is None:
+                    self._seq += 1
+                    flight = self._flight = _Flight(started_seq=self._seq)
+                    leader = True
+                else:
+                    leader = False
+            if leader:
+                try:
+                    flight.result = self._run(started)
+                except BaseException as exc:
+                    flight.error = exc
+                finally:
+                    with self._flight_lock:
+                        self._flight = None
+                    flight.done.set()
+                if flight.error is not None:
+                    raise flight.error
+                assert flight.result is not None
+                return flight.result
+            flight.done.wait()
+            short = self._precheck(commit_hash, started)
+            if short is not None:
+                return short
+            if flight.started_seq > arrived:
+                # this run started after we arrived, so it saw what we were told about
+                if flight.error is not None:
+                    raise flight.error
+                assert flight.result is not None
+                return flight.result
+
+    def _precheck(self, commit_hash: str | None, started: float) -> ReloadResult | None:
+        """Is the announced commit already served (or behind what is served)?
+        No lock, no fetch: this is the self-trigger's fast path."""
+        if not commit_hash:
+            return None
+        served = self.holder.current.commit
+        if not self.repo.is_ancestor(commit_hash, served):
+            return None
+        return ReloadResult(
+            outcome=str(Outcome.IN_SYNC), no_changes=True, rebuilt=False, old_commit=served,
+            new_commit=served, duration_ms=_ms_since(started), prechecked=True,
+        )
+
+    # -- one run ------------------------------------------------------------------
+
+    def _run(self, started: float) -> ReloadResult:
+        try:
+            result = self._reconcile_and_swap(started)
+        except FetchFailed as exc:
+            self._record(str(Outcome.FETCH_FAILED), started, 0.0, str(exc))
+            raise
+        except RebuildFailed as exc:
+            self._record("rebuild-failed", started, 0.0, str(exc))
+            raise
+        except Exception as exc:
+            self._record("error", started, 0.0, f"{type(exc).__name__}: {exc}")
+            raise
+        self._record(result.outcome, started, result.lock_held_ms, None)
+        self.metrics.reload_duration.observe(result.duration_ms / 1000)
+        return result
+
+    def _reconcile_and_swap(self, started: float) -> ReloadResult:
+        remote_tip = self._fetch()
+        for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
+            base = self.holder.current
+            local = self.repo.branch_commit(self.branch)
+            assert local is not None
+            under_lock = attempt == OPTIMISTIC_ATTEMPTS
+            if under_lock:
+                log.warning("the branch kept moving during %d optimistic attempts; "
+                            "reconciling under the data lock", OPTIMISTIC_ATTEMPTS)
+                with self.lock.hold("reload-fallback") as hold:
+                    base = self.holder.current
+                    local = self.repo.branch_commit(self.branch)
+                    assert local is not None
+                    plan, snapshot = self._plan_and_build(base, local, remote_tip)
+                    result = reconcile.apply(self.repo, plan, self.branch, self.clock)
+                    if snapshot is not None:
+                        self.holder.current = snapshot
+                break
+            plan, snapshot = self._plan_and_build(base, local, remote_tip)
+            try:
+                with self.lock.hold("reload") as hold:
+                    if self.holder.current is not base:
+                        raise BranchMoved("a write landed while the reload was building")
+                    result = reconcile.apply(self.repo, plan, self.branch, self.clock)
+                    if snapshot is not None:
+                        self.holder.current = snapshot
+                break
+            except BranchMoved as exc:
+                log.info("retrying reconcile: %s", exc, extra={"attempt": attempt + 1})
+        if result.outcome is Outcome.CONFLICT_ESCAPED:
+            log.error(
+                "conflict: local commits kept on %s; %s reset to the remote (%s)",
+                result.conflict_branch, self.branch, ", ".join(plan.conflict_paths),
+                extra={"outcome": str(result.outcome), "conflictBranch": result.conflict_branch,
+                       "oldCommit": result.old_commit, "newCommit": result.new_commit},
+            )
+        if self.remote is not None:
+            result = reconcile.push_result(self.repo, self.remote, self.branch, result)
+        if self.push_daemon is not None and result.outcome in (Outcome.PUSHED_AHEAD, Outcome.REBASED):
+            self.push_daemon.notify()  # retries with backoff if our push failed
+        rebuilt = snapshot is not None
+        return ReloadResult(
+            outcome=str(result.outcome),
+            no_changes=result.outcome is Outcome.IN_SYNC and not rebuilt,
+            rebuilt=rebuilt,
+            old_commit=base.commit,
+            new_commit=self.holder.current.commit,
+            duration_ms=_ms_since(started),
+            lock_held_ms=hold.held_ms,
+            ahead=result.ahead,
+            behind=result.behind,
+            conflict_branch=result.conflict_branch,
+            changes=snapshot.changes if snapshot is not None else Changes(),
+        )
+
+    def _fetch(self) -> str | None:
+        served = self.holder.current.commit
+        if self.remote is None:  # no remote configured: serve whatever the branch holds
+            return self.repo.branch_commit(self.branch)
+        try:
+            return reconcile.fetch(self.repo, self.remote, self.branch)
+        except GitError as exc:
+            log.warning("fetch failed: %s", exc, extra={"outcome": "fetch-failed", "head": served})
+            raise FetchFailed(served, str(exc)) from None
+
+    def _plan_and_build(
+        self, base: Snapshot, local: str, remote_tip: str | None
+    ) -> tuple[Plan, Snapshot | None]:
+        plan = reconcile.plan(self.repo, local, remote_tip, self.clock)
+        if plan.new_commit == base.commit:
+            return plan, None
+        try:
+            return plan, build_incremental(self.repo, base, plan.new_commit)
+        except RecordError as exc:
+            if plan.outcome is not Outcome.REBASED:
+                raise RebuildFailed(plan.new_commit, exc.path, exc.message) from None
+            # the replayed commits merged cleanly but the data does not validate:
+            # a conflict in substance; never serve it
+            plan = plan.escape(str(exc))
+        try:
+            return plan, build_incremental(self.repo, base, plan.new_commit)
+        except RecordError as exc:
+            raise RebuildFailed(plan.new_commit, exc.path, exc.message) from None
+
+    def _record(self, outcome: str, started: float, lock_held_ms: float, error: str | None) -> None:
+        self.metrics.reloads.labels(outcome).inc()
+        self.last = LastReload(
+            outcome=outcome,
+            at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            duration_ms=round(_ms_since(started), 3),
+            lock_held_ms=round(lock_held_ms, 3),
+            error=error,
+        )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,239 @@
+"""The write use case: one commit per successful request, and a snapshot that
+includes it, swapped in the same critical section as the ref move.
+
+Like a reload, a write does its work outside the data lock against the snapshot
+it observed (validate, write blob/tree/commit objects, derive the new snapshot),
+then under the lock checks that the observed snapshot is still the served one,
+moves the branch (CAS) and swaps. If a reload or another write got there first it
+starts again from the new snapshot, so whichever takes the lock second sees the
+other's commit: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from hotreload.data.records import (
+    Person,
+    Project,
+    Record,
+    RecordError,
+    describe_validation_error,
+    to_toml,
+)
+from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_incremental
+from hotreload.git.push import PushDaemon
+from hotreload.git.repo import API_IDENTITY, GitRepo, Signature, branch_ref
+from hotreload.service.lock import DataLock
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+class WriteError(Exception):
+    """A rejected write. ``kind`` maps to the HTTP status; nothing was committed."""
+
+    def __init__(self, kind: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind  # bad_request | not_found | conflict | invalid
+        self.field = field
+
+
+@dataclass(frozen=True)
+class WritableSheet:
+    sheet: str
+    subject_type: str  # project | person
+    record_type: type[Record]
+    required: tuple[str, ...]
+    editable: tuple[str, ...]
+
+
+SHEETS: dict[str, WritableSheet] = {
+    "projects": WritableSheet("projects", "project", Project, ("slug", "title"),
+                              ("slug", "title", "summary", "overview", "stage")),
+    "people": WritableSheet("people", "person", Person, ("slug", "fullName"),
+                            ("slug", "fullName", "bio")),
+}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    record: Record
+    commit: str
+    lock_held_ms: float
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Writer:
+    def __init__(
+        self,
+        repo: GitRepo,
+        holder: SnapshotHolder,
+        lock: DataLock,
+        branch: str,
+        push_daemon: PushDaemon | None = None,
+        now: Callable[[], str] = _now,
+    ) -> None:
+        self.repo = repo
+        self.holder = holder
+        self.lock = lock
+        self.branch = branch
+        self.push_daemon = push_daemon
+        self.now = now
+
+    # -- the three verbs ------------------------------------------------------------
+
+    def create(self, sheet: str, body: Mapping[str, Any], request_path: str) -> WriteResult:
+        spec = SHEETS[sheet]
+        _check_keys(spec, body, create=True)
+
+        def change(base: Snapshot) -> tuple[Record | None, Record]:
+            if _find(base, spec, body["slug"]) is not None:
+                raise WriteError("conflict", f"slug: {body['slug']!r} is already taken", "slug")
+            ts = self.now()
+            fields = {**body, "id": str(uuid.uuid4()), "createdAt": ts, "updatedAt": ts}
+            return None, _validate(spec, fields)
+
+        return self._commit(spec, "POST", request_path, "create", change)
+
+    def update(self, sheet: str, slug: str, body: Mapping[str, Any], request_path: str) -> WriteResult:
+        spec = SHEETS[sheet]
+        _check_keys(spec, body, create=False)
+
+        def change(base: Snapshot) -> tuple[Record | None, Record]:
+            old = _live(base, spec, slug)
+            new_slug = body.get("slug", slug)
+            if new_slug != slug and _find(base, spec, new_slug) is not None:
+                raise WriteError("conflict", f"slug: {new_slug!r} is already taken", "slug")
+            fields = {**msgspec.to_builtins(old), **body, "updatedAt": self.now()}
+            return old, _validate(spec, fields)
+
+        return self._commit(spec, "PATCH", request_path, "update", change)
+
+    def delete(self, sheet: str, slug: str, request_path: str) -> WriteResult:
+        spec = SHEETS[sheet]
+
+        def change(base: Snapshot) -> tuple[Record | None, Record]:
+            old = _live(base, spec, slug)
+            ts = self.now()
+            fields = {**msgspec.to_builtins(old), "deletedAt": ts, "updatedAt": ts}
+            return old, _validate(spec, fields)
+
+        return self._commit(spec, "DELETE", request_path, "soft-delete", change)
+
+    # -- the commit -------------------------------------------------------------------
+
+    def _commit(
+        self,
+        spec: WritableSheet,
+        method: str,
+        request_path: str,
+        action: str,
+        change: Callable[[Snapshot], tuple[Record | None, Record]],
+    ) -> WriteResult:
+        for _attempt in range(MAX_ATTEMPTS):
+            base = self.holder.current
+            old, new = change(base)
+            sheet_paths = base.table(spec.sheet)
+            new_path = _record_path(base, spec, new)
+            changes: dict[str, bytes | None] = {new_path: to_toml(new)}
+            if old is not None:
+                old_path = sheet_paths.path_by_id[old.id]
+                if old_path != new_path:
+                    changes[old_path] = None
+            tree = self.repo.write_tree_changes(base.tree, changes)
+            message = _message(method, request_path, action, spec, new)
+            signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
+            commit = self.repo.write_commit(tree, [base.commit], message, signature)
+            try:
+                snapshot = build_incremental(self.repo, base, commit)
+            except RecordError as exc:
+                raise WriteError("invalid", str(exc)) from None
+            with self.lock.hold("write") as hold:
+                if self.holder.current is not base or not self.repo.cas_ref(
+                    branch_ref(self.branch), base.commit, commit, message=f"hotreload: {action}"
+                ):
+                    continue
+                self.holder.current = snapshot
+            log.info("committed %s", message.splitlines()[0],
+                     extra={"commit": commit, "action": f"{spec.subject_type}.{action}",
+                            "lockHeldMs": round(hold.held_ms, 3)})
+            if self.push_daemon is not None:
+                self.push_daemon.notify()
+            return WriteResult(new, commit, hold.held_ms)
+        raise WriteError("conflict", "the data branch kept moving; try the request again")
+
+
+def _check_keys(spec: WritableSheet, body: Mapping[str, Any], create: bool) -> None:
+    unknown = sorted(set(body) - set(spec.editable))
+    if unknown:
+        raise WriteError("bad_request", f"{unknown[0]}: unknown field (allowed: "
+                         f"{', '.join(spec.editable)})", unknown[0])
+    if create:
+        for name in spec.required:
+            if name not in body:
+                raise WriteError("invalid", f"{name}: required field is missing", name)
+    elif not body:
+        raise WriteError("bad_request", "body: give at least one field to change", "body")
+    for name in spec.required:
+        if name in body and body[name] is None:
+            raise WriteError("invalid", f"{name}: must not be null", name)
+
+
+def _validate(spec: WritableSheet, fields: Mapping[str, Any]) -> Record:
+    try:
+        return msgspec.convert(dict(fields), type=spec.record_type)
+    except msgspec.ValidationError as exc:
+        message = describe_validation_error(spec.record_type, exc)
+        name = message.split(":", 1)[0] if ":" in message else None
+        raise WriteError("invalid", message, name) from None
+
+
+def _find(base: Snapshot, spec: WritableSheet, slug: str) -> Record | None:
+    return base.project_by_slug(slug) if spec.sheet == "projects" else base.person_by_slug(slug)
+
+
+def _live(base: Snapshot, spec: WritableSheet, slug: str) -> Record:
+    record = _find(base, spec, slug)
+    if record is None or getattr(record, "deleted_at", None) is not None:
+        raise WriteError("not_found", f"no {spec.subject_type} with slug {slug!r}")
+    return record
+
+
+def _record_path(base: Snapshot, spec: WritableSheet, record: Record) -> str:
+    sheet = next((s for s in base.sheets if s.name == spec.sheet), None)
+    if sheet is None:
+        raise WriteError("invalid", f"the data repository has no .gitsheets/{spec.sheet}.toml")
+    path = sheet.record_path(msgspec.to_builtins(record))
+    if path is None:
+        raise WriteError("invalid", f"cannot place a {spec.subject_type} with the path template "
+                         f"{sheet.path_template}")
+    return path
+
+
+_SAFE_PATH = re.compile(r"[^A-Za-z0-9/_.-]")
+
+
+def _message(method: str, request_path: str, action: str, spec: WritableSheet, record: Record) -> str:
+    """Subject ``<actor>: <METHOD> <path>`` and trailers, per the seed's storage
+    spec; no request bodies, addresses or user agents."""
+    slug = getattr(record, "slug", "")
+    return (
+        f"api: {method} {_SAFE_PATH.sub('', request_path)}\n\n"
+        f"Action: {spec.subject_type}.{action}\n"
+        f"Subject-Type: {spec.subject_type}\n"
+        f"Subject-Id: {record.id}\n"
+        f"Subject-Slug: {slug}\n"
+    )
