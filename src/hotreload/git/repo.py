@@ -10,10 +10,12 @@ are files, and a pack store rescans its directory when an object is missing.
 
 from __future__ import annotations
 
+import atexit
 import re
 import stat
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -46,6 +48,16 @@ class TransportError(GitError):
 
 class PushRejected(GitError):
     """The remote refused the update because it is not a fast-forward (terminal)."""
+
+
+_LIVE: weakref.WeakSet[GitRepo] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # dulwich's pack objects complain if the interpreter tears them down unclosed
+    for repo in list(_LIVE):
+        repo.close()
 
 
 def redact(location: str) -> str:
@@ -89,16 +101,31 @@ class GitRepo:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
+        self._opened: list[Repo] = []
+        self._opened_lock = threading.Lock()
         repo = self._open()  # fail early, in the caller's thread
         if not repo.bare:
+            repo.close()
             raise NotABareRepository(f"{path} is a git work tree, not a bare repository")
         self._local.repo = repo
+        _LIVE.add(self)
 
     def _open(self) -> Repo:
         try:
-            return Repo(self.path)
+            repo = Repo(self.path)
         except NotGitRepository:
             raise NotABareRepository(f"{self.path} is not a git repository") from None
+        with self._opened_lock:
+            self._opened.append(repo)
+        return repo
+
+    def close(self) -> None:
+        """Close every thread's ``Repo`` (pack files and their maps)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for repo in opened:
+            repo.close()
+        self._local = threading.local()
 
     @property
     def repo(self) -> Repo:

@@ -45,6 +45,7 @@ class Runtime:
     def close(self) -> None:
         if self.push_daemon is not None:
             self.push_daemon.stop()
+        self.repo.close()
 
 
 def open_repository(settings: Settings) -> GitRepo:

@@ -1,0 +1,1 @@
+"""The hotreload simulator: scripted git histories against a running service."""

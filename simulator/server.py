@@ -1,0 +1,124 @@
+"""A real ``hotreload serve`` process on a loopback port, and a tiny HTTP client.
+
+Used by the simulator's world and by the integration tests: the service is
+driven only through its CLI and HTTP, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+_LISTENING = re.compile(r"on http://127\.0\.0\.1:(\d+) ")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def data(self) -> Any:
+        return self.json.get("data")
+
+    @property
+    def commit(self) -> str | None:
+        return self.headers.get("x-data-commit")
+
+
+def request(base: str, method: str, path: str, body: bytes | str | dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 60.0) -> Response:
+    data = json.dumps(body).encode() if isinstance(body, dict) else (
+        body.encode() if isinstance(body, str) else body)
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers or {})
+    if data is not None and "Content-Type" not in (headers or {}):
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+    except urllib.error.HTTPError as err:
+        return Response(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+
+
+class ServerProcess:
+    """``hotreload serve --port 0``; the chosen port is read from its start-up log."""
+
+    def __init__(self, env: dict[str, str], threads: int = 8) -> None:
+        self.env = env
+        self.threads = threads
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = ""
+        self.log_path = tempfile.mktemp(prefix="hotreload-serve-", suffix=".log")
+
+    def start(self, timeout: float = 120.0) -> ServerProcess:
+        full_env = {**os.environ, **self.env}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._offset = self._log.tell()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hotreload.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+             "--threads", str(self.threads)],
+            env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            match = _LISTENING.search(text)
+            if match:
+                self.base = f"http://127.0.0.1:{match.group(1)}"
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hotreload serve exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"hotreload serve did not start in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._offset)
+            return fh.read().decode(errors="replace")
+
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None, timeout: float = 60.0) -> Response:
+        return request(self.base, method, path, body, headers, timeout)
+
+    def get(self, path: str) -> Response:
+        return self.request("GET", path)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

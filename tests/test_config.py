@@ -1,0 +1,72 @@
+"""Bad configuration stops ``hotreload serve`` with one clear line naming the
+variable, and a non-zero exit code (no traceback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import World
+
+
+def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CFP_")}
+    return subprocess.run([sys.executable, "-m", "hotreload.cli", "serve", "--port", "0"],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hotreload: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_short_secret(world: World) -> None:
+    line = error_line(serve(world.env(CFP_DATA_RELOAD_SECRET="short")))
+    assert "CFP_DATA_RELOAD_SECRET" in line and "at least 32" in line
+
+
+def test_repo_path_unset() -> None:
+    assert "CFP_DATA_REPO_PATH is not set" in error_line(serve({}))
+
+
+def test_repo_missing_and_no_remote(tmp_path: Path) -> None:
+    line = error_line(serve({"CFP_DATA_REPO_PATH": str(tmp_path / "nope.git")}))
+    assert "does not exist" in line and "CFP_DATA_REMOTE" in line
+
+
+def test_repo_not_bare(world: World) -> None:
+    line = error_line(serve(world.env(CFP_DATA_REPO_PATH=str(world.work))))
+    assert "CFP_DATA_REPO_PATH" in line and "bare" in line
+
+
+def test_repo_not_a_repository(tmp_path: Path) -> None:
+    line = error_line(serve({"CFP_DATA_REPO_PATH": str(tmp_path)}))
+    assert "CFP_DATA_REPO_PATH" in line and "not a git repository" in line
+
+
+def test_branch_missing(world: World) -> None:
+    line = error_line(serve(world.env(CFP_DATA_BRANCH="nope")))
+    assert "CFP_DATA_BRANCH" in line and "'nope' does not exist" in line and "published" in line
+
+
+@pytest.mark.parametrize("value", ["abc", "-1"])
+def test_bad_backoff(world: World, value: str) -> None:
+    assert "CFP_DATA_PUSH_BACKOFF_SECONDS" in error_line(
+        serve(world.env(CFP_DATA_PUSH_BACKOFF_SECONDS=value)))
+
+
+def test_clones_when_missing_and_remote_set(world: World, tmp_path: Path) -> None:
+    from simulator.server import ServerProcess
+
+    target = tmp_path / "fresh.git"
+    with ServerProcess(world.env(CFP_DATA_REPO_PATH=str(target))) as server:
+        health = server.get("/api/health").data
+    assert (target / "HEAD").exists()
+    assert health["servedCommit"] == world.origin_head()

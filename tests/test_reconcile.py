@@ -1,0 +1,185 @@
+"""The reconcile state machine on real repositories (no mocks of git)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hotreload.git.reconcile import Outcome, conflict_branch_name, reconcile
+from hotreload.git.repo import GitRepo, Signature, redact
+from tests.conftest import World, git, make_world, project_toml
+
+FIXED = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+
+
+def clock() -> dt.datetime:
+    return FIXED
+
+
+def local_commit(repo: GitRepo, files: dict[str, str | None], author: bytes = b"Local Writer <lw@example.org>",
+                 when: int = 1_750_000_000) -> str:
+    parent = repo.branch_commit("published")
+    assert parent is not None
+    tree = repo.write_tree_changes(repo.tree_of(parent), {k: (v.encode() if v is not None else None) for k, v in files.items()})
+    commit = repo.write_commit(tree, [parent], f"local change {when}\n", Signature(author, when, 0))
+    assert repo.cas_ref(b"refs/heads/published", parent, commit)
+    return commit
+
+
+@pytest.fixture
+def repo(world: World) -> Iterator[GitRepo]:
+    r = GitRepo(str(world.clone))
+    yield r
+    r.close()
+
+
+def test_in_sync(world: World, repo: GitRepo) -> None:
+    result = reconcile(repo, str(world.origin), "published", clock)
+    assert result.outcome is Outcome.IN_SYNC
+    assert result.old_commit == result.new_commit == world.origin_head()
+
+
+def test_fast_forward_fills_the_tracking_ref_of_a_narrow_bare_clone(world: World, repo: GitRepo) -> None:
+    # `git clone --bare` maps refs/heads/* onto refs/heads/*: no refs/remotes/origin/* at all
+    assert repo.resolve(b"refs/remotes/origin/published") is None
+    world.commit_upstream({"projects/aa-one.toml": project_toml("aa-one", "One")})
+    tip = world.commit_upstream({"projects/aa-two.toml": project_toml("aa-two", "Two")})
+    result = reconcile(repo, str(world.origin), "published", clock)
+    assert result.outcome is Outcome.FAST_FORWARDED and result.behind == 2
+    assert world.clone_head() == tip
+    assert repo.resolve(b"refs/remotes/origin/published") == tip
+
+
+def test_pushed_ahead_updates_the_remote(world: World, repo: GitRepo) -> None:
+    mine = local_commit(repo, {"projects/aa-local.toml": project_toml("aa-local", "Local")})
+    result = reconcile(repo, str(world.origin), "published", clock)
+    assert result.outcome is Outcome.PUSHED_AHEAD and result.ahead == 1
+    assert result.push_error is None
+    assert world.origin_head() == mine
+
+
+def test_rebase_replays_local_commits_onto_the_remote(world: World, repo: GitRepo) -> None:
+    mine = local_commit(repo, {"projects/aa-local.toml": project_toml("aa-local", "Local")})
+    theirs = world.commit_upstream({"projects/aa-remote.toml": project_toml("aa-remote", "Remote")})
+    result = reconcile(repo, str(world.origin), "published", clock)
+    assert result.outcome is Outcome.REBASED and result.ahead == 1 and result.behind == 1
+    new = repo.commit(result.new_commit)
+    assert [p.decode() for p in new.parents] == [theirs]
+    assert new.author == b"Local Writer <lw@example.org>" and new.author_time == 1_750_000_000
+    assert new.committer == b"Code for Philly API <api@users.noreply.codeforphilly.org>"
+    assert world.origin_head() == world.clone_head() == result.new_commit != mine
+    files = git("--git-dir", str(world.clone), "ls-tree", "-r", "--name-only", "published").split()
+    assert "projects/aa-local.toml" in files and "projects/aa-remote.toml" in files
+
+
+def test_multi_commit_rebase_keeps_order_and_authors(world: World, repo: GitRepo) -> None:
+    authors = [b"Ana <ana@example.org>", b"Ben <ben@example.org>", b"Chen <chen@example.org>"]
+    for i, author in enumerate(authors):
+        local_commit(repo, {f"projects/aa-local-{i}.toml": project_toml(f"aa-local-{i}", f"L{i}")},
+                     author, 1_750_000_000 + i)
+    theirs = world.commit_upstream({"projects/aa-remote.toml": project_toml("aa-remote", "Remote")})
+    result = reconcile(repo, str(world.origin), "published", clock)
+    assert result.outcome is Outcome.REBASED and result.ahead == 3
+    log = git("--git-dir", str(world.origin), "log", "--format=%an|%at", f"{theirs}..published").splitlines()
+    assert log == ["Chen|1750000002", "Ben|1750000001", "Ana|1750000000"]
+
+
+def test_edits_to_different_lines_of_one_record_merge(world: World, repo: GitRepo) -> None:
+    path = next(p for p in git("ls-files", cwd=world.work).split() if p.startswith("projects/"))
+    text = (world.work / path).read_text().splitlines(keepends=True)
+    ours = "".join(line.replace('title = "', 'title = "Ours ') for line in text)
+    local_commit(repo, {path: ours})
+    theirs = "".join('updatedAt = "2030-01-01T00:00:00Z"\n' if line.startswith("updatedAt")
+                     else line for line in text)
+    world.commit_upstream({path: theirs})
+    result = reconcile(repo, str(world.origin), "published", clock)
+    assert result.outcome is Outcome.REBASED
+    merged = git("--git-dir", str(world.clone), "show", f"published:{path}")
+    assert 'title = "Ours ' in merged and 'updatedAt = "2030-01-01T00:00:00Z"' in merged
+
+
+def test_conflict_escapes_to_a_pushed_branch(world: World, repo: GitRepo) -> None:
+    path = next(p for p in git("ls-files", cwd=world.work).split() if p.startswith("projects/"))
+    mine = local_commit(repo, {path: project_toml("x-ours", "Ours")})
+    theirs = world.commit_upstream({path: project_toml("x-theirs", "Theirs")})
+    result = reconcile(repo, str(world.origin), "published", clock)
+    assert result.outcome is Outcome.CONFLICT_ESCAPED
+    assert result.conflict_branch == "conflicts/2026-03-04T05-06-07Z" == conflict_branch_name(FIXED)
+    assert world.clone_head() == theirs == result.new_commit
+    assert git("--git-dir", str(world.origin), "rev-parse", result.conflict_branch) == mine
+    assert world.origin_head() == theirs  # the remote's history is untouched
+    heads = git("--git-dir", str(world.clone), "for-each-ref", "--format=%(refname)", "refs/heads").split()
+    assert sorted(heads) == ["refs/heads/conflicts/2026-03-04T05-06-07Z", "refs/heads/published"]
+
+
+def test_two_escapes_in_one_second_get_unique_branches(world: World, repo: GitRepo) -> None:
+    path = next(p for p in git("ls-files", cwd=world.work).split() if p.startswith("projects/"))
+    names = []
+    for i in range(2):
+        local_commit(repo, {path: project_toml(f"x-ours-{i}", "Ours")}, when=1_750_000_000 + i)
+        world.commit_upstream({path: project_toml(f"x-theirs-{i}", "Theirs")})
+        names.append(reconcile(repo, str(world.origin), "published", clock).conflict_branch)
+    assert names == ["conflicts/2026-03-04T05-06-07Z", "conflicts/2026-03-04T05-06-07Z-1"]
+
+
+def test_fetch_failure_moves_nothing(world: World, repo: GitRepo, tmp_path: Path) -> None:
+    before = world.clone_head()
+    result = reconcile(repo, str(tmp_path / "missing.git"), "published", clock)
+    assert result.outcome is Outcome.FETCH_FAILED
+    assert world.clone_head() == before == result.new_commit
+
+
+def test_credentials_never_appear_in_errors(world: World, repo: GitRepo) -> None:
+    assert redact("https://user:hunter2@example.com/x.git") == "https://***@example.com/x.git"
+    from hotreload.git.repo import TransportError
+    with pytest.raises(TransportError) as err:
+        repo.fetch_branch("http://user:hunter2@127.0.0.1:9/x.git", "published")
+    assert "hunter2" not in str(err.value)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def daemon_world(tmp_path: Path) -> Iterator[tuple[World, str]]:
+    world = make_world(tmp_path)
+    git("--git-dir", str(world.origin), "config", "receive.denyNonFastForwards", "true")
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
+         f"--base-path={tmp_path}", "--listen=127.0.0.1", f"--port={port}", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield world, f"git://127.0.0.1:{port}/origin.git"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_fast_forward_and_push_over_the_git_protocol(daemon_world: tuple[World, str]) -> None:
+    world, url = daemon_world
+    repo = GitRepo(str(world.clone))
+    tip = world.commit_upstream({"projects/aa-net.toml": project_toml("aa-net", "Net")})
+    assert reconcile(repo, url, "published", clock).outcome is Outcome.FAST_FORWARDED
+    assert world.clone_head() == tip
+    mine = local_commit(repo, {"projects/aa-mine.toml": project_toml("aa-mine", "Mine")})
+    result = reconcile(repo, url, "published", clock)
+    assert result.outcome is Outcome.PUSHED_AHEAD and result.push_error is None
+    assert world.origin_head() == mine
+    repo.close()
