@@ -1,0 +1,139 @@
+"""The push daemon and the self-trigger, against real remotes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from hotreload.git.push import PushDaemon
+from hotreload.git.repo import GitRepo
+from hotreload.metrics import Metrics
+from hotreload.service.runtime import Runtime, boot
+from simulator.server import ServerProcess
+from tests.conftest import WRITE_TOKEN, World, bearer, project_toml
+from tests.test_reconcile import local_commit
+
+
+def wait_for(condition: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def daemon(world: World) -> Iterator[tuple[PushDaemon, GitRepo, Metrics]]:
+    repo = GitRepo(str(world.clone))
+    repo.fetch_branch(str(world.origin), "published")  # as the service's start-up reconcile does
+    metrics = Metrics()
+    d = PushDaemon(repo, str(world.origin), "published", metrics, backoff_seconds=0.05,
+                   backoff_cap_seconds=0.2)
+    d.start()
+    yield d, repo, metrics
+    d.stop()
+    repo.close()
+
+
+def test_pushes_local_commits(daemon: tuple[PushDaemon, GitRepo, Metrics], world: World) -> None:
+    d, repo, metrics = daemon
+    mine = local_commit(repo, {"projects/aa-p.toml": project_toml("aa-p", "P")})
+    d.notify()
+    assert d.flush(20)
+    assert world.origin_head() == mine and d.status().pending == 0
+
+
+def test_backs_off_while_the_remote_is_down_then_delivers(daemon: tuple[PushDaemon, GitRepo, Metrics],
+                                                           world: World, caplog: pytest.LogCaptureFixture) -> None:
+    d, repo, metrics = daemon
+    caplog.set_level(logging.WARNING, logger="hotreload.git.push")
+    hidden = world.root / "origin-away.git"
+    os.rename(world.origin, hidden)
+    try:
+        mine = local_commit(repo, {"projects/aa-p.toml": project_toml("aa-p", "P")})
+        d.notify()
+        wait_for(lambda: len([r for r in caplog.records if "retrying in" in r.getMessage()]) >= 4)
+        status = d.status()
+        assert status.pending == 1 and status.last_error and "origin.git" in status.last_error
+        delays = [r.retryInS for r in caplog.records if hasattr(r, "retryInS")][:4]  # type: ignore[attr-defined]
+        assert delays == [0.05, 0.1, 0.2, 0.2]  # doubling, capped
+    finally:
+        os.rename(hidden, world.origin)
+    assert d.flush(20)
+    assert world.origin_head() == mine and d.status().last_error is None
+
+
+def test_non_fast_forward_is_terminal_until_the_next_commit(daemon: tuple[PushDaemon, GitRepo, Metrics],
+                                                             world: World) -> None:
+    d, repo, metrics = daemon
+    theirs = world.commit_upstream({"projects/aa-remote.toml": project_toml("aa-remote", "R")})
+    local_commit(repo, {"projects/aa-local.toml": project_toml("aa-local", "L")})
+    d.notify()
+    assert d.flush(10) is False  # gave up: rejected
+    status = d.status()
+    assert status.rejected and "non-fast-forward" in (status.last_error or "")
+    assert status.next_attempt_in_s is None  # no retry loop
+    assert world.origin_head() == theirs
+
+
+@pytest.fixture
+def rt(world: World) -> Iterator[Runtime]:
+    runtime = boot(world.settings())
+    yield runtime
+    runtime.close()
+
+
+def test_local_write_and_remote_change_rebase_and_both_are_visible(rt: Runtime, world: World) -> None:
+    world.commit_upstream({"projects/zz-remote.toml": project_toml("zz-remote", "Remote")})
+    rt.writer.create("projects", {"slug": "zz-local", "title": "Local"}, "/api/projects")
+    assert rt.push_daemon is not None
+    rt.push_daemon.flush(10)  # rejected: the remote moved on
+    result = rt.reloader.reload()
+    assert result.outcome == "rebased" and result.rebuilt
+    snap = rt.holder.current
+    assert snap.project_by_slug("zz-local") and snap.project_by_slug("zz-remote")
+    assert world.origin_head() == world.clone_head() == snap.commit
+    assert rt.push_daemon.flush(10) and rt.push_daemon.status().last_error is None
+
+
+@pytest.mark.slow
+def test_self_trigger_end_to_end(world: World) -> None:
+    """write -> the daemon pushes -> the remote's workflow calls the webhook for a
+    commit the service already has -> 200 noChanges, and no reconcile ran."""
+    with ServerProcess(world.env()) as server:
+        resp = server.request("POST", "/api/projects", {"slug": "self-trigger", "title": "Self"},
+                              bearer(WRITE_TOKEN))
+        assert resp.status == 201
+        commit = resp.commit
+        wait_for(lambda: server.get("/api/health").data["push"]["pending"] == 0)
+        assert world.origin_head() == commit
+        before = server.get("/metrics").body
+        hook = server.request("POST", "/api/_internal/reload-data", {"commitHash": commit}, bearer())
+        assert hook.status == 200
+        assert hook.data == {"noChanges": True, "outcome": "in-sync", "head": commit,
+                             "durationMs": hook.data["durationMs"]}
+        after = server.get("/metrics").body
+        count = lambda text: [l for l in text.decode().splitlines() if l.startswith("hotreload_reloads_total")]  # noqa: E731
+        assert count(before) == count(after)  # the pre-check answered; nothing was reconciled
+
+
+@pytest.mark.slow
+def test_writes_succeed_while_the_remote_is_down(world: World) -> None:
+    with ServerProcess(world.env()) as server:
+        hidden = world.root / "origin-away.git"
+        os.rename(world.origin, hidden)
+        try:
+            resp = server.request("POST", "/api/projects", {"slug": "offline-write", "title": "Offline"},
+                                  bearer(WRITE_TOKEN))
+            assert resp.status == 201
+            wait_for(lambda: "lastError" in server.get("/api/health").data["push"])
+            assert server.get("/api/health").data["push"]["pending"] == 1
+        finally:
+            os.rename(hidden, world.origin)
+        wait_for(lambda: server.get("/api/health").data["push"]["pending"] == 0)
+        assert world.origin_head() == resp.commit
