@@ -36,7 +36,7 @@ from hotreload.data.records import (
 )
 from hotreload.data.search import SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
-from hotreload.git.repo import GitRepo
+from hotreload.git.repo import CachedTreeStore, GitRepo
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +198,18 @@ def build_full(repo: GitRepo, commit: str) -> Snapshot:
     started = time.perf_counter()
     tree = repo.tree_of(commit)
     sheets, config_blobs = load_sheets(repo, tree)
-    added: Added = {}
+    owned: list[tuple[Sheet, str, str]] = []  # (sheet, path, blob sha)
     for sheet in sheets:
         root = repo.subtree(tree, sheet.root)
         if root is None:
             continue
-        found = added.setdefault(sheet.name, {})
-        for entry in repo.iter_blobs(root, sheet.root):
-            if _sheet_for(sheets, entry.path) is sheet:
-                found[entry.path] = (entry.sha, parse_record(sheet, entry.path, repo.read_blob(entry.sha)))
+        nested = any(o is not sheet and o.root.startswith(sheet.root + "/") for o in sheets)
+        owned += [(sheet, e.path, e.sha) for e in repo.list_blobs(root, sheet.root)
+                  if e.path.endswith(".toml") and (not nested or _sheet_for(sheets, e.path) is sheet)]
+    contents = repo.read_many({sha for _, _, sha in owned})  # in pack order: see git/repo.py
+    added: Added = {sheet.name: {} for sheet in sheets}
+    for sheet, path, sha in owned:
+        added[sheet.name][path] = (sha, parse_record(sheet, path, contents[sha]))
     return _assemble(None, commit, tree, sheets, config_blobs, {}, added, started)
 
 
@@ -220,9 +223,10 @@ def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapsho
         return _assemble(previous, commit, tree, previous.sheets, previous.config_blobs, {}, {},
                          started)
     removed: Removed = {}
-    added: Added = {}
+    new_blobs: list[tuple[Sheet, str, str]] = []
     sheets = previous.sheets
-    for change in tree_changes(repo.repo.object_store, previous.tree.encode(), tree.encode()):
+    store = CachedTreeStore(repo.repo.object_store)
+    for change in tree_changes(store, previous.tree.encode(), tree.encode()):
         for entry, is_new in ((change.old, False), (change.new, True)):
             if entry is None or entry.path is None:
                 continue
@@ -234,11 +238,13 @@ def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapsho
             if sheet is None:
                 continue
             if is_new:
-                sha = entry.sha.decode()
-                record = parse_record(sheet, path, repo.read_blob(sha))
-                added.setdefault(sheet.name, {})[path] = (sha, record)
+                new_blobs.append((sheet, path, entry.sha.decode()))
             else:
                 removed.setdefault(sheet.name, set()).add(path)
+    contents = repo.read_many({sha for _, _, sha in new_blobs})
+    added: Added = {}
+    for sheet, path, sha in new_blobs:
+        added.setdefault(sheet.name, {})[path] = (sha, parse_record(sheet, path, contents[sha]))
     return _assemble(previous, commit, tree, sheets, previous.config_blobs, removed, added, started)
 
 
