@@ -1,0 +1,182 @@
+"""Property tests: the fast paths give exactly what the slow, obvious paths give."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import tomllib
+import uuid
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hotreload.corpus import WORDS, make_corpus, write_corpus
+from hotreload.data.records import STAGES, Person, Project, ProjectMembership, Tag, TagAssignment, parse_flat_toml, to_toml
+from hotreload.data.search import PEOPLE, PROJECTS
+from hotreload.data.snapshot import INDEX_SPECS, Snapshot, build_full, build_incremental
+from hotreload.git.repo import GitRepo, Signature
+
+# -- the flat TOML fast path ----------------------------------------------------------
+
+keys = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)
+text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=30)
+values = st.one_of(text, st.integers(min_value=-(2**63), max_value=2**63 - 1), st.booleans())
+
+
+def toml_line(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{key} = {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"{key} = {value}"
+    return f"{key} = {to_toml_string(value)}"
+
+
+def to_toml_string(value: str) -> str:
+    from hotreload.data.records import _toml_string
+
+    return _toml_string(value)
+
+
+@given(st.dictionaries(keys, values, max_size=8))
+def test_flat_fast_path_reads_what_the_service_writes(table: dict[str, Any]) -> None:
+    doc = "".join(toml_line(k, v) + "\n" for k, v in table.items())
+    assert parse_flat_toml(doc) == tomllib.loads(doc) == table
+
+
+fragments = st.sampled_from([
+    'a = "x"', "b = 1", "c = true", 'd = "\\u00e9\\n"', 'e = "\\ud800"', 'f = "\\U0001F600"', "g = 1.5",
+    "h = -0", "i = 007", "j = +3", "[t]", "k = [1]", "# c", 'l = "a" # c', "m = 'lit'", '"q" = 1',
+    "n.o = 1", "  p = 1", "r=2", 's = "\t"', 'u = "\\x41"', "v = 1979-05-27T07:32:00Z", 'w = """x"""',
+    "a = 2", "", "x = true\r", 'y = "\\\\"', 'z = "\x01"',
+])
+
+
+@given(st.lists(fragments, max_size=6))
+def test_flat_fast_path_agrees_with_tomllib_whenever_it_answers(lines: list[str]) -> None:
+    doc = "\n".join(lines)
+    fast = parse_flat_toml(doc)
+    try:
+        slow: Any = tomllib.loads(doc)
+    except tomllib.TOMLDecodeError:
+        slow = "error"
+    if fast is not None:
+        assert fast == slow, (doc, fast, slow)
+
+
+# -- incremental == full ------------------------------------------------------------------
+
+def snapshot_state(snap: Snapshot) -> dict[str, Any]:
+    state: dict[str, Any] = {"tree": snap.tree, "counts": snap.record_counts()}
+    for name, table in snap.tables.items():
+        state[f"{name}.by_id"] = dict(table.by_id)
+        state[f"{name}.paths"] = (dict(table.path_by_id), dict(table.id_by_path), dict(table.blob_by_path))
+    for spec in INDEX_SPECS:
+        state[spec.name] = dict(snap.indices[spec.name])
+    for word in [*WORDS[:12], "edited", "renamed"]:
+        state[f"q:{word}"] = (sorted(snap.search.search(PROJECTS, word)), sorted(snap.search.search(PEOPLE, word)))
+    return state
+
+
+OPS = ["add-project", "add-person", "add-tag", "add-membership", "add-assignment", "edit", "delete", "rename"]
+
+
+def apply_ops(repo: GitRepo, snap: Snapshot, ops: list[tuple[str, int, int]], seed: int) -> str:
+    rng = random.Random(seed)
+    ts = "2025-01-01T00:00:00Z"
+    changes: dict[str, bytes | None] = {}
+    projects = sorted(snap.table("projects").by_id.values(), key=lambda r: r.id)
+    people = sorted(snap.table("people").by_id.values(), key=lambda r: r.id)
+    tags = sorted(snap.table("tags").by_id.values(), key=lambda r: r.id)
+    for op, a, b in ops:
+        n = rng.randrange(10**6)
+        if op == "add-project":
+            p = Project(id=str(uuid.UUID(int=rng.getrandbits(128))), slug=f"new-project-{n}", title=f"New {rng.choice(WORDS)}",
+                        summary=" ".join(rng.choices(WORDS, k=4)), stage=rng.choice(STAGES), created_at=ts, updated_at=ts)  # type: ignore[arg-type]
+            changes[f"projects/{p.slug}.toml"] = to_toml(p)
+        elif op == "add-person":
+            q = Person(id=str(uuid.UUID(int=rng.getrandbits(128))), slug=f"new-person-{n}", full_name=f"Pat {rng.choice(WORDS)}",
+                       bio=" ".join(rng.choices(WORDS, k=5)), created_at=ts, updated_at=ts)
+            changes[f"people/{q.slug}.toml"] = to_toml(q)
+        elif op == "add-tag":
+            t = Tag(id=str(uuid.UUID(int=rng.getrandbits(128))), namespace=rng.choice(["topic", "tech", "event"]),  # type: ignore[arg-type]
+                    slug=f"tag-{n}", title=f"Tag {n}", created_at=ts, updated_at=ts)
+            changes[f"tags/{t.namespace}/{t.slug}.toml"] = to_toml(t)
+        elif op == "add-membership" and projects and people:
+            p, q = projects[a % len(projects)], people[b % len(people)]
+            m = ProjectMembership(id=str(uuid.UUID(int=rng.getrandbits(128))), project_id=p.id, person_id=q.id,
+                                  role="Helper", joined_at=ts, created_at=ts, updated_at=ts)
+            changes[f"project-memberships/{p.slug}/{q.slug}-{n}.toml"] = to_toml(m)
+        elif op == "add-assignment" and projects and tags:
+            t, p = tags[a % len(tags)], projects[b % len(projects)]
+            x = TagAssignment(id=str(uuid.UUID(int=rng.getrandbits(128))), tag_id=t.id, taggable_type="project",
+                              taggable_id=p.id, created_at=ts)
+            changes[f"tag-assignments/{t.id}/project/{p.id}.toml"] = to_toml(x)
+        elif op in ("edit", "delete", "rename"):
+            sheet = sorted(snap.tables)[a % len(snap.tables)]
+            table = snap.table(sheet)
+            if not table.by_id:
+                continue
+            record = sorted(table.by_id.values(), key=lambda r: r.id)[b % len(table.by_id)]
+            path = table.path_by_id[record.id]
+            if path in changes:
+                continue
+            if op == "delete":
+                changes[path] = None
+            elif op == "edit":
+                import msgspec
+                fields = msgspec.to_builtins(record)
+                for key in ("title", "fullName", "role"):
+                    if key in fields:
+                        fields[key] = f"Edited {rng.choice(WORDS)}"
+                if "stage" in fields:
+                    fields["stage"] = rng.choice(STAGES)
+                changes[path] = to_toml(msgspec.convert(fields, type=type(record)))
+            elif sheet in ("projects", "people"):
+                import msgspec
+                fields = msgspec.to_builtins(record)
+                fields["slug"] = f"renamed-{n}"
+                changes[path] = None
+                changes[f"{sheet}/renamed-{n}.toml"] = to_toml(msgspec.convert(fields, type=type(record)))
+    parent = snap.commit
+    tree = repo.write_tree_changes(repo.tree_of(parent), changes)
+    commit = repo.write_commit(tree, [parent], "change\n", Signature(b"T <t@example.org>", 1, 0))
+    repo.set_ref(b"refs/heads/published", commit)
+    return commit
+
+
+change_sets = st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 999), st.integers(0, 999)),
+                                min_size=0, max_size=8), min_size=1, max_size=4)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), records=st.integers(10, 60), steps=change_sets)
+def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_corpus(f"{tmp}/r.git", make_corpus(records, seed=seed))
+        repo = GitRepo(f"{tmp}/r.git")
+        snap = build_full(repo, repo.branch_commit("published") or "")
+        for i, ops in enumerate(steps):
+            commit = apply_ops(repo, snap, ops, seed + i)
+            incremental = build_incremental(repo, snap, commit)
+            full = build_full(repo, commit)
+            assert snapshot_state(incremental) == snapshot_state(full)
+            for sheet, table in incremental.tables.items():  # unchanged records are shared, not copied
+                for record_id, record in table.by_id.items():
+                    before = snap.table(sheet).by_id.get(record_id)
+                    if before is not None and table.path_by_id[record_id] == snap.table(sheet).path_by_id[record_id] \
+                            and table.blob_by_path[table.path_by_id[record_id]] == snap.table(sheet).blob_by_path[table.path_by_id[record_id]]:
+                        assert record is before
+            snap = incremental
+        repo.close()
+
+
+def test_previous_snapshot_is_never_mutated(tmp_path: Any) -> None:
+    write_corpus(str(tmp_path / "r.git"), make_corpus(40, seed=3))
+    repo = GitRepo(str(tmp_path / "r.git"))
+    snap = build_full(repo, repo.branch_commit("published") or "")
+    before = snapshot_state(snap)
+    commit = apply_ops(repo, snap, [("delete", 0, 1), ("rename", 2, 3), ("add-project", 0, 0), ("edit", 1, 4)], 9)
+    build_incremental(repo, snap, commit)
+    assert snapshot_state(snap) == before
+    repo.close()
