@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed.stamp
 
-.PHONY: run test lint bench bench-quick clean
+.PHONY: run test simulate lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the demo on the embedded sample data (http://127.0.0.1:8080)
 	$(BIN)/hotreload demo
 
-test: $(STAMP)  ## unit + integration tests, every simulator scenario, bench smoke
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+test: $(STAMP)  ## unit, integration and property tests, every simulator scenario, bench smoke
+	$(BIN)/python -m pytest -n 2 --dist load tests benchmarks --benchmark-disable
+
+simulate: $(STAMP)  ## every simulator scenario, with the report table
 	$(BIN)/hotreload simulate
 
 lint: $(STAMP)

@@ -137,3 +137,22 @@ def test_writes_succeed_while_the_remote_is_down(world: World) -> None:
             os.rename(hidden, world.origin)
         wait_for(lambda: server.get("/api/health").data["push"]["pending"] == 0)
         assert world.origin_head() == resp.commit
+
+
+def test_a_remote_ref_locked_by_another_push_is_transient(world: World) -> None:
+    """Found by the simulator: the reload's push and the daemon's push met on the
+    remote's ref lock file, and dulwich's FileLocked became a 500."""
+    from hotreload.git.repo import TransportError, branch_ref
+
+    repo = GitRepo(str(world.clone))
+    mine = local_commit(repo, {"projects/aa-l.toml": project_toml("aa-l", "L")})
+    lock = world.origin / "refs" / "heads" / "published.lock"
+    lock.write_text("held by another pusher\n")
+    try:
+        with pytest.raises(TransportError, match="is locked by another push; retry"):
+            repo.push_ref(str(world.origin), mine, branch_ref("published"))
+    finally:
+        lock.unlink()
+    repo.push_ref(str(world.origin), mine, branch_ref("published"))
+    assert world.origin_head() == mine
+    repo.close()

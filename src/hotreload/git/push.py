@@ -147,7 +147,9 @@ class PushDaemon:
             with self._cond:
                 self._last_error, self._rejected_tip, self._failures = str(exc), local, 0
             return
-        except GitError as exc:
+        except Exception as exc:  # noqa: BLE001 - transient or not, the daemon must live on
+            if not isinstance(exc, GitError):
+                log.exception("unexpected error while pushing; retrying with backoff")
             self._metrics.pushes.labels("error").inc()
             with self._cond:
                 delay = min(self._backoff * 2**self._failures, self._cap)

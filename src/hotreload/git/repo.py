@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dulwich.client import get_transport_and_path
 from dulwich.errors import NotGitRepository
+from dulwich.file import FileLocked
 from dulwich.objects import Blob, Commit, Tree, parse_tree
 from dulwich.repo import Repo
 
@@ -166,6 +167,9 @@ class GitRepo:
         self._local = threading.local()
         self._opened: list[Repo] = []
         self._opened_lock = threading.Lock()
+        # our own threads write refs too (the reloader, the writer, the push daemon's
+        # tracking ref); dulwich's ref lock files would make one of them fail
+        self._ref_lock = threading.Lock()
         repo = self._open()  # fail early, in the caller's thread
         if not repo.bare:
             repo.close()
@@ -227,14 +231,16 @@ class GitRepo:
     def cas_ref(self, ref: bytes, old: str | None, new: str, message: str = "") -> bool:
         """Point ``ref`` at ``new`` only if it is still at ``old`` (None: must not exist)."""
         refs = self.repo.refs
-        if old is None:
-            return bool(refs.add_if_new(ref, new.encode(), message=message.encode() or None))
-        return bool(
-            refs.set_if_equals(ref, old.encode(), new.encode(), message=message.encode() or None)
-        )
+        with self._ref_lock:
+            if old is None:
+                return bool(refs.add_if_new(ref, new.encode(), message=message.encode() or None))
+            return bool(
+                refs.set_if_equals(ref, old.encode(), new.encode(), message=message.encode() or None)
+            )
 
     def set_ref(self, ref: bytes, new: str) -> None:
-        self.repo.refs[ref] = new.encode()
+        with self._ref_lock:
+            self.repo.refs[ref] = new.encode()
 
     # -- objects ------------------------------------------------------------
 
@@ -474,7 +480,7 @@ class GitRepo:
                 if tip is None:
                     return None
                 copy_missing_objects(source, self.repo, tip)
-            self.repo.refs[tracking_ref(branch)] = tip
+            self.set_ref(tracking_ref(branch), tip.decode())
             return tip.decode()
         store = self.repo.object_store
 
@@ -490,7 +496,7 @@ class GitRepo:
         tip = result.refs.get(ref)
         if not tip or tip == ZERO_SHA:
             return None
-        self.repo.refs[tracking_ref(branch)] = tip
+        self.set_ref(tracking_ref(branch), tip.decode())
         return tip.decode()
 
     def push_ref(self, remote: str, local_sha: str, remote_ref: bytes) -> None:
@@ -510,8 +516,12 @@ class GitRepo:
                         f"{current.decode()[:12]}, which is not an ancestor of {local_sha[:12]} "
                         "(non-fast-forward)")
                 copy_missing_objects(repo, target, new)
-                moved = (target.refs.add_if_new(remote_ref, new) if current is None
-                         else target.refs.set_if_equals(remote_ref, current, new))
+                try:
+                    moved = (target.refs.add_if_new(remote_ref, new) if current is None
+                             else target.refs.set_if_equals(remote_ref, current, new))
+                except FileLocked:
+                    raise TransportError(f"push to {redact(remote)} failed: {remote_ref.decode()} "
+                                         "is locked by another push; retry") from None
                 if not moved:
                     raise PushRejected(f"push to {redact(remote)} rejected: {remote_ref.decode()} "
                                        "moved during the push (fetch first)")

@@ -1,0 +1,483 @@
+"""Runs scenarios: a fresh world per scenario, each step executed, the invariants
+checked after every step, and a report (table and JSON).
+
+The invariants, after every step (while the server runs):
+* the served commit equals the local branch (``/api/health`` and the clone's ref);
+* a sample of records read over HTTP equals the tree at that commit (deleted
+  records answer 404), each response naming that commit in ``X-Data-Commit``;
+* no commit was lost: every local commit seen so far is reachable from the
+  branch or a ``conflicts/*`` branch;
+* the origin's branch never went backwards.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+from hotreload.api.auth import sign
+from hotreload.data.records import Record, RecordError, parse_record, to_json_dict
+from hotreload.data.sheets import STANDARD_SHEETS
+from simulator.scenario import Scenario, ScenarioError, Step, discover, load
+from simulator.server import Response
+from simulator.world import BRANCH, World
+
+SHEETS = {s.name: s for s in STANDARD_SHEETS}
+RELOAD = "/api/_internal/reload-data"
+DOCUMENTED_STATUSES = {200, 201, 202, 400, 401, 404, 405, 409, 413, 422, 502, 503}
+
+
+@dataclass
+class Failure:
+    step: int
+    kind: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "kind": self.kind, "message": self.message}
+
+
+@dataclass
+class ScenarioReport:
+    name: str
+    steps: int
+    failures: list[Failure] = field(default_factory=list)
+    reloads: int = 0
+    max_lock_held_ms: float = 0.0
+    max_reload_ms: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "steps": self.steps,
+                "failures": [f.as_dict() for f in self.failures], "reloads": self.reloads,
+                "maxLockHeldMs": round(self.max_lock_held_ms, 3),
+                "maxReloadMs": round(self.max_reload_ms, 3), "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class Concurrent:
+    statuses: list[int]
+    rebuilt: int
+    problems: list[str]
+
+
+class Run:
+    def __init__(self, scenario: Scenario, verbose: bool = False) -> None:
+        self.scenario = scenario
+        self.verbose = verbose
+        self.report = ScenarioReport(scenario.name, len(scenario.steps))
+        self.world: World | None = None
+        self.last: Response | None = None
+        self.concurrent: Concurrent | None = None
+        self.local_commits: set[str] = set()
+        self.origin_tips: list[str] = []
+        self.rng = random.Random(scenario.name)
+        self._reported: set[str] = set()
+
+    # -- driving ---------------------------------------------------------------------
+
+    def execute(self) -> ScenarioReport:
+        started = time.perf_counter()
+        self.world = World(self.scenario.records, self.scenario.push_backoff_seconds)
+        try:
+            self.world.start_server()
+            self._observe(0)
+            for step in self.scenario.steps:
+                if self.verbose:
+                    print(f"  {self.scenario.name} step {step.number}: {step.kind} {step.args}", file=sys.stderr)
+                try:
+                    getattr(self, "_" + step.kind.replace("-", "_"))(step)
+                except AssertionError as exc:
+                    self._fail(step.number, step.kind, str(exc))
+                except Exception as exc:  # noqa: BLE001 - a step that crashes is a failure, not a crash
+                    self._fail(step.number, step.kind, f"{type(exc).__name__}: {exc}")
+                self._check_invariants(step.number)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(0, "world", f"{type(exc).__name__}: {exc}")
+        finally:
+            if self.report.failures and self.world.server is not None:
+                log = self.world.server.log().strip().splitlines()[-15:]
+                self.report.failures[-1].message += "\n    server log (tail):\n      " + "\n      ".join(log)
+            self.world.close()
+        self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    def _fail(self, step: int, kind: str, message: str) -> None:
+        self.report.failures.append(Failure(step, kind, message))
+
+    @property
+    def w(self) -> World:
+        assert self.world is not None
+        return self.world
+
+    def _request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Response:
+        assert self.w.server is not None
+        resp = self.w.server.request(method, path, body, headers)
+        assert resp.status in DOCUMENTED_STATUSES, f"{method} {path}: undocumented status {resp.status}: {resp.body[:300]!r}"
+        return resp
+
+    def resolve(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        if token == "@origin":
+            return self.w.origin_head()
+        if token == "@local":
+            return self.w.local_head()
+        if token == "@served":
+            return str(self._request("GET", "/api/health").data["servedCommit"])
+        return token
+
+    # -- step kinds ------------------------------------------------------------------
+
+    def _upstream(self, step: Step) -> None:
+        self.w.upstream(step.get("changes"), step.get("message", f"Upstream change (step {step.number})"),
+                        step.get("author", "Outside Author <outside@example.org>"))
+
+    def _write(self, step: Step) -> None:
+        token = step.get("token", self.w.write_token)
+        body = step.get("body")
+        self.last = self._request(step.get("method"), step.get("path"), body,
+                                  {"Authorization": f"Bearer {token}"})
+        self.concurrent = None
+        if 200 <= self.last.status < 300 and self.last.commit:
+            self.local_commits.add(self.last.commit)
+
+    def _push(self, step: Step) -> None:
+        """Wait until the push daemon delivered, or gave up (rejected), or timeout."""
+        deadline = time.monotonic() + float(step.get("timeout", 20))
+        while time.monotonic() < deadline:
+            push = self._request("GET", "/api/health").data["push"]
+            if push["pending"] == 0:
+                return
+            if "fast-forward" in push.get("lastError", "") or "moved during the push" in push.get("lastError", ""):
+                return  # terminal: left for the next reconcile
+            time.sleep(0.05)
+
+    _wait_push = _push
+
+    def _webhook(self, step: Step) -> None:
+        self.last = self._call_webhook(step.args)
+        self.concurrent = None
+        self._count_reload(self.last)
+
+    def _call_webhook(self, args: dict[str, Any]) -> Response:
+        secret = args.get("secret", self.w.secret)
+        commit = self.resolve(args.get("commit"))
+        if args.get("style", "bearer") == "github":
+            event = args.get("event", "push")
+            payload: dict[str, Any] = {"ref": args.get("ref", f"refs/heads/{BRANCH}")}
+            if commit is not None:
+                payload["after"] = commit
+            if args.get("deleted"):
+                payload.update(after="0" * 40, deleted=True)
+            raw = args.get("body", json.dumps(payload)).encode()
+            return self._request("POST", RELOAD, raw, {
+                "X-GitHub-Event": event, "X-GitHub-Delivery": f"sim-{self.rng.random()}",
+                "X-Hub-Signature-256": sign(secret, raw), "Content-Type": "application/json"})
+        if "body" in args:
+            raw_body: bytes | None = args["body"].encode()
+        else:
+            fields = {k: v for k, v in (("commitHash", commit), ("branch", args.get("branch"))) if v}
+            raw_body = json.dumps(fields).encode() if fields else None
+        return self._request("POST", RELOAD, raw_body, {"Authorization": f"Bearer {secret}"})
+
+    def _count_reload(self, resp: Response) -> None:
+        data = resp.json.get("data") if resp.json else None
+        if resp.status == 200 and isinstance(data, dict) and "oldCommit" in data:
+            self.report.reloads += 1
+            self.report.max_lock_held_ms = max(self.report.max_lock_held_ms, float(data.get("lockHeldMs", 0)))
+            self.report.max_reload_ms = max(self.report.max_reload_ms, float(data.get("durationMs", 0)))
+
+    def _fault(self, step: Step) -> None:
+        fault = step.get("fault")
+        if fault == "remote-down":
+            self.w.remote_down()
+        elif fault == "remote-up":
+            self.w.remote_up()
+        elif fault == "push-rejected":
+            # the remote moves on under the service (another writer), so its next
+            # push is not a fast-forward and is rejected
+            self.w.upstream([{"op": "raw", "path": "NOTES.md", "content": f"note {self.rng.random()}\n"}],
+                            "Another writer's change", "Another Writer <other@example.org>")
+        elif fault == "kill-server":
+            self.w.kill_server()
+        elif fault == "restart-server":
+            self.w.stop()
+            self.w.start_server()
+
+    def _concurrent(self, step: Step) -> None:
+        n_hooks, n_readers, n_writes = step.get("webhooks", 0), step.get("readers", 0), step.get("writes", 0)
+        commit = step.get("commit")
+        statuses: list[int] = []
+        problems: list[str] = []
+        rebuilt = 0
+        lock = threading.Lock()
+        done = threading.Event()
+        start = threading.Barrier(n_hooks + n_writes + n_readers)
+
+        def hook() -> None:
+            nonlocal rebuilt
+            start.wait()
+            resp = self._call_webhook({"commit": commit} if commit else {})
+            with lock:
+                statuses.append(resp.status)
+                self._count_reload(resp)
+                if resp.status == 200 and resp.data.get("rebuilt"):
+                    rebuilt += 1
+
+        def write(i: int) -> None:
+            start.wait()
+            resp = self._request("POST", "/api/projects",
+                                 {"slug": f"sim-write-{step.number}-{i}", "title": f"Concurrent write {i}"},
+                                 {"Authorization": f"Bearer {self.w.write_token}"})
+            with lock:
+                statuses.append(resp.status)
+                if resp.status == 201 and resp.commit:
+                    self.local_commits.add(resp.commit)
+
+        def read() -> None:
+            start.wait()
+            while True:
+                finished = done.is_set()
+                resp = self._request("GET", "/api/projects?perPage=100")
+                problem = self._compare_listing(resp)
+                if problem:
+                    with lock:
+                        problems.append(problem)
+                if finished:
+                    return
+
+        workers = [threading.Thread(target=hook) for _ in range(n_hooks)]
+        workers += [threading.Thread(target=write, args=(i,)) for i in range(n_writes)]
+        readers = [threading.Thread(target=read) for _ in range(n_readers)]
+        for t in workers + readers:
+            t.start()
+        for t in workers:
+            t.join()
+        done.set()
+        for t in readers:
+            t.join()
+        self.concurrent = Concurrent(sorted(statuses), rebuilt, problems)
+        assert not problems, "torn or wrong reads during the concurrent step:\n    " + "\n    ".join(problems[:5])
+
+    def _expect(self, step: Step) -> None:
+        problems: list[str] = []
+
+        def check(name: str, expected: Any, actual: Any) -> None:
+            if expected != actual:
+                problems.append(f"{name}: expected {expected!r}, got {actual!r}")
+
+        args = step.args
+        if any(k in args for k in ("status", "outcome", "rebuilt", "no_changes", "prechecked", "code",
+                                   "error_path", "ignored", "pong", "changes")):
+            assert self.last is not None, "nothing to check: no webhook or write ran before this expect"
+            body = self.last.json or {}
+            data = body.get("data") or {}
+            error = body.get("error") or {}
+            details = error.get("details") or {}
+            if "status" in args:
+                check("status", args["status"], self.last.status)
+            if "outcome" in args:
+                check("outcome", args["outcome"], data.get("outcome", details.get("outcome")))
+            if "rebuilt" in args:
+                check("rebuilt", args["rebuilt"], data.get("rebuilt"))
+            if "no_changes" in args:
+                check("noChanges", args["no_changes"], data.get("noChanges"))
+            if "prechecked" in args:
+                check("prechecked (head in the answer)", args["prechecked"], "head" in data)
+            if "code" in args:
+                check("error.code", args["code"], error.get("code"))
+            if "error_path" in args:
+                check("error.details.path", args["error_path"], details.get("path"))
+            if "ignored" in args:
+                check("ignored", args["ignored"], data.get("ignored", False))
+            if "pong" in args:
+                check("pong", args["pong"], data.get("pong", False))
+            if "changes" in args:
+                check("changes", args["changes"], data.get("changes"))
+        if "statuses" in args or "rebuilt_count" in args:
+            assert self.concurrent is not None, "statuses/rebuilt_count need a concurrent step before"
+            if "statuses" in args:
+                check("statuses", sorted(args["statuses"]), self.concurrent.statuses)
+            if "rebuilt_count" in args:
+                check("rebuilt_count", args["rebuilt_count"], self.concurrent.rebuilt)
+        for item in args.get("visible", []):
+            resp = self._request("GET", f"/api/{item['sheet']}/{item['slug']}")
+            if resp.status != 200:
+                problems.append(f"visible {item['sheet']}/{item['slug']}: GET answered {resp.status}")
+                continue
+            for key, value in item.get("fields", {}).items():
+                check(f"{item['sheet']}/{item['slug']}.{key}", value, resp.data.get(key))
+        for item in args.get("absent", []):
+            status = self._request("GET", f"/api/{item['sheet']}/{item['slug']}").status
+            check(f"absent {item['sheet']}/{item['slug']} (status)", 404, status)
+        if "served" in args:
+            check("served commit", self.resolve(args["served"]), self.resolve("@served"))
+        if "origin_branch" in args:
+            check("origin's branch", self.resolve(args["origin_branch"]), self.w.origin_head())
+        if "conflict_branches" in args:
+            check("conflicts/* branches on the origin", args["conflict_branches"],
+                  len(self.w.origin_conflict_branches()))
+        if "push_pending" in args:
+            check("push.pending", args["push_pending"], self._request("GET", "/api/health").data["push"]["pending"])
+        assert not problems, "\n    ".join(problems)
+
+    # -- invariants --------------------------------------------------------------------
+
+    def _observe(self, step: int) -> None:
+        self.local_commits.add(self.w.local_head())
+        if not self.w.remote_is_down:
+            self.origin_tips.append(self.w.origin_head())
+
+    def _check_invariants(self, step: int) -> None:
+        if not self.w.running:
+            return
+        problems: list[str] = []
+        health = self._request("GET", "/api/health").data
+        served, head, local = health["servedCommit"], health["headCommit"], self.w.local_head()
+        if not served == head == local:
+            problems.append(f"served {served[:12]} / health head {head[:12]} / branch {local[:12]} differ")
+        problems += self._sample_records(served)
+        self._observe(step)
+        repo = self.w.local_repo()
+        try:
+            # a rebase replays the service's commits under new ids, so a commit is
+            # kept when one with its identity (author, author date, message: the
+            # message carries the record's Subject-Id) is reachable, as git cherry
+            # matches commits across a rebase
+            tips = [local, *repo.refs_under(b"refs/heads/conflicts/").values()]
+            kept = {_identity(repo, sha) for tip in tips for sha in repo.walk(tip)}
+            for commit in sorted(self.local_commits):
+                if _identity(repo, commit) not in kept:
+                    problems.append(f"commit {commit[:12]} is lost: neither it nor a replay of it is on "
+                                    f"{BRANCH} or a conflicts/* branch")
+        finally:
+            repo.close()
+        if len(self.origin_tips) >= 2 and not self.w.origin_is_ancestor(self.origin_tips[-2], self.origin_tips[-1]):
+            problems.append(f"the origin's {BRANCH} went backwards: {self.origin_tips[-2][:12]} -> "
+                            f"{self.origin_tips[-1][:12]}")
+        for problem in problems:
+            if problem not in self._reported:  # report a broken invariant once, where it broke
+                self._reported.add(problem)
+                self._fail(step, "invariant", problem)
+
+    def _tree_records(self, commit: str, sheet: str) -> dict[str, tuple[str, bytes]]:
+        repo = self.w.local_repo()
+        try:
+            tree = repo.tree_of(commit)
+            root = repo.subtree(tree, sheet)
+            if root is None:
+                return {}
+            return {e.path: (e.sha, repo.read_blob(e.sha)) for e in repo.iter_blobs(root, sheet)
+                    if e.path.endswith(".toml")}
+        finally:
+            repo.close()
+
+    def _sample_records(self, served: str, per_sheet: int = 6) -> list[str]:
+        problems = []
+        for sheet in ("projects", "people"):
+            files = self._tree_records(served, sheet)
+            for path in self.rng.sample(sorted(files), min(per_sheet, len(files))):
+                try:
+                    record = parse_record(SHEETS[sheet], path, files[path][1])
+                except RecordError as exc:
+                    problems.append(f"the served tree holds an invalid record: {exc}")
+                    continue
+                resp = self._request("GET", f"/api/{sheet}/{record.slug}")  # type: ignore[attr-defined]
+                problems += _compare(record, resp, served, path)
+        return problems
+
+    def _compare_listing(self, resp: Response) -> str | None:
+        """A list response must be one commit's truth: every item equals that tree."""
+        if resp.status != 200 or not resp.commit:
+            return f"list answered {resp.status} without X-Data-Commit"
+        files = self._tree_records(resp.commit, "projects")
+        by_slug = {}
+        for path, (_, data) in files.items():
+            record = parse_record(SHEETS["projects"], path, data)
+            by_slug[record.slug] = record  # type: ignore[attr-defined]
+        for item in resp.data[:20]:
+            record = by_slug.get(item["slug"])
+            if record is None:
+                return f"{resp.commit[:12]}: {item['slug']} is listed but not in that commit's tree"
+            want = to_json_dict(record)
+            diff = {k: (want[k], item.get(k)) for k in want if want[k] != item.get(k)}
+            if diff:
+                return f"{resp.commit[:12]}: {item['slug']} differs from its tree: {diff}"
+        return None
+
+
+def _identity(repo: Any, sha: str) -> tuple[bytes, int, bytes]:
+    commit = repo.commit(sha)
+    return commit.author, commit.author_time, commit.message
+
+
+def _compare(record: Record, resp: Response, served: str, path: str) -> list[str]:
+    deleted = getattr(record, "deleted_at", None) is not None
+    if resp.commit != served:
+        return [f"{path}: X-Data-Commit {str(resp.commit)[:12]} is not the served commit {served[:12]}"]
+    if deleted:
+        return [] if resp.status == 404 else [f"{path}: soft-deleted but answered {resp.status}"]
+    if resp.status != 200:
+        return [f"{path}: answered {resp.status}, expected the record"]
+    want = to_json_dict(record)
+    got = {k: resp.data.get(k) for k in want}
+    if got != want:
+        lines = [f"{path} differs from the tree at {served[:12]}:"]
+        for key in want:
+            if want[key] != got[key]:
+                lines += [f"      - {key}: {want[key]!r}", f"      + {key}: {got[key]!r}"]
+        return ["\n".join(lines)]
+    return []
+
+
+# -- the command ---------------------------------------------------------------------------
+
+def run_scenarios(paths: list[str], verbose: bool = False) -> list[ScenarioReport]:
+    reports = []
+    for path in paths:
+        scenario = load(path)
+        if verbose:
+            print(f"running {scenario.name} ...", file=sys.stderr)
+        reports.append(Run(scenario, verbose).execute())
+    return reports
+
+
+def render_table(reports: list[ScenarioReport]) -> str:
+    header = ("scenario", "steps", "result", "reloads", "max lock hold ms", "slowest reload ms", "seconds")
+    rows = [(r.name, str(r.steps), "PASS" if r.passed else "FAIL", str(r.reloads),
+             f"{r.max_lock_held_ms:.2f}", f"{r.max_reload_ms:.1f}", f"{r.seconds:.1f}") for r in reports]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
+
+
+def main(names: list[str] | None, json_path: str | None, verbose: bool = False) -> int:
+    try:
+        paths = discover(names)
+        for path in paths:
+            load(path)  # validate every file before running any
+    except ScenarioError as exc:
+        print(f"hotreload simulate: error: {exc}", file=sys.stderr)
+        return 2
+    reports = run_scenarios(paths, verbose)
+    print(render_table(reports))
+    for report in reports:
+        for failure in report.failures:
+            print(f"\nFAIL {report.name} step {failure.step} ({failure.kind}):\n    {failure.message}")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"scenarios": [r.as_dict() for r in reports]}, fh, indent=2)
+    failed = sum(1 for r in reports if not r.passed)
+    print(f"\nsimulate: {len(reports) - failed} passed, {failed} failed")
+    return 1 if failed else 0

@@ -1,0 +1,181 @@
+"""A world for one scenario: an origin (bare) with a synthetic corpus, the
+service's bare clone, a real ``hotreload serve`` on a loopback port, and the
+levers the scenarios pull: outside authors committing to the origin, the remote
+going away and coming back, the server killed and restarted.
+
+The service is driven only through HTTP and its CLI. The world reads the
+clone's refs directly (read-only) to check the invariants.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+import tempfile
+import tomllib
+import uuid
+from typing import Any
+
+from hotreload.corpus import make_corpus, write_corpus
+from hotreload.data.records import _toml_value
+from hotreload.git.repo import GitRepo, Signature, branch_ref, clone_bare
+from simulator.server import ServerProcess
+
+BRANCH = "published"
+OUTSIDE_AUTHOR = "Outside Author <outside@example.org>"
+
+
+def dict_to_toml(fields: dict[str, Any]) -> bytes:
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in fields.items() if v is not None).encode()
+
+
+class World:
+    def __init__(self, records: int = 40, push_backoff_seconds: float = 0.2, seed: int = 11) -> None:
+        self.root = tempfile.mkdtemp(prefix="hotreload-sim-")
+        self.origin = os.path.join(self.root, "origin.git")
+        self.away = os.path.join(self.root, "origin-away.git")
+        self.clone = os.path.join(self.root, "clone.git")
+        write_corpus(self.origin, make_corpus(records, seed=seed))
+        clone_bare(self.origin, self.clone, BRANCH).close()
+        self.secret = secrets.token_urlsafe(36)
+        self.write_token = secrets.token_urlsafe(24)
+        self.push_backoff_seconds = push_backoff_seconds
+        self.server: ServerProcess | None = None
+
+    # -- the service --------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CFP_DATA_REPO_PATH": self.clone, "CFP_DATA_REMOTE": self.origin,
+            "CFP_DATA_BRANCH": BRANCH, "CFP_DATA_RELOAD_SECRET": self.secret,
+            "CFP_API_WRITE_TOKEN": self.write_token,
+            "CFP_DATA_PUSH_BACKOFF_SECONDS": str(self.push_backoff_seconds),
+            "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS": str(max(self.push_backoff_seconds * 4, 1.0)),
+        }
+
+    def start_server(self) -> ServerProcess:
+        self.server = ServerProcess(self.env()).start()
+        return self.server
+
+    @property
+    def running(self) -> bool:
+        return self.server is not None and self.server.proc is not None and self.server.proc.poll() is None
+
+    def kill_server(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- the remote -----------------------------------------------------------------
+
+    @property
+    def remote_is_down(self) -> bool:
+        return os.path.exists(self.away)
+
+    def remote_down(self) -> None:
+        if not self.remote_is_down:
+            os.rename(self.origin, self.away)
+
+    def remote_up(self) -> None:
+        if self.remote_is_down:
+            os.rename(self.away, self.origin)
+
+    def _origin_path(self) -> str:
+        # an outside author commits on the remote's own host, reachable or not
+        return self.away if self.remote_is_down else self.origin
+
+    def origin_head(self) -> str:
+        repo = GitRepo(self._origin_path())
+        try:
+            head = repo.branch_commit(BRANCH)
+            assert head is not None
+            return head
+        finally:
+            repo.close()
+
+    def origin_conflict_branches(self) -> list[str]:
+        repo = GitRepo(self._origin_path())
+        try:
+            return sorted(repo.refs_under(b"refs/heads/conflicts/"))
+        finally:
+            repo.close()
+
+    def origin_is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        repo = GitRepo(self._origin_path())
+        try:
+            return repo.is_ancestor(ancestor, descendant)
+        finally:
+            repo.close()
+
+    def upstream(self, changes: list[dict[str, Any]], message: str = "Upstream change",
+                 author: str = OUTSIDE_AUTHOR) -> str:
+        """Commit ``changes`` to the origin's branch as an outside author."""
+        repo = GitRepo(self._origin_path())
+        try:
+            parent = repo.branch_commit(BRANCH)
+            assert parent is not None
+            tree = repo.tree_of(parent)
+            files: dict[str, bytes | None] = {}
+            for change in changes:
+                files.update(self._files_for(repo, tree, change, files))
+            new_tree = repo.write_tree_changes(tree, files)
+            now = int(dt.datetime.now(dt.UTC).timestamp())
+            commit = repo.write_commit(new_tree, [parent], message + "\n",
+                                       Signature(author.encode(), now, 0))
+            if not repo.cas_ref(branch_ref(BRANCH), parent, commit):
+                raise RuntimeError("the origin moved while the outside author committed")
+            return commit
+        finally:
+            repo.close()
+
+    def _files_for(self, repo: GitRepo, tree: str, change: dict[str, Any],
+                   pending: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        op = change["op"]
+        if op == "raw":
+            return {change["path"]: change["content"].encode()}
+        sheet, slug = change["sheet"], change["slug"]
+        path = f"{sheet}/{slug}.toml"
+        extra = dict(change.get("fields", {}))
+        if op == "add":
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            name = {"title": slug.replace("-", " ").title()} if sheet == "projects" else \
+                   {"fullName": slug.replace("-", " ").title()}
+            fields = {"id": str(uuid.uuid4()), "slug": slug, **name, "createdAt": stamp,
+                      "updatedAt": stamp, **extra}
+            return {path: dict_to_toml(fields)}
+        current = pending.get(path) or repo.read_path(tree, path)
+        if current is None:
+            raise RuntimeError(f"upstream {op}: {path} does not exist on the origin")
+        if op == "delete":
+            return {path: None}
+        fields = tomllib.loads(current.decode())
+        if op == "modify":
+            fields.update(extra)
+            return {path: dict_to_toml(fields)}
+        # rename: the record moves to its new slug's path
+        fields.update(extra)
+        fields["slug"] = change["to"]
+        return {path: None, f"{sheet}/{change['to']}.toml": dict_to_toml(fields)}
+
+    # -- the clone (read-only) -------------------------------------------------------
+
+    def local_repo(self) -> GitRepo:
+        return GitRepo(self.clone)
+
+    def local_head(self) -> str:
+        repo = self.local_repo()
+        try:
+            head = repo.branch_commit(BRANCH)
+            assert head is not None
+            return head
+        finally:
+            repo.close()

@@ -1,0 +1,83 @@
+"""The simulator: its scenario format, its command, and every scenario."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulator.runner import Run
+from simulator.scenario import ScenarioError, discover, load
+
+REQUIRED = {"self-trigger", "fast-forward", "pushed-ahead", "diverged-clean-rebase", "diverged-conflict",
+            "fetch-failed", "invalid-record-then-fix", "burst", "write-during-reload", "delete-and-rename",
+            "github-push"}
+
+
+def test_every_required_scenario_exists_and_is_named_after_its_file() -> None:
+    scenarios = [load(p) for p in discover()]
+    names = {s.name for s in scenarios}
+    assert REQUIRED <= names
+    for s in scenarios:
+        assert os.path.basename(s.path) == f"{s.name}.toml" and s.description.strip()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name = 'x'\n", "at least one [[step]] is required"),
+    ("description = 'd'\n[[step]]\nkind = 'push'\n", "name: a non-empty string is required"),
+    ("name = 'x'\n[[step]]\nkind = 'teleport'\n", "step 1: kind: 'teleport' is not one of"),
+    ("name = 'x'\n[[step]]\nkind = 'push'\n[[step]]\nkind = 'webhook'\ncolour = 1\n", "step 2: colour: unknown field for a webhook step"),
+    ("name = 'x'\n[[step]]\nkind = 'fault'\nfault = 'flood'\n", "step 1: fault: 'flood' is not one of"),
+    ("name = 'x'\n[[step]]\nkind = 'write'\nmethod = 'POST'\n", "step 1: path: required for a write step"),
+    ("name = 'x'\n[[step]]\nkind = 'expect'\nstatus = '200'\n", "step 1: status: wrong type str"),
+    ("name = 'x'\n[[step]]\nkind = 'upstream'\nchanges = [{op = 'add', sheet = 'tags', slug = 'a'}]\n", "step 1: changes[1].sheet"),
+    ("name = 'x'\n[[step]]\nkind = 'upstream'\nchanges = [{op = 'rename', sheet = 'projects', slug = 'a'}]\n", "step 1: changes[1].to"),
+    ("name = 'x'\n[world]\nrecords = 3\n[[step]]\nkind = 'push'\n", "world.records: must be a whole number >= 10"),
+    ("name = 'x'\n[[step]\n", "invalid TOML"),
+])
+def test_malformed_scenarios_name_file_step_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        load(str(path))
+    assert "bad.toml" in str(err.value) and message in str(err.value), str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", discover(), ids=lambda p: os.path.basename(p)[:-5])
+def test_scenario(path: str) -> None:
+    report = Run(load(path)).execute()
+    assert report.passed, "\n".join(f"step {f.step} ({f.kind}): {f.message}" for f in report.failures)
+
+
+@pytest.mark.slow
+def test_simulate_command_reports_and_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(
+        'name = "wrong"\ndescription = "expects the wrong outcome"\n'
+        '[[step]]\nkind = "upstream"\nchanges = [{op = "add", sheet = "projects", slug = "zz-x"}]\n'
+        '[[step]]\nkind = "webhook"\ncommit = "@origin"\n'
+        '[[step]]\nkind = "expect"\noutcome = "rebased"\nvisible = [{sheet = "projects", slug = "zz-x", fields = {title = "Nope"}}]\n')
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "hotreload.cli", "simulate", "fast-forward", str(wrong),
+                             "--json", str(report)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "fast-forward" in result.stdout and "PASS" in result.stdout and "FAIL" in result.stdout
+    assert "outcome: expected 'rebased', got 'fast-forwarded'" in result.stdout
+    assert "projects/zz-x.title: expected 'Nope', got 'Zz X'" in result.stdout
+    assert result.stdout.strip().endswith("simulate: 1 passed, 1 failed")
+    doc = json.loads(report.read_text())
+    by_name = {s["name"]: s for s in doc["scenarios"]}
+    assert by_name["fast-forward"]["passed"] is True and by_name["wrong"]["passed"] is False
+    assert set(by_name["wrong"]) >= {"name", "passed", "steps", "failures", "maxLockHeldMs", "maxReloadMs"}
+    assert by_name["wrong"]["failures"][0]["step"] == 3
+
+
+def test_simulate_command_rejects_unknown_scenarios() -> None:
+    result = subprocess.run([sys.executable, "-m", "hotreload.cli", "simulate", "no-such-thing"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no scenario 'no-such-thing' (known: " in result.stderr
