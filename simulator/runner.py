@@ -123,7 +123,11 @@ class Run:
     def _request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Response:
         assert self.w.server is not None
         resp = self.w.server.request(method, path, body, headers)
-        assert resp.status in DOCUMENTED_STATUSES, f"{method} {path}: undocumented status {resp.status}: {resp.body[:300]!r}"
+        if resp.status not in DOCUMENTED_STATUSES:
+            trace = resp.headers.get("x-request-id", "")
+            logged = [line for line in self.w.server.log().splitlines() if trace and trace in line]
+            raise AssertionError(f"{method} {path}: undocumented status {resp.status}: {resp.body[:300]!r}"
+                                 + "".join(f"\n    server log: {line}" for line in logged))
         return resp
 
     def resolve(self, token: str | None) -> str | None:

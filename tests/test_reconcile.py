@@ -183,3 +183,17 @@ def test_fast_forward_and_push_over_the_git_protocol(daemon_world: tuple[World, 
     assert result.outcome is Outcome.PUSHED_AHEAD and result.push_error is None
     assert world.origin_head() == mine
     repo.close()
+
+
+def test_fetch_copies_everything_when_a_tree_repeats(world: World, repo: GitRepo) -> None:
+    """Found by the stateful model: add X, add Y, delete Y makes the tip's tree
+    equal to an older commit's tree; the change-sized fetch once missed X's blob."""
+    from hotreload.data.snapshot import build_full
+
+    world.commit_upstream({"projects/aa-x.toml": project_toml("aa-x", "X")})
+    world.commit_upstream({"projects/aa-y.toml": project_toml("aa-y", "Y")})
+    tip = world.commit_upstream({"projects/aa-y.toml": None})
+    assert reconcile(repo, str(world.origin), "published", clock).outcome is Outcome.FAST_FORWARDED
+    git("--git-dir", str(world.clone), "fsck", "--no-progress", "--connectivity-only")
+    snap = build_full(repo, tip)
+    assert snap.project_by_slug("aa-x") is not None and snap.project_by_slug("aa-y") is None

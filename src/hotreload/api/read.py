@@ -44,20 +44,69 @@ def project_json(snap: Snapshot, project: Project) -> dict[str, Any]:
     return {**to_json_dict(project), "tags": [t.handle for t in snap.tags_of("project", project.id)]}
 
 
+
 def person_json(snap: Snapshot, person: Person) -> dict[str, Any]:
     return {**to_json_dict(person), "tags": [t.handle for t in snap.tags_of("person", person.id)]}
 
 
 def _ordered(snap: Snapshot, sheet: str, q: str | None) -> list[Any]:
-    """Live records of a sheet: search order for ``q``, else by title/name, slug."""
-    table = snap.table(sheet).by_id
-    if q is not None:
-        found = snap.search.search(PROJECTS if sheet == "projects" else PEOPLE, q)
-        records = [table[i] for i in found if i in table]
-    else:
-        records = sorted(table.values(), key=lambda r: (
-            (r.title if sheet == "projects" else r.full_name).lower(), r.slug))
-    return [r for r in records if r.deleted_at is None]
+    """Live records of a sheet: search order for ``q``, else by title/name, slug.
+    Memoised per snapshot (a pure function of it)."""
+
+    def compute() -> list[Any]:
+        table = snap.table(sheet).by_id
+        if q is not None:
+            found = snap.search.search(PROJECTS if sheet == "projects" else PEOPLE, q)
+            records = [table[i] for i in found if i in table]
+        else:
+            records = sorted(table.values(), key=lambda r: (
+                (r.title if sheet == "projects" else r.full_name).lower(), r.slug))
+        return [r for r in records if r.deleted_at is None]
+
+    result: list[Any] = snap.memo.get(("ordered", sheet, q), compute)
+    return result
+
+
+def _project_query(snap: Snapshot, q: str | None, stage: str | None,
+                   handles: tuple[str, ...]) -> tuple[list[Project], dict[str, Any]]:
+    """Matching projects and the facets, for one snapshot and one query."""
+    tag_index = snap.indices["tag_by_handle"]
+    tags = snap.table("tags").by_id
+    wanted: dict[str, set[str | None]] = {}
+    for handle in handles:
+        wanted.setdefault(handle.split(".", 1)[0], set()).add(tag_index.get(handle))
+
+    results: list[Project] = []
+    stage_counts: Counter[str] = Counter()
+    facet_counts: dict[str, Counter[str]] = {ns: Counter() for ns in TAG_NAMESPACES}
+    for project in _ordered(snap, "projects", q):
+        tag_ids = snap.tag_ids_of("project", project.id)
+        ns_ok = {ns: ids <= tag_ids for ns, ids in wanted.items()}
+        stage_ok = stage is None or project.stage == stage
+        if all(ns_ok.values()):
+            stage_counts[project.stage] += 1
+            if stage_ok:
+                results.append(project)
+        if not stage_ok:
+            continue
+        for ns in TAG_NAMESPACES:
+            # a namespace's facet ignores that namespace's own filter
+            if all(ok for other, ok in ns_ok.items() if other != ns):
+                for tag_id in tag_ids:
+                    tag = tags.get(tag_id)
+                    if tag is not None and tag.namespace == ns:  # type: ignore[attr-defined]
+                        facet_counts[ns][tag_id] += 1
+
+    facets: dict[str, Any] = {
+        FACET_NAMES[ns]: [
+            {"handle": t.handle, "slug": t.slug, "title": t.title, "count": n}
+            for t, n in sorted(((tags[i], n) for i, n in counts.items()),  # type: ignore[misc]
+                               key=lambda tn: (-tn[1], tn[0].handle))[:FACET_SIZE]
+        ]
+        for ns, counts in facet_counts.items()
+    }
+    facets["byStage"] = [{"stage": s, "count": stage_counts[s]} for s in STAGES if stage_counts[s]]
+    return results, facets
 
 
 class ProjectsResource:
@@ -70,50 +119,14 @@ class ProjectsResource:
         stage = req.get_param("stage")
         if stage is not None and stage not in STAGES:
             raise bad_request("stage", f"must be one of {', '.join(STAGES)}")
-        handles = req.get_param_as_list("tag") or []
+        handles = tuple(sorted(set(req.get_param_as_list("tag") or [])))
         for handle in handles:
             if not TAG_HANDLE.match(handle):
                 raise bad_request("tag", f"{handle!r} must look like namespace.slug "
                                   f"(namespace one of {', '.join(TAG_NAMESPACES)})")
         page, per_page = _paging(req)
-
-        tag_index = snap.indices["tag_by_handle"]
-        tags = snap.table("tags").by_id
-        wanted: dict[str, set[str | None]] = {}
-        for handle in handles:
-            wanted.setdefault(handle.split(".", 1)[0], set()).add(tag_index.get(handle))
-
-        results: list[Project] = []
-        stage_counts: Counter[str] = Counter()
-        facet_counts: dict[str, Counter[str]] = {ns: Counter() for ns in TAG_NAMESPACES}
-        for project in _ordered(snap, "projects", q):
-            tag_ids = set(snap.tag_ids_of("project", project.id))
-            ns_ok = {ns: ids <= tag_ids for ns, ids in wanted.items()}
-            stage_ok = stage is None or project.stage == stage
-            all_ns_ok = all(ns_ok.values())
-            if all_ns_ok:
-                stage_counts[project.stage] += 1
-                if stage_ok:
-                    results.append(project)
-            if not stage_ok:
-                continue
-            for ns in TAG_NAMESPACES:
-                # a namespace's facet ignores that namespace's own filter
-                if all(ok for other, ok in ns_ok.items() if other != ns):
-                    for tag_id in tag_ids:
-                        tag = tags.get(tag_id)
-                        if tag is not None and tag.namespace == ns:  # type: ignore[attr-defined]
-                            facet_counts[ns][tag_id] += 1
-
-        facets: dict[str, Any] = {
-            FACET_NAMES[ns]: [
-                {"handle": t.handle, "slug": t.slug, "title": t.title, "count": n}
-                for t, n in sorted(((tags[i], n) for i, n in counts.items()),  # type: ignore[misc]
-                                   key=lambda tn: (-tn[1], tn[0].handle))[:FACET_SIZE]
-            ]
-            for ns, counts in facet_counts.items()
-        }
-        facets["byStage"] = [{"stage": s, "count": stage_counts[s]} for s in STAGES if stage_counts[s]]
+        results, facets = snap.memo.get(("projects", q, stage, handles),
+                                        lambda: _project_query(snap, q, stage, handles))
         start = (page - 1) * per_page
         data = [project_json(snap, p) for p in results[start:start + per_page]]
         _ok(resp, snap, data, {"total": len(results), "page": page, "perPage": per_page,
@@ -180,9 +193,13 @@ class TagsResource:
         namespace = req.get_param("namespace")
         if namespace is not None and namespace not in TAG_NAMESPACES:
             raise bad_request("namespace", f"must be one of {', '.join(TAG_NAMESPACES)}")
-        by_tag = snap.indices["assignments_by_tag"]
-        tags: list[Tag] = sorted(snap.table("tags").by_id.values(),  # type: ignore[arg-type]
-                                 key=lambda t: t.handle)  # type: ignore[attr-defined]
-        data = [{**to_json_dict(t), "handle": t.handle, "count": len(by_tag.get(t.id, ()))}
-                for t in tags if namespace is None or t.namespace == namespace]
+
+        def compute() -> list[dict[str, Any]]:
+            by_tag = snap.indices["assignments_by_tag"]
+            tags: list[Tag] = sorted(snap.table("tags").by_id.values(),  # type: ignore[arg-type]
+                                     key=lambda t: t.handle)  # type: ignore[attr-defined]
+            return [{**to_json_dict(t), "handle": t.handle, "count": len(by_tag.get(t.id, ()))}
+                    for t in tags if namespace is None or t.namespace == namespace]
+
+        data = snap.memo.get(("tags", namespace), compute)
         _ok(resp, snap, data, {"total": len(data)})

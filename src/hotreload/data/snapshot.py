@@ -16,6 +16,7 @@ results are equal).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,13 +60,15 @@ EMPTY_TABLE = Table({}, {}, {}, {})
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """A secondary index over one sheet: ``key(record)`` -> id (unique) or ids."""
+    """A secondary index over one sheet: ``key(record)`` -> id (unique), or the
+    set of ``value(record)`` (default: the record's id) over records with that key."""
 
     name: str
     sheet: str
     key: Callable[[Any], Hashable | None]
     unique: bool
     label: str = ""
+    value: Callable[[Any], Hashable] = lambda r: r.id
 
 
 INDEX_SPECS: tuple[IndexSpec, ...] = (
@@ -82,7 +85,35 @@ INDEX_SPECS: tuple[IndexSpec, ...] = (
         lambda r: (r.taggable_type, r.taggable_id), False,
     ),
     IndexSpec("assignments_by_tag", "tag-assignments", lambda r: r.tag_id, False),
+    # tag ids per taggable; one assignment per (tag, taggable) is guaranteed by the
+    # sheet's path template tag-assignments/<tagId>/<taggableType>/<taggableId>.toml
+    IndexSpec("tags_by_taggable", "tag-assignments", lambda r: (r.taggable_type, r.taggable_id), False,
+              value=lambda r: r.tag_id),
 )
+
+
+class Memo:
+    """Answers computed from one snapshot, kept with it (bounded, least recently
+    used out). Every entry is a pure function of the snapshot, so a reader can
+    never see a stale or partial one; a swap discards the memo with its snapshot."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._entries:
+                value = self._entries.pop(key)
+                self._entries[key] = value
+                return value
+        value = compute()  # outside the lock: two readers may both compute; same result
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.pop(next(iter(self._entries)))
+        return value
 
 
 @dataclass(frozen=True)
@@ -108,6 +139,7 @@ class Snapshot:
     """What changed from the snapshot this one was derived from (all added for a full build)."""
     build_ms: float = 0.0
     incremental: bool = False
+    memo: Memo = field(default_factory=Memo, compare=False, repr=False)
 
     # -- typed accessors used by the read API --------------------------------
 
@@ -125,10 +157,9 @@ class Snapshot:
         record_id = self.indices["person_by_slug"].get(slug)
         return self.table("people").by_id.get(record_id) if record_id else None  # type: ignore[return-value]
 
-    def tag_ids_of(self, taggable_type: str, taggable_id: str) -> list[str]:
-        assignments = self.table("tag-assignments").by_id
-        ids = self.indices["assignments_by_taggable"].get((taggable_type, taggable_id), ())
-        return sorted({assignments[a].tag_id for a in ids})  # type: ignore[attr-defined]
+    def tag_ids_of(self, taggable_type: str, taggable_id: str) -> frozenset[str]:
+        ids: frozenset[str] = self.indices["tags_by_taggable"].get((taggable_type, taggable_id), frozenset())
+        return ids
 
     def tags_of(self, taggable_type: str, taggable_id: str) -> list[Tag]:
         tags = self.table("tags").by_id
@@ -345,11 +376,11 @@ def _apply_index(
     for record in gone:
         key = spec.key(record)
         if key is not None:
-            touched.setdefault(key, (set(), set()))[0].add(record.id)
+            touched.setdefault(key, (set(), set()))[0].add(spec.value(record))
     for _, record in new:
         key = spec.key(record)
         if key is not None:
-            touched.setdefault(key, (set(), set()))[1].add(record.id)
+            touched.setdefault(key, (set(), set()))[1].add(spec.value(record))
     for key, (minus, plus) in touched.items():
         ids = (set(index.get(key, ())) - minus) | plus
         if ids:

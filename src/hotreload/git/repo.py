@@ -585,10 +585,10 @@ class _open_remote:  # noqa: N801 - used as a context manager, like open()
 def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
     """Copy every object reachable from ``tip`` that ``target`` lacks, as one pack.
 
-    Walks new commits back to ones ``target`` has; for each, walks its tree
-    against its first parent's, skipping every entry identical to the parent's
-    (same name, same id), so the work follows the size of the change, not of the
-    corpus. (dulwich's local fetch enumerates the whole tree of the common
+    Finds the new commits (back to ones ``target`` has) and, parents first,
+    walks each one's tree against its first parent's, skipping every entry
+    identical to the parent's (same name, same id), so the work follows the size
+    of the change, not of the corpus. (dulwich's local fetch enumerates the whole tree of the common
     commit and scans the whole source pack: O(corpus) for a one-line change.)"""
     src, dst = source.object_store, target.object_store
     missing: list[Any] = []
@@ -615,18 +615,30 @@ def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
                 seen.add(entry.sha)
                 missing.append(src[entry.sha])
 
-    stack = [tip]
+    # Parents strictly before children (a post-order walk). Then, when a tree is
+    # walked, its first parent's commit is complete in the target or already in
+    # ``missing``, so skipping entries equal to the parent's is sound, and a tree
+    # seen before is complete too. (Newest first is not: after "add X, add Y,
+    # delete Y" the tip's tree *is* an older commit's tree, first met relative to
+    # the wrong parent, and X's blob would never be copied.)
+    order: list[bytes] = []
+    visited: set[bytes] = set()
+    stack: list[tuple[bytes, bool]] = [(tip, False)]
     while stack:
-        sha = stack.pop()
-        if sha in seen or sha in dst:
+        sha, expanded = stack.pop()
+        if expanded:
+            order.append(sha)
             continue
-        seen.add(sha)
+        if sha in visited or sha in dst:
+            continue
+        visited.add(sha)
+        stack.append((sha, True))
+        stack.extend((parent, False) for parent in src[sha].parents)
+    for sha in order:
         commit = src[sha]
         missing.append(commit)
         first_parent = commit.parents[0] if commit.parents else None
-        parent_tree = src[first_parent].tree if first_parent and first_parent in src else None
-        add_tree(commit.tree, parent_tree)
-        stack.extend(commit.parents)
+        add_tree(commit.tree, src[first_parent].tree if first_parent is not None else None)
     add_objects(dst, missing)
     return len(missing)
 

@@ -1,0 +1,46 @@
+"""Upstream changes for the benchmarks: edit N records on the origin in one commit."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from hotreload.git.repo import GitRepo, Signature, branch_ref
+
+_round = itertools.count()
+
+
+def record_blobs(repo: GitRepo, tree: str, sheets: tuple[str, ...] = ("projects", "people")) -> dict[str, str]:
+    """path -> blob id of every project and person record in the tree."""
+    blobs: dict[str, str] = {}
+    for sheet in sheets:
+        root = repo.subtree(tree, sheet)
+        if root:
+            blobs.update((e.path, e.sha) for e in repo.list_blobs(root, sheet))
+    return blobs
+
+
+def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
+    """Commit an edit of ``count`` project/person records to the origin's branch."""
+    repo = GitRepo(origin)
+    try:
+        parent = repo.branch_commit("published")
+        assert parent is not None
+        tree = repo.tree_of(parent)
+        n = next(_round)
+        blobs = record_blobs(repo, tree)
+        paths = random.Random(seed + n).sample(sorted(blobs), count)
+        contents = repo.read_many({blobs[p] for p in paths})
+        changes: dict[str, bytes | None] = {}
+        for path in paths:
+            data = contents[blobs[path]]
+            for key in (b'title = "', b'fullName = "'):
+                data = data.replace(key, key + f"Round {n} ".encode(), 1)
+            changes[path] = data
+        new_tree = repo.write_tree_changes(tree, changes)
+        commit = repo.write_commit(new_tree, [parent], f"bench edit {n}\n",
+                                   Signature(b"Bench <bench@example.org>", 1_700_000_000 + n, 0))
+        assert repo.cas_ref(branch_ref("published"), parent, commit)
+        return commit
+    finally:
+        repo.close()

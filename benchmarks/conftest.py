@@ -1,0 +1,73 @@
+"""Benchmark fixtures: corpora of 1k, 5k and 50k records, made once by
+``hotreload corpus`` and cached in ``.bench-cache/`` (outside git), and fresh
+origin/clone pairs copied from them.
+
+Sizes: ``make bench`` runs all three; ``make bench-quick`` (BENCH_QUICK=1) the
+first two; the smoke run inside ``make test`` (``--benchmark-disable``) only 1k.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hotreload.git.repo import clone_bare
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench-cache"
+
+
+def sizes(config: pytest.Config) -> list[int]:
+    if config.getoption("benchmark_disable", False):
+        return [1000]
+    if os.environ.get("BENCH_QUICK"):
+        return [1000, 5000]
+    return [1000, 5000, 50000]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "records" in metafunc.fixturenames:
+        metafunc.parametrize("records", sizes(metafunc.config), ids=lambda n: f"{n // 1000}k", scope="module")
+
+
+def cached_corpus(records: int) -> Path:
+    """``.bench-cache/corpus-<N>.git``, made once (safe against parallel workers)."""
+    CACHE.mkdir(exist_ok=True)
+    target = CACHE / f"corpus-{records}.git"
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            tmp = Path(tempfile.mkdtemp(dir=CACHE)) / "c.git"
+            subprocess.run([sys.executable, "-m", "hotreload.cli", "corpus", "--records", str(records),
+                            "--out", str(tmp)], check=True, capture_output=True)
+            os.rename(tmp, target)
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+    return target
+
+
+@dataclass
+class Pair:
+    root: Path
+    origin: Path
+    clone: Path
+    records: int
+
+
+@pytest.fixture(scope="module")
+def pair(records: int) -> Iterator[Pair]:
+    """A fresh origin (a copy of the cached corpus) and the service's bare clone."""
+    root = Path(tempfile.mkdtemp(prefix=f"hotreload-bench-{records}-"))
+    origin, clone = root / "origin.git", root / "clone.git"
+    shutil.copytree(cached_corpus(records), origin)
+    clone_bare(str(origin), str(clone), "published").close()
+    yield Pair(root, origin, clone, records)
+    shutil.rmtree(root, ignore_errors=True)

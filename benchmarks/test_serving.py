@@ -1,0 +1,140 @@
+"""(d) reader latency p50/p99 on a running server, idle and during back-to-back
+reloads; (e) steady and peak RSS of the server process around reloads."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from benchmarks.changes import edit_upstream
+from benchmarks.conftest import Pair
+from simulator.server import ServerProcess
+
+SECRET = "x" * 40
+PATHS = ["/api/projects?q=transit&perPage=20", "/api/projects?perPage=20&tag=topic.transit",
+         "/api/people?q=data&perPage=20", "/api/tags", "/api/health"]
+
+
+@pytest.fixture(scope="module")
+def server(pair: Pair) -> Iterator[ServerProcess]:
+    env = {"CFP_DATA_REPO_PATH": str(pair.clone), "CFP_DATA_REMOTE": str(pair.origin),
+           "CFP_DATA_BRANCH": "published", "CFP_DATA_RELOAD_SECRET": SECRET}
+    with ServerProcess(env, threads=8).start(timeout=300) as proc:
+        yield proc
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def read_latencies(server: ServerProcess, per_client: int, clients: int = 4) -> list[float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(c: int) -> None:
+        mine = []
+        for i in range(per_client):
+            started = time.perf_counter()
+            assert server.get(PATHS[(c + i) % len(PATHS)]).status == 200
+            mine.append((time.perf_counter() - started) * 1000)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies
+
+
+class Reloads:
+    """Back-to-back one-record reloads in a background thread."""
+
+    def __init__(self, server: ServerProcess, pair: Pair) -> None:
+        self.server, self.pair = server, pair
+        self.stop = threading.Event()
+        self.count = 0
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            commit = edit_upstream(str(self.pair.origin), 1)
+            resp = self.server.request("POST", "/api/_internal/reload-data", {"commitHash": commit},
+                                       {"Authorization": f"Bearer {SECRET}"})
+            assert resp.status == 200, resp.body
+            self.count += 1
+
+    def __enter__(self) -> Reloads:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("load", ["idle", "during-reloads"])
+def test_reader_latency(benchmark, server: ServerProcess, pair: Pair, records: int, load: str) -> None:  # type: ignore[no-untyped-def]
+    benchmark.group = "reader latency"
+    per_client = 60 if benchmark.disabled else 150
+    result: dict[str, object] = {}
+
+    def measure() -> None:
+        if load == "idle":
+            result["latencies"] = read_latencies(server, per_client)
+        else:
+            with Reloads(server, pair) as reloads:
+                result["latencies"] = read_latencies(server, per_client)
+            result["reloads"] = reloads.count
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    latencies: list[float] = result["latencies"]  # type: ignore[assignment]
+    benchmark.extra_info.update(strategy="this design", records=records, load=load, requests=len(latencies),
+                                p50_ms=round(percentile(latencies, 50), 3), p99_ms=round(percentile(latencies, 99), 3),
+                                mean_ms=round(statistics.fmean(latencies), 3), reloads=result.get("reloads", 0))
+
+
+def test_memory(benchmark, server: ServerProcess, pair: Pair, records: int) -> None:  # type: ignore[no-untyped-def]
+    benchmark.group = "memory"
+    assert server.proc is not None
+    process = psutil.Process(server.proc.pid)
+    n_reloads = 3 if benchmark.disabled else 10
+    samples: dict[str, float] = {}
+
+    def measure() -> None:
+        time.sleep(0.5)
+        steady = process.memory_info().rss
+        peak = steady
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, process.memory_info().rss)
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        for _ in range(n_reloads):
+            commit = edit_upstream(str(pair.origin), 1)
+            assert server.request("POST", "/api/_internal/reload-data", {"commitHash": commit},
+                                  {"Authorization": f"Bearer {SECRET}"}).status == 200
+        done.set()
+        sampler.join()
+        time.sleep(0.5)
+        samples.update(steady=steady, peak=peak, after=process.memory_info().rss)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    mb = 1024 * 1024
+    benchmark.extra_info.update(strategy="this design", records=records, reloads=n_reloads,
+                                steady_rss_mb=round(samples["steady"] / mb, 1),
+                                peak_rss_mb=round(samples["peak"] / mb, 1),
+                                after_rss_mb=round(samples["after"] / mb, 1),
+                                peak_over_steady=round(samples["peak"] / samples["steady"], 3))

@@ -1,0 +1,65 @@
+"""(c) Cold full load: the full build in-process, a whole process start to a
+healthy /api/health, and the floor: every record read with
+``git cat-file --batch`` and parsed with tomllib."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+
+from benchmarks.conftest import Pair
+from hotreload.data.snapshot import build_full
+from hotreload.git.repo import GitRepo
+from simulator.server import ServerProcess
+
+
+def test_full_build(benchmark, pair: Pair, records: int) -> None:  # type: ignore[no-untyped-def]
+    benchmark.group = "cold start"
+    repo = GitRepo(str(pair.clone))
+    commit = repo.branch_commit("published") or ""
+    snap = benchmark.pedantic(lambda: build_full(repo, commit), rounds=3, iterations=1)
+    assert sum(snap.record_counts().values()) == records
+    benchmark.extra_info.update(strategy="this design", records=records, what="full build in-process")
+    repo.close()
+
+
+def test_process_cold_start(benchmark, pair: Pair, records: int) -> None:  # type: ignore[no-untyped-def]
+    benchmark.group = "cold start"
+    env = {"CFP_DATA_REPO_PATH": str(pair.clone), "CFP_DATA_REMOTE": str(pair.origin),
+           "CFP_DATA_BRANCH": "published", "CFP_DATA_RELOAD_SECRET": "x" * 40}
+
+    def start_until_healthy() -> None:
+        server = ServerProcess(env).start(timeout=300)
+        try:
+            assert server.get("/api/health").status == 200
+        finally:
+            server.stop()
+
+    benchmark.pedantic(start_until_healthy, rounds=3, iterations=1)
+    benchmark.extra_info.update(strategy="this design", records=records,
+                                what="process start to healthy /api/health")
+
+
+def test_floor_cat_file_and_tomllib(benchmark, pair: Pair, records: int) -> None:  # type: ignore[no-untyped-def]
+    benchmark.group = "cold start"
+    repo = GitRepo(str(pair.clone))
+    tree = repo.tree_of(repo.branch_commit("published") or "")
+    shas = "".join(f"{e.sha}\n" for e in repo.list_blobs(tree) if e.path.endswith(".toml")
+                   and not e.path.startswith(".gitsheets/"))
+    repo.close()
+
+    def floor() -> int:
+        out = subprocess.run(["git", "--git-dir", str(pair.clone), "cat-file", "--batch"],
+                             input=shas.encode(), capture_output=True, check=True).stdout
+        pos = n = 0
+        while pos < len(out):
+            newline = out.index(b"\n", pos)
+            size = int(out[pos:newline].split()[2])
+            tomllib.loads(out[newline + 1:newline + 1 + size].decode())
+            pos = newline + 2 + size
+            n += 1
+        return n
+
+    assert benchmark.pedantic(floor, rounds=3, iterations=1) == records
+    benchmark.extra_info.update(strategy="floor", records=records,
+                                what="git cat-file --batch + tomllib, every record")
