@@ -180,3 +180,37 @@ def test_previous_snapshot_is_never_mutated(tmp_path: Any) -> None:
     build_incremental(repo, snap, commit)
     assert snapshot_state(snap) == before
     repo.close()
+
+
+tree_paths = st.from_regex(r"(a|b)(/(x|y)){0,2}/f[0-9]", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.dictionaries(tree_paths, st.binary(max_size=3), max_size=10),
+       after=st.dictionaries(tree_paths, st.binary(max_size=3), max_size=10))
+def test_diff_trees_agrees_with_dulwich(tmp_path_factory: Any, before: dict[str, bytes], after: dict[str, bytes]) -> None:
+    from dulwich.diff_tree import tree_changes
+
+    from hotreload.git.repo import init_bare
+
+    def usable(files: dict[str, bytes]) -> dict[str, bytes | None]:
+        # a path cannot be both a file and a folder
+        return {p: c for p, c in files.items() if not any(o.startswith(p + "/") for o in files)}
+
+    repo = init_bare(str(tmp_path_factory.mktemp("d") / "r.git"))
+    old = repo.write_tree_changes(None, usable(before))
+    new = repo.write_tree_changes(None, usable(after))
+    ours = {(c.path, c.old, c.new) for c in repo.diff_trees(old, new)}
+    theirs = set()
+    for change in tree_changes(repo.repo.object_store, old.encode(), new.encode()):
+        o = (change.old.path.decode(), change.old.sha.decode()) if change.old and change.old.path else None
+        n = (change.new.path.decode(), change.new.sha.decode()) if change.new and change.new.path else None
+        if o and n and o[0] == n[0]:
+            theirs.add((o[0], o[1], n[1]))
+        else:
+            if o:
+                theirs.add((o[0], o[1], None))
+            if n:
+                theirs.add((n[0], None, n[1]))
+    assert ours == theirs
+    repo.close()

@@ -197,3 +197,51 @@ def test_fetch_copies_everything_when_a_tree_repeats(world: World, repo: GitRepo
     git("--git-dir", str(world.clone), "fsck", "--no-progress", "--connectivity-only")
     snap = build_full(repo, tip)
     assert snap.project_by_slug("aa-x") is not None and snap.project_by_slug("aa-y") is None
+
+
+def test_a_fetch_killed_midway_never_leaves_an_incomplete_repository(tmp_path: Path) -> None:
+    """Objects are written dependents-last, so whatever prefix of a copy reached
+    the disk, the next fetch completes it (the SIGKILL test found the opposite)."""
+    from hotreload.data.snapshot import build_full
+    from hotreload.git import repo as repo_module
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "probe").mkdir()
+    world = make_world(tmp_path / "w")
+    world.commit_upstream({"projects/aa-1.toml": project_toml("aa-1", "One")})
+    world.commit_upstream({"people/aa-p.toml": project_toml("aa-p", "P").replace("title", "fullName")})
+    tip = world.commit_upstream({"projects/aa-1.toml": None, "projects/aa-2.toml": project_toml("aa-2", "Two")})
+    real = repo_module.add_raw_objects
+    n_objects = 0
+
+    def count(store, objects):  # type: ignore[no-untyped-def]
+        nonlocal n_objects
+        n_objects = len(objects)
+
+    probe = make_world(tmp_path / "probe")
+    repo_module.add_raw_objects = count
+    try:
+        GitRepo(str(world.clone)).fetch_branch(str(world.origin), "published")
+    finally:
+        repo_module.add_raw_objects = real
+    assert n_objects > 5
+    for k in range(n_objects):
+        clone = tmp_path / f"clone-{k}.git"
+        # the same corpus as the world's origin before the three commits
+        git("clone", "-q", "--bare", str(probe.origin), str(clone))
+
+        def crash(store, objects, k=k):  # type: ignore[no-untyped-def]
+            real(store, objects[:k])
+            raise OSError("killed")
+
+        target = GitRepo(str(clone))
+        repo_module.add_raw_objects = crash
+        try:
+            with pytest.raises(Exception, match="killed"):
+                target.fetch_branch(str(world.origin), "published")
+        finally:
+            repo_module.add_raw_objects = real
+        assert target.fetch_branch(str(world.origin), "published") == tip
+        git("--git-dir", str(clone), "fsck", "--no-progress", "--connectivity-only", tip)
+        assert build_full(target, tip).project_by_slug("aa-2") is not None
+        target.close()

@@ -170,3 +170,17 @@ def test_threads_each_get_their_own_dulwich_repo(world: World) -> None:
     assert not errors and len(repos) == 8
     git("--git-dir", str(world.clone), "fsck", "--no-progress")
     repo.close()
+
+
+def test_stale_ref_locks_from_a_killed_process_are_cleared_at_start(world: World) -> None:
+    from hotreload.service.runtime import boot
+
+    lock = world.clone / "refs" / "heads" / "published.lock"
+    lock.write_text("left by a SIGKILLed server\n")
+    runtime = boot(world.settings())
+    try:
+        assert not lock.exists()
+        tip = world.commit_upstream({"projects/zz-after-crash.toml": project_toml("zz-after-crash", "After")})
+        assert runtime.reloader.reload(tip).outcome == "fast-forwarded"
+    finally:
+        runtime.close()

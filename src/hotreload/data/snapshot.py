@@ -22,8 +22,6 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dulwich.diff_tree import tree_changes
-
 from hotreload.data.records import (
     RECORD_TYPES,
     Person,
@@ -37,7 +35,7 @@ from hotreload.data.records import (
 )
 from hotreload.data.search import SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
-from hotreload.git.repo import CachedTreeStore, GitRepo
+from hotreload.git.repo import GitRepo
 
 log = logging.getLogger(__name__)
 
@@ -256,22 +254,17 @@ def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapsho
     removed: Removed = {}
     new_blobs: list[tuple[Sheet, str, str]] = []
     sheets = previous.sheets
-    store = CachedTreeStore(repo.repo.object_store)
-    for change in tree_changes(store, previous.tree.encode(), tree.encode()):
-        for entry, is_new in ((change.old, False), (change.new, True)):
-            if entry is None or entry.path is None:
-                continue
-            path = entry.path.decode()
-            if path.startswith(CONFIG_DIR + "/"):
-                log.info("sheet configuration changed (%s); building in full", path)
-                return build_full(repo, commit)
-            sheet = _sheet_for(sheets, path)
-            if sheet is None:
-                continue
-            if is_new:
-                new_blobs.append((sheet, path, entry.sha.decode()))
-            else:
-                removed.setdefault(sheet.name, set()).add(path)
+    for change in repo.diff_trees(previous.tree, tree):
+        if change.path.startswith(CONFIG_DIR + "/"):
+            log.info("sheet configuration changed (%s); building in full", change.path)
+            return build_full(repo, commit)
+        sheet = _sheet_for(sheets, change.path)
+        if sheet is None:
+            continue
+        if change.old is not None:
+            removed.setdefault(sheet.name, set()).add(change.path)
+        if change.new is not None:
+            new_blobs.append((sheet, change.path, change.new))
     contents = repo.read_many({sha for _, _, sha in new_blobs})
     added: Added = {}
     for sheet, path, sha in new_blobs:

@@ -36,6 +36,7 @@ from hotreload.git.repo import (
     API_IDENTITY,
     GitError,
     GitRepo,
+    LooseWritingStore,
     Signature,
     branch_ref,
 )
@@ -125,7 +126,7 @@ def _plan_rebase(repo: GitRepo, local: str, remote: str, now: Clock) -> Plan:
     the committer is the API."""
     mine = repo.commits_between(remote, local)
     behind = len(repo.commits_between(local, remote))
-    store = repo.repo.object_store
+    store = LooseWritingStore(repo.repo.object_store)
     committer = Signature(API_IDENTITY, int(now().timestamp()), 0)
     tip = remote
     for sha in mine:
@@ -141,7 +142,7 @@ def _plan_rebase(repo: GitRepo, local: str, remote: str, now: Clock) -> Plan:
             paths = tuple(sorted(p.decode(errors="replace") for p in conflicts))
             return Plan(Outcome.CONFLICT_ESCAPED, local, remote, remote,
                         ahead=len(mine), behind=behind, conflict_paths=paths)
-        store.add_object(merged)
+        repo.add_object(merged)
         tip = repo.write_commit(
             merged.id.decode(), [tip], commit.message.decode("utf-8", errors="replace"),
             author=Signature(commit.author, commit.author_time, commit.author_timezone),

@@ -71,6 +71,7 @@ def open_repository(settings: Settings) -> GitRepo:
 
 def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
     repo = open_repository(settings)
+    repo.remove_stale_locks()  # a killed predecessor's; the service owns its clone alone
     remote = settings.remote or origin_url(repo)
     branch = settings.branch or repo.head_branch()
     if branch is None:

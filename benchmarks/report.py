@@ -1,0 +1,218 @@
+"""Read pytest-benchmark's JSON and print the figures, the ratios (this design /
+baseline), the targets, and how each cost grows with the corpus; write a chart
+of lock hold and reload time against corpus size to docs/img/.
+
+    python benchmarks/report.py .benchmarks/latest.json [--chart docs/img/reload-vs-corpus.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+from collections import defaultdict
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CHART = os.path.join(ROOT, "docs", "img", "reload-vs-corpus.png")
+
+
+def load(path: str) -> dict[str, Any]:
+    with open(path) as fh:
+        doc: dict[str, Any] = json.load(fh)
+    return doc
+
+
+def index(doc: dict[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """(test, size, variant) -> {median_ms, extra}"""
+    out: dict[tuple[str, ...], dict[str, Any]] = {}
+    for bench in doc["benchmarks"]:
+        name = bench["name"]
+        test = name.split("[")[0]
+        params = re.search(r"\[(.*)\]", name)
+        parts = params.group(1).split("-", 1) if params else [""]
+        size = parts[0]
+        variant = parts[1] if len(parts) > 1 else ""
+        out[(test, size, variant)] = {"median_ms": bench["stats"]["median"] * 1000,
+                                      "extra": bench.get("extra_info", {})}
+    return out
+
+
+def records_of(size: str) -> int:
+    return int(size.rstrip("k")) * 1000
+
+
+def fmt(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms:,.2f}" if ms < 100 else f"{ms:,.0f}"
+
+
+def slope(points: list[tuple[int, float]]) -> float | None:
+    """Exponent b of cost ~ records^b, least squares on log-log (0: flat, 1: linear)."""
+    pts = [(math.log(n), math.log(max(v, 1e-6))) for n, v in points if v > 0]
+    if len(pts) < 2:
+        return None
+    mx, my = statistics.fmean(x for x, _ in pts), statistics.fmean(y for _, y in pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / den if den else None
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def report(doc: dict[str, Any]) -> tuple[str, dict[str, list[tuple[int, float]]]]:
+    data = index(doc)
+    sizes = sorted({k[1] for k in data if k[1]}, key=records_of)
+    lines = [f"Machine: {doc.get('machine_info', {}).get('cpu', {}).get('brand_raw', '?')}, "
+             f"{doc.get('machine_info', {}).get('cpu', {}).get('count', '?')} cores; "
+             f"run {doc.get('datetime', '?')[:19]}", ""]
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+
+    rows = []
+    for change in ("one-record", "ten-percent"):
+        for size in sizes:
+            mine = data.get(("test_reload_this_design", size, change))
+            base = data.get(("test_reload_baseline", size, change))
+            if not mine or not base:
+                continue
+            hold_m, hold_b = mine["extra"]["lock_held_ms_median"], base["extra"]["lock_held_ms_median"]
+            e2e_m, e2e_b = mine["median_ms"], base["median_ms"]
+            n = records_of(size)
+            series[f"lock hold, this design, {change}"].append((n, hold_m))
+            series[f"lock hold, baseline, {change}"].append((n, hold_b))
+            series[f"reload, this design, {change}"].append((n, e2e_m))
+            series[f"reload, baseline, {change}"].append((n, e2e_b))
+            rows.append([change, f"{n:,}", fmt(hold_m), fmt(hold_b), f"{hold_b / hold_m:,.0f}x",
+                         fmt(e2e_m), fmt(e2e_b), f"{e2e_b / e2e_m:,.1f}x"])
+    lines += ["## Reloads (medians, ms)", "", table(
+        ["change", "records", "lock hold: this", "lock hold: baseline", "baseline/this",
+         "end to end: this", "end to end: baseline", "baseline/this"], rows), ""]
+
+    rows = []
+    for size in sizes:
+        build = data.get(("test_full_build", size, ""))
+        start = data.get(("test_process_cold_start", size, ""))
+        floor = data.get(("test_floor_cat_file_and_tomllib", size, ""))
+        if build and start and floor:
+            rows.append([f"{records_of(size):,}", fmt(build["median_ms"]), fmt(start["median_ms"]),
+                         fmt(floor["median_ms"]), f"{start['median_ms'] / floor['median_ms']:.2f}x"])
+    lines += ["## Cold start (medians, ms)", "", table(
+        ["records", "full build (in-process)", "process start to healthy", "floor: cat-file + tomllib",
+         "start/floor"], rows), ""]
+
+    rows = []
+    for size in sizes:
+        for load_ in ("idle", "during-reloads"):
+            got = data.get(("test_reader_latency", size, load_))
+            if got:
+                e = got["extra"]
+                rows.append([f"{records_of(size):,}", load_, str(e["requests"]), fmt(e["p50_ms"]),
+                             fmt(e["p99_ms"]), str(e.get("reloads", 0))])
+    lines += ["## Reader latency (4 clients, 8 server threads)", "", table(
+        ["records", "load", "requests", "p50 ms", "p99 ms", "reloads meanwhile"], rows), ""]
+
+    rows = []
+    for size in sizes:
+        got = data.get(("test_memory", size, ""))
+        if got:
+            e = got["extra"]
+            rows.append([f"{records_of(size):,}", f"{e['steady_rss_mb']:.0f}", f"{e['peak_rss_mb']:.0f}",
+                         f"{e['peak_over_steady']:.2f}x", str(e["reloads"])])
+    lines += ["## Memory (server RSS, MB)", "", table(
+        ["records", "steady", "peak during reloads", "peak/steady", "reloads"], rows), ""]
+
+    rows = []
+    for name, points in sorted(series.items()):
+        b = slope(points)
+        if b is not None:
+            rows.append([name, f"{b:.2f}", "flat" if b < 0.25 else ("sub-linear" if b < 0.8 else "linear or worse")])
+    lines += ["## Growth with the corpus (cost ~ records^b, log-log fit)", "", table(["series", "b", "reads as"], rows), ""]
+    lines += ["## Targets", "", *targets(data, sizes)]
+    return "\n".join(lines), series
+
+
+def targets(data: dict[tuple[str, ...], dict[str, Any]], sizes: list[str]) -> list[str]:
+    big, small = sizes[-1], sizes[0]
+    out = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    mine_big = data.get(("test_reload_this_design", big, "one-record"))
+    mine_small = data.get(("test_reload_this_design", small, "one-record"))
+    build = data.get(("test_full_build", big, ""))
+    start = data.get(("test_process_cold_start", big, ""))
+    floor = data.get(("test_floor_cat_file_and_tomllib", big, ""))
+    memory = data.get(("test_memory", big, ""))
+    n = f"{records_of(big):,}"
+    if mine_big and mine_small:
+        hb, hs = mine_big["extra"]["lock_held_ms_median"], mine_small["extra"]["lock_held_ms_median"]
+        out.append(f"- lock hold, one record, {n}: median {hb:.2f} ms (target <= 5 ms): {verdict(hb <= 5)}; "
+                   f"{hb / hs:.2f}x the {records_of(small):,}-record figure {hs:.2f} ms (target <= 3x): {verdict(hb <= 3 * hs)}")
+    if mine_big and build:
+        r = build["median_ms"] / mine_big["median_ms"]
+        out.append(f"- one-record reload end to end {mine_big['median_ms']:.0f} ms vs full rebuild "
+                   f"{build['median_ms']:.0f} ms: 1/{r:.0f} (target <= 1/20): {verdict(r >= 20)}")
+    if mine_big and start:
+        r = start["median_ms"] / mine_big["median_ms"]
+        out.append(f"- one-record reload vs cold start {start['median_ms']:.0f} ms: 1/{r:.0f} (target <= 1/10): {verdict(r >= 10)}")
+    if start and floor:
+        r = start["median_ms"] / floor["median_ms"]
+        out.append(f"- cold start {start['median_ms']:.0f} ms = {r:.2f}x the floor {floor['median_ms']:.0f} ms "
+                   f"(target <= 2.5x): {verdict(r <= 2.5)}")
+    if memory:
+        e = memory["extra"]
+        out.append(f"- peak RSS during reloads {e['peak_rss_mb']:.0f} MB = {e['peak_over_steady']:.2f}x steady "
+                   f"{e['steady_rss_mb']:.0f} MB (target <= 1.3x): {verdict(e['peak_over_steady'] <= 1.3)}; "
+                   f"steady aim <= 300 MB: {verdict(e['steady_rss_mb'] <= 300)}")
+    return out
+
+
+def chart(series: dict[str, list[tuple[int, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, what in zip(axes, ("lock hold", "reload"), strict=True):
+        for name, points in sorted(series.items()):
+            if not name.startswith(what):
+                continue
+            xs, ys = zip(*sorted(points), strict=True)
+            style = "-" if "this design" in name else "--"
+            marker = "o" if "one-record" in name else "s"
+            ax.plot(xs, ys, style, marker=marker, label=name.split(", ", 1)[1])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("records in the corpus")
+        ax.set_ylabel("ms (median)")
+        ax.set_title("data lock held per reload" if what == "lock hold" else "reload end to end")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json")
+    parser.add_argument("--chart", default=DEFAULT_CHART)
+    args = parser.parse_args()
+    text, series = report(load(args.json))
+    print(text)
+    if series:
+        chart(series, args.chart)
+        print(f"\nchart: {os.path.relpath(args.chart)}")
+
+
+if __name__ == "__main__":
+    main()
