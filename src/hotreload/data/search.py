@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,11 @@ class SearchIndex:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        # A sqlite3.Connection sits in a reference cycle (its statement cache), so
+        # only a full GC pass would free it, and with it its in-memory database; on
+        # a large, quiet heap that was one database per reload, never given back.
+        # Close it as soon as this index (shared by the snapshots using it) goes.
+        weakref.finalize(self, conn.close)
 
     @classmethod
     def build(cls, projects: Iterable[Project], people: Iterable[Person]) -> SearchIndex:
@@ -107,5 +113,3 @@ class SearchIndex:
         with self._lock:
             return [row[0] for row in self._conn.execute(sql, (expression,))]
 
-    def close(self) -> None:
-        self._conn.close()

@@ -60,6 +60,12 @@ class PushRejected(GitError):
 
 _LIVE: weakref.WeakSet[GitRepo] = weakref.WeakSet()
 
+PACK_CACHE_BYTES = 4 * 1024 * 1024
+"""dulwich keeps, per pack and per ``Repo``, an LRU of resolved objects of up to
+96 MiB (git's core.deltaBaseCacheLimit). With a ``Repo`` per thread that became
+hundreds of MB of retained memory after a few reloads; our own tree cache and
+bulk reads make a small one enough."""
+
 LOOSE_OBJECT_LIMIT = 100
 """Fewer new objects than this are written loose, more as a pack (git's unpack.limit)."""
 
@@ -239,6 +245,7 @@ class GitRepo:
             repo = Repo(self.path)
         except NotGitRepository:
             raise NotABareRepository(f"{self.path} is not a git repository") from None
+        repo.object_store.delta_base_cache_limit = PACK_CACHE_BYTES  # before any pack is opened
         with self._opened_lock:
             self._opened.append(repo)
         return repo

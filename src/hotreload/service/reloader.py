@@ -26,6 +26,7 @@ from hotreload.git.reconcile import BranchMoved, Clock, Outcome, Plan, utc_now
 from hotreload.git.repo import GitError, GitRepo
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
+from hotreload.service.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -222,18 +223,23 @@ class Reloader:
         if self.push_daemon is not None and result.outcome in (Outcome.PUSHED_AHEAD, Outcome.REBASED):
             self.push_daemon.notify()  # retries with backoff if our push failed
         rebuilt = snapshot is not None
+        old_commit = base.commit
+        changes = snapshot.changes if snapshot is not None else Changes()
+        if rebuilt:
+            del base, snapshot  # drop our references to the old snapshot, then trim
+            release_free_memory()
         return ReloadResult(
             outcome=str(result.outcome),
             no_changes=result.outcome is Outcome.IN_SYNC and not rebuilt,
             rebuilt=rebuilt,
-            old_commit=base.commit,
+            old_commit=old_commit,
             new_commit=self.holder.current.commit,
             duration_ms=_ms_since(started),
             lock_held_ms=hold.held_ms,
             ahead=result.ahead,
             behind=result.behind,
             conflict_branch=result.conflict_branch,
-            changes=snapshot.changes if snapshot is not None else Changes(),
+            changes=changes,
         )
 
     def _fetch(self) -> str | None:
