@@ -133,7 +133,8 @@ def report(doc: dict[str, Any]) -> tuple[str, dict[str, list[tuple[int, float]]]
         b = slope(points)
         if b is not None:
             rows.append([name, f"{b:.2f}", "flat" if b < 0.25 else ("sub-linear" if b < 0.8 else "linear or worse")])
-    lines += ["## Growth with the corpus (cost ~ records^b, log-log fit)", "", table(["series", "b", "reads as"], rows), ""]
+    lines += ["## Growth with the corpus (cost ~ records^b, log-log fit)", "",
+              table(["series", "b", "reads as"], rows), ""]
     lines += ["## Targets", "", *targets(data, sizes)]
     return "\n".join(lines), series
 
@@ -155,14 +156,16 @@ def targets(data: dict[tuple[str, ...], dict[str, Any]], sizes: list[str]) -> li
     if mine_big and mine_small:
         hb, hs = mine_big["extra"]["lock_held_ms_median"], mine_small["extra"]["lock_held_ms_median"]
         out.append(f"- lock hold, one record, {n}: median {hb:.2f} ms (target <= 5 ms): {verdict(hb <= 5)}; "
-                   f"{hb / hs:.2f}x the {records_of(small):,}-record figure {hs:.2f} ms (target <= 3x): {verdict(hb <= 3 * hs)}")
+                   f"{hb / hs:.2f}x the {records_of(small):,}-record figure {hs:.2f} ms (target <= 3x): "
+                   f"{verdict(hb <= 3 * hs)}")
     if mine_big and build:
         r = build["median_ms"] / mine_big["median_ms"]
         out.append(f"- one-record reload end to end {mine_big['median_ms']:.0f} ms vs full rebuild "
                    f"{build['median_ms']:.0f} ms: 1/{r:.0f} (target <= 1/20): {verdict(r >= 20)}")
     if mine_big and start:
         r = start["median_ms"] / mine_big["median_ms"]
-        out.append(f"- one-record reload vs cold start {start['median_ms']:.0f} ms: 1/{r:.0f} (target <= 1/10): {verdict(r >= 10)}")
+        out.append(f"- one-record reload vs cold start {start['median_ms']:.0f} ms: 1/{r:.0f} "
+                   f"(target <= 1/10): {verdict(r >= 10)}")
     if start and floor:
         r = start["median_ms"] / floor["median_ms"]
         out.append(f"- cold start {start['median_ms']:.0f} ms = {r:.2f}x the floor {floor['median_ms']:.0f} ms "

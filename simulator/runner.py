@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from hotreload.api.auth import sign
 from hotreload.data.records import Record, RecordError, parse_record, to_json_dict
 from hotreload.data.sheets import STANDARD_SHEETS
@@ -99,10 +98,10 @@ class Run:
                     getattr(self, "_" + step.kind.replace("-", "_"))(step)
                 except AssertionError as exc:
                     self._fail(step.number, step.kind, str(exc))
-                except Exception as exc:  # noqa: BLE001 - a step that crashes is a failure, not a crash
+                except Exception as exc:
                     self._fail(step.number, step.kind, f"{type(exc).__name__}: {exc}")
                 self._check_invariants(step.number)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(0, "world", f"{type(exc).__name__}: {exc}")
         finally:
             if self.report.failures and self.world.server is not None:
@@ -406,10 +405,10 @@ class Run:
         if resp.status != 200 or not resp.commit:
             return f"list answered {resp.status} without X-Data-Commit"
         files = self._tree_records(resp.commit, "projects")
-        by_slug = {}
+        by_slug: dict[str, Record] = {}
         for path, (_, data) in files.items():
-            record = parse_record(SHEETS["projects"], path, data)
-            by_slug[record.slug] = record  # type: ignore[attr-defined]
+            parsed = parse_record(SHEETS["projects"], path, data)
+            by_slug[parsed.slug] = parsed  # type: ignore[attr-defined]
         for item in resp.data[:20]:
             record = by_slug.get(item["slug"])
             if record is None:
@@ -462,7 +461,10 @@ def render_table(reports: list[ScenarioReport]) -> str:
     rows = [(r.name, str(r.steps), "PASS" if r.passed else "FAIL", str(r.reloads),
              f"{r.max_lock_held_ms:.2f}", f"{r.max_reload_ms:.1f}", f"{r.seconds:.1f}") for r in reports]
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 

@@ -152,7 +152,8 @@ def _step(where: str, number: int, raw: Any) -> Step:
     if kind == "expect":
         for key in ("visible", "absent"):
             for j, item in enumerate(args.get(key, []), 1):
-                if not isinstance(item, dict) or item.get("sheet") not in SHEETS or not isinstance(item.get("slug"), str):
+                valid = isinstance(item, dict) and item.get("sheet") in SHEETS and isinstance(item.get("slug"), str)
+                if not valid:
                     raise fail(f"{key}[{j}]: needs sheet (projects or people) and slug")
     return Step(number, kind, args)
 

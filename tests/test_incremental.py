@@ -12,7 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.corpus import WORDS, make_corpus, write_corpus
-from hotreload.data.records import STAGES, Person, Project, ProjectMembership, Tag, TagAssignment, parse_flat_toml, to_toml
+from hotreload.data.records import (
+    STAGES,
+    Person,
+    Project,
+    ProjectMembership,
+    Tag,
+    TagAssignment,
+    parse_flat_toml,
+    to_toml,
+)
 from hotreload.data.search import PEOPLE, PROJECTS
 from hotreload.data.snapshot import INDEX_SPECS, Snapshot, build_full, build_incremental
 from hotreload.git.repo import GitRepo, Signature

@@ -41,7 +41,7 @@ def daemon(world: World) -> Iterator[tuple[PushDaemon, GitRepo, Metrics]]:
 
 
 def test_pushes_local_commits(daemon: tuple[PushDaemon, GitRepo, Metrics], world: World) -> None:
-    d, repo, metrics = daemon
+    d, repo, _metrics = daemon
     mine = local_commit(repo, {"projects/aa-p.toml": project_toml("aa-p", "P")})
     d.notify()
     assert d.flush(20)
@@ -50,7 +50,7 @@ def test_pushes_local_commits(daemon: tuple[PushDaemon, GitRepo, Metrics], world
 
 def test_backs_off_while_the_remote_is_down_then_delivers(daemon: tuple[PushDaemon, GitRepo, Metrics],
                                                            world: World, caplog: pytest.LogCaptureFixture) -> None:
-    d, repo, metrics = daemon
+    d, repo, _metrics = daemon
     caplog.set_level(logging.WARNING, logger="hotreload.git.push")
     hidden = world.root / "origin-away.git"
     os.rename(world.origin, hidden)
@@ -70,7 +70,7 @@ def test_backs_off_while_the_remote_is_down_then_delivers(daemon: tuple[PushDaem
 
 def test_non_fast_forward_is_terminal_until_the_next_commit(daemon: tuple[PushDaemon, GitRepo, Metrics],
                                                              world: World) -> None:
-    d, repo, metrics = daemon
+    d, repo, _metrics = daemon
     theirs = world.commit_upstream({"projects/aa-remote.toml": project_toml("aa-remote", "R")})
     local_commit(repo, {"projects/aa-local.toml": project_toml("aa-local", "L")})
     d.notify()
@@ -118,7 +118,7 @@ def test_self_trigger_end_to_end(world: World) -> None:
         assert hook.data == {"noChanges": True, "outcome": "in-sync", "head": commit,
                              "durationMs": hook.data["durationMs"]}
         after = server.get("/metrics").body
-        count = lambda text: [l for l in text.decode().splitlines() if l.startswith("hotreload_reloads_total")]  # noqa: E731
+        count = lambda text: [x for x in text.decode().splitlines() if x.startswith("hotreload_reloads_total")]  # noqa: E731
         assert count(before) == count(after)  # the pre-check answered; nothing was reconciled
 
 

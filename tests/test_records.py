@@ -57,7 +57,7 @@ def test_invalid_records_name_path_and_field(text: str, message: str) -> None:
 
 
 def test_record_in_the_wrong_place_is_rejected() -> None:
-    with pytest.raises(RecordError, match="record belongs at projects/foo.toml"):
+    with pytest.raises(RecordError, match=r"record belongs at projects/foo\.toml"):
         parse(VALID, path="projects/bar.toml")
 
 

@@ -166,7 +166,7 @@ def test_threaded_writes_and_reloads_lose_nothing(offline_runtime: Runtime, worl
         try:
             for i in range(per_writer):
                 rt.writer.create("projects", {"slug": f"zz-w{w}-{i}", "title": f"W{w} {i}"}, "/api/projects")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     def reloader() -> None:
@@ -174,7 +174,7 @@ def test_threaded_writes_and_reloads_lose_nothing(offline_runtime: Runtime, worl
             for i in range(4):
                 world.commit_upstream({f"projects/zz-up-{i}.toml": project_toml(f"zz-up-{i}", f"Up {i}")})
                 rt.reloader.reload()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(n_writers)]

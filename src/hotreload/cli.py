@@ -49,7 +49,7 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("serving %s on http://%s:%s (ready in %.0f ms)", runtime.branch, host,
-             server.effective_port, (time.perf_counter() - started) * 1000,  # type: ignore[attr-defined]
+             server.effective_port, (time.perf_counter() - started) * 1000,
              extra={"servedCommit": runtime.holder.current.commit, "threads": threads})
     if banner:
         print(banner, file=sys.stderr, flush=True)

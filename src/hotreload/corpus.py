@@ -40,9 +40,12 @@ FIRST = ["Ana", "Ben", "Chen", "Dana", "Eli", "Fatima", "Gus", "Hana", "Ivan", "
          "Wen", "Xavi", "Yara", "Zoe"]
 LAST = ["Lee", "Patel", "Garcia", "Smith", "Nguyen", "Okafor", "Rossi", "Kim", "Cohen",
         "Murphy", "Santos", "Ali", "Brown", "Jones", "Diaz", "Walker"]
-WORDS = ("data volunteers residents city council open source maps transit bus routes schedules "
-         "rent eviction schools meals clinics trees air quality voting precincts budgets grants "
-         "permits parks libraries jobs training bikes lanes water lead pipes").split()
+WORDS = [
+    "data", "volunteers", "residents", "city", "council", "open", "source", "maps", "transit",
+    "bus", "routes", "schedules", "rent", "eviction", "schools", "meals", "clinics", "trees",
+    "air", "quality", "voting", "precincts", "budgets", "grants", "permits", "parks", "libraries",
+    "jobs", "training", "bikes", "lanes", "water", "lead", "pipes",
+]
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class RequestIdMiddleware:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        resp.set_header("X-Request-Id", req.context.get("trace_id", ""))
+        resp.set_header("X-Request-Id", str(req.context.get("trace_id") or ""))
 
 
 class _Router:
@@ -49,7 +49,7 @@ class _Router:
                     setattr(self, name, getattr(resource, name))
 
 
-def create_app(runtime: Runtime) -> falcon.App:
+def create_app(runtime: Runtime) -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App(middleware=[RequestIdMiddleware()], cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler

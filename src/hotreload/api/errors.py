@@ -43,7 +43,7 @@ def envelope(code: str, message: str, trace_id: str, details: dict[str, Any] | N
 def _render(req: falcon.Request, resp: falcon.Response, status: int, code: str, message: str,
             details: dict[str, Any] | None = None) -> None:
     resp.status = status
-    resp.media = envelope(code, message, req.context.get("trace_id", ""), details)
+    resp.media = envelope(code, message, str(req.context.get("trace_id") or ""), details)
     resp.complete = True
 
 

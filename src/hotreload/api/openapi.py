@@ -39,7 +39,7 @@ WRITE_ERRORS = {code: {"description": text, **ERROR} for code, text in (
 
 
 def document() -> dict[str, Any]:
-    bearer = [{"writeToken": []}]
+    bearer: list[dict[str, list[str]]] = [{"writeToken": []}]
     paths: dict[str, Any] = {
         "/api/health": {"get": {"summary": "Service health, served and head commits, last reload",
                                 "responses": {"200": _ok("Health")}}},

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import falcon
 
@@ -54,7 +55,7 @@ def _ordered(snap: Snapshot, sheet: str, q: str | None) -> list[Any]:
     Memoised per snapshot (a pure function of it)."""
 
     def compute() -> list[Any]:
-        table = snap.table(sheet).by_id
+        table: Mapping[str, Any] = snap.table(sheet).by_id
         if q is not None:
             found = snap.search.search(PROJECTS if sheet == "projects" else PEOPLE, q)
             records = [table[i] for i in found if i in table]
@@ -71,7 +72,7 @@ def _project_query(snap: Snapshot, q: str | None, stage: str | None,
                    handles: tuple[str, ...]) -> tuple[list[Project], dict[str, Any]]:
     """Matching projects and the facets, for one snapshot and one query."""
     tag_index = snap.indices["tag_by_handle"]
-    tags = snap.table("tags").by_id
+    tags = cast(Mapping[str, Tag], snap.table("tags").by_id)
     wanted: dict[str, set[str | None]] = {}
     for handle in handles:
         wanted.setdefault(handle.split(".", 1)[0], set()).add(tag_index.get(handle))
@@ -94,13 +95,13 @@ def _project_query(snap: Snapshot, q: str | None, stage: str | None,
             if all(ok for other, ok in ns_ok.items() if other != ns):
                 for tag_id in tag_ids:
                     tag = tags.get(tag_id)
-                    if tag is not None and tag.namespace == ns:  # type: ignore[attr-defined]
+                    if tag is not None and tag.namespace == ns:
                         facet_counts[ns][tag_id] += 1
 
     facets: dict[str, Any] = {
         FACET_NAMES[ns]: [
             {"handle": t.handle, "slug": t.slug, "title": t.title, "count": n}
-            for t, n in sorted(((tags[i], n) for i, n in counts.items()),  # type: ignore[misc]
+            for t, n in sorted(((tags[i], n) for i, n in counts.items()),
                                key=lambda tn: (-tn[1], tn[0].handle))[:FACET_SIZE]
         ]
         for ns, counts in facet_counts.items()
@@ -196,8 +197,7 @@ class TagsResource:
 
         def compute() -> list[dict[str, Any]]:
             by_tag = snap.indices["assignments_by_tag"]
-            tags: list[Tag] = sorted(snap.table("tags").by_id.values(),  # type: ignore[arg-type]
-                                     key=lambda t: t.handle)  # type: ignore[attr-defined]
+            tags = sorted(cast(Mapping[str, Tag], snap.table("tags").by_id).values(), key=lambda t: t.handle)
             return [{**to_json_dict(t), "handle": t.handle, "count": len(by_tag.get(t.id, ()))}
                     for t in tags if namespace is None or t.namespace == namespace]
 

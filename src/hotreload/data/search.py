@@ -69,9 +69,10 @@ class SearchIndex:
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         db = sqlite_utils.Database(conn)
         for table, rows in ((PROJECTS, map(_project_row, projects)), (PEOPLE, map(_person_row, people))):
-            db[table.name].create({"id": str, **dict.fromkeys(table.columns, str)}, pk="id")
-            db[table.name].insert_all(rows, batch_size=1000)
-            db[table.name].enable_fts(list(table.columns), create_triggers=True)
+            sql_table = db.table(table.name)
+            sql_table.create({"id": str, **dict.fromkeys(table.columns, str)}, pk="id")
+            sql_table.insert_all(rows, batch_size=1000)
+            sql_table.enable_fts(list(table.columns), create_triggers=True)
         conn.commit()
         return cls(conn)
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hotreload.data.records import (
     RECORD_TYPES,
@@ -30,7 +30,6 @@ from hotreload.data.records import (
     Record,
     RecordError,
     Tag,
-    TagAssignment,
     parse_record,
 )
 from hotreload.data.search import SearchIndex
@@ -160,9 +159,9 @@ class Snapshot:
         return ids
 
     def tags_of(self, taggable_type: str, taggable_id: str) -> list[Tag]:
-        tags = self.table("tags").by_id
+        tags = cast(Mapping[str, Tag], self.table("tags").by_id)
         found = [tags[t] for t in self.tag_ids_of(taggable_type, taggable_id) if t in tags]
-        return sorted(found, key=lambda t: t.handle)  # type: ignore[attr-defined, return-value]
+        return sorted(found, key=lambda t: t.handle)
 
     def memberships_of_project(self, project_id: str) -> list[ProjectMembership]:
         table = self.table("project-memberships").by_id
@@ -365,7 +364,7 @@ def _apply_index(
             index[key] = record.id
         return index
     # multi-valued: gather per key, then write each touched key once (linear)
-    touched: dict[Hashable, tuple[set[str], set[str]]] = {}
+    touched: dict[Hashable, tuple[set[Hashable], set[Hashable]]] = {}
     for record in gone:
         key = spec.key(record)
         if key is not None:

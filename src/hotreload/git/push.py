@@ -147,7 +147,7 @@ class PushDaemon:
             with self._cond:
                 self._last_error, self._rejected_tip, self._failures = str(exc), local, 0
             return
-        except Exception as exc:  # noqa: BLE001 - transient or not, the daemon must live on
+        except Exception as exc:
             if not isinstance(exc, GitError):
                 log.exception("unexpected error while pushing; retrying with backoff")
             self._metrics.pushes.labels("error").inc()

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dulwich.client import get_transport_and_path
 from dulwich.errors import NotGitRepository
-from dulwich.file import FileLocked, GitFile
+from dulwich.file import FileLocked
 from dulwich.objects import Blob, Commit, ShaFile, Tree, object_class, parse_tree
 from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
@@ -128,7 +128,7 @@ def write_loose(store: Any, type_num: int, raw: bytes) -> str:
     content, into a unique temporary file, then renamed into place. Unlike a lock
     file, a temporary file left by a killed process never blocks a later write."""
     header = object_class(type_num).type_name + b" " + str(len(raw)).encode() + b"\0"
-    hexsha = hashlib.sha1(header + raw).hexdigest()  # noqa: S324 - git's object ids are SHA-1
+    hexsha = hashlib.sha1(header + raw).hexdigest()
     folder = os.path.join(store.path, hexsha[:2])
     path = os.path.join(folder, hexsha[2:])
     if os.path.exists(path):
@@ -633,7 +633,7 @@ class GitRepo:
 
         def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
             current = refs.get(remote_ref)
-            if current is None or current == ZERO_SHA or current == new:
+            if current is None or current in (ZERO_SHA, new):
                 return {remote_ref: new}
             if not self.is_ancestor(current.decode(), local_sha):
                 raise PushRejected(
@@ -672,7 +672,7 @@ def local_remote_path(remote: str) -> str | None:
     return remote
 
 
-class _open_remote:  # noqa: N801 - used as a context manager, like open()
+class _open_remote:
     def __init__(self, path: str, remote: str) -> None:
         try:
             self.repo = Repo(path)
