@@ -143,3 +143,14 @@ def test_metrics_and_health(client: testing.TestClient, runtime: Runtime) -> Non
     health = client.simulate_get("/api/health").json["data"]
     assert health["servedCommit"] == health["headCommit"] == runtime.holder.current.commit
     assert health["branch"] == "published" and health["records"]["projects"] > 0
+
+
+def test_answers_from_data_name_their_commit_even_when_not_found(client: testing.TestClient, runtime: Runtime) -> None:
+    """Found by the stateful model: a soft-deleted record's 404 is an answer from the
+    snapshot, and must say which one."""
+    snap = runtime.holder.current
+    deleted = next(p for p in snap.table("projects").by_id.values() if p.deleted_at)  # type: ignore[attr-defined]
+    for path in (f"/api/projects/{deleted.slug}", "/api/people/nobody", "/api/projects?stage=done"):  # type: ignore[attr-defined]
+        resp = client.simulate_get(path)
+        assert resp.status_code in (400, 404)
+        assert resp.headers["X-Data-Commit"] == snap.commit

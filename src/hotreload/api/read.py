@@ -33,8 +33,15 @@ def _paging(req: falcon.Request) -> tuple[int, int]:
     return _int_param(req, "page", 1, 1, 1_000_000), _int_param(req, "perPage", 20, 1, 100)
 
 
-def _ok(resp: falcon.Response, snap: Snapshot, data: Any, meta: dict[str, Any] | None = None) -> None:
+def _snapshot(holder: SnapshotHolder, resp: falcon.Response) -> Snapshot:
+    """The one snapshot this request reads. Its commit goes on the response at once,
+    so a 404 or 400 answered from it names it too."""
+    snap = holder.current
     resp.set_header("X-Data-Commit", snap.commit)
+    return snap
+
+
+def _ok(resp: falcon.Response, snap: Snapshot, data: Any, meta: dict[str, Any] | None = None) -> None:
     body: dict[str, Any] = {"success": True, "data": data}
     if meta is not None:
         body["meta"] = meta
@@ -115,7 +122,7 @@ class ProjectsResource:
         self.holder = holder
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        snap = self.holder.current
+        snap = _snapshot(self.holder, resp)
         q = req.get_param("q")
         stage = req.get_param("stage")
         if stage is not None and stage not in STAGES:
@@ -139,7 +146,7 @@ class ProjectResource:
         self.holder = holder
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        snap = self.holder.current
+        snap = _snapshot(self.holder, resp)
         project = snap.project_by_slug(slug)
         if project is None or project.deleted_at is not None:
             raise ApiError(404, "not_found", f"no project with slug {slug!r}")
@@ -158,7 +165,7 @@ class PeopleResource:
         self.holder = holder
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        snap = self.holder.current
+        snap = _snapshot(self.holder, resp)
         page, per_page = _paging(req)
         people = _ordered(snap, "people", req.get_param("q"))
         start = (page - 1) * per_page
@@ -171,7 +178,7 @@ class PersonResource:
         self.holder = holder
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        snap = self.holder.current
+        snap = _snapshot(self.holder, resp)
         person = snap.person_by_slug(slug)
         if person is None or person.deleted_at is not None:
             raise ApiError(404, "not_found", f"no person with slug {slug!r}")
@@ -190,7 +197,7 @@ class TagsResource:
         self.holder = holder
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        snap = self.holder.current
+        snap = _snapshot(self.holder, resp)
         namespace = req.get_param("namespace")
         if namespace is not None and namespace not in TAG_NAMESPACES:
             raise bad_request("namespace", f"must be one of {', '.join(TAG_NAMESPACES)}")
