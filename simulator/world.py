@@ -16,6 +16,8 @@ import shutil
 import tempfile
 import tomllib
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hotreload.corpus import make_corpus, write_corpus
@@ -93,34 +95,37 @@ class World:
         # an outside author commits on the remote's own host, reachable or not
         return self.away if self.remote_is_down else self.origin
 
-    def origin_head(self) -> str:
-        repo = GitRepo(self._origin_path())
+    @staticmethod
+    @contextmanager
+    def _opened(path: str) -> Iterator[GitRepo]:
+        repo = GitRepo(path)
         try:
-            head = repo.branch_commit(BRANCH)
-            assert head is not None
-            return head
+            yield repo
         finally:
             repo.close()
+
+    @staticmethod
+    def _head(path: str) -> str:
+        with World._opened(path) as repo:
+            head = repo.branch_commit(BRANCH)
+        assert head is not None, f"{path} has no {BRANCH} branch"
+        return head
+
+    def origin_head(self) -> str:
+        return self._head(self._origin_path())
 
     def origin_conflict_branches(self) -> list[str]:
-        repo = GitRepo(self._origin_path())
-        try:
+        with self._opened(self._origin_path()) as repo:
             return sorted(repo.refs_under(b"refs/heads/conflicts/"))
-        finally:
-            repo.close()
 
     def origin_is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        repo = GitRepo(self._origin_path())
-        try:
+        with self._opened(self._origin_path()) as repo:
             return repo.is_ancestor(ancestor, descendant)
-        finally:
-            repo.close()
 
     def upstream(self, changes: list[dict[str, Any]], message: str = "Upstream change",
                  author: str = OUTSIDE_AUTHOR) -> str:
         """Commit ``changes`` to the origin's branch as an outside author."""
-        repo = GitRepo(self._origin_path())
-        try:
+        with self._opened(self._origin_path()) as repo:
             parent = repo.branch_commit(BRANCH)
             assert parent is not None
             tree = repo.tree_of(parent)
@@ -134,8 +139,6 @@ class World:
             if not repo.cas_ref(branch_ref(BRANCH), parent, commit):
                 raise RuntimeError("the origin moved while the outside author committed")
             return commit
-        finally:
-            repo.close()
 
     def _files_for(self, repo: GitRepo, tree: str, change: dict[str, Any],
                    pending: dict[str, bytes | None]) -> dict[str, bytes | None]:
@@ -172,10 +175,4 @@ class World:
         return GitRepo(self.clone)
 
     def local_head(self) -> str:
-        repo = self.local_repo()
-        try:
-            head = repo.branch_commit(BRANCH)
-            assert head is not None
-            return head
-        finally:
-            repo.close()
+        return self._head(self.clone)
