@@ -183,23 +183,10 @@ class Reloader:
 
     def _reconcile_and_swap(self, started: float) -> ReloadResult:
         remote_tip = self._fetch()
-        for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
+        for attempt in range(OPTIMISTIC_ATTEMPTS):
             base = self.holder.current
             local = self.repo.branch_commit(self.branch)
             assert local is not None
-            under_lock = attempt == OPTIMISTIC_ATTEMPTS
-            if under_lock:
-                log.warning("the branch kept moving during %d optimistic attempts; "
-                            "reconciling under the data lock", OPTIMISTIC_ATTEMPTS)
-                with self.lock.hold("reload-fallback") as hold:
-                    base = self.holder.current
-                    local = self.repo.branch_commit(self.branch)
-                    assert local is not None
-                    plan, snapshot = self._plan_and_build(base, local, remote_tip)
-                    result = reconcile.apply(self.repo, plan, self.branch, self.clock)
-                    if snapshot is not None:
-                        self.holder.current = snapshot
-                break
             plan, snapshot = self._plan_and_build(base, local, remote_tip)
             try:
                 with self.lock.hold("reload") as hold:
@@ -211,6 +198,18 @@ class Reloader:
                 break
             except BranchMoved as exc:
                 log.info("retrying reconcile: %s", exc, extra={"attempt": attempt + 1})
+        else:
+            # writes kept landing while we built: do this one under the lock
+            log.warning("the branch kept moving during %d optimistic attempts; "
+                        "reconciling under the data lock", OPTIMISTIC_ATTEMPTS)
+            with self.lock.hold("reload-fallback") as hold:
+                base = self.holder.current
+                local = self.repo.branch_commit(self.branch)
+                assert local is not None
+                plan, snapshot = self._plan_and_build(base, local, remote_tip)
+                result = reconcile.apply(self.repo, plan, self.branch, self.clock)
+                if snapshot is not None:
+                    self.holder.current = snapshot
         if result.outcome is Outcome.CONFLICT_ESCAPED:
             log.error(
                 "conflict: local commits kept on %s; %s reset to the remote (%s)",
