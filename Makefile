@@ -30,7 +30,7 @@ bench: $(STAMP)  ## full benchmarks (1k, 5k, 50k records); writes docs/img/ char
 	$(BIN)/python benchmarks/report.py .benchmarks/latest.json
 
 bench-quick: $(STAMP)  ## a one-minute look (1k and 5k only)
-	BENCH_QUICK=1 $(BIN)/python -m pytest benchmarks --benchmark-json=.benchmarks/quick.json -p no:xdist
+	$(BIN)/python -m pytest benchmarks --quick --benchmark-json=.benchmarks/quick.json -p no:xdist
 	$(BIN)/python benchmarks/report.py .benchmarks/quick.json
 
 clean:

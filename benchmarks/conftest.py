@@ -2,8 +2,8 @@
 ``hotreload corpus`` and cached in ``.bench-cache/`` (outside git), and fresh
 origin/clone pairs copied from them.
 
-Sizes: ``make bench`` runs all three; ``make bench-quick`` (BENCH_QUICK=1) the
-first two; the smoke run inside ``make test`` (``--benchmark-disable``) only 1k.
+Sizes: ``make bench`` runs all three; ``make bench-quick`` (``pytest benchmarks
+--quick``) the first two; the smoke run inside ``make test`` (``--benchmark-disable``) only 1k.
 """
 
 from __future__ import annotations
@@ -26,10 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench-cache"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--quick", action="store_true",
+                     help="a one-minute look: the 1k and 5k corpora only (also: BENCH_QUICK=1)")
+
+
 def sizes(config: pytest.Config) -> list[int]:
     if config.getoption("benchmark_disable", False):
         return [1000]
-    if os.environ.get("BENCH_QUICK"):
+    if config.getoption("quick", False) or os.environ.get("BENCH_QUICK"):
         return [1000, 5000]
     return [1000, 5000, 50000]
 

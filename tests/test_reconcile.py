@@ -245,3 +245,13 @@ def test_a_fetch_killed_midway_never_leaves_an_incomplete_repository(tmp_path: P
         git("--git-dir", str(clone), "fsck", "--no-progress", "--connectivity-only", tip)
         assert build_full(target, tip).project_by_slug("aa-2") is not None
         target.close()
+
+
+def test_file_url_remotes_work_like_paths(world: World, repo: GitRepo) -> None:
+    url = world.origin.resolve().as_uri()  # file:///...
+    tip = world.commit_upstream({"projects/aa-file.toml": project_toml("aa-file", "File")})
+    assert reconcile(repo, url, "published", clock).outcome is Outcome.FAST_FORWARDED
+    assert world.clone_head() == tip
+    mine = local_commit(repo, {"projects/aa-mine.toml": project_toml("aa-mine", "Mine")})
+    assert reconcile(repo, url, "published", clock).outcome is Outcome.PUSHED_AHEAD
+    assert world.origin_head() == mine
