@@ -23,7 +23,7 @@ from hotreload.data.records import (
     to_toml,
 )
 from hotreload.data.sheets import CONFIG_DIR, STANDARD_SHEETS, config_text
-from hotreload.git.repo import API_IDENTITY, GitRepo, Signature, init_bare, tree_objects
+from hotreload.git.repo import API_IDENTITY, Signature, init_bare, tree_objects
 
 TOPICS = ["transit", "housing", "education", "health", "environment", "elections", "food",
           "safety", "parks", "budget", "libraries", "jobs", "arts", "bikes", "water"]
@@ -173,7 +173,3 @@ def write_corpus(
     commit = repo.write_commit(root, [], message, Signature(API_IDENTITY, 1_700_000_000, 0))
     repo.set_ref(b"refs/heads/" + branch.encode(), commit)
     return commit
-
-
-def open_or_fail(path: str) -> GitRepo:
-    return GitRepo(path)

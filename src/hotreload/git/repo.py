@@ -17,7 +17,6 @@ import os
 import re
 import stat
 import threading
-import time
 import weakref
 import zlib
 from collections import deque
@@ -802,9 +801,6 @@ def origin_url(repo: GitRepo) -> str | None:
     except KeyError:
         return None
 
-
-def now_signature(identity: bytes = API_IDENTITY) -> Signature:
-    return Signature(identity, int(time.time()), 0)
 
 
 def tree_objects(files: Mapping[str, bytes]) -> tuple[str, list[Blob | Tree]]:
