@@ -24,7 +24,7 @@ PATHS = ["/api/projects?q=transit&perPage=20", "/api/projects?perPage=20&tag=top
 def server(pair: Pair) -> Iterator[ServerProcess]:
     env = {"CFP_DATA_REPO_PATH": str(pair.clone), "CFP_DATA_REMOTE": str(pair.origin),
            "CFP_DATA_BRANCH": "published", "CFP_DATA_RELOAD_SECRET": SECRET}
-    with ServerProcess(env, threads=8).start(timeout=300) as proc:
+    with ServerProcess(env, threads=8).start(timeout=300) as proc:  # started once: __enter__ reuses it
         yield proc
 
 

@@ -118,7 +118,7 @@ class ServerProcess:
             self._log.close()
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

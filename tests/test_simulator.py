@@ -81,3 +81,15 @@ def test_simulate_command_rejects_unknown_scenarios() -> None:
     result = subprocess.run([sys.executable, "-m", "hotreload.cli", "simulate", "no-such-thing"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no scenario 'no-such-thing' (known: " in result.stderr
+
+
+def test_a_started_server_used_as_a_context_is_not_started_twice(world: object) -> None:
+    """`with ServerProcess(...).start() as s` once leaked the first process."""
+    from simulator.server import ServerProcess
+
+    server = ServerProcess(world.env()).start()  # type: ignore[attr-defined]
+    first = server.proc
+    with server as same:
+        assert same is server and same.proc is first
+        assert same.get("/api/health").status == 200
+    assert first is not None and first.poll() is not None  # stopped on exit
