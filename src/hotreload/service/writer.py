@@ -143,22 +143,40 @@ class Writer:
         action: str,
         change: Callable[[Snapshot], tuple[Record | None, Record]],
     ) -> WriteResult:
-        for attempt in range(MAX_ATTEMPTS + 1):
-            if attempt < MAX_ATTEMPTS:
-                base = self.holder.current
-                commit, snapshot, new = self._prepare(spec, method, request_path, action, change, base)
-                with self.lock.hold("write") as hold:
-                    if self.holder.current is not base or not self._move(base, commit, action):
-                        continue  # someone else got there first: start again from their snapshot
-                    self.holder.current = snapshot
-                break
+        def prepare(base: Snapshot) -> tuple[str, Snapshot, Record]:
+            """Validate, write the objects and derive the snapshot, against ``base``."""
+            old, new = change(base)
+            new_path = _record_path(base, spec, new)
+            changes: dict[str, bytes | None] = {new_path: to_toml(new)}
+            if old is not None:
+                old_path = base.table(spec.sheet).path_by_id[old.id]
+                if old_path != new_path:
+                    changes[old_path] = None
+            tree = self.repo.write_tree_changes(base.tree, changes)
+            signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
+            commit = self.repo.write_commit(tree, [base.commit],
+                                            _message(method, request_path, action, spec, new), signature)
+            try:
+                return commit, build_incremental(self.repo, base, commit), new
+            except RecordError as exc:
+                raise WriteError("invalid", str(exc)) from None
+
+        for _attempt in range(MAX_ATTEMPTS):
+            base = self.holder.current
+            commit, snapshot, new = prepare(base)
+            with self.lock.hold("write") as hold:
+                if self.holder.current is not base or not self._move(base, commit, action):
+                    continue  # someone else got there first: start again from their snapshot
+                self.holder.current = snapshot
+            break
+        else:
             # a steady stream of writers keeps beating us: do this one under the lock
             # (one record: cheap) rather than fail the request
             log.warning("the branch kept moving during %d optimistic attempts; writing under "
                         "the data lock", MAX_ATTEMPTS)
             with self.lock.hold("write-fallback") as hold:
                 base = self.holder.current
-                commit, snapshot, new = self._prepare(spec, method, request_path, action, change, base)
+                commit, snapshot, new = prepare(base)
                 if not self._move(base, commit, action):
                     raise WriteError("conflict", "the data branch moved outside this service; "
                                      "try the request again")
@@ -169,33 +187,6 @@ class Writer:
         if self.push_daemon is not None:
             self.push_daemon.notify()
         return WriteResult(new, commit, hold.held_ms)
-
-    def _prepare(
-        self,
-        spec: WritableSheet,
-        method: str,
-        request_path: str,
-        action: str,
-        change: Callable[[Snapshot], tuple[Record | None, Record]],
-        base: Snapshot,
-    ) -> tuple[str, Snapshot, Record]:
-        """Validate, write the objects and derive the snapshot, against ``base``."""
-        old, new = change(base)
-        new_path = _record_path(base, spec, new)
-        changes: dict[str, bytes | None] = {new_path: to_toml(new)}
-        if old is not None:
-            old_path = base.table(spec.sheet).path_by_id[old.id]
-            if old_path != new_path:
-                changes[old_path] = None
-        tree = self.repo.write_tree_changes(base.tree, changes)
-        signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
-        commit = self.repo.write_commit(tree, [base.commit],
-                                        _message(method, request_path, action, spec, new), signature)
-        try:
-            snapshot = build_incremental(self.repo, base, commit)
-        except RecordError as exc:
-            raise WriteError("invalid", str(exc)) from None
-        return commit, snapshot, new
 
     def _move(self, base: Snapshot, commit: str, action: str) -> bool:
         return self.repo.cas_ref(branch_ref(self.branch), base.commit, commit,
