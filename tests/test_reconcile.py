@@ -203,7 +203,7 @@ def test_a_fetch_killed_midway_never_leaves_an_incomplete_repository(tmp_path: P
     """Objects are written dependents-last, so whatever prefix of a copy reached
     the disk, the next fetch completes it (the SIGKILL test found the opposite)."""
     from hotreload.data.snapshot import build_full
-    from hotreload.git import repo as repo_module
+    from hotreload.git import transport as repo_module
 
     (tmp_path / "w").mkdir()
     (tmp_path / "probe").mkdir()

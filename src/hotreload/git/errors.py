@@ -1,0 +1,20 @@
+"""The errors every part of ``hotreload.git`` raises, in one place so that the
+parts (objects, history, transport, the facade) need not import each other."""
+
+from __future__ import annotations
+
+
+class GitError(Exception):
+    """A repository operation failed."""
+
+
+class NotABareRepository(GitError):
+    pass
+
+
+class TransportError(GitError):
+    """The remote could not be reached or answered with an error (transient)."""
+
+
+class PushRejected(GitError):
+    """The remote refused the update because it is not a fast-forward (terminal)."""
