@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_corpus(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hotreload.corpus import make_corpus, write_corpus
+    from hotreload.corpus import add_history, make_corpus, write_corpus
 
     if os.path.exists(args.out) and os.listdir(args.out):
         return _fail(f"--out {args.out} already exists; choose a new path or delete it")
@@ -82,8 +82,16 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         corpus = make_corpus(args.records, seed=args.seed, progress=bar.update)
     print("writing pack ...", file=sys.stderr, flush=True)
     commit = write_corpus(args.out, corpus, branch=args.branch)
+    if args.history:
+        with tqdm(total=args.history, unit="commit", desc="history", file=sys.stderr) as bar:
+            try:
+                commit = add_history(args.out, args.history, branch=args.branch, seed=args.seed,
+                                     progress=bar.update)
+            except RuntimeError as exc:
+                return _fail(f"--history: {exc}")
     counts = ", ".join(f"{n} {sheet}" for sheet, n in corpus.counts.items())
-    print(f"{args.out}: {sum(corpus.counts.values())} records ({counts}) on {args.branch} at "
+    history = f" after {args.history} one-record commits" if args.history else ""
+    print(f"{args.out}: {sum(corpus.counts.values())} records ({counts}){history} on {args.branch} at "
           f"{commit[:12]} in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -161,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--out", required=True, help="path of the new bare repository (PATH.git)")
     corpus.add_argument("--seed", type=int, default=1)
     corpus.add_argument("--branch", default="published")
+    corpus.add_argument("--history", type=int, default=0, metavar="N",
+                        help="then add N one-record commits, as N writes through the API would, "
+                             "and pack like `git gc` (needs the git binary; default: 0)")
     corpus.set_defaults(func=cmd_corpus)
 
     simulate = sub.add_parser("simulate", help="run simulator scenarios against a real server")
@@ -175,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "corpus" and args.records < 10:
         return _fail("--records must be at least 10")
+    if args.command == "corpus" and args.history < 0:
+        return _fail("--history must be 0 or more")
     logs.configure()
     code: int = args.func(args)
     return code

@@ -26,6 +26,8 @@ class Settings:
     write_token: str | None
     push_backoff_seconds: float = 1.0
     push_backoff_cap_seconds: float = 3600.0
+    upkeep_seconds: float = 300.0
+    """Repository upkeep interval (pack loose objects, commit-graph); 0 disables."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +51,7 @@ class Settings:
             )
         backoff = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_SECONDS", 1.0)
         backoff_cap = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS", 3600.0)
+        upkeep = _positive_float(env, "CFP_DATA_UPKEEP_SECONDS", 300.0, allow_zero=True)
         return cls(
             repo_path=repo_path,
             remote=get("CFP_DATA_REMOTE"),
@@ -57,10 +60,11 @@ class Settings:
             write_token=get("CFP_API_WRITE_TOKEN"),
             push_backoff_seconds=backoff,
             push_backoff_cap_seconds=backoff_cap,
+            upkeep_seconds=upkeep,
         )
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+def _positive_float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -68,6 +72,11 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} is {raw!r}; it must be a number of seconds") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} is {raw!r}; it must be a finite number of seconds")
+    if allow_zero and value == 0:
+        return 0.0
     if value <= 0:
-        raise ConfigError(f"{name} is {raw!r}; it must be greater than 0")
+        hint = " (or 0 to disable)" if allow_zero else ""
+        raise ConfigError(f"{name} is {raw!r}; it must be greater than 0{hint}")
     return value

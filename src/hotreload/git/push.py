@@ -8,7 +8,11 @@ background, so a write returns as soon as its commit is local.
   for the next reconcile (which rebases or escapes, then pushes). A later local
   commit, or :meth:`notify`, tries again.
 * ``refs/remotes/origin/<branch>`` is the last tip known to be on the remote;
-  ``pending`` counts the local commits not reachable from it.
+  ``pending`` counts the local commits not reachable from it. The count is kept
+  current when it can change (a local commit, a push, a reload: each calls
+  :meth:`PushDaemon.notify`) with one walk over the pending commits, and
+  :meth:`PushDaemon.status` only reads the last published :class:`PushStatus`:
+  a health probe never walks history and never waits on the daemon.
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ class PushStatus:
     pending: int
     last_error: str | None
     rejected: bool
-    next_attempt_in_s: float | None
+    retry_at: float | None = None
+    """``time.monotonic()`` of the next attempt after a failure, else None."""
+
+    @property
+    def next_attempt_in_s(self) -> float | None:
+        return None if self.retry_at is None else max(0.0, self.retry_at - time.monotonic())
 
 
 class PushDaemon:
@@ -56,6 +65,8 @@ class PushDaemon:
         self._last_error: str | None = None
         self._rejected_tip: str | None = None
         self._busy = False
+        self._published = PushStatus(0, None, False)
+        self._pending_lock = threading.Lock()  # one count at a time; never held by status()
         self._thread = threading.Thread(target=self._run, name="push-daemon", daemon=True)
 
     def start(self) -> None:
@@ -69,26 +80,40 @@ class PushDaemon:
         self._thread.join(timeout)
 
     def notify(self) -> None:
-        """A local commit landed (or a reconcile moved the branch): push soon."""
+        """A local commit landed (or a reconcile moved a ref): count what is
+        pending now, and push soon."""
+        self._count_pending()
         with self._cond:
             self._wake = True
             self._cond.notify_all()
 
     def pending(self) -> int:
+        """Local commits the remote is not known to have (one walk over them)."""
         local = self._repo.branch_commit(self._branch)
         if local is None:
             return 0
         known = self._repo.resolve(tracking_ref(self._branch))
         if known == local:
             return 0
-        if known is not None and not self._repo.has_object(known):
-            known = None
-        return self._repo.count_between(known, local)
+        if known is None or not self._repo.has_object(known):
+            return self._repo.count_commits(local)
+        return len(self._repo.compare(known, local).right_only)
 
     def status(self) -> PushStatus:
-        with self._cond:
-            retry_in = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
-            return PushStatus(self.pending(), self._last_error, self._rejected_tip is not None, retry_in)
+        """The last published status: no lock, no history walk."""
+        return self._published
+
+    def _count_pending(self) -> None:
+        with self._pending_lock:
+            pending = self.pending()
+            with self._cond:
+                self._publish(pending)
+
+    def _publish(self, pending: int | None = None) -> None:
+        """Replace the published status (call with ``self._cond`` held)."""
+        self._published = PushStatus(
+            self._published.pending if pending is None else pending,
+            self._last_error, self._rejected_tip is not None, self._retry_at)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until the remote has the local branch tip (True), or the daemon gave
@@ -137,6 +162,7 @@ class PushDaemon:
     def _attempt(self) -> None:
         local = self._repo.branch_commit(self._branch)
         if local is None or self._repo.resolve(tracking_ref(self._branch)) == local:
+            self._count_pending()  # e.g. a reload fast-forwarded or escaped: nothing left
             return
         try:
             self._repo.push_ref(self._remote, local, branch_ref(self._branch))
@@ -146,6 +172,7 @@ class PushDaemon:
                       extra={"commit": local, "result": "rejected"})
             with self._cond:
                 self._last_error, self._rejected_tip, self._failures = str(exc), local, 0
+                self._publish()
             return
         except Exception as exc:
             if not isinstance(exc, GitError):
@@ -156,6 +183,7 @@ class PushDaemon:
                 self._failures += 1
                 self._last_error = str(exc)
                 self._retry_at = time.monotonic() + delay
+                self._publish()
             log.warning("push failed; retrying in %.1f s: %s", delay, exc,
                         extra={"commit": local, "result": "error", "retryInS": delay})
             return
@@ -164,6 +192,9 @@ class PushDaemon:
         log.info("pushed %s", local[:12], extra={"commit": local, "result": "success"})
         with self._cond:
             self._failures, self._last_error, self._rejected_tip = 0, None, None
+            self._publish()
+        self._count_pending()
+        with self._cond:
             # a commit may have landed while we pushed: go round again
             if self._repo.branch_commit(self._branch) != local:
                 self._wake = True

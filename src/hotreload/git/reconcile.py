@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -106,26 +106,25 @@ def fetch(repo: GitRepo, remote: str, branch: str) -> str | None:
 
 def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now) -> Plan:
     """Decide the outcome for L=``local`` and R=``remote`` (None: the remote has no
-    such branch yet, so pushing creates it)."""
+    such branch yet, so pushing creates it). One walk over the commits that differ
+    answers every ancestry question (:meth:`GitRepo.compare`)."""
     if remote is None:
-        return Plan(Outcome.PUSHED_AHEAD, local, None, local, ahead=repo.count_between(None, local))
+        return Plan(Outcome.PUSHED_AHEAD, local, None, local, ahead=repo.count_commits(local))
     if local == remote:
         return Plan(Outcome.IN_SYNC, local, remote, local)
-    if repo.is_ancestor(local, remote):
-        return Plan(Outcome.FAST_FORWARDED, local, remote, remote,
-                    behind=len(repo.commits_between(local, remote)))
-    if repo.is_ancestor(remote, local):
-        return Plan(Outcome.PUSHED_AHEAD, local, remote, local,
-                    ahead=len(repo.commits_between(remote, local)))
-    return _plan_rebase(repo, local, remote, now)
+    diff = repo.compare(local, remote)
+    if diff.left_is_ancestor:
+        return Plan(Outcome.FAST_FORWARDED, local, remote, remote, behind=len(diff.right_only))
+    if diff.right_is_ancestor:
+        return Plan(Outcome.PUSHED_AHEAD, local, remote, local, ahead=len(diff.left_only))
+    return _plan_rebase(repo, local, remote, diff.left_only, len(diff.right_only), now)
 
 
-def _plan_rebase(repo: GitRepo, local: str, remote: str, now: Clock) -> Plan:
-    """Replay each local-only commit, oldest first, onto R with a three-way tree
-    merge (base = the commit's parent). Authors, dates and messages are kept;
-    the committer is the API."""
-    mine = repo.commits_between(remote, local)
-    behind = len(repo.commits_between(local, remote))
+def _plan_rebase(repo: GitRepo, local: str, remote: str, mine: Sequence[str], behind: int,
+                 now: Clock) -> Plan:
+    """Replay each local-only commit (``mine``, oldest first) onto R with a
+    three-way tree merge (base = the commit's parent). Authors, dates and messages
+    are kept; the committer is the API."""
     store = LooseWritingStore(repo.repo.object_store)
     committer = Signature(API_IDENTITY, int(now().timestamp()), 0)
     tip = remote

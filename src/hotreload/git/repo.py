@@ -29,8 +29,9 @@ from dulwich.objects import Commit, ObjectID, ShaFile
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from hotreload.git import history, objects, transport
+from hotreload.git import objects, transport
 from hotreload.git.errors import GitError, NotABareRepository, PushRejected, TransportError
+from hotreload.git.history import Comparison, History
 from hotreload.git.objects import (
     HEX40,
     ZERO_SHA,
@@ -89,6 +90,7 @@ class GitRepo:
         # our own threads write refs too (the reloader, the writer, the push daemon's
         # tracking ref); dulwich's ref lock files would make one of them fail
         self._ref_lock = threading.Lock()
+        self.history = History(os.path.join(path, "objects"))
         repo = self._open()  # fail early, in the caller's thread
         if not repo.bare:
             repo.close()
@@ -237,20 +239,46 @@ class GitRepo:
 
     # -- history (hotreload.git.history) ------------------------------------
 
-    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        ancestor = ancestor.lower()
-        if len(ancestor) == 40 and not self.has_object(ancestor):
-            return False  # never fetched here: cannot be in our history
-        return history.is_ancestor(self.store, ancestor, descendant)
+    def resolve_commit_prefix(self, prefix: str) -> str | None:
+        """The one object whose id starts with ``prefix`` (hex, 4-40 chars), or None
+        when no object or more than one does: an ambiguous prefix names nothing."""
+        prefix = prefix.lower()
+        if len(prefix) == 40:
+            return prefix if self.has_object(prefix) else None
+        found: list[str] = []
+        for sha in self.store.iter_prefix(prefix.encode()):
+            found.append(sha.decode() if isinstance(sha, bytes) else str(sha))
+            if len(found) > 1:
+                return None
+        return found[0] if found else None
 
-    def walk(self, start: str) -> Iterator[str]:
-        return history.walk(self.store, start)
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """True if the commit ``ancestor`` (a full id) is reachable from
+        ``descendant`` or equal to it; costs the commits between them."""
+        if not self.has_object(ancestor):
+            return False  # never fetched here: cannot be in our history
+        try:
+            self.history.node(self.store, ancestor.encode())
+        except GitError:
+            return False  # not a commit
+        return self.history.is_ancestor(self.store, ancestor, descendant)
+
+    def compare(self, left: str, right: str) -> Comparison:
+        """The commits each side has that the other lacks, and their merge bases,
+        in one walk bounded by the difference."""
+        return self.history.compare(self.store, left, right)
 
     def commits_between(self, base: str, tip: str) -> list[str]:
-        return history.commits_between(self.store, base, tip)
+        """Commits reachable from ``tip`` but not from ``base``, oldest first."""
+        return list(self.compare(base, tip).right_only)
 
-    def count_between(self, base: str | None, tip: str, limit: int = 10_000) -> int:
-        return history.count_between(self.store, base, tip, limit)
+    def count_commits(self, tip: str, limit: int = 10_000) -> int:
+        """Commits reachable from ``tip``, counting stops at ``limit``."""
+        return sum(1 for _ in zip(range(limit), self.walk(tip), strict=False))
+
+    def walk(self, start: str) -> Iterator[str]:
+        """Every commit reachable from ``start``, newest generation first."""
+        return self.history.walk(self.store, start)
 
     # -- remotes (hotreload.git.transport) ----------------------------------
 

@@ -152,11 +152,14 @@ class Reloader:
 
     def _precheck(self, commit_hash: str | None, started: float) -> ReloadResult | None:
         """Is the announced commit already served (or behind what is served)?
-        No lock, no fetch: this is the self-trigger's fast path."""
+        No lock, no fetch: this is the self-trigger's fast path. A prefix counts
+        only when it names exactly one object here; an unknown or ambiguous one
+        goes through the full reconcile."""
         if not commit_hash:
             return None
         served = self.holder.current.commit
-        if not self.repo.is_ancestor(commit_hash, served):
+        announced = self.repo.resolve_commit_prefix(commit_hash)
+        if announced is None or not self.repo.is_ancestor(announced, served):
             return None
         return ReloadResult(
             outcome=str(Outcome.IN_SYNC), no_changes=True, rebuilt=False, old_commit=served,
@@ -219,8 +222,9 @@ class Reloader:
             )
         if self.remote is not None:
             result = reconcile.push_result(self.repo, self.remote, self.branch, result)
-        if self.push_daemon is not None and result.outcome in (Outcome.PUSHED_AHEAD, Outcome.REBASED):
-            self.push_daemon.notify()  # retries with backoff if our push failed
+        if self.push_daemon is not None:
+            # refs moved: recount what is pending, and retry (with backoff) a push that failed
+            self.push_daemon.notify()
         rebuilt = snapshot is not None
         old_commit = base.commit
         changes = snapshot.changes if snapshot is not None else Changes()

@@ -17,6 +17,7 @@ from hotreload.data.records import RecordError
 from hotreload.data.snapshot import SnapshotHolder, build_full
 from hotreload.git.push import PushDaemon
 from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare, origin_url, redact
+from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
 from hotreload.service.reloader import FetchFailed, RebuildFailed, Reloader
@@ -41,8 +42,11 @@ class Runtime:
     reloader: Reloader
     writer: Writer
     push_daemon: PushDaemon | None
+    upkeep: UpkeepDaemon | None = None
 
     def close(self) -> None:
+        if self.upkeep is not None:
+            self.upkeep.stop()
         if self.push_daemon is not None:
             self.push_daemon.stop()
         self.repo.close()
@@ -114,4 +118,7 @@ def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
                       "branch: %s", exc, extra={"commit": exc.commit, "path": exc.path})
     if push_daemon is not None:
         push_daemon.start()
+    if settings.upkeep_seconds > 0:
+        runtime.upkeep = UpkeepDaemon(repo, interval_s=settings.upkeep_seconds)
+        runtime.upkeep.start()
     return runtime

@@ -1,0 +1,92 @@
+"""Repository upkeep: the commit-graph we write is one git accepts and reads the
+same way; packing and pruning never lose an object, even racing writes and
+reloads (``git fsck --full`` is the judge)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from hotreload.git.repo import GitRepo, Signature
+from hotreload.git.upkeep import loose_objects, run_upkeep, write_commit_graph
+from hotreload.service.runtime import boot
+from tests.conftest import World, git, project_toml
+from tests.test_history import make_dag
+
+
+def test_our_commit_graph_passes_git_verify_and_matches_gits_generations(tmp_path: Path) -> None:
+    path = tmp_path / "dag.git"
+    ids = make_dag(path, 300, seed=3, merge_rate=0.3)
+    # an octopus merge too: git keeps its third parent in the EDGE chunk, and so do we
+    repo = GitRepo(str(path))
+    tree = repo.tree_of(ids[-1])
+    octopus = repo.write_commit(tree, [ids[-1], ids[-20], ids[-40]], "octopus\n", Signature(b"O <o@x>", 1_800_000_000))
+    repo.set_ref(b"refs/heads/octopus", octopus)
+    reachable = len(git("--git-dir", str(path), "rev-list", "--all").split())
+    assert write_commit_graph(repo, [octopus, *ids[-3:]]) == reachable
+    git("--git-dir", str(path), "commit-graph", "verify")  # raises on any error
+    # dulwich reads it back with the parents git sees
+    assert repo.history.graph_size == reachable
+    graph = repo.history._graph
+    assert graph is not None
+    entry = graph.get_entry_by_oid(octopus.encode())  # type: ignore[arg-type]
+    assert entry is not None and [p.decode() for p in entry.parents] == [ids[-1], ids[-20], ids[-40]]
+    assert repo.history.commits_beyond_graph == 0
+    repo.close()
+
+
+def test_upkeep_packs_and_prunes_only_after_the_grace(world: World) -> None:
+    rt = boot(world.settings(upkeep_seconds=0))
+    try:
+        for n in range(3):
+            rt.writer.create("projects", {"slug": f"loose-{n}", "title": f"Loose {n}"}, "/api/projects")
+        store_path = rt.repo.store.path
+        before = set(loose_objects(store_path))
+        assert before
+        first = run_upkeep(rt.repo, force=True)
+        assert first.packed == len(before) and first.pruned == 0  # the new pack is too young
+        assert set(loose_objects(store_path)) == before
+        second = run_upkeep(rt.repo, grace_s=0)
+        assert second.pruned == len(before) and not loose_objects(store_path)
+        git("--git-dir", str(world.clone), "fsck", "--full", "--no-progress")
+        assert rt.holder.current.project_by_slug("loose-2") is not None
+    finally:
+        rt.close()
+
+
+def test_fsck_is_clean_after_upkeep_races_reloads_and_writes(world: World) -> None:
+    rt = boot(world.settings(upkeep_seconds=0))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_upkeeping() -> None:
+        try:
+            while not stop.is_set():
+                run_upkeep(rt.repo, grace_s=0, force=True)
+        except BaseException as exc:  # reported below, in the test thread
+            errors.append(exc)
+
+    upkeeper = threading.Thread(target=keep_upkeeping)
+    upkeeper.start()
+    try:
+        assert rt.push_daemon is not None
+        for n in range(8):
+            assert rt.push_daemon.flush(20)  # the outside author pushes after our writes landed
+            world.commit_upstream({f"projects/up-{n}.toml": project_toml(f"up-{n}", f"Up {n}")})
+            result = rt.reloader.reload()
+            assert result.outcome in ("fast-forwarded", "rebased"), result
+            rt.writer.create("people", {"slug": f"writer-{n}", "fullName": f"Writer {n}"}, "/api/people")
+        assert rt.push_daemon.flush(20)
+    finally:
+        stop.set()
+        upkeeper.join()
+        rt.close()
+    assert not errors, errors
+    git("--git-dir", str(world.clone), "fsck", "--full", "--no-progress")
+    git("--git-dir", str(world.clone), "commit-graph", "verify")
+    snap_repo = GitRepo(str(world.clone))
+    try:
+        tip = snap_repo.branch_commit("published")
+        assert tip is not None and snap_repo.is_ancestor(world.origin_head(), tip)
+    finally:
+        snap_repo.close()
