@@ -256,11 +256,12 @@ class History:
                     heapq.heappush(heap, (-self.node(store, parent)[0], parent))
         return False
 
-    def walk(self, store: Any, start: str) -> Iterator[str]:
-        """Every commit reachable from ``start``, newest generation first."""
-        first = start.encode()
-        heap = [(-self.node(store, first)[0], first)]
-        seen = {first}
+    def walk(self, store: Any, *starts: str) -> Iterator[str]:
+        """Every commit reachable from ``starts``, newest generation first (lazily:
+        stop early, pay early)."""
+        seen = {s.encode() for s in starts}
+        heap = [(-self.node(store, sha)[0], sha) for sha in seen]
+        heapq.heapify(heap)
         while heap:
             _, sha = heapq.heappop(heap)
             yield sha.decode()

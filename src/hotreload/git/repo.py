@@ -276,16 +276,17 @@ class GitRepo:
         """Commits reachable from ``tip``, counting stops at ``limit``."""
         return sum(1 for _ in zip(range(limit), self.walk(tip), strict=False))
 
-    def walk(self, start: str) -> Iterator[str]:
-        """Every commit reachable from ``start``, newest generation first."""
-        return self.history.walk(self.store, start)
+    def walk(self, *starts: str) -> Iterator[str]:
+        """Every commit reachable from ``starts``, newest generation first."""
+        return self.history.walk(self.store, *starts)
 
     # -- remotes (hotreload.git.transport) ----------------------------------
 
     def fetch_branch(self, remote: str, branch: str) -> str | None:
         """Fetch one branch into ``refs/remotes/origin/<branch>``. Returns the
         remote tip, or None when the remote has no such branch."""
-        tip = transport.fetch_branch(self.repo, remote, branch)
+        ours = [sha for sha in (self.branch_commit(branch), self.resolve(tracking_ref(branch))) if sha]
+        tip = transport.fetch_branch(self.repo, remote, branch, self.walk(*ours) if ours else None)
         if tip is not None:
             self.set_ref(tracking_ref(branch), tip)
         return tip
@@ -293,7 +294,20 @@ class GitRepo:
     def push_ref(self, remote: str, local_sha: str, remote_ref: bytes) -> None:
         """Update ``remote_ref`` on the remote to ``local_sha``, only as a
         fast-forward (or a new ref). Never forces."""
-        transport.push_ref(self.repo, remote, local_sha, remote_ref, self.is_ancestor)
+        transport.push_ref(self.repo, remote, local_sha, remote_ref, self.is_ancestor, self.new_commits)
+
+    def new_commits(self, haves: list[str], tip: str) -> list[str]:
+        """Commits reachable from ``tip`` and from none of ``haves``, parents first."""
+        if not haves:
+            return list(reversed(list(self.walk(tip))))
+        # the fewest against any single have: a superset of the exact answer at worst,
+        # which only sends objects the receiver already has
+        best: tuple[str, ...] | None = None
+        for have in haves[:8]:
+            ahead = self.compare(have, tip).right_only
+            if best is None or len(ahead) < len(best):
+                best = ahead
+        return list(best or ())
 
 
 def init_bare(path: str, branch: str = "published") -> GitRepo:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dulwich.client import get_transport_and_path
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
+from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
 from hotreload.git.errors import PushRejected, TransportError
@@ -36,11 +37,12 @@ def redact(location: str) -> str:
     return location
 
 
-def fetch_branch(repo: Repo, remote: str, branch: str) -> str | None:
+def fetch_branch(repo: Repo, remote: str, branch: str, haves: Iterator[str] | None = None) -> str | None:
     """Fetch one branch's objects (the explicit refspec
     ``+refs/heads/<b>:refs/remotes/origin/<b>``, which a ``git clone --bare``
     clone's default refspec never fills). Returns the remote tip, or None when
-    the remote has no such branch; the caller moves the tracking ref."""
+    the remote has no such branch; the caller moves the tracking ref. ``haves``
+    (our commits, newest first) bounds the negotiation of a network fetch."""
     ref = b"refs/heads/" + branch.encode()
     local_path = local_remote_path(remote)
     if local_path is not None:
@@ -58,7 +60,8 @@ def fetch_branch(repo: Repo, remote: str, branch: str) -> str | None:
 
     try:
         client, path = get_transport_and_path(remote)
-        result = client.fetch(path, repo, determine_wants=determine_wants)
+        target: Any = repo if haves is None else _WithHaves(repo, BoundedHaves(haves))
+        result = client.fetch(path, target, determine_wants=determine_wants)
     except Exception as exc:
         raise TransportError(f"fetch from {redact(remote)} failed: {_reason(exc, remote)}") from None
     tip = result.refs.get(ref)
@@ -68,10 +71,14 @@ def fetch_branch(repo: Repo, remote: str, branch: str) -> str | None:
 
 
 def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
-             is_ancestor: Callable[[str, str], bool]) -> None:
+             is_ancestor: Callable[[str, str], bool],
+             new_commits: Callable[[list[str], str], Sequence[str]]) -> None:
     """Update ``remote_ref`` on the remote to ``local_sha``, only as a
     fast-forward (or a new ref). Never forces. ``is_ancestor`` answers the
-    fast-forward question in the local history."""
+    fast-forward question in the local history; ``new_commits(haves, tip)`` lists
+    the commits reachable from ``tip`` and from none of ``haves`` (those we have),
+    parents first, so the pack sent follows the change (dulwich's own pack
+    generator collects every ancestor of the remote's refs: O(history))."""
     new = local_sha.encode()
 
     def non_fast_forward(current: bytes) -> PushRejected:
@@ -100,16 +107,28 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
                                    "moved during the push (fetch first)")
         return
 
+    seen_on_remote: list[bytes] = []
+
     def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
         current = refs.get(remote_ref)
+        if current is not None and current != ZERO_SHA:
+            seen_on_remote.append(current)
         if current is None or current in (ZERO_SHA, new):
             return {remote_ref: new}
         if not is_ancestor(current.decode(), local_sha):
             raise non_fast_forward(current)
         return {remote_ref: new}
 
+    store = repo.object_store
+
     def generate_pack_data(have: Any, want: Any, *, ofs_delta: bool = False, progress: Any = None) -> Any:
-        return repo.generate_pack_data(set(have), set(want), progress=progress, ofs_delta=ofs_delta)
+        candidates = seen_on_remote + sorted(set(have) - set(seen_on_remote))  # the ref's own tip first
+        known = [h.decode() for h in candidates if h != ZERO_SHA and has_object(store, h)]
+        commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
+        objects = objects_for_commits(store, commits, lambda sha: False)
+        return len(objects), (
+            UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw], sha=bytes.fromhex(sha.decode()))
+            for type_num, raw, sha in objects)
 
     try:
         client, path = get_transport_and_path(remote)
@@ -150,44 +169,13 @@ class _open_remote:
 
 
 def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
-    """Copy every object reachable from ``tip`` that ``target`` lacks, as one pack.
-
-    Finds the new commits (back to ones ``target`` has) and, parents first,
-    walks each one's tree against its first parent's, skipping every entry
-    identical to the parent's (same name, same id), so the work follows the size
-    of the change, not of the corpus. (dulwich's local fetch enumerates the whole tree of the common
-    commit and scans the whole source pack: O(corpus) for a one-line change.)"""
+    """Copy every object reachable from ``tip`` that ``target`` lacks, as one pack
+    (or loose, when few). The new commits are found by walking back to ones the
+    target has; their objects by :func:`objects_for_commits`. (dulwich's local
+    fetch enumerates the whole tree of the common commit and scans the whole
+    source pack: O(corpus) for a one-line change.)"""
     src, dst = source.object_store, target.object_store
-    missing: list[RawObject] = []
-
-    def take(sha: bytes) -> None:
-        type_num, raw = src.get_raw(sha)
-        missing.append((type_num, bytes(raw), sha))
-    seen: set[bytes] = set()
-
-    def add_tree(tree_id: bytes, parent_id: bytes | None) -> None:
-        if tree_id == parent_id or tree_id in seen or has_object(dst, tree_id):
-            return
-        seen.add(tree_id)
-        take(tree_id)
-        entries = TREES.entries(src, tree_id)
-        parent = TREES.entries(src, parent_id) if parent_id is not None and parent_id in src else {}
-        for name, (mode, sha) in entries.items():
-            before = parent.get(name)
-            if before == (mode, sha):
-                continue  # unchanged from the parent: the target has it
-            if stat.S_ISDIR(mode):
-                add_tree(sha, before[1] if before and stat.S_ISDIR(before[0]) else None)
-            elif (mode & 0o170000) != 0o160000 and sha not in seen and not has_object(dst, sha):
-                seen.add(sha)  # a blob (submodule commits are not ours to copy)
-                take(sha)
-
-    # Parents strictly before children (a post-order walk). Then, when a tree is
-    # walked, its first parent's commit is complete in the target or already in
-    # ``missing``, so skipping entries equal to the parent's is sound, and a tree
-    # seen before is complete too. (Newest first is not: after "add X, add Y,
-    # delete Y" the tip's tree *is* an older commit's tree, first met relative to
-    # the wrong parent, and X's blob would never be copied.)
+    # Parents strictly before children (a post-order walk): see objects_for_commits.
     order: list[bytes] = []
     visited: set[bytes] = set()
     stack: list[tuple[bytes, bool]] = [(tip, False)]
@@ -201,12 +189,53 @@ def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
         visited.add(sha)
         stack.append((sha, True))
         stack.extend((parent, False) for parent in src[sha].parents)
-    # Written so that an object lands only after everything it points to: a
-    # commit's blobs and trees children-first, then the commit, commits
-    # parents-first. A process killed mid-copy then never leaves a tree or commit
-    # whose closure is incomplete, which the `in dst` checks above rely on.
+    missing = objects_for_commits(src, order, lambda sha: has_object(dst, sha))
+    add_raw_objects(dst, missing)
+    return len(missing)
+
+
+def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callable[[bytes], bool]
+                        ) -> list[RawObject]:
+    """The objects a receiver needs for ``commits`` (parents before children),
+    given that it has every commit they build on: each commit's tree is walked
+    against its first parent's, skipping every entry identical to the parent's
+    (same name, same id), so the work follows the size of the change, not of the
+    corpus. ``receiver_has`` may say more (a local target's store) or nothing.
+
+    Parents first matters: then, when a tree is walked, its first parent's commit
+    is complete on the receiver or already in the list, so skipping entries equal
+    to the parent's is sound, and a tree seen before is complete too. (Newest
+    first is not: after "add X, add Y, delete Y" the tip's tree *is* an older
+    commit's tree, first met relative to the wrong parent, and X's blob would
+    never be sent.) The list is ordered so an object comes only after everything
+    it points to (blobs and trees children-first, then the commit): a process
+    killed mid-copy never leaves a tree or commit whose closure is incomplete."""
+    missing: list[RawObject] = []
+    seen: set[bytes] = set()
+
+    def take(sha: bytes) -> None:
+        type_num, raw = src.get_raw(sha)
+        missing.append((type_num, bytes(raw), sha))
+
+    def add_tree(tree_id: bytes, parent_id: bytes | None) -> None:
+        if tree_id == parent_id or tree_id in seen or receiver_has(tree_id):
+            return
+        seen.add(tree_id)
+        take(tree_id)
+        entries = TREES.entries(src, tree_id)
+        parent = TREES.entries(src, parent_id) if parent_id is not None and parent_id in src else {}
+        for name, (mode, sha) in entries.items():
+            before = parent.get(name)
+            if before == (mode, sha):
+                continue  # unchanged from the parent: the receiver has it
+            if stat.S_ISDIR(mode):
+                add_tree(sha, before[1] if before and stat.S_ISDIR(before[0]) else None)
+            elif (mode & 0o170000) != 0o160000 and sha not in seen and not receiver_has(sha):
+                seen.add(sha)  # a blob (submodule commits are not ours to copy)
+                take(sha)
+
     ordered: list[RawObject] = []
-    for sha in order:
+    for sha in commits:
         commit = src[sha]
         first_parent = commit.parents[0] if commit.parents else None
         start = len(missing)
@@ -214,9 +243,50 @@ def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
         ordered += reversed(missing[start:])
         take(sha)
         ordered.append(missing[-1])
-    missing = ordered
-    add_raw_objects(dst, missing)
-    return len(missing)
+    return ordered
+
+
+class BoundedHaves:
+    """The ``have`` lines of a fetch negotiation: our tips first (the server
+    nearly always has the last remote tip we saw, and acknowledges it at once),
+    then their ancestors newest first, at most ``limit`` in all. dulwich's own
+    walker offers every commit of the history (20,000 haves, 4 s, for a one-commit
+    fetch), and each have costs the server too (256 haves: +35 ms per fetch on a
+    20,000-commit history); offering fewer can only make the server send some
+    objects we already have, after a divergence deeper than ``limit``."""
+
+    def __init__(self, ancestors: Iterator[str], limit: int = 32) -> None:
+        self._ancestors = ancestors
+        self._left = limit
+        self.acked: set[bytes] = set()
+
+    def __next__(self) -> bytes | None:
+        if self._left <= 0:
+            return None
+        self._left -= 1
+        return next(self._ancestors, "").encode() or None
+
+    next = __next__
+
+    def ack(self, sha: bytes) -> None:
+        self.acked.add(sha)
+
+    def nak(self) -> None:
+        pass
+
+
+class _WithHaves:
+    """A repository as dulwich's ``fetch`` sees it, negotiating with our haves."""
+
+    def __init__(self, repo: Repo, haves: BoundedHaves) -> None:
+        self._repo = repo
+        self._haves = haves
+
+    def get_graph_walker(self, heads: Any = None) -> BoundedHaves:
+        return self._haves
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
 
 
 def _reason(exc: BaseException, remote: str) -> str:
