@@ -8,6 +8,7 @@ Sizes: ``make bench`` runs all three; ``make bench-quick`` (``pytest benchmarks
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -44,12 +45,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("records", sizes(metafunc.config), ids=lambda n: f"{n // 1000}k", scope="module")
 
 
+@contextlib.contextmanager
+def cached_lock() -> Iterator[None]:
+    """Held while a cached corpus is made (safe against parallel workers)."""
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def cached_corpus(records: int) -> Path:
     """``.bench-cache/corpus-<N>.git``, made once (safe against parallel workers)."""
     CACHE.mkdir(exist_ok=True)
     target = CACHE / f"corpus-{records}.git"
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cached_lock():
         if not target.exists():
             tmp = Path(tempfile.mkdtemp(dir=CACHE)) / "c.git"
             subprocess.run([sys.executable, "-m", "hotreload.cli", "corpus", "--records", str(records),

@@ -325,6 +325,8 @@ def clone_bare(remote: str, path: str, branch: str | None = None) -> GitRepo:
     for ref, sha in refs.items():
         if ref.startswith(b"refs/heads/") and sha and sha != ZERO_SHA:
             target.refs[Ref(ref)] = ObjectID(sha)
+            # what the remote had when we cloned: nothing is pending a push yet
+            target.refs[Ref(b"refs/remotes/origin/" + ref[len(b"refs/heads/"):])] = ObjectID(sha)
     head = branch_ref(branch) if branch else symrefs.get(b"HEAD")
     if head is None:
         heads = [r for r in refs if r.startswith(b"refs/heads/")]
