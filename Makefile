@@ -31,7 +31,7 @@ bench: $(STAMP)  ## full benchmarks (1k, 5k, 50k records); writes docs/img/ char
 
 bench-quick: $(STAMP)  ## a one-minute look (1k and 5k only)
 	$(BIN)/python -m pytest benchmarks --quick --benchmark-json=.benchmarks/quick.json -p no:xdist
-	$(BIN)/python benchmarks/report.py .benchmarks/quick.json
+	$(BIN)/python benchmarks/report.py .benchmarks/quick.json --chart .benchmarks/quick-chart.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks .bench-cache .hotreload-demo

@@ -205,13 +205,49 @@ def chart(series: dict[str, list[tuple[int, float]]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def history_report(doc: dict[str, Any]) -> str:
+    """One-record reloads on a long history divided by the same on a short one,
+    per corpus, transport and kind (targets: <= 1.5x); health p99 with a push
+    pending (target: <= 5 ms)."""
+    reloads: dict[tuple[int, str, str], dict[int, float]] = defaultdict(dict)
+    health = []
+    for bench in doc["benchmarks"]:
+        extra = bench.get("extra_info", {})
+        if bench["name"].startswith("test_one_record_reload_on_history"):
+            key = (extra["records"], extra["transport"], extra["kind"])
+            reloads[key][extra["history"]] = bench["stats"]["median"] * 1000
+        elif bench["name"].startswith("test_health_with_a_pending_push"):
+            health.append(extra)
+    if not reloads and not health:
+        return ""
+    rows = []
+    for (records, transport, kind), by_history in sorted(reloads.items()):
+        short, long = min(by_history), max(by_history)
+        if short == long:
+            continue
+        ratio = by_history[long] / by_history[short]
+        rows.append([f"{records // 1000}k", transport, kind, fmt(by_history[short]), fmt(by_history[long]),
+                     f"{ratio:.2f}x {'ok' if ratio <= 1.5 else 'MISSED'} (<= 1.5x)",
+                     f"{long:,} commits"])
+    lines = ["", "One-record reload, long history vs short (medians, same run):",
+             table(["corpus", "transport", "reload", "short", "long", "long / short", "long history"], rows)]
+    for extra in health:
+        p99 = extra["p99_ms"]
+        lines.append(f"\nGET /api/health with {extra['pending']} push pending, {extra['history']:,} commits, "
+                     f"{extra['records'] // 1000}k records: p50 {extra['p50_ms']:.2f} ms, p99 {p99:.2f} ms "
+                     f"({'ok' if p99 <= 5 else 'MISSED'}, <= 5 ms)")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("json")
     parser.add_argument("--chart", default=DEFAULT_CHART)
     args = parser.parse_args()
-    text, series = report(load(args.json))
+    doc = load(args.json)
+    text, series = report(doc)
     print(text)
+    print(history_report(doc))
     if series:
         chart(series, args.chart)
         print(f"\nchart: {os.path.relpath(args.chart)}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from hotreload.config import Settings
 from hotreload.git.repo import clone_bare
 from hotreload.git.upkeep import run_upkeep
 from hotreload.service.runtime import Runtime, boot
-from simulator.server import ServerProcess
+from simulator.server import GitDaemon, ServerProcess
 
 KINDS = ["fast-forward", "rebased"]
 
@@ -68,35 +67,6 @@ def history_corpus(records: int, commits: int) -> Path:
             os.rename(tmp, target)
             shutil.rmtree(tmp.parent, ignore_errors=True)
     return target
-
-
-class GitDaemon:
-    """``git daemon`` on a free loopback port, serving (and accepting pushes to) ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.proc = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", f"--base-path={root}",
-             "--listen=127.0.0.1", f"--port={self.port}", str(root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("git daemon did not start")
-
-    def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @dataclass

@@ -87,7 +87,8 @@ class Run:
 
     def execute(self) -> ScenarioReport:
         started = time.perf_counter()
-        self.world = World(self.scenario.records, self.scenario.push_backoff_seconds)
+        self.world = World(self.scenario.records, self.scenario.push_backoff_seconds,
+                           history=self.scenario.history, transport=self.scenario.transport)
         try:
             self.world.start_server()
             self._observe(0)

@@ -6,6 +6,8 @@ name the file, the step number and the field.
 
     [world]
     records = 40                  # size of the initial corpus
+    history = 0                   # then this many one-record commits (needs git)
+    transport = "local"           # or "git": the service fetches and pushes over git://
     push_backoff_seconds = 0.2    # the service's push daemon
 
     [[step]]
@@ -79,6 +81,8 @@ class Scenario:
     records: int
     push_backoff_seconds: float
     steps: tuple[Step, ...] = field(default=())
+    history: int = 0
+    transport: str = "local"
 
 
 def load(path: str) -> Scenario:
@@ -105,12 +109,18 @@ def load(path: str) -> Scenario:
     world = doc.get("world", {})
     if not isinstance(world, dict):
         raise fail("world: must be a table")
-    bad = sorted(set(world) - {"records", "push_backoff_seconds"})
+    bad = sorted(set(world) - {"records", "push_backoff_seconds", "history", "transport"})
     if bad:
-        raise fail(f"world.{bad[0]}: unknown field (allowed: records, push_backoff_seconds)")
+        raise fail(f"world.{bad[0]}: unknown field (allowed: records, history, transport, push_backoff_seconds)")
     records = world.get("records", 40)
     if not isinstance(records, int) or records < 10:
         raise fail("world.records: must be a whole number >= 10")
+    history = world.get("history", 0)
+    if not isinstance(history, int) or isinstance(history, bool) or history < 0:
+        raise fail("world.history: must be a whole number >= 0")
+    transport = world.get("transport", "local")
+    if transport not in ("local", "git"):
+        raise fail(f"world.transport: {transport!r} is not one of 'local', 'git'")
     backoff = world.get("push_backoff_seconds", 0.2)
     if not isinstance(backoff, (int, float)) or backoff <= 0:
         raise fail("world.push_backoff_seconds: must be a number > 0")
@@ -118,7 +128,7 @@ def load(path: str) -> Scenario:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise fail("at least one [[step]] is required")
     steps = tuple(_step(where, i + 1, raw) for i, raw in enumerate(raw_steps))
-    return Scenario(name, description, path, records, float(backoff), steps)
+    return Scenario(name, description, path, records, float(backoff), steps, history, transport)
 
 
 def _step(where: str, number: int, raw: Any) -> Step:

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hotreload.corpus import make_corpus, write_corpus
+from hotreload.corpus import add_history, make_corpus, write_corpus
 from hotreload.data.records import _toml_value
 from hotreload.git.repo import GitRepo, Signature, branch_ref, clone_bare
-from simulator.server import ServerProcess
+from simulator.server import GitDaemon, ServerProcess
 
 BRANCH = "published"
 OUTSIDE_AUTHOR = "Outside Author <outside@example.org>"
@@ -34,13 +34,19 @@ def dict_to_toml(fields: dict[str, Any]) -> bytes:
 
 
 class World:
-    def __init__(self, records: int = 40, push_backoff_seconds: float = 0.2, seed: int = 11) -> None:
+    def __init__(self, records: int = 40, push_backoff_seconds: float = 0.2, seed: int = 11,
+                 history: int = 0, transport: str = "local") -> None:
         self.root = tempfile.mkdtemp(prefix="hotreload-sim-")
         self.origin = os.path.join(self.root, "origin.git")
         self.away = os.path.join(self.root, "origin-away.git")
         self.clone = os.path.join(self.root, "clone.git")
         write_corpus(self.origin, make_corpus(records, seed=seed))
-        clone_bare(self.origin, self.clone, BRANCH).close()
+        if history:
+            add_history(self.origin, history, seed=seed)
+        # the production transport: git daemon on loopback, dulwich's network client
+        self.daemon = GitDaemon(self.root) if transport == "git" else None
+        self.remote = self.daemon.url("origin.git") if self.daemon else self.origin
+        clone_bare(self.remote, self.clone, BRANCH).close()
         self.secret = secrets.token_urlsafe(36)
         self.write_token = secrets.token_urlsafe(24)
         self.push_backoff_seconds = push_backoff_seconds
@@ -50,7 +56,7 @@ class World:
 
     def env(self) -> dict[str, str]:
         return {
-            "CFP_DATA_REPO_PATH": self.clone, "CFP_DATA_REMOTE": self.origin,
+            "CFP_DATA_REPO_PATH": self.clone, "CFP_DATA_REMOTE": self.remote,
             "CFP_DATA_BRANCH": BRANCH, "CFP_DATA_RELOAD_SECRET": self.secret,
             "CFP_API_WRITE_TOKEN": self.write_token,
             "CFP_DATA_PUSH_BACKOFF_SECONDS": str(self.push_backoff_seconds),
@@ -75,6 +81,8 @@ class World:
 
     def close(self) -> None:
         self.stop()
+        if self.daemon is not None:
+            self.daemon.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- the remote -----------------------------------------------------------------
