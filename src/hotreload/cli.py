@@ -1,4 +1,4 @@
-"""``hotreload serve | demo | corpus | simulate``."""
+"""``hotreload serve | demo | corpus | upkeep | simulate``."""
 
 from __future__ import annotations
 
@@ -138,6 +138,26 @@ def _reload_curl(port: int, secret: str, commit: str | None) -> str:
             f"-H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json'{body}")
 
 
+def cmd_upkeep(args: argparse.Namespace) -> int:
+    from hotreload.git.repo import GitRepo, NotABareRepository
+    from hotreload.git.upkeep import PRUNE_GRACE_S, run_upkeep
+
+    path = args.repo or os.environ.get("CFP_DATA_REPO_PATH", "").strip()
+    if not path:
+        return _fail("name the bare clone with --repo PATH (or set CFP_DATA_REPO_PATH)")
+    try:
+        repo = GitRepo(path)
+    except NotABareRepository as exc:
+        return _fail(f"--repo: {exc}")
+    try:
+        result = run_upkeep(repo, grace_s=PRUNE_GRACE_S, force=True)
+    finally:
+        repo.close()
+    print(f"{path}: packed {result.packed} loose objects, pruned {result.pruned} already packed, "
+          f"commit-graph of {result.graph_commits} commits, in {result.duration_ms:.0f} ms")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulator.runner import main as simulate_main
 
@@ -173,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="then add N one-record commits, as N writes through the API would, "
                              "and pack like `git gc` (needs the git binary; default: 0)")
     corpus.set_defaults(func=cmd_corpus)
+
+    upkeep = sub.add_parser(
+        "upkeep", help="pack loose objects and rewrite the commit-graph now (safe while serving)")
+    upkeep.add_argument("--repo", help="the bare clone (default: $CFP_DATA_REPO_PATH)")
+    upkeep.set_defaults(func=cmd_upkeep)
 
     simulate = sub.add_parser("simulate", help="run simulator scenarios against a real server")
     simulate.add_argument("scenarios", nargs="*", help="scenario names or .toml paths (default: all)")

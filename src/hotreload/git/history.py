@@ -164,6 +164,33 @@ class History:
             stack.pop()
         return self._known(sha)
 
+    def generations(self, parents_of: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, int]:
+        """Generation numbers of the commits in ``parents_of`` (every parent is
+        either in it or already known here), without reading any object."""
+        found: dict[bytes, int] = {}
+
+        def known(sha: bytes) -> int | None:
+            if sha in found:
+                return found[sha]
+            node = self._lookup(sha)
+            return node[0] if node is not None else None
+
+        for start in parents_of:
+            stack = [start]
+            while stack:
+                top = stack[-1]
+                if known(top) is not None:
+                    stack.pop()
+                    continue
+                parents = parents_of[top]
+                unknown = [p for p in parents if known(p) is None]
+                if unknown:
+                    stack.extend(unknown)
+                    continue
+                found[top] = 1 + max((known(p) or 0 for p in parents), default=0)
+                stack.pop()
+        return found
+
     def _known(self, sha: bytes) -> Node:
         found = self._lookup(sha)
         assert found is not None

@@ -164,6 +164,7 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
         stack.extend(p for p in obj.parents if p not in commits)
     if not commits:
         return 0
+    generation = history.generations({sha: tuple(c.parents) for sha, c in commits.items()})
     order = sorted(commits)  # hex order == binary order
     position = {sha: n for n, sha in enumerate(order)}
     fanout = [0] * 256
@@ -188,10 +189,10 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
             extra = parents[1:]
             edges.extend(extra[:-1])
             edges.append(_GRAPH_LAST_EDGE | extra[-1])
-        generation = min(history.node(store, sha)[0], _GENERATION_MAX)
+        level = min(generation.get(sha) or history.node(store, sha)[0], _GENERATION_MAX)
         when = commit.commit_time
         data += bytes.fromhex(commit.tree.decode())
-        data += struct.pack(">IIII", first, second, (generation << 2) | ((when >> 32) & 0x3), when & 0xFFFFFFFF)
+        data += struct.pack(">IIII", first, second, (level << 2) | ((when >> 32) & 0x3), when & 0xFFFFFFFF)
     chunks = [(b"OIDF", bytes(fanout_bytes)), (b"OIDL", lookup), (b"CDAT", bytes(data))]
     if edges:
         chunks.append((b"EDGE", b"".join(struct.pack(">I", e) for e in edges)))
