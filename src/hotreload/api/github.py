@@ -20,6 +20,8 @@ class Decision:
     reply: dict[str, Any] | None = None
     status: int = 200
     commit_hash: str | None = None
+    forced: bool = False
+    """A force-push: always reconcile (the pre-check cannot tell a rewind)."""
 
 
 def _ignored(reason: str) -> Decision:
@@ -54,4 +56,4 @@ def decide(event: str, raw: bytes, content_type: str | None, served_branch: str)
         return _ignored(f"{ref} was deleted; nothing to serve from it")
     if not (4 <= len(after) <= 40) or any(c not in "0123456789abcdefABCDEF" for c in after):
         raise bad_request("after", "must be a commit hash")
-    return Decision(commit_hash=after)
+    return Decision(commit_hash=after, forced=payload.get("forced") is True)

@@ -95,6 +95,8 @@ def render(result: ReloadResult) -> dict[str, Any]:
         return data
     if result.conflict_branch:
         data["conflictBranch"] = result.conflict_branch
+    if result.rewritten_from:
+        data["rewrittenFrom"] = result.rewritten_from
     if result.ahead:
         data["ahead"] = result.ahead
     if result.behind:
@@ -149,12 +151,12 @@ class ReloadResource:
             decision = github.decide(event, raw, req.content_type, self.runtime.branch)
             if decision.reply is not None:
                 return decision.reply, decision.status
-            commit_hash = decision.commit_hash
+            commit_hash, precheck = decision.commit_hash, not decision.forced
         else:
-            commit_hash = parse_reload_body(raw, self.runtime.branch)
+            commit_hash, precheck = parse_reload_body(raw, self.runtime.branch), True
 
         try:
-            result = self.runtime.reloader.reload(commit_hash)
+            result = self.runtime.reloader.reload(commit_hash, precheck=precheck)
         except FetchFailed as exc:
             raise ApiError(502, "fetch_failed", str(exc),
                            {"outcome": "fetch-failed", "head": exc.head}) from None

@@ -11,7 +11,16 @@ diverged, clean    ``rebased``            L := L' (local commits replayed onto R
                                           R := L' on the remote
 diverged, conflict ``conflict-escaped``   ``conflicts/<UTC time>`` := old L (local and
                                           pushed); L := R (CAS)
+R lacks the last  ``remote-rewritten``    L := R plus the local commits the remote never
+remote tip seen                           had, replayed (CAS), pushed; on a conflict old
+                                          L goes to ``conflicts/<UTC time>``, L := R
 =================  =====================  ==========================================
+
+**Remote rewrites.** ``refs/remotes/origin/<b>`` is the last remote tip this clone
+saw. If the remote's new tip does not contain it, someone rewrote the remote (a
+force-push rewind to remove data, a re-import with an unrelated root). The remote
+wins: commits it once had are never pushed back (they are not "ahead", they were
+removed); only local commits it never had are replayed onto the new tip.
 
 The work is split so the caller can keep the slow part outside its data lock:
 :func:`fetch` (network), :func:`plan` (pure decision; a rebase writes its replayed
@@ -39,6 +48,7 @@ from hotreload.git.repo import (
     LooseWritingStore,
     Signature,
     branch_ref,
+    tracking_ref,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +67,7 @@ class Outcome(StrEnum):
     REBASED = "rebased"
     CONFLICT_ESCAPED = "conflict-escaped"
     FETCH_FAILED = "fetch-failed"
+    REMOTE_REWRITTEN = "remote-rewritten"
 
 
 class BranchMoved(GitError):
@@ -74,6 +85,11 @@ class Plan:
     ahead: int = 0
     behind: int = 0
     conflict_paths: tuple[str, ...] = ()
+    rewritten_from: str | None = None
+    """The remote tip seen before, which the remote no longer contains."""
+    keeps_conflict_branch: bool = False
+    """Old L goes to a ``conflicts/...`` branch (a conflict, or a rewrite that could
+    not keep every local commit)."""
 
     @property
     def moves_branch(self) -> bool:
@@ -84,8 +100,9 @@ class Plan:
         branch and take R (used when a rebase merged cleanly but the merged data
         does not validate)."""
         assert self.remote is not None
-        return replace(self, outcome=Outcome.CONFLICT_ESCAPED, new_commit=self.remote,
-                       conflict_paths=(reason,))
+        outcome = Outcome.REMOTE_REWRITTEN if self.rewritten_from else Outcome.CONFLICT_ESCAPED
+        return replace(self, outcome=outcome, new_commit=self.remote, conflict_paths=(reason,),
+                       keeps_conflict_branch=True)
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,7 @@ class ReconcileResult:
     behind: int = 0
     conflict_branch: str | None = None
     push_error: str | None = None
+    rewritten_from: str | None = None
 
 
 def fetch(repo: GitRepo, remote: str, branch: str) -> str | None:
@@ -104,10 +122,15 @@ def fetch(repo: GitRepo, remote: str, branch: str) -> str | None:
     return repo.fetch_branch(remote, branch)
 
 
-def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now) -> Plan:
+def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now,
+         last_seen: str | None = None) -> Plan:
     """Decide the outcome for L=``local`` and R=``remote`` (None: the remote has no
-    such branch yet, so pushing creates it). One walk over the commits that differ
-    answers every ancestry question (:meth:`GitRepo.compare`)."""
+    such branch yet, so pushing creates it); ``last_seen`` is the remote tip this
+    clone saw before the fetch. One walk over the commits that differ answers every
+    ancestry question (:meth:`GitRepo.compare`)."""
+    if remote is not None and last_seen is not None and last_seen != remote \
+            and repo.has_object(last_seen) and not repo.is_ancestor(last_seen, remote):
+        return _plan_rewritten(repo, local, remote, last_seen, now)
     if remote is None:
         return Plan(Outcome.PUSHED_AHEAD, local, None, local, ahead=repo.count_commits(local))
     if local == remote:
@@ -118,6 +141,19 @@ def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now) ->
     if diff.right_is_ancestor:
         return Plan(Outcome.PUSHED_AHEAD, local, remote, local, ahead=len(diff.left_only))
     return _plan_rebase(repo, local, remote, diff.left_only, len(diff.right_only), now)
+
+
+def _plan_rewritten(repo: GitRepo, local: str, remote: str, last_seen: str, now: Clock) -> Plan:
+    """The remote no longer contains ``last_seen``: serve the remote's tip, with
+    the local commits it never had (not in ``last_seen``'s history, nor in the new
+    one) replayed onto it."""
+    never_pushed = set(repo.compare(last_seen, local).right_only)
+    mine = [sha for sha in repo.compare(local, remote).left_only if sha in never_pushed]
+    replay = _plan_rebase(repo, local, remote, mine, 0, now)
+    if replay.outcome is Outcome.CONFLICT_ESCAPED:
+        return replace(replay, outcome=Outcome.REMOTE_REWRITTEN, rewritten_from=last_seen,
+                       keeps_conflict_branch=True)
+    return replace(replay, outcome=Outcome.REMOTE_REWRITTEN, rewritten_from=last_seen)
 
 
 def _plan_rebase(repo: GitRepo, local: str, remote: str, mine: Sequence[str], behind: int,
@@ -140,7 +176,9 @@ def _plan_rebase(repo: GitRepo, local: str, remote: str, mine: Sequence[str], be
         if conflicts:
             paths = tuple(sorted(p.decode(errors="replace") for p in conflicts))
             return Plan(Outcome.CONFLICT_ESCAPED, local, remote, remote,
-                        ahead=len(mine), behind=behind, conflict_paths=paths)
+                        ahead=len(mine), behind=behind, conflict_paths=paths, keeps_conflict_branch=True)
+        if merged.id == _tree(repo, repo.tree_of(tip)).id:
+            continue  # the remote already made this change: drop the commit, as git does
         repo.add_object(merged)
         tip = repo.write_commit(
             merged.id.decode(), [tip], commit.message.decode("utf-8", errors="replace"),
@@ -164,7 +202,7 @@ def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> Recon
     """Move the refs the plan calls for. Call under the data lock. Raises
     :class:`BranchMoved` (nothing changed) if L is no longer ``plan.local``."""
     conflict_branch = None
-    if plan.outcome is Outcome.CONFLICT_ESCAPED:
+    if plan.keeps_conflict_branch:
         if repo.branch_commit(branch) != plan.local:
             raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
         conflict_branch = _create_conflict_branch(repo, plan.local, now())
@@ -175,7 +213,7 @@ def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> Recon
             repo.repo.refs.remove_if_equals(branch_ref(conflict_branch), plan.local.encode())
         raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
     return ReconcileResult(plan.outcome, plan.local, plan.new_commit, plan.ahead, plan.behind,
-                           conflict_branch)
+                           conflict_branch, rewritten_from=plan.rewritten_from)
 
 
 def _create_conflict_branch(repo: GitRepo, commit: str, when: dt.datetime) -> str:
@@ -190,7 +228,9 @@ def _create_conflict_branch(repo: GitRepo, commit: str, when: dt.datetime) -> st
 def push_result(repo: GitRepo, remote: str, branch: str, result: ReconcileResult) -> ReconcileResult:
     """Push what the outcome calls for. A failure is logged and recorded, never raised."""
     pushes: list[tuple[str, bytes]] = []
-    if result.outcome in (Outcome.PUSHED_AHEAD, Outcome.REBASED):
+    if result.outcome in (Outcome.PUSHED_AHEAD, Outcome.REBASED) or (
+            result.outcome is Outcome.REMOTE_REWRITTEN and result.ahead):
+        # a rewrite pushes only local commits replayed on top of the remote's new tip
         pushes.append((result.new_commit, branch_ref(branch)))
     if result.conflict_branch:
         pushes.append((result.old_commit, branch_ref(result.conflict_branch)))
@@ -211,12 +251,13 @@ def reconcile(repo: GitRepo, remote: str, branch: str, now: Clock = utc_now) -> 
     local = repo.branch_commit(branch)
     if local is None:
         raise GitError(f"branch {branch!r} does not exist in {repo.path}")
+    last_seen = repo.resolve(tracking_ref(branch))
     try:
         remote_tip = fetch(repo, remote, branch)
     except GitError as exc:
         log.warning("fetch failed: %s", exc, extra={"outcome": "fetch-failed"})
         return ReconcileResult(Outcome.FETCH_FAILED, local, local)
-    the_plan = plan(repo, local, remote_tip, now)
+    the_plan = plan(repo, local, remote_tip, now, last_seen)
     result = apply(repo, the_plan, branch, now)
     if result.outcome is Outcome.CONFLICT_ESCAPED:
         log.error("conflict: local commits kept on %s; %s reset to the remote",

@@ -23,7 +23,7 @@ from hotreload.data.snapshot import Changes, Snapshot, SnapshotHolder, build_inc
 from hotreload.git import reconcile
 from hotreload.git.push import PushDaemon
 from hotreload.git.reconcile import BranchMoved, Clock, Outcome, Plan, utc_now
-from hotreload.git.repo import GitError, GitRepo
+from hotreload.git.repo import GitError, GitRepo, tracking_ref
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
 from hotreload.service.memory import release_free_memory
@@ -61,6 +61,7 @@ class ReloadResult:
     behind: int = 0
     conflict_branch: str | None = None
     changes: Changes = field(default=Changes())
+    rewritten_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,13 @@ class Reloader:
 
     # -- entry point --------------------------------------------------------------
 
-    def reload(self, commit_hash: str | None = None) -> ReloadResult:
+    def reload(self, commit_hash: str | None = None, precheck: bool = True) -> ReloadResult:
         """Reconcile with the remote and serve the result. Raises FetchFailed or
-        RebuildFailed (nothing changed), or anything else (invariant intact)."""
+        RebuildFailed (nothing changed), or anything else (invariant intact).
+        ``precheck=False`` always reconciles (a GitHub push with ``forced``)."""
         started = time.perf_counter()
+        if not precheck:
+            commit_hash = None
         short = self._precheck(commit_hash, started)
         if short is not None:
             return short
@@ -151,15 +155,20 @@ class Reloader:
                 return flight.result
 
     def _precheck(self, commit_hash: str | None, started: float) -> ReloadResult | None:
-        """Is the announced commit already served (or behind what is served)?
-        No lock, no fetch: this is the self-trigger's fast path. A prefix counts
-        only when it names exactly one object here; an unknown or ambiguous one
-        goes through the full reconcile."""
+        """Is the announced commit the one served, or the last remote tip this clone
+        saw and serves (the self-trigger: our own push)? No lock, no fetch. Any other commit,
+        even an ancestor of the served one, goes through the full reconcile: an
+        older commit announced is how a rewind of the remote is noticed. A prefix
+        counts only when it names exactly one object here."""
         if not commit_hash:
             return None
         served = self.holder.current.commit
         announced = self.repo.resolve_commit_prefix(commit_hash)
-        if announced is None or not self.repo.is_ancestor(announced, served):
+        if announced is None:
+            return None
+        if announced != served and not (
+                announced == self.repo.resolve(tracking_ref(self.branch))
+                and self.repo.is_ancestor(announced, served)):  # seen, and served (not a failed build)
             return None
         return ReloadResult(
             outcome=str(Outcome.IN_SYNC), no_changes=True, rebuilt=False, old_commit=served,
@@ -185,12 +194,13 @@ class Reloader:
         return result
 
     def _reconcile_and_swap(self, started: float) -> ReloadResult:
+        last_seen = self.repo.resolve(tracking_ref(self.branch))  # before the fetch moves it
         remote_tip = self._fetch()
         for attempt in range(OPTIMISTIC_ATTEMPTS):
             base = self.holder.current
             local = self.repo.branch_commit(self.branch)
             assert local is not None
-            plan, snapshot = self._plan_and_build(base, local, remote_tip)
+            plan, snapshot = self._plan_and_build(base, local, remote_tip, last_seen)
             try:
                 with self.lock.hold("reload") as hold:
                     if self.holder.current is not base:
@@ -209,11 +219,21 @@ class Reloader:
                 base = self.holder.current
                 local = self.repo.branch_commit(self.branch)
                 assert local is not None
-                plan, snapshot = self._plan_and_build(base, local, remote_tip)
+                plan, snapshot = self._plan_and_build(base, local, remote_tip, last_seen)
                 result = reconcile.apply(self.repo, plan, self.branch, self.clock)
                 if snapshot is not None:
                     self.holder.current = snapshot
-        if result.outcome is Outcome.CONFLICT_ESCAPED:
+        if result.outcome is Outcome.REMOTE_REWRITTEN:
+            log.error(
+                "hot-reload: the remote rewrote %s: %s is no longer in its history; serving its tip "
+                "%s (%d local commit(s) it never had replayed%s); nothing it removed is pushed back",
+                self.branch, result.rewritten_from, result.new_commit, result.ahead,
+                f", old branch kept on {result.conflict_branch}" if result.conflict_branch else "",
+                extra={"outcome": str(result.outcome), "branch": self.branch,
+                       "rewrittenFrom": result.rewritten_from, "oldCommit": result.old_commit,
+                       "newCommit": result.new_commit, "conflictBranch": result.conflict_branch},
+            )
+        elif result.outcome is Outcome.CONFLICT_ESCAPED:
             log.error(
                 "conflict: local commits kept on %s; %s reset to the remote (%s)",
                 result.conflict_branch, self.branch, ", ".join(plan.conflict_paths),
@@ -243,6 +263,7 @@ class Reloader:
             behind=result.behind,
             conflict_branch=result.conflict_branch,
             changes=changes,
+            rewritten_from=result.rewritten_from,
         )
 
     def _fetch(self) -> str | None:
@@ -256,15 +277,15 @@ class Reloader:
             raise FetchFailed(served, str(exc)) from None
 
     def _plan_and_build(
-        self, base: Snapshot, local: str, remote_tip: str | None
+        self, base: Snapshot, local: str, remote_tip: str | None, last_seen: str | None
     ) -> tuple[Plan, Snapshot | None]:
-        plan = reconcile.plan(self.repo, local, remote_tip, self.clock)
+        plan = reconcile.plan(self.repo, local, remote_tip, self.clock, last_seen)
         if plan.new_commit == base.commit:
             return plan, None
         try:
             return plan, build_incremental(self.repo, base, plan.new_commit)
         except RecordError as exc:
-            if plan.outcome is not Outcome.REBASED:
+            if plan.outcome not in (Outcome.REBASED, Outcome.REMOTE_REWRITTEN) or not plan.ahead:
                 raise RebuildFailed(plan.new_commit, exc.path, exc.message) from None
             # the replayed commits merged cleanly but the data does not validate:
             # a conflict in substance; never serve it
