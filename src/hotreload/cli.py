@@ -26,7 +26,7 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
            banner: str | None = None) -> int:
     import waitress
 
-    from hotreload.api.app import create_app
+    from hotreload.api.app import MAX_REQUEST_BODY, create_app
     from hotreload.service.runtime import StartupError, boot
 
     started = time.perf_counter()
@@ -36,8 +36,10 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
         return _fail(str(exc))
     app = create_app(runtime)
     try:
+        # bodies over the largest route limit are refused by waitress unread
         server = waitress.create_server(app, host=host, port=port, threads=threads,
-                                        ident="hotreload", clear_untrusted_proxy_headers=True)
+                                        ident="hotreload", clear_untrusted_proxy_headers=True,
+                                        max_request_body_size=MAX_REQUEST_BODY)
     except OSError as exc:
         runtime.close()
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")

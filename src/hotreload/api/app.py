@@ -20,9 +20,15 @@ from hotreload.api.read import (
     ProjectsResource,
     TagsResource,
 )
+from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
 from hotreload.api.reload import ReloadResource
+from hotreload.api.write import MAX_BODY as WRITE_MAX_BODY
 from hotreload.api.write import CollectionWriteResource, ItemWriteResource
 from hotreload.service.runtime import Runtime
+
+MAX_REQUEST_BODY = max(RELOAD_MAX_BODY, WRITE_MAX_BODY)
+"""The server (waitress) refuses larger bodies without reading them; each route
+still answers its own 413 for bodies over its own, smaller, limit."""
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 

@@ -32,10 +32,11 @@ class HealthResource:
                 push["lastError"] = status.last_error
             if status.next_attempt_in_s is not None:
                 push["nextAttemptInS"] = round(status.next_attempt_in_s, 1)
-        degraded = last is not None and last.error is not None
+        reasons = [r for r in (rt.holder.degraded, last.error if last is not None else None) if r]
         resp.set_header("X-Data-Commit", snap.commit)
         resp.media = {"success": True, "data": {
-            "status": "degraded" if degraded else "ok",
+            "status": "degraded" if reasons else "ok",
+            **({"degraded": reasons} if reasons else {}),
             "branch": rt.branch,
             "servedCommit": snap.commit,
             "headCommit": rt.repo.branch_commit(rt.branch),

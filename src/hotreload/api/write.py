@@ -17,9 +17,9 @@ from hotreload.service.runtime import Runtime
 from hotreload.service.writer import WriteError, WriteResult
 
 MAX_BODY = 256 * 1024
-STATUS = {"bad_request": 400, "not_found": 404, "conflict": 409, "invalid": 422}
+STATUS = {"bad_request": 400, "not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
 CODES = {"bad_request": "bad_request", "not_found": "not_found", "conflict": "conflict",
-         "invalid": "invalid_data"}
+         "invalid": "invalid_data", "unavailable": "service_unavailable"}
 
 
 def _authorize(req: falcon.Request, token: str | None) -> None:

@@ -20,6 +20,7 @@ import msgspec
 from msgspec import Meta
 
 from hotreload.data.sheets import Sheet
+from hotreload.git.repo import readable
 
 Uuid = Annotated[
     str, Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -121,10 +122,12 @@ RECORD_TYPES: dict[str, type[Record]] = {
 class RecordError(Exception):
     """A record that does not parse or validate. ``str()`` is ``path: message``."""
 
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: str, message: str, tree_path: str | None = None) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
+        self.tree_path = tree_path or path
+        """The path as it is in the tree (``path`` is escaped for display)."""
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<loc>[^`]*)`)?$", re.S)
@@ -235,6 +238,12 @@ def parse_toml(data: bytes) -> dict[str, Any]:
 
 
 def parse_record(sheet: Sheet, path: str, data: bytes) -> Record:
+    """Read one record; any failure, whatever its kind, is a :class:`RecordError`
+    naming the path (bytes that are not UTF-8 shown as ``\\xNN``): one odd file
+    makes a 422 for the tree that holds it, never a 500 or a failed start."""
+    shown = readable(path)
+    if shown != path:
+        raise RecordError(shown, "the file name is not UTF-8; rename the file", tree_path=path)
     record_type = RECORD_TYPES[sheet.name]
     try:
         raw = parse_toml(data)
@@ -242,11 +251,20 @@ def parse_record(sheet: Sheet, path: str, data: bytes) -> Record:
         raise RecordError(path, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise RecordError(path, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise RecordError(path, "invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise RecordError(path, f"invalid TOML: {exc}") from None
     try:
         record = msgspec.convert(raw, type=record_type)
     except msgspec.ValidationError as exc:
         raise RecordError(path, describe_validation_error(record_type, exc)) from None
-    expected = sheet.record_path(raw)
+    except (RecursionError, ValueError, TypeError, OverflowError) as exc:
+        raise RecordError(path, f"cannot be read as a {sheet.name} record: {exc}") from None
+    try:
+        expected = sheet.record_path(raw)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise RecordError(path, f"its path template cannot be filled: {exc}") from None
     if expected is not None and expected != path:
         raise RecordError(path, f"record belongs at {expected} (its path template is "
                                 f"{sheet.root}/{sheet.path_template}.toml)")

@@ -34,7 +34,7 @@ from hotreload.data.records import (
 )
 from hotreload.data.search import SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
-from hotreload.git.repo import GitRepo
+from hotreload.git.repo import GitRepo, readable
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,16 @@ class Snapshot:
 
 class SnapshotHolder:
     """Owns the served snapshot. Swapping is one reference assignment, made by the
-    reloader and the writer under the data lock; readers just read ``current``."""
+    reloader and the writer under the data lock; readers just read ``current``.
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    ``degraded`` says why the served snapshot is *not* the branch head: only after a
+    start whose branch head did not build (the service then serves the newest
+    commit that does, refuses writes, and says so in health); the first reload
+    that serves the head clears it."""
+
+    def __init__(self, snapshot: Snapshot, degraded: str | None = None) -> None:
         self.current = snapshot
+        self.degraded = degraded
 
 
 # -- building -----------------------------------------------------------------
@@ -198,8 +204,8 @@ def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, 
         if "/" in name or not path.endswith(".toml"):
             continue
         if name not in RECORD_TYPES:
-            log.info("skipping sheet %r: this service does not know its schema", name,
-                     extra={"sheet": name})
+            log.info("skipping sheet %r: this service does not know its schema", readable(name),
+                     extra={"sheet": readable(name)})
             continue
         try:
             sheets.append(parse_sheet_config(path, name, repo.read_blob(sha)))

@@ -217,10 +217,22 @@ def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> Recon
 
 
 def _create_conflict_branch(repo: GitRepo, commit: str, when: dt.datetime) -> str:
+    """``conflicts/<UTC time>`` (``-1``, ``-2``, ... when taken). A branch named
+    ``conflicts`` blocks that namespace (a ref cannot be both a file and a
+    folder): then ``conflicts-<UTC time>``, and the log says so."""
     base = conflict_branch_name(when)
+    if repo.resolve(branch_ref("conflicts")) is not None:
+        fallback = base.replace("conflicts/", "conflicts-", 1)
+        log.warning("a branch named 'conflicts' blocks the conflicts/ namespace; keeping the "
+                    "local commits on %s instead", fallback, extra={"conflictBranch": fallback})
+        base = fallback
     for attempt in range(1000):
         name = base if attempt == 0 else f"{base}-{attempt}"
-        if repo.cas_ref(branch_ref(name), None, commit, message="hotreload: conflict escape"):
+        try:
+            created = repo.cas_ref(branch_ref(name), None, commit, message="hotreload: conflict escape")
+        except OSError as exc:  # e.g. a folder where the ref file should go
+            raise GitError(f"could not create the conflict branch {name}: {exc}") from None
+        if created:
             return name
     raise GitError(f"could not create a unique branch name from {base}")
 

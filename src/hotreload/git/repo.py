@@ -40,6 +40,7 @@ from hotreload.git.objects import (
     Entries,
     LooseWritingStore,
     Signature,
+    readable,
     tree_objects,
 )
 from hotreload.git.transport import redact
@@ -47,7 +48,8 @@ from hotreload.git.transport import redact
 __all__ = [
     "API_IDENTITY", "HEX40", "ZERO_SHA", "BlobChange", "BlobEntry", "GitError", "GitRepo",
     "LooseWritingStore", "NotABareRepository", "PushRejected", "Signature", "TransportError",
-    "branch_ref", "clone_bare", "init_bare", "origin_url", "redact", "tracking_ref", "tree_objects",
+    "branch_ref", "clone_bare", "init_bare", "origin_url", "readable", "redact", "tracking_ref",
+    "tree_objects",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ class GitRepo:
         except NotGitRepository:
             raise NotABareRepository(f"{self.path} is not a git repository") from None
         repo.object_store.delta_base_cache_limit = PACK_CACHE_BYTES  # before any pack is opened
+        repo.object_store.fsync_object_files = True  # packs too: durable before any ref names them
         with self._opened_lock:
             self._opened.append(repo)
         return repo

@@ -102,8 +102,11 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
                 moved = (target.refs.add_if_new(remote_ref, new) if current is None
                          else target.refs.set_if_equals(remote_ref, current, new))
             except FileLocked:
-                raise TransportError(f"push to {redact(remote)} failed: {remote_ref.decode()} "
-                                     "is locked by another push; retry") from None
+                lock_file = os.path.join(local_path, remote_ref.decode() + ".lock")
+                raise TransportError(
+                    f"push to {redact(remote)} failed: {lock_file} exists: another push is under way, "
+                    "or one was killed and left it behind; if no push is running, delete that file "
+                    "(see docs/runbook.md, 'A lock file on the remote')") from None
             if not moved:
                 raise PushRejected(f"push to {redact(remote)} rejected: {remote_ref.decode()} "
                                    "moved during the push (fetch first)")

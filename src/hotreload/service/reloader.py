@@ -208,6 +208,7 @@ class Reloader:
                     result = reconcile.apply(self.repo, plan, self.branch, self.clock)
                     if snapshot is not None:
                         self.holder.current = snapshot
+                        self.holder.degraded = None  # the branch head is served again
                 break
             except BranchMoved as exc:
                 log.info("retrying reconcile: %s", exc, extra={"attempt": attempt + 1})
@@ -223,6 +224,7 @@ class Reloader:
                 result = reconcile.apply(self.repo, plan, self.branch, self.clock)
                 if snapshot is not None:
                     self.holder.current = snapshot
+                    self.holder.degraded = None
         if result.outcome is Outcome.REMOTE_REWRITTEN:
             log.error(
                 "hot-reload: the remote rewrote %s: %s is no longer in its history; serving its tip "

@@ -1,20 +1,30 @@
 """Boot: from Settings to a running set of use cases (no HTTP here).
 
-Order: open the bare repository (cloning it from the remote if absent), resolve
-the branch, build the snapshot of the branch in full, then reconcile once with
-the remote through the reloader, so even the first fast-forward is validated
-before the ref moves.
+Order: open the bare repository (cloning it from the remote if absent, into a
+temporary directory renamed into place, so a failed clone leaves nothing), take
+the clone's single-instance lock, resolve the branch, build the snapshot of the
+branch in full, then reconcile once with the remote through the reloader, so
+even the first fast-forward is validated before the ref moves.
+
+Start-up never crash-loops on data: if the branch head does not build, the
+service serves the newest first-parent ancestor that does (refusing writes and
+saying why in health and the log) until a reload serves a head that builds; a
+reconcile that fails at start is logged and the local branch served.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from typing import IO
 
 from hotreload.config import ConfigError, Settings
 from hotreload.data.records import RecordError
-from hotreload.data.snapshot import SnapshotHolder, build_full
+from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_full
 from hotreload.git.push import PushDaemon
 from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare, origin_url, redact
 from hotreload.git.upkeep import UpkeepDaemon
@@ -43,6 +53,7 @@ class Runtime:
     writer: Writer
     push_daemon: PushDaemon | None
     upkeep: UpkeepDaemon | None = None
+    instance_lock: IO[str] | None = None
 
     def close(self) -> None:
         if self.upkeep is not None:
@@ -50,6 +61,70 @@ class Runtime:
         if self.push_daemon is not None:
             self.push_daemon.stop()
         self.repo.close()
+        if self.instance_lock is not None:
+            self.instance_lock.close()  # releases the lock
+            self.instance_lock = None
+
+
+INSTANCE_LOCK = "hotreload.pid.lock"
+
+
+def take_instance_lock(repo_path: str) -> IO[str]:
+    """An exclusive OS lock on a file inside the clone, held for the life of the
+    process: a second process on the same clone (a rolling deploy on a shared
+    volume) stops at once instead of racing this one for refs."""
+    path = os.path.join(repo_path, INSTANCE_LOCK)
+    handle = open(path, "a+")  # noqa: SIM115 - held until Runtime.close()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StartupError(
+            f"CFP_DATA_REPO_PATH: another hotreload process (pid {holder}) is serving {repo_path}; "
+            "each process needs its own clone (stop that one, or give this one another path)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _newest_that_builds(repo: GitRepo, branch: str, head: str, error: RecordError,
+                        attempts: int = 10) -> Snapshot:
+    """The snapshot of the newest first-parent ancestor of ``head`` that builds:
+    each attempt goes back to just before the failing file last changed."""
+    commit = head
+    for _ in range(attempts):
+        older = _before_change(repo, commit, error.tree_path)
+        if older is None:
+            break
+        try:
+            return build_full(repo, older)
+        except RecordError as exc:
+            commit, error = older, exc
+    raise StartupError(f"the data on {branch} ({head[:12]}) is invalid: {error}, and no earlier "
+                       "commit builds either; fix the record on the branch, or point CFP_DATA_BRANCH "
+                       "at valid data")
+
+
+def _before_change(repo: GitRepo, commit: str, path: str) -> str | None:
+    """The newest first-parent ancestor of ``commit`` whose ``path`` differs."""
+    def blob_at(sha: str) -> str | None:
+        *folders, name = path.split("/")
+        parent = repo.subtree(repo.tree_of(sha), "/".join(folders))
+        entry = repo.tree_entries(parent).get(name.encode("utf-8", "surrogateescape")) if parent else None
+        return entry[1].decode() if entry else None
+
+    wanted = blob_at(commit)
+    current = repo.commit(commit)
+    while current.parents:
+        parent = current.parents[0].decode()
+        if blob_at(parent) != wanted:
+            return parent
+        current = repo.commit(parent)
+    return None
 
 
 def open_repository(settings: Settings) -> GitRepo:
@@ -61,11 +136,12 @@ def open_repository(settings: Settings) -> GitRepo:
                 "create the repository (git clone --bare <remote> PATH) or set CFP_DATA_REMOTE "
                 "so it is cloned at start"
             )
-        log.info("cloning %s into %s", redact(settings.remote), path)
-        try:
-            return clone_bare(settings.remote, path, settings.branch)
-        except GitError as exc:
-            raise StartupError(f"CFP_DATA_REMOTE: {exc}") from None
+        return _clone(settings.remote, path, settings.branch)
+    if _is_empty_repository(path) and settings.remote is not None:
+        # an earlier version's failed first clone: nothing in it to lose
+        log.warning("%s is an empty repository left by a failed clone; cloning again", path)
+        shutil.rmtree(path)
+        return _clone(settings.remote, path, settings.branch)
     try:
         return GitRepo(path)
     except NotABareRepository as exc:
@@ -73,9 +149,51 @@ def open_repository(settings: Settings) -> GitRepo:
                           "(git clone --bare <remote> PATH)") from None
 
 
+def _clone(remote: str, path: str, branch: str | None) -> GitRepo:
+    """Clone into a temporary sibling, renamed into place when complete: a clone
+    that fails (or is killed) leaves nothing at ``path``, and the next start tries
+    again."""
+    log.info("cloning %s into %s", redact(remote), path)
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".hotreload-clone-", dir=parent)
+    target = os.path.join(tmp, "clone.git")
+    try:
+        clone_bare(remote, target, branch).close()
+        os.rename(target, path)
+    except GitError as exc:
+        raise StartupError(f"CFP_DATA_REMOTE: {exc}; nothing was left at {path}; the next start "
+                           "clones again") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return GitRepo(path)
+
+
+def _is_empty_repository(path: str) -> bool:
+    refs = os.path.join(path, "refs", "heads")
+    objects = os.path.join(path, "objects", "pack")
+    return (os.path.isdir(refs) and not any(os.scandir(refs))
+            and not os.path.exists(os.path.join(path, "packed-refs"))
+            and os.path.isdir(objects) and not any(os.scandir(objects)))
+
+
 def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
     repo = open_repository(settings)
-    repo.remove_stale_locks()  # a killed predecessor's; the service owns its clone alone
+    try:
+        instance_lock = take_instance_lock(repo.path)
+    except StartupError:
+        repo.close()
+        raise
+    try:
+        return _boot(settings, repo, instance_lock, reconcile_at_start)
+    except BaseException:
+        repo.close()
+        instance_lock.close()
+        raise
+
+
+def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_at_start: bool) -> Runtime:
+    repo.remove_stale_locks()  # a killed predecessor's: safe now that we hold the instance lock
     remote = settings.remote or origin_url(repo)
     branch = settings.branch or repo.head_branch()
     if branch is None:
@@ -85,15 +203,21 @@ def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
         known = ", ".join(sorted(n.removeprefix("refs/heads/") for n in repo.refs_under(b"refs/heads/")))
         raise ConfigError(f"CFP_DATA_BRANCH: branch {branch!r} does not exist in {repo.path} "
                           f"(branches: {known or 'none'})")
+    degraded = None
     try:
         snapshot = build_full(repo, local)
     except RecordError as exc:
-        raise StartupError(f"the data on {branch} ({local[:12]}) is invalid: {exc}; fix the record "
-                           "on the branch, or point CFP_DATA_BRANCH at valid data") from None
-    log.info("loaded %s at %s in %.0f ms", branch, local[:12], snapshot.build_ms,
-             extra={"commit": local, "records": snapshot.record_counts(),
+        snapshot = _newest_that_builds(repo, branch, local, exc)
+        degraded = (f"the data at {branch} ({local[:12]}) does not build: {exc}; serving "
+                    f"{snapshot.commit[:12]}, the newest commit before it that does, and refusing "
+                    "writes; fix the record on the branch and reload")
+        log.error("hot-reload: %s", degraded, extra={"outcome": "degraded", "branch": branch,
+                                                     "headCommit": local, "servedCommit": snapshot.commit,
+                                                     "path": exc.path})
+    log.info("loaded %s at %s in %.0f ms", branch, snapshot.commit[:12], snapshot.build_ms,
+             extra={"commit": snapshot.commit, "records": snapshot.record_counts(),
                     "buildMs": round(snapshot.build_ms, 1)})
-    holder = SnapshotHolder(snapshot)
+    holder = SnapshotHolder(snapshot, degraded)
     metrics = Metrics()
     metrics.watch_records(lambda: holder.current.record_counts())
     lock = DataLock(lambda hold: metrics.lock_hold.labels(hold.reason).observe(hold.held_ms / 1000))
@@ -104,7 +228,7 @@ def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
     writer = Writer(repo, holder, lock, branch, push_daemon)
     runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
-                      push_daemon)
+                      push_daemon, instance_lock=instance_lock)
     if remote is not None and reconcile_at_start:
         try:
             result = reloader.reload()
@@ -116,6 +240,8 @@ def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
         except RebuildFailed as exc:
             log.error("start-up reconcile: the remote's data is invalid; serving the local "
                       "branch: %s", exc, extra={"commit": exc.commit, "path": exc.path})
+        except Exception:  # whatever it was, serve what we have; health says degraded
+            log.exception("start-up reconcile failed; serving the local branch")
     if push_daemon is not None:
         push_daemon.start()
     if settings.upkeep_seconds > 0:

@@ -44,7 +44,7 @@ class WriteError(Exception):
 
     def __init__(self, kind: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.kind = kind  # bad_request | not_found | conflict | invalid
+        self.kind = kind  # bad_request | not_found | conflict | invalid | unavailable
         self.field = field
 
 
@@ -161,6 +161,9 @@ class Writer:
             except RecordError as exc:
                 raise WriteError("invalid", str(exc)) from None
 
+        if self.holder.degraded:
+            raise WriteError("unavailable", f"writes are refused while the branch head does not build "
+                             f"({self.holder.degraded})")
         for _attempt in range(MAX_ATTEMPTS):
             base = self.holder.current
             commit, snapshot, new = prepare(base)
