@@ -124,7 +124,7 @@ def test_a_failed_first_clone_leaves_nothing_and_the_next_start_clones(tmp_path:
     target = tmp_path / "fresh" / "clone.git"
     settings = Settings(str(target), str(tmp_path / "no-such-remote.git"), "published", "s" * 40, None,
                         upkeep_seconds=0)
-    with pytest.raises(StartupError, match="no-such-remote.git"):
+    with pytest.raises(StartupError, match=r"no-such-remote\.git"):
         boot(settings)
     assert not target.exists() and os.listdir(target.parent) == []
     rt = boot(Settings(str(target), str(world.origin), "published", "s" * 40, None, upkeep_seconds=0))
