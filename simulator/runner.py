@@ -13,6 +13,7 @@ The invariants, after every step (while the server runs):
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import threading
@@ -20,14 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotreload.api.auth import sign
-from hotreload.data.records import Record, RecordError, parse_record, to_json_dict
-from hotreload.data.sheets import STANDARD_SHEETS
 from simulator.scenario import Scenario, ScenarioError, Step, discover, load
 from simulator.server import Response
+from simulator.truth import NotARecord, expected, github_signature
 from simulator.world import BRANCH, World
 
-SHEETS = {s.name: s for s in STANDARD_SHEETS}
 RELOAD = "/api/_internal/reload-data"
 DOCUMENTED_STATUSES = {200, 201, 202, 400, 401, 404, 405, 409, 413, 422, 502, 503}
 
@@ -88,10 +86,12 @@ class Run:
     def execute(self) -> ScenarioReport:
         started = time.perf_counter()
         self.world = World(self.scenario.records, self.scenario.push_backoff_seconds,
-                           history=self.scenario.history, transport=self.scenario.transport)
+                           history=self.scenario.history, transport=self.scenario.transport,
+                           clone=self.scenario.clone)
         try:
-            self.world.start_server()
-            self._observe(0)
+            if self.scenario.start:
+                self.world.start_server()
+                self._observe(0)
             for step in self.scenario.steps:
                 if self.verbose:
                     print(f"  {self.scenario.name} step {step.number}: {step.kind} {step.args}", file=sys.stderr)
@@ -184,10 +184,12 @@ class Run:
                 payload["after"] = commit
             if args.get("deleted"):
                 payload.update(after="0" * 40, deleted=True)
+            if "forced" in args:
+                payload["forced"] = args["forced"]
             raw = args.get("body", json.dumps(payload)).encode()
             return self._request("POST", RELOAD, raw, {
                 "X-GitHub-Event": event, "X-GitHub-Delivery": f"sim-{self.rng.random()}",
-                "X-Hub-Signature-256": sign(secret, raw), "Content-Type": "application/json"})
+                "X-Hub-Signature-256": github_signature(secret, raw), "Content-Type": "application/json"})
         if "body" in args:
             raw_body: bytes | None = args["body"].encode()
         else:
@@ -218,6 +220,30 @@ class Run:
         elif fault == "restart-server":
             self.w.stop()
             self.w.start_server()
+        elif fault == "start-server":
+            started, log = self.w.try_start_server()
+            assert started, f"the service did not start:\n{log[-2000:]}"
+            self._observe(step.number)
+        elif fault == "start-server-fails":
+            started, log = self.w.try_start_server()
+            assert not started, "the service started, but the scenario expects it to refuse"
+            assert "hotreload: error:" in log, f"no one-line error in the log:\n{log[-2000:]}"
+            assert not os.path.exists(self.w.clone), f"a failed start left {self.w.clone} behind"
+        elif fault in ("rewind-origin", "reimport-origin"):
+            old, _new = self.w.rewind_origin() if fault == "rewind-origin" else self.w.reimport_origin()
+            # the scenario removed these from the remote on purpose: they are neither
+            # "lost" nor a rewind by the service
+            with self.w._opened(self.w._origin_path()) as origin:
+                removed = set(origin.walk(old))
+            self.local_commits -= removed
+            self.origin_tips = [self.w.origin_head()]
+        elif fault == "block-conflicts-namespace":
+            self.w.block_conflicts_namespace()
+        elif fault == "second-instance":
+            code, stderr = self.w.second_instance()
+            pid = self.w.server.proc.pid if self.w.server and self.w.server.proc else None
+            assert code == 2, f"a second serve on the same clone exited {code}: {stderr[-500:]}"
+            assert f"another hotreload process (pid {pid})" in stderr, stderr[-500:]
 
     def _concurrent(self, step: Step) -> None:
         n_hooks, n_readers, n_writes = step.get("webhooks", 0), step.get("readers", 0), step.get("writes", 0)
@@ -359,7 +385,8 @@ class Run:
             # kept when one with its identity (author, author date, message: the
             # message carries the record's Subject-Id) is reachable, as git cherry
             # matches commits across a rebase
-            tips = [local, *repo.refs_under(b"refs/heads/conflicts/").values()]
+            tips = [local, *(sha for ref, sha in repo.refs_under(b"refs/heads/").items()
+                             if ref.startswith("refs/heads/conflicts"))]
             kept = {_identity(repo, sha) for tip in tips for sha in repo.walk(tip)}
             for commit in sorted(self.local_commits):
                 if _identity(repo, commit) not in kept:
@@ -393,12 +420,12 @@ class Run:
             files = self._tree_records(served, sheet)
             for path in self.rng.sample(sorted(files), min(per_sheet, len(files))):
                 try:
-                    record = parse_record(SHEETS[sheet], path, files[path][1])
-                except RecordError as exc:
-                    problems.append(f"the served tree holds an invalid record: {exc}")
+                    want = expected(sheet, files[path][1])
+                except NotARecord as exc:
+                    problems.append(f"the served tree holds an invalid record: {path}: {exc}")
                     continue
-                resp = self._request("GET", f"/api/{sheet}/{record.slug}")  # type: ignore[attr-defined]
-                problems += _compare(record, resp, served, path)
+                resp = self._request("GET", f"/api/{sheet}/{want['slug']}")
+                problems += _compare(want, resp, served, path)
         return problems
 
     def _compare_listing(self, resp: Response) -> str | None:
@@ -406,15 +433,17 @@ class Run:
         if resp.status != 200 or not resp.commit:
             return f"list answered {resp.status} without X-Data-Commit"
         files = self._tree_records(resp.commit, "projects")
-        by_slug: dict[str, Record] = {}
+        by_slug: dict[str, dict[str, Any]] = {}
         for path, (_, data) in files.items():
-            parsed = parse_record(SHEETS["projects"], path, data)
-            by_slug[parsed.slug] = parsed  # type: ignore[attr-defined]
+            try:
+                fields = expected("projects", data)
+            except NotARecord as exc:
+                return f"{resp.commit[:12]}: the served tree holds an invalid record: {path}: {exc}"
+            by_slug[fields["slug"]] = fields
         for item in resp.data[:20]:
-            record = by_slug.get(item["slug"])
-            if record is None:
+            want = by_slug.get(item["slug"])
+            if want is None:
                 return f"{resp.commit[:12]}: {item['slug']} is listed but not in that commit's tree"
-            want = to_json_dict(record)
             diff = {k: (want[k], item.get(k)) for k in want if want[k] != item.get(k)}
             if diff:
                 return f"{resp.commit[:12]}: {item['slug']} differs from its tree: {diff}"
@@ -426,15 +455,14 @@ def _identity(repo: Any, sha: str) -> tuple[bytes, int, bytes]:
     return commit.author, commit.author_time, commit.message
 
 
-def _compare(record: Record, resp: Response, served: str, path: str) -> list[str]:
-    deleted = getattr(record, "deleted_at", None) is not None
+def _compare(want: dict[str, Any], resp: Response, served: str, path: str) -> list[str]:
+    deleted = want.get("deletedAt") is not None
     if resp.commit != served:
         return [f"{path}: X-Data-Commit {str(resp.commit)[:12]} is not the served commit {served[:12]}"]
     if deleted:
         return [] if resp.status == 404 else [f"{path}: soft-deleted but answered {resp.status}"]
     if resp.status != 200:
         return [f"{path}: answered {resp.status}, expected the record"]
-    want = to_json_dict(record)
     got = {k: resp.data.get(k) for k in want}
     if got != want:
         lines = [f"{path} differs from the tree at {served[:12]}:"]

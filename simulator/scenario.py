@@ -8,6 +8,8 @@ name the file, the step number and the field.
     records = 40                  # size of the initial corpus
     history = 0                   # then this many one-record commits (needs git)
     transport = "local"           # or "git": the service fetches and pushes over git://
+    clone = true                  # false: no clone yet; the service clones at its first start
+    start = true                  # false: step 1 runs before the service is started
     push_backoff_seconds = 0.2    # the service's push daemon
 
     [[step]]
@@ -36,7 +38,9 @@ from typing import Any
 
 SCENARIO_DIR = os.path.join(os.path.dirname(__file__), "scenarios")
 
-FAULTS = ("remote-down", "remote-up", "push-rejected", "kill-server", "restart-server")
+FAULTS = ("remote-down", "remote-up", "push-rejected", "kill-server", "restart-server",
+          "rewind-origin", "reimport-origin", "block-conflicts-namespace", "second-instance",
+          "start-server", "start-server-fails")
 OPS = ("add", "modify", "delete", "rename", "raw")
 SHEETS = ("projects", "people")
 
@@ -46,7 +50,7 @@ STEP_FIELDS: dict[str, dict[str, Any]] = {
     "write": {"method": str, "path": str, "body": (dict, str), "token": str},
     "push": {"timeout": (int, float)},
     "webhook": {"style": str, "commit": str, "body": str, "branch": str, "event": str, "ref": str,
-                "secret": str, "deleted": bool},
+                "secret": str, "deleted": bool, "forced": bool},
     "fault": {"fault": str},
     "concurrent": {"webhooks": int, "readers": int, "writes": int, "commit": str},
     "expect": {"status": int, "outcome": str, "rebuilt": bool, "no_changes": bool, "prechecked": bool,
@@ -83,6 +87,8 @@ class Scenario:
     steps: tuple[Step, ...] = field(default=())
     history: int = 0
     transport: str = "local"
+    clone: bool = True
+    start: bool = True
 
 
 def load(path: str) -> Scenario:
@@ -109,9 +115,10 @@ def load(path: str) -> Scenario:
     world = doc.get("world", {})
     if not isinstance(world, dict):
         raise fail("world: must be a table")
-    bad = sorted(set(world) - {"records", "push_backoff_seconds", "history", "transport"})
+    bad = sorted(set(world) - {"records", "push_backoff_seconds", "history", "transport", "clone", "start"})
     if bad:
-        raise fail(f"world.{bad[0]}: unknown field (allowed: records, history, transport, push_backoff_seconds)")
+        raise fail(f"world.{bad[0]}: unknown field (allowed: records, history, transport, clone, start, "
+                   "push_backoff_seconds)")
     records = world.get("records", 40)
     if not isinstance(records, int) or records < 10:
         raise fail("world.records: must be a whole number >= 10")
@@ -121,6 +128,10 @@ def load(path: str) -> Scenario:
     transport = world.get("transport", "local")
     if transport not in ("local", "git"):
         raise fail(f"world.transport: {transport!r} is not one of 'local', 'git'")
+    flags = {key: world.get(key, True) for key in ("clone", "start")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise fail(f"world.{key}: must be true or false")
     backoff = world.get("push_backoff_seconds", 0.2)
     if not isinstance(backoff, (int, float)) or backoff <= 0:
         raise fail("world.push_backoff_seconds: must be a number > 0")
@@ -128,7 +139,8 @@ def load(path: str) -> Scenario:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise fail("at least one [[step]] is required")
     steps = tuple(_step(where, i + 1, raw) for i, raw in enumerate(raw_steps))
-    return Scenario(name, description, path, records, float(backoff), steps, history, transport)
+    return Scenario(name, description, path, records, float(backoff), steps, history, transport,
+                    flags["clone"], flags["start"])
 
 
 def _step(where: str, number: int, raw: Any) -> Step:
@@ -177,6 +189,9 @@ def _check_change(fail: Any, j: int, change: Any) -> None:
     if op == "raw":
         if not isinstance(change.get("path"), str) or not isinstance(change.get("content"), str):
             raise fail(f"changes[{j}]: a raw change needs path and content strings")
+        for flag in ("escaped", "remove"):
+            if not isinstance(change.get(flag, False), bool):
+                raise fail(f"changes[{j}].{flag}: must be true or false")
         return
     if change.get("sheet") not in SHEETS:
         raise fail(f"changes[{j}].sheet: must be one of {', '.join(SHEETS)}")

@@ -13,6 +13,8 @@ import datetime as dt
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import tomllib
 import uuid
@@ -21,21 +23,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from hotreload.corpus import add_history, make_corpus, write_corpus
-from hotreload.data.records import _toml_value
 from hotreload.git.repo import GitRepo, Signature, branch_ref, clone_bare
 from simulator.server import GitDaemon, ServerProcess
+from simulator.truth import to_toml
 
 BRANCH = "published"
 OUTSIDE_AUTHOR = "Outside Author <outside@example.org>"
 
 
-def dict_to_toml(fields: dict[str, Any]) -> bytes:
-    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in fields.items() if v is not None).encode()
-
-
 class World:
     def __init__(self, records: int = 40, push_backoff_seconds: float = 0.2, seed: int = 11,
-                 history: int = 0, transport: str = "local") -> None:
+                 history: int = 0, transport: str = "local", clone: bool = True) -> None:
         self.root = tempfile.mkdtemp(prefix="hotreload-sim-")
         self.origin = os.path.join(self.root, "origin.git")
         self.away = os.path.join(self.root, "origin-away.git")
@@ -46,7 +44,8 @@ class World:
         # the production transport: git daemon on loopback, dulwich's network client
         self.daemon = GitDaemon(self.root) if transport == "git" else None
         self.remote = self.daemon.url("origin.git") if self.daemon else self.origin
-        clone_bare(self.remote, self.clone, BRANCH).close()
+        if clone:  # else the service clones at its first start
+            clone_bare(self.remote, self.clone, BRANCH).close()
         self.secret = secrets.token_urlsafe(36)
         self.write_token = secrets.token_urlsafe(24)
         self.push_backoff_seconds = push_backoff_seconds
@@ -124,7 +123,8 @@ class World:
 
     def origin_conflict_branches(self) -> list[str]:
         with self._opened(self._origin_path()) as repo:
-            return sorted(repo.refs_under(b"refs/heads/conflicts/"))
+            return sorted(ref for ref in repo.refs_under(b"refs/heads/")
+                          if ref.startswith(("refs/heads/conflicts/", "refs/heads/conflicts-")))
 
     def origin_is_ancestor(self, ancestor: str, descendant: str) -> bool:
         with self._opened(self._origin_path()) as repo:
@@ -152,7 +152,11 @@ class World:
                    pending: dict[str, bytes | None]) -> dict[str, bytes | None]:
         op = change["op"]
         if op == "raw":
-            return {change["path"]: change["content"].encode()}
+            path = change["path"]
+            if change.get("escaped"):  # \xNN in the path: bytes that need not be UTF-8
+                path = path.encode("latin-1").decode("unicode_escape").encode("latin-1").decode(
+                    "utf-8", "surrogateescape")
+            return {path: None if change.get("remove") else change["content"].encode()}
         sheet, slug = change["sheet"], change["slug"]
         path = f"{sheet}/{slug}.toml"
         extra = dict(change.get("fields", {}))
@@ -162,7 +166,7 @@ class World:
                    {"fullName": slug.replace("-", " ").title()}
             fields = {"id": str(uuid.uuid4()), "slug": slug, **name, "createdAt": stamp,
                       "updatedAt": stamp, **extra}
-            return {path: dict_to_toml(fields)}
+            return {path: to_toml(fields)}
         current = pending.get(path) or repo.read_path(tree, path)
         if current is None:
             raise RuntimeError(f"upstream {op}: {path} does not exist on the origin")
@@ -171,11 +175,58 @@ class World:
         fields = tomllib.loads(current.decode())
         if op == "modify":
             fields.update(extra)
-            return {path: dict_to_toml(fields)}
+            return {path: to_toml(fields)}
         # rename: the record moves to its new slug's path
         fields.update(extra)
         fields["slug"] = change["to"]
-        return {path: None, f"{sheet}/{change['to']}.toml": dict_to_toml(fields)}
+        return {path: None, f"{sheet}/{change['to']}.toml": to_toml(fields)}
+
+    def rewind_origin(self) -> tuple[str, str]:
+        """An operator's force-push of the branch back one commit (old, new tip)."""
+        with self._opened(self._origin_path()) as repo:
+            old = repo.branch_commit(BRANCH)
+            assert old is not None
+            parents = repo.commit(old).parents
+            assert parents, "nothing to rewind: the origin's branch is a root commit"
+            new = parents[0].decode()
+            repo.set_ref(branch_ref(BRANCH), new)
+        return old, new
+
+    def reimport_origin(self) -> tuple[str, str]:
+        """The branch replaced by an unrelated history: one root commit holding the
+        same tree, as a fresh re-import would (old, new tip)."""
+        with self._opened(self._origin_path()) as repo:
+            old = repo.branch_commit(BRANCH)
+            assert old is not None
+            now = int(dt.datetime.now(dt.UTC).timestamp())
+            new = repo.write_commit(repo.tree_of(old), [], "Re-import\n",
+                                    Signature(OUTSIDE_AUTHOR.encode(), now, 0))
+            repo.set_ref(branch_ref(BRANCH), new)
+        return old, new
+
+    def block_conflicts_namespace(self) -> None:
+        """A branch named ``conflicts`` on the origin and in the clone (as a clone
+        made after someone created it would have)."""
+        for path in (self._origin_path(), self.clone):
+            with self._opened(path) as repo:
+                head = repo.branch_commit(BRANCH)
+                assert head is not None
+                repo.set_ref(branch_ref("conflicts"), head)
+
+    def second_instance(self) -> tuple[int, str]:
+        """Start another ``hotreload serve`` on the same clone: (exit code, stderr)."""
+        proc = subprocess.run([sys.executable, "-m", "hotreload.cli", "serve", "--port", "0"],
+                              env={**os.environ, **self.env()}, capture_output=True, text=True, timeout=120)
+        return proc.returncode, proc.stderr
+
+    def try_start_server(self) -> tuple[bool, str]:
+        """Start the service, which may refuse to (True if it serves; its log)."""
+        server = ServerProcess(self.env())
+        try:
+            self.server = server.start()
+            return True, server.log()
+        except RuntimeError as exc:
+            return False, str(exc)
 
     # -- the clone (read-only) -------------------------------------------------------
 

@@ -345,7 +345,7 @@ def _write_tree(store: Any, base_tree: str | None, changes: Mapping[str, bytes |
         by_top.setdefault(top, {})[rest] = content
     entries = dict(tree_entries(store, base_tree)) if base_tree is not None else {}
     for top, sub in by_top.items():
-        name = top.encode()
+        name = top.encode("utf-8", "surrogateescape")
         existing = entries.get(name)
         if "" in sub:  # a file directly in this tree
             content = sub[""]
