@@ -90,3 +90,28 @@ def test_fsck_is_clean_after_upkeep_races_reloads_and_writes(world: World) -> No
         assert tip is not None and snap_repo.is_ancestor(world.origin_head(), tip)
     finally:
         snap_repo.close()
+
+
+def test_the_daemon_upkeeps_in_a_child_process_and_the_service_reads_the_new_graph(world: World) -> None:
+    from hotreload.git.upkeep import UpkeepDaemon
+
+    rt = boot(world.settings(upkeep_seconds=0))
+    try:
+        assert rt.repo.history.graph_size == 0
+        daemon = UpkeepDaemon(rt.repo, interval_s=3600)
+        daemon.run_once()
+        assert daemon.last_error is None and daemon.runs == 1
+        assert rt.repo.history.graph_size >= 1 and rt.repo.history.in_graph(rt.holder.current.commit)
+        git("--git-dir", str(world.clone), "commit-graph", "verify")
+    finally:
+        rt.close()
+
+
+def test_bounded_haves_offer_the_tips_then_exponentially_older_commits() -> None:
+    from hotreload.git.transport import BoundedHaves
+
+    haves = BoundedHaves(iter([f"{n:040x}" for n in range(5000)]), limit=8)
+    offered = []
+    while (sha := next(haves)) is not None:
+        offered.append(int(sha, 16))
+    assert offered == [0, 1, 2, 4, 8, 16, 32, 64]

@@ -152,7 +152,7 @@ def cmd_upkeep(args: argparse.Namespace) -> int:
     except NotABareRepository as exc:
         return _fail(f"--repo: {exc}")
     try:
-        result = run_upkeep(repo, grace_s=PRUNE_GRACE_S, force=True)
+        result = run_upkeep(repo, grace_s=PRUNE_GRACE_S, force=not args.auto)
     finally:
         repo.close()
     print(f"{path}: packed {result.packed} loose objects, pruned {result.pruned} already packed, "
@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     upkeep = sub.add_parser(
         "upkeep", help="pack loose objects and rewrite the commit-graph now (safe while serving)")
     upkeep.add_argument("--repo", help="the bare clone (default: $CFP_DATA_REPO_PATH)")
+    upkeep.add_argument("--auto", action="store_true",
+                        help="only what is due (256+ loose objects, 64+ commits newer than the "
+                             "commit-graph), as the service's own runs do; default: everything now")
     upkeep.set_defaults(func=cmd_upkeep)
 
     simulate = sub.add_parser("simulate", help="run simulator scenarios against a real server")

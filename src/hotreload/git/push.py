@@ -107,6 +107,9 @@ class PushDaemon:
         with self._pending_lock:
             pending = self.pending()
             with self._cond:
+                if pending == 0:
+                    # delivered (by us or by a reconcile's push): an old error no longer applies
+                    self._last_error, self._rejected_tip = None, None
                 self._publish(pending)
 
     def _publish(self, pending: int | None = None) -> None:

@@ -250,6 +250,8 @@ def push_result(repo: GitRepo, remote: str, branch: str, result: ReconcileResult
     for sha, ref in pushes:
         try:
             repo.push_ref(remote, sha, ref)
+            if ref == branch_ref(branch):
+                repo.set_ref(tracking_ref(branch), sha)  # the remote has it now: nothing pending
         except GitError as exc:
             log.warning("push after %s failed: %s", result.outcome, exc,
                         extra={"outcome": str(result.outcome), "ref": ref.decode()})

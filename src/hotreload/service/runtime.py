@@ -91,20 +91,25 @@ def take_instance_lock(repo_path: str) -> IO[str]:
     return handle
 
 
-def _newest_that_builds(repo: GitRepo, branch: str, head: str, error: RecordError,
+def _newest_that_builds(repo: GitRepo, branch: str, head: str, error: Exception,
                         attempts: int = 10) -> Snapshot:
     """The snapshot of the newest first-parent ancestor of ``head`` that builds:
-    each attempt goes back to just before the failing file last changed."""
+    after a record error, go back to just before the failing file last changed;
+    after any other error, one commit back."""
     commit = head
     for _ in range(attempts):
-        older = _before_change(repo, commit, error.tree_path)
+        if isinstance(error, RecordError):
+            older = _before_change(repo, commit, error.tree_path)
+        else:
+            parents = repo.commit(commit).parents
+            older = parents[0].decode() if parents else None
         if older is None:
             break
         try:
             return build_full(repo, older)
-        except RecordError as exc:
+        except Exception as exc:  # whatever stops this commit, try an older one
             commit, error = older, exc
-    raise StartupError(f"the data on {branch} ({head[:12]}) is invalid: {error}, and no earlier "
+    raise StartupError(f"the data on {branch} ({head[:12]}) does not build: {error}, and no earlier "
                        "commit builds either; fix the record on the branch, or point CFP_DATA_BRANCH "
                        "at valid data")
 
@@ -206,14 +211,14 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     degraded = None
     try:
         snapshot = build_full(repo, local)
-    except RecordError as exc:
+    except Exception as exc:  # a record, a missing object, anything: never a crash loop
         snapshot = _newest_that_builds(repo, branch, local, exc)
         degraded = (f"the data at {branch} ({local[:12]}) does not build: {exc}; serving "
                     f"{snapshot.commit[:12]}, the newest commit before it that does, and refusing "
                     "writes; fix the record on the branch and reload")
         log.error("hot-reload: %s", degraded, extra={"outcome": "degraded", "branch": branch,
                                                      "headCommit": local, "servedCommit": snapshot.commit,
-                                                     "path": exc.path})
+                                                     "path": getattr(exc, "path", None)})
     log.info("loaded %s at %s in %.0f ms", branch, snapshot.commit[:12], snapshot.build_ms,
              extra={"commit": snapshot.commit, "records": snapshot.record_counts(),
                     "buildMs": round(snapshot.build_ms, 1)})
