@@ -149,6 +149,8 @@ def test_health_with_a_pending_push_on_a_long_history(benchmark, request: pytest
             while server.get("/api/health").data["push"]["pending"] != 1:
                 assert time.monotonic() < deadline, "the pending write never showed in health"
                 time.sleep(0.05)
+            for _ in range(30):  # warm-up: first requests pay imports and caches
+                server.get("/api/health")
             latencies: list[float] = []
 
             def probe() -> None:
@@ -159,6 +161,7 @@ def test_health_with_a_pending_push_on_a_long_history(benchmark, request: pytest
             benchmark.pedantic(probe, rounds=300, iterations=1)
             ordered = sorted(latencies)
             benchmark.extra_info.update(records=records, history=commits, pending=1,
+                                        worst_ms=ordered[-5:],
                                         p50_ms=statistics.median(ordered),
                                         p99_ms=ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))])
     finally:

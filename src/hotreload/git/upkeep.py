@@ -246,6 +246,10 @@ def run_upkeep(repo: GitRepo, grace_s: float = PRUNE_GRACE_S, force: bool = Fals
     return UpkeepResult(packed, pruned, graph, round((time.perf_counter() - started) * 1000, 1))
 
 
+def _lower_priority() -> None:
+    os.nice(10)
+
+
 class UpkeepDaemon:
     """Runs upkeep in the background: soon after start, then every ``interval_s``
     seconds (``CFP_DATA_UPKEEP_SECONDS``), or at once when nudged.
@@ -253,7 +257,9 @@ class UpkeepDaemon:
     Each run is a child process (``hotreload upkeep --auto``): parsing 30,000
     commits for a commit-graph is seconds of CPU, and in a thread it held the GIL
     that request threads need (health p99 8.5 ms against 2.2 ms p50 while it ran);
-    a process uses the other core, and its memory is gone when it exits. Packing,
+    a process uses another core, at nice 10 so the scheduler favours requests
+    (health p99 with upkeep running: 5.7 ms at normal priority), and its memory is
+    gone when it exits. Packing,
     pruning and the graph file are safe from another process (see above); this one
     then re-reads the graph."""
 
@@ -281,7 +287,9 @@ class UpkeepDaemon:
     def run_once(self) -> None:
         command = [sys.executable, "-m", "hotreload.cli", "upkeep", "--auto", "--repo", self._repo.path]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+            # at low CPU priority: requests come first when cores are scarce
+            done = subprocess.run(command, capture_output=True, text=True, timeout=3600,
+                                  preexec_fn=_lower_priority)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.error("upkeep could not run; the repository is still usable, only slower: %s", exc)
