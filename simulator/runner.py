@@ -77,6 +77,8 @@ class Run:
         self.last: Response | None = None
         self.concurrent: Concurrent | None = None
         self.local_commits: set[str] = set()
+        self.removed_upstream: set[str] = set()
+        """Commits the scenario itself removed from the origin (a rewind, a re-import)."""
         self.origin_tips: list[str] = []
         self.rng = random.Random(scenario.name)
         self._reported: set[str] = set()
@@ -235,7 +237,7 @@ class Run:
             # "lost" nor a rewind by the service
             with self.w._opened(self.w._origin_path()) as origin:
                 removed = set(origin.walk(old))
-            self.local_commits -= removed
+            self.removed_upstream |= removed
             self.origin_tips = [self.w.origin_head()]
         elif fault == "block-conflicts-namespace":
             self.w.block_conflicts_namespace()
@@ -388,7 +390,7 @@ class Run:
             tips = [local, *(sha for ref, sha in repo.refs_under(b"refs/heads/").items()
                              if ref.startswith("refs/heads/conflicts"))]
             kept = {_identity(repo, sha) for tip in tips for sha in repo.walk(tip)}
-            for commit in sorted(self.local_commits):
+            for commit in sorted(self.local_commits - self.removed_upstream):
                 if _identity(repo, commit) not in kept:
                     problems.append(f"commit {commit[:12]} is lost: neither it nor a replay of it is on "
                                     f"{BRANCH} or a conflicts/* branch")
