@@ -102,3 +102,25 @@ def test_a_replayed_commit_the_remote_already_made_is_dropped(client: testing.Te
     data = post(client, {"commitHash": upstream}, headers=bearer()).json["data"]
     assert data["outcome"] == "rebased", data
     assert runtime.holder.current.commit == upstream == world.origin_head()  # no empty commit on top
+
+
+def test_an_ambiguous_4_character_prefix_is_never_answered_in_sync_without_fetching(
+        client: testing.TestClient, runtime: Runtime, world: World) -> None:
+    import hashlib
+
+    served = runtime.holder.current.commit
+    prefix = served[:4]
+    # another object whose id starts with the same 4 characters (about 65,000 tries)
+    n = 0
+    while True:
+        data = f"collision {n}\n".encode()
+        if hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().startswith(prefix):
+            break
+        n += 1
+    runtime.repo.write_blob(data)
+    assert runtime.repo.resolve_commit_prefix(prefix) is None  # ambiguous now
+    data_out = post(client, {"commitHash": prefix}, headers=bearer()).json["data"]
+    assert "head" not in data_out and data_out["outcome"] == "in-sync", data_out  # reconciled
+    assert data_out["newCommit"] == served  # and the answer names the served commit
+    unique = post(client, {"commitHash": served[:12]}, headers=bearer()).json["data"]
+    assert unique["head"] == served  # a unique prefix of the served commit: the pre-check answers
