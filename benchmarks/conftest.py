@@ -54,15 +54,17 @@ def cached_lock() -> Iterator[None]:
         yield
 
 
-def cached_corpus(records: int) -> Path:
-    """``.bench-cache/corpus-<N>.git``, made once (safe against parallel workers)."""
+def cached_corpus(records: int, history: int = 0) -> Path:
+    """``.bench-cache/corpus-<N>.git`` (or ``corpus-<N>-h<C>.git``: then ``history``
+    one-record commits), made once by ``hotreload corpus`` (safe against parallel workers)."""
     CACHE.mkdir(exist_ok=True)
-    target = CACHE / f"corpus-{records}.git"
+    target = CACHE / (f"corpus-{records}-h{history}.git" if history else f"corpus-{records}.git")
     with cached_lock():
         if not target.exists():
             tmp = Path(tempfile.mkdtemp(dir=CACHE)) / "c.git"
+            extra = ["--history", str(history)] if history else []
             subprocess.run([sys.executable, "-m", "hotreload.cli", "corpus", "--records", str(records),
-                            "--out", str(tmp)], check=True, capture_output=True)
+                            *extra, "--out", str(tmp)], check=True, capture_output=True)
             os.rename(tmp, target)
             shutil.rmtree(tmp.parent, ignore_errors=True)
     return target

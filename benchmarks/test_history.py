@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.changes import edit_upstream
-from benchmarks.conftest import CACHE, cached_lock
+from benchmarks.conftest import cached_corpus
 from hotreload.config import Settings
 from hotreload.git.repo import clone_bare
 from hotreload.git.upkeep import run_upkeep
@@ -55,20 +53,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              ids=[f"{n // 1000}k-h{h}-{t}" for n, h, t in cases])
 
 
-def history_corpus(records: int, commits: int) -> Path:
-    """``.bench-cache/corpus-<N>-h<C>.git``: N records, then C one-record commits."""
-    CACHE.mkdir(exist_ok=True)
-    target = CACHE / f"corpus-{records}-h{commits}.git"
-    with cached_lock():
-        if not target.exists():
-            tmp = Path(tempfile.mkdtemp(dir=CACHE)) / "c.git"
-            subprocess.run([sys.executable, "-m", "hotreload.cli", "corpus", "--records", str(records),
-                            "--history", str(commits), "--out", str(tmp)], check=True, capture_output=True)
-            os.rename(tmp, target)
-            shutil.rmtree(tmp.parent, ignore_errors=True)
-    return target
-
-
 @dataclass
 class LongPair:
     records: int
@@ -83,7 +67,7 @@ def long_pair(request: pytest.FixtureRequest) -> Iterator[LongPair]:
     records, commits, transport = request.param
     root = Path(tempfile.mkdtemp(prefix=f"hotreload-bench-h{commits}-"))
     origin = root / "origin.git"
-    shutil.copytree(history_corpus(records, commits), origin)
+    shutil.copytree(cached_corpus(records, commits), origin)
     daemon = GitDaemon(root) if transport == "git" else None
     remote = daemon.url("origin.git") if daemon else str(origin)
     # the clone is copied from the local path whatever the transport: what is measured is
@@ -137,7 +121,7 @@ def test_health_with_a_pending_push_on_a_long_history(benchmark, request: pytest
     root = Path(tempfile.mkdtemp(prefix="hotreload-bench-health-"))
     try:
         clone = root / "clone.git"
-        clone_bare(str(history_corpus(records, commits)), str(clone), "published").close()
+        clone_bare(str(cached_corpus(records, commits)), str(clone), "published").close()
         env = {"CFP_DATA_REPO_PATH": str(clone), "CFP_DATA_REMOTE": str(root / "unreachable.git"),
                "CFP_DATA_BRANCH": "published", "CFP_DATA_RELOAD_SECRET": "x" * 40,
                "CFP_API_WRITE_TOKEN": "w" * 40}

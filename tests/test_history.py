@@ -25,31 +25,40 @@ def git(repo: Path, *args: str) -> str:
                           text=True).stdout
 
 
+def add_commit(repo: Repo, tree: bytes, parents: list[bytes], when: int, message: str) -> bytes:
+    commit = Commit()
+    commit.tree, commit.parents = tree, parents
+    commit.author = commit.committer = b"T <t@example.org>"
+    commit.author_time = commit.commit_time = when
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = message.encode()
+    repo.object_store.add_object(commit)
+    return commit.id
+
+
+def empty_repo(path: Path) -> tuple[Repo, bytes]:
+    repo = Repo.init_bare(str(path), mkdir=True)
+    tree = Tree()
+    repo.object_store.add_object(tree)
+    return repo, tree.id
+
+
 def make_dag(path: Path, n: int, seed: int, merge_rate: float = 0.3) -> list[str]:
     """``n`` commits; each has 1 parent (sometimes 2) among the earlier ones, and a
     date drawn so that about a third of the commits are dated before a parent."""
     rng = random.Random(seed)
-    repo = Repo.init_bare(str(path), mkdir=True)
-    tree = Tree()
-    repo.object_store.add_object(tree)
+    repo, tree = empty_repo(path)
     ids: list[bytes] = []
     for i in range(n):
-        commit = Commit()
-        commit.tree = tree.id
+        parents: list[bytes] = []
         if ids:
-            recent = ids[max(0, len(ids) - 6):]
-            parents = [rng.choice(recent)]
+            parents = [rng.choice(ids[max(0, len(ids) - 6):])]
             if rng.random() < merge_rate and len(ids) > 1:
                 other = rng.choice(ids)
                 if other not in parents:
                     parents.append(other)
-            commit.parents = parents
-        commit.author = commit.committer = b"T <t@example.org>"
-        commit.author_time = commit.commit_time = 1_700_000_000 + i * 100 + rng.randint(-1000, 300)
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = f"c{i}\n".encode()
-        repo.object_store.add_object(commit)
-        ids.append(commit.id)
+        when = 1_700_000_000 + i * 100 + rng.randint(-1000, 300)
+        ids.append(add_commit(repo, tree, parents, when, f"c{i}\n"))
     for n_ref, sha in enumerate(ids[-3:]):
         repo.refs[f"refs/heads/b{n_ref}".encode()] = sha
     repo.close()
@@ -97,19 +106,10 @@ def test_a_fast_forward_across_a_commit_dated_in_the_past_is_a_fast_forward(tmp_
     """dulwich.graph.can_fast_forward prunes by date and says no here; we walk by
     generation number, so a contributor's wrong clock cannot make a rebase."""
     path = tmp_path / "skew.git"
-    repo = Repo.init_bare(str(path), mkdir=True)
-    tree = Tree()
-    repo.object_store.add_object(tree)
+    repo, tree = empty_repo(path)
     ids: list[bytes] = []
     for when in (2000, 500, 3000):  # the middle commit's clock was wrong
-        commit = Commit()
-        commit.tree, commit.parents = tree.id, ids[-1:]
-        commit.author = commit.committer = b"T <t@example.org>"
-        commit.author_time = commit.commit_time = when
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = b"x\n"
-        repo.object_store.add_object(commit)
-        ids.append(commit.id)
+        ids.append(add_commit(repo, tree, ids[-1:], when, "x\n"))
     repo.close()
     ours = GitRepo(str(path))
     try:
@@ -120,19 +120,10 @@ def test_a_fast_forward_across_a_commit_dated_in_the_past_is_a_fast_forward(tmp_
 
 
 def _linear(path: Path, n: int) -> list[str]:
-    repo = Repo.init_bare(str(path), mkdir=True)
-    tree = Tree()
-    repo.object_store.add_object(tree)
+    repo, tree = empty_repo(path)
     ids: list[bytes] = []
     for i in range(n):
-        commit = Commit()
-        commit.tree, commit.parents = tree.id, ids[-1:]
-        commit.author = commit.committer = b"T <t@example.org>"
-        commit.author_time = commit.commit_time = 1_700_000_000 + i
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = f"c{i}\n".encode()
-        repo.object_store.add_object(commit)
-        ids.append(commit.id)
+        ids.append(add_commit(repo, tree, ids[-1:], 1_700_000_000 + i, f"c{i}\n"))
     repo.refs[b"refs/heads/published"] = ids[-1]
     repo.close()
     return [sha.decode() for sha in ids]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import tomlkit
 
 from hotreload.data.records import (
     Person,
@@ -65,6 +66,25 @@ SHEETS: dict[str, WritableSheet] = {
 }
 
 
+Change = tuple[Record | None, Record, Mapping[str, Any]]
+"""(the record before, or None for a create; the validated record after; the
+fields the request changes, as stored TOML keys: None removes one)."""
+
+
+def edit_toml(stored: bytes, edits: Mapping[str, Any]) -> bytes:
+    """The stored record with only ``edits`` applied. Every other key, known to
+    this service or not, keeps its value, and the file its layout and comments
+    (``tomlkit`` edits the document in place), so a field a newer app added is
+    never lost by a PATCH or DELETE from this one."""
+    doc = tomlkit.parse(stored.decode("utf-8"))
+    for key, value in edits.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return tomlkit.dumps(doc).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class WriteResult:
     record: Record
@@ -99,12 +119,12 @@ class Writer:
         spec = SHEETS[sheet]
         _check_keys(spec, body, create=True)
 
-        def change(base: Snapshot) -> tuple[Record | None, Record]:
+        def change(base: Snapshot) -> Change:
             if _find(base, spec, body["slug"]) is not None:
                 raise WriteError("conflict", f"slug: {body['slug']!r} is already taken", "slug")
             ts = self.now()
             fields = {**body, "id": str(uuid.uuid4()), "createdAt": ts, "updatedAt": ts}
-            return None, _validate(spec, fields)
+            return None, _validate(spec, fields), {}
 
         return self._commit(spec, "POST", request_path, "create", change)
 
@@ -112,24 +132,24 @@ class Writer:
         spec = SHEETS[sheet]
         _check_keys(spec, body, create=False)
 
-        def change(base: Snapshot) -> tuple[Record | None, Record]:
+        def change(base: Snapshot) -> Change:
             old = _live(base, spec, slug)
             new_slug = body.get("slug", slug)
             if new_slug != slug and _find(base, spec, new_slug) is not None:
                 raise WriteError("conflict", f"slug: {new_slug!r} is already taken", "slug")
-            fields = {**msgspec.to_builtins(old), **body, "updatedAt": self.now()}
-            return old, _validate(spec, fields)
+            edits = {**body, "updatedAt": self.now()}
+            return old, _validate(spec, {**msgspec.to_builtins(old), **edits}), edits
 
         return self._commit(spec, "PATCH", request_path, "update", change)
 
     def delete(self, sheet: str, slug: str, request_path: str) -> WriteResult:
         spec = SHEETS[sheet]
 
-        def change(base: Snapshot) -> tuple[Record | None, Record]:
+        def change(base: Snapshot) -> Change:
             old = _live(base, spec, slug)
             ts = self.now()
-            fields = {**msgspec.to_builtins(old), "deletedAt": ts, "updatedAt": ts}
-            return old, _validate(spec, fields)
+            edits = {"deletedAt": ts, "updatedAt": ts}
+            return old, _validate(spec, {**msgspec.to_builtins(old), **edits}), edits
 
         return self._commit(spec, "DELETE", request_path, "soft-delete", change)
 
@@ -141,15 +161,18 @@ class Writer:
         method: str,
         request_path: str,
         action: str,
-        change: Callable[[Snapshot], tuple[Record | None, Record]],
+        change: Callable[[Snapshot], Change],
     ) -> WriteResult:
         def prepare(base: Snapshot) -> tuple[str, Snapshot, Record]:
             """Validate, write the objects and derive the snapshot, against ``base``."""
-            old, new = change(base)
+            old, new, edits = change(base)
             new_path = _record_path(base, spec, new)
             changes: dict[str, bytes | None] = {new_path: to_toml(new)}
             if old is not None:
-                old_path = base.table(spec.sheet).path_by_id[old.id]
+                table = base.table(spec.sheet)
+                old_path = table.path_by_id[old.id]
+                stored = self.repo.read_blob(table.blob_by_path[old_path])
+                changes[new_path] = edit_toml(stored, edits)
                 if old_path != new_path:
                     changes[old_path] = None
             tree = self.repo.write_tree_changes(base.tree, changes)
