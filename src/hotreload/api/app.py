@@ -30,7 +30,7 @@ MAX_REQUEST_BODY = max(RELOAD_MAX_BODY, WRITE_MAX_BODY)
 """The server (waitress) refuses larger bodies without reading them; each route
 still answers its own 413 for bodies over its own, smaller, limit."""
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+_REQUEST_ID = re.compile(r"\A[A-Za-z0-9._-]{8,128}\Z")
 
 
 class RequestIdMiddleware:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import falcon
 
-_BEARER = re.compile(r"^Bearer ([!-~]+)$")
-_SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+_BEARER = re.compile(r"\A[Bb][Ee][Aa][Rr][Ee][Rr] +([!-~]+)\Z")
+_SIGNATURE = re.compile(r"\Asha256=([0-9a-fA-F]{64})\Z")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -74,3 +75,27 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
     log.exception("unhandled error on %s %s", req.method, req.path,
                   extra={"traceId": req.context.get("trace_id")})
     _render(req, resp, 500, "internal_error", "internal error; see the server log for this traceId")
+
+
+MAX_JSON_DEPTH = 32
+
+
+def parse_json(raw: bytes, field: str = "body") -> Any:
+    """JSON from a request body, or a 400 naming ``field``: malformed, or nested
+    deeper than :data:`MAX_JSON_DEPTH` (checked without recursion, so no body can
+    exhaust the stack)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise bad_request(field, f"is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request(field, "is not valid JSON") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise bad_request(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value

@@ -5,12 +5,11 @@ the raw bytes before this module parses anything."""
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from hotreload.api.errors import bad_request
+from hotreload.api.errors import bad_request, parse_json
 
 ZERO = "0" * 40
 
@@ -33,9 +32,9 @@ def _payload(raw: bytes, content_type: str | None) -> dict[str, Any]:
         if content_type and content_type.startswith("application/x-www-form-urlencoded"):
             form = urllib.parse.parse_qs(raw.decode())
             raw = form.get("payload", [""])[0].encode()
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except UnicodeDecodeError:
         raise bad_request("body", "GitHub payload is not valid JSON") from None
+    payload = parse_json(raw)
     if not isinstance(payload, dict):
         raise bad_request("body", "GitHub payload must be a JSON object")
     return payload

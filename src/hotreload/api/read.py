@@ -15,7 +15,7 @@ from hotreload.data.records import STAGES, TAG_NAMESPACES, Person, Project, Tag,
 from hotreload.data.search import PEOPLE, PROJECTS
 from hotreload.data.snapshot import Snapshot, SnapshotHolder
 
-TAG_HANDLE = re.compile(r"^(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}$")
+TAG_HANDLE = re.compile(r"\A(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}\Z")
 FACET_NAMES = {"topic": "byTopic", "tech": "byTech", "event": "byEvent"}
 FACET_SIZE = 10
 
@@ -24,9 +24,13 @@ def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int
     raw = req.get_param(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only, and few of them: isdigit() accepts "²", which int() refuses
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise bad_request(name, f"must be a whole number from {low} to {high}")
     return int(raw)
+
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def _paging(req: falcon.Request) -> tuple[int, int]:

@@ -7,7 +7,6 @@ reload itself (pre-check, single-flight, reconcile, build, swap).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -16,14 +15,14 @@ from typing import Any
 import falcon
 
 from hotreload.api import auth, github
-from hotreload.api.errors import ApiError, bad_request
+from hotreload.api.errors import ApiError, bad_request, parse_json
 from hotreload.service.reloader import FetchFailed, RebuildFailed, ReloadResult
 from hotreload.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-COMMIT_HASH = re.compile(r"^[0-9a-fA-F]{4,40}$")
+COMMIT_HASH = re.compile(r"\A[0-9a-fA-F]{4,40}\Z")
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -57,10 +56,7 @@ def parse_reload_body(raw: bytes, served_branch: str) -> str | None:
     """The ``commitHash`` of a valid body (empty, or ``{branch?, commitHash?}``)."""
     if not raw.strip():
         return None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("body", "is not valid JSON") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise bad_request("body", "must be a JSON object like {\"commitHash\": \"<sha>\"}")
     unknown = sorted(set(body) - {"branch", "commitHash"})

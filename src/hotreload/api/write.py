@@ -4,13 +4,12 @@ for projects and people, with the bearer ``CFP_API_WRITE_TOKEN``."""
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 import falcon
 
 from hotreload.api import auth
-from hotreload.api.errors import ApiError, bad_request
+from hotreload.api.errors import ApiError, bad_request, parse_json
 from hotreload.api.read import person_json, project_json
 from hotreload.data.records import Person, Project
 from hotreload.service.runtime import Runtime
@@ -36,10 +35,11 @@ def _json_object(req: falcon.Request) -> dict[str, Any]:
     raw = req.bounded_stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"request body is larger than {MAX_BODY} bytes")
-    try:
-        body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("body", "is not valid JSON") from None
+    media = (req.content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type must be application/json, not {req.content_type or 'missing'!r}")
+    body = parse_json(raw or b"null")
     if not isinstance(body, dict):
         raise bad_request("body", "must be a JSON object")
     return body

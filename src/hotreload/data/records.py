@@ -23,15 +23,16 @@ from hotreload.data.sheets import Sheet
 from hotreload.git.repo import readable
 
 Uuid = Annotated[
-    str, Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    str, Meta(pattern=r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 ]
 Timestamp = Annotated[
     str,
-    Meta(pattern=r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"),
+    Meta(pattern=r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                 r"([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"),
 ]
-ProjectSlug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{1,79}$")]
-PersonSlug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,49}$")]
-TagSlug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,79}$")]
+ProjectSlug = Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9_-]{1,79}\Z")]
+PersonSlug = Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9-]{1,49}\Z")]
+TagSlug = Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9._-]{0,79}\Z")]
 LegacyId = Annotated[int, Meta(ge=1)]
 
 Stage = Literal[
@@ -56,7 +57,7 @@ class Project(Record, frozen=True, kw_only=True, rename="camel", gc=False):
     maintainer_id: Uuid | None = None
     users_url: str | None = None
     developers_url: str | None = None
-    chat_channel: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")] | None = None
+    chat_channel: Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9_-]{0,40}\Z")] | None = None
     featured: bool = False
     featured_image_key: str | None = None
     deleted_at: Timestamp | None = None
@@ -72,7 +73,7 @@ class Person(Record, frozen=True, kw_only=True, rename="camel", gc=False):
     last_name: str | None = None
     bio: Annotated[str, Meta(max_length=10_000)] | None = None
     avatar_key: str | None = None
-    slack_handle: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,80}$")] | None = None
+    slack_handle: Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9._-]{0,80}\Z")] | None = None
     account_level: Literal["user", "staff", "administrator"] = "user"
     deleted_at: Timestamp | None = None
     created_at: Timestamp

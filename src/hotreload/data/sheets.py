@@ -64,6 +64,19 @@ class Sheet:
         return None if missing else f"{self.root}/{rendered}.toml"
 
 
+def tree_path_problem(path: str) -> str | None:
+    """Why git would refuse ``path`` as a file in a tree (``git fsck``: empty,
+    ``.``, ``..`` or ``.git`` parts, NUL bytes), or None."""
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            return f"it has an empty, '.' or '..' part ({path!r})"
+        if part.lower() == ".git":
+            return f"it has a '.git' part ({path!r})"
+        if "\0" in part:
+            return "it holds a NUL character"
+    return None
+
+
 def parse_sheet_config(config_path: str, name: str, data: bytes) -> Sheet:
     try:
         doc = tomllib.loads(data.decode("utf-8"))

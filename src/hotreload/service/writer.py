@@ -30,6 +30,7 @@ from hotreload.data.records import (
     describe_validation_error,
     to_toml,
 )
+from hotreload.data.sheets import tree_path_problem
 from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_incremental
 from hotreload.git.push import PushDaemon
 from hotreload.git.repo import API_IDENTITY, GitRepo, Signature, branch_ref
@@ -224,6 +225,15 @@ def _check_keys(spec: WritableSheet, body: Mapping[str, Any], create: bool) -> N
     if unknown:
         raise WriteError("bad_request", f"{unknown[0]}: unknown field (allowed: "
                          f"{', '.join(spec.editable)})", unknown[0])
+    for name, value in body.items():  # before any lookup uses a value
+        if value is not None and not isinstance(value, str):
+            raise WriteError("invalid", f"{name}: expected a string, not {type(value).__name__}", name)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise WriteError("invalid", f"{name}: is not valid Unicode text (it holds a lone "
+                                 "surrogate, such as \\ud800)", name) from None
     if create:
         for name in spec.required:
             if name not in body:
@@ -263,6 +273,12 @@ def _record_path(base: Snapshot, spec: WritableSheet, record: Record) -> str:
     if path is None:
         raise WriteError("invalid", f"cannot place a {spec.subject_type} with the path template "
                          f"{sheet.path_template}")
+    problem = tree_path_problem(path)
+    if problem is None and path.count("/") != f"{sheet.root}/{sheet.path_template}".count("/"):
+        problem = f"a field used in the path holds a '/' ({path!r})"
+    if problem is not None:  # a free-text field in the template rendered '..', '/', ...
+        raise WriteError("invalid", f"the record's path {sheet.root}/{sheet.path_template}.toml "
+                         f"cannot be used: {problem}")
     return path
 
 
