@@ -70,3 +70,19 @@ def test_clones_when_missing_and_remote_set(world: World, tmp_path: Path) -> Non
         health = server.get("/api/health").data
     assert (target / "HEAD").exists()
     assert health["servedCommit"] == world.origin_head()
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("CFP_DATA_RELOAD_SECRET", "", "set but empty"),
+    ("CFP_DATA_RELOAD_SECRET", "   ", "set but empty"),
+    ("CFP_API_WRITE_TOKEN", "x", "at least 32"),
+    ("CFP_DATA_RELOAD_SECRET", "a secret with spaces in it, long enough", "space"),
+    ("CFP_DATA_RELOAD_SECRET_PREVIOUS", "p" * 40, None),
+])
+def test_unusable_secrets_refuse_to_start(world: World, name: str, value: str, says: str | None) -> None:
+    env = world.env(**{name: value})
+    if name.endswith("_PREVIOUS"):
+        env.pop("CFP_DATA_RELOAD_SECRET")  # a previous secret alone
+        says = "CFP_DATA_RELOAD_SECRET is not"
+    line = error_line(serve(env))
+    assert name in line and says in line, line

@@ -7,6 +7,7 @@ variable to fix; ``hotreload serve`` prints that one line and exits non-zero.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,6 +29,13 @@ class Settings:
     push_backoff_cap_seconds: float = 3600.0
     upkeep_seconds: float = 300.0
     """Repository upkeep interval (pack loose objects, commit-graph); 0 disables."""
+    reload_secret_previous: str | None = None
+    """Also accepted (bearer and HMAC) while callers move to the new secret."""
+
+    @property
+    def reload_secrets(self) -> tuple[str, ...]:
+        """Every accepted webhook secret, the current one first."""
+        return tuple(s for s in (self.reload_secret, self.reload_secret_previous) if s)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,12 +51,12 @@ class Settings:
                 "CFP_DATA_REPO_PATH is not set: set it to the path of the bare data "
                 "repository (it is cloned from CFP_DATA_REMOTE if it does not exist)"
             )
-        secret = get("CFP_DATA_RELOAD_SECRET")
-        if secret is not None and len(secret) < MIN_SECRET_LENGTH:
-            raise ConfigError(
-                f"CFP_DATA_RELOAD_SECRET is {len(secret)} characters; it must be at least "
-                f"{MIN_SECRET_LENGTH} (generate one with: openssl rand -base64 48)"
-            )
+        secret = _secret(env, "CFP_DATA_RELOAD_SECRET")
+        previous = _secret(env, "CFP_DATA_RELOAD_SECRET_PREVIOUS")
+        if previous is not None and secret is None:
+            raise ConfigError("CFP_DATA_RELOAD_SECRET_PREVIOUS is set but CFP_DATA_RELOAD_SECRET is not: "
+                              "set the new secret too (the previous one is only accepted beside it)")
+        write_token = _secret(env, "CFP_API_WRITE_TOKEN")
         backoff = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_SECONDS", 1.0)
         backoff_cap = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS", 3600.0)
         upkeep = _positive_float(env, "CFP_DATA_UPKEEP_SECONDS", 300.0, allow_zero=True)
@@ -57,11 +65,34 @@ class Settings:
             remote=get("CFP_DATA_REMOTE"),
             branch=get("CFP_DATA_BRANCH"),
             reload_secret=secret,
-            write_token=get("CFP_API_WRITE_TOKEN"),
+            write_token=write_token,
+            reload_secret_previous=previous,
             push_backoff_seconds=backoff,
             push_backoff_cap_seconds=backoff_cap,
             upkeep_seconds=upkeep,
         )
+
+
+_TOKEN_CHARS = re.compile(r"\A[!-~]+\Z")  # what an Authorization: Bearer header can carry
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret or token: unset is None; set but empty, short, or holding what a
+    bearer header cannot carry (a space, a non-ASCII character) is an error."""
+    if name not in env:
+        return None
+    value = env[name]
+    if not value.strip():
+        raise ConfigError(f"{name} is set but empty; unset it to disable what it enables, or set a "
+                          f"value of at least {MIN_SECRET_LENGTH} characters "
+                          "(generate one with: openssl rand -base64 48)")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{name} is {len(value)} characters; it must be at least {MIN_SECRET_LENGTH} "
+                          "(generate one with: openssl rand -base64 48)")
+    if not _TOKEN_CHARS.match(value):
+        raise ConfigError(f"{name} holds a space or a character outside printable ASCII, which no "
+                          "Authorization header can carry; generate one with: openssl rand -base64 48")
+    return value
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:

@@ -35,11 +35,17 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def verify(creds: Credentials, secret: str, body: bytes) -> bool:
+def verify(creds: Credentials, secrets: tuple[str, ...] | str, body: bytes) -> bool:
+    """True if the bearer token or the body's signature matches any accepted
+    secret (the current one, and the previous one during a rotation). Every
+    comparison runs, whatever matched first."""
+    if isinstance(secrets, str):
+        secrets = (secrets,)
     ok = False
-    if creds.bearer is not None:
-        ok = hmac.compare_digest(creds.bearer.encode(), secret.encode())
-    if creds.signature is not None:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(creds.signature.encode(), expected.encode()) or ok
+    for secret in secrets:
+        if creds.bearer is not None:
+            ok = hmac.compare_digest(creds.bearer.encode(), secret.encode()) or ok
+        if creds.signature is not None:
+            expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            ok = hmac.compare_digest(creds.signature.encode(), expected.encode()) or ok
     return ok

@@ -51,6 +51,8 @@ def _render(req: falcon.Request, resp: falcon.Response, status: int, code: str, 
 def handle_api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, params: Any) -> None:
     for name, value in ex.headers.items():
         resp.set_header(name, value)
+    if ex.status == 401:  # RFC 7235: say which scheme to use
+        resp.set_header("WWW-Authenticate", 'Bearer realm="hotreload"')
     _render(req, resp, ex.status, ex.code, ex.message, ex.details)
 
 

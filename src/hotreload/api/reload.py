@@ -139,7 +139,7 @@ class ReloadResource:
         secret = self.runtime.settings.reload_secret
         if not secret:
             raise ApiError(503, "service_unavailable", "hot-reload not configured")
-        if not auth.verify(creds, secret, raw):
+        if not auth.verify(creds, self.runtime.settings.reload_secrets, raw):
             raise ApiError(401, "unauthorized", "Authentication required")
 
         event = req.get_header("X-GitHub-Event")
