@@ -31,6 +31,8 @@ class Settings:
     """Repository upkeep interval (pack loose objects, commit-graph); 0 disables."""
     reload_secret_previous: str | None = None
     """Also accepted (bearer and HMAC) while callers move to the new secret."""
+    auth_failures_per_minute: int = 30
+    """Failed authentications per client address and minute before 429; 0 disables."""
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -60,6 +62,10 @@ class Settings:
         backoff = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_SECONDS", 1.0)
         backoff_cap = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS", 3600.0)
         upkeep = _positive_float(env, "CFP_DATA_UPKEEP_SECONDS", 300.0, allow_zero=True)
+        raw_limit = env.get("CFP_AUTH_FAILURES_PER_MINUTE", "").strip() or "30"
+        if not re.fullmatch(r"[0-9]{1,6}", raw_limit):
+            raise ConfigError(f"CFP_AUTH_FAILURES_PER_MINUTE is {raw_limit!r}; it must be a whole number "
+                              "(failed authentications per client address and minute; 0 disables)")
         return cls(
             repo_path=repo_path,
             remote=get("CFP_DATA_REMOTE"),
@@ -70,6 +76,7 @@ class Settings:
             push_backoff_seconds=backoff,
             push_backoff_cap_seconds=backoff_cap,
             upkeep_seconds=upkeep,
+            auth_failures_per_minute=int(raw_limit),
         )
 
 

@@ -41,6 +41,9 @@ class Metrics:
             buckets=RELOAD_BUCKETS, registry=r)
         self.pushes = Counter("hotreload_pushes", "Pushes by the push daemon, by result",
                               ["result"], registry=r)
+        self.auth_rate_limited = Counter(
+            "hotreload_auth_rate_limited", "Calls refused with 429 after too many failed authentications "
+            "from their address", registry=r)
 
     def watch_records(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_RecordsCollector(counts))

@@ -13,6 +13,7 @@ import msgspec
 from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
 from hotreload.api.health import HealthResource, MetricsResource
 from hotreload.api.openapi import OpenApiResource
+from hotreload.api.ratelimit import AuthFailureMiddleware, FailureLimiter
 from hotreload.api.read import (
     PeopleResource,
     PersonResource,
@@ -56,7 +57,10 @@ class _Router:
 
 
 def create_app(runtime: Runtime) -> falcon.App[falcon.Request, falcon.Response]:
-    app = falcon.App(middleware=[RequestIdMiddleware()], cors_enable=False)
+    limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
+    limited = AuthFailureMiddleware(limiter, runtime.metrics.auth_rate_limited.inc)
+    middleware: list[Any] = [RequestIdMiddleware(), limited]
+    app = falcon.App(middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
