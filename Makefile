@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## the demo on the embedded sample data (http://127.0.0.1:8080)
-	$(BIN)/hotreload demo
+PORT ?= 8080
+
+run: $(STAMP)  ## the demo on the embedded sample data (http://127.0.0.1:$(PORT); make run PORT=9000)
+	$(BIN)/hotreload demo --port $(PORT)
 
 test: $(STAMP)  ## unit, integration and property tests, every simulator scenario, bench smoke
 	$(BIN)/python -m pytest -n 2 --dist load tests benchmarks --benchmark-disable

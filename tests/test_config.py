@@ -86,3 +86,41 @@ def test_unusable_secrets_refuse_to_start(world: World, name: str, value: str, s
         says = "CFP_DATA_RELOAD_SECRET is not"
     line = error_line(serve(env))
     assert name in line and says in line, line
+
+
+def serve_args(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CFP_")}
+    return subprocess.run([sys.executable, "-m", "hotreload.cli", "serve", *args],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--port", "99999"], "--port 99999: must be from 0 to 65535"),
+    (["--port", "-1"], "--port -1"),
+    (["--host", "256.1.1.1", "--port", "0"], "--host 256.1.1.1: cannot be resolved"),
+    (["--threads", "0", "--port", "0"], "--threads 0: must be 1 or more"),
+])
+def test_bad_listen_options_are_refused_at_once(world: World, args: list[str], says: str) -> None:
+    result = serve_args(world.env(), *args)
+    assert result.returncode == 2
+    assert says in error_line(result)
+
+
+def test_a_busy_port_is_reported_before_the_data_is_loaded(world: World) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = serve_args(world.env(), "--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}" in error_line(result)
+    assert "loaded published" not in result.stderr  # refused before building anything
+
+
+def test_version_and_help_with_defaults() -> None:
+    version = subprocess.run([sys.executable, "-m", "hotreload.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("hotreload ")
+    helptext = subprocess.run([sys.executable, "-m", "hotreload.cli", "serve", "--help"],
+                              capture_output=True, text=True).stdout
+    assert "(default: 8080)" in helptext and "(default: 127.0.0.1)" in helptext and "(default: 8)" in helptext

@@ -6,10 +6,12 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from hotreload import logs
 from hotreload.config import ConfigError, Settings
@@ -22,6 +24,33 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _check_listen_options(host: str, port: int, threads: int) -> str | None:
+    """What is wrong with --host/--port/--threads, in one line, or None."""
+    if not 0 <= port <= 65535:
+        return f"--port {port}: must be from 0 to 65535 (0 picks a free port)"
+    if threads < 1:
+        return f"--threads {threads}: must be 1 or more"
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"--host {host}: cannot be resolved ({exc}); use an address such as 127.0.0.1 or 0.0.0.0"
+    return None
+
+
+class _LateApp:
+    """The WSGI app handed to waitress before the data is loaded, so the port is
+    bound (and a busy port reported) first; it serves the real app once set."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.app is None:  # only reachable if a request slips in before run()
+            start_response("503 Service Unavailable", [("Content-Type", "application/json")])
+            return [b'{"success": false, "error": {"code": "service_unavailable", "message": "starting"}}']
+        return self.app(environ, start_response)
+
+
 def _serve(settings: Settings, host: str, port: int, threads: int,
            banner: str | None = None) -> int:
     import waitress
@@ -29,20 +58,24 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
     from hotreload.api.app import MAX_REQUEST_BODY, create_app
     from hotreload.service.runtime import StartupError, boot
 
+    problem = _check_listen_options(host, port, threads)
+    if problem:
+        return _fail(problem)
     started = time.perf_counter()
-    try:
-        runtime = boot(settings)
-    except (ConfigError, StartupError) as exc:
-        return _fail(str(exc))
-    app = create_app(runtime)
+    late = _LateApp()
     try:
         # bodies over the largest route limit are refused by waitress unread
-        server = waitress.create_server(app, host=host, port=port, threads=threads,
+        server = waitress.create_server(late, host=host, port=port, threads=threads,
                                         ident="hotreload", clear_untrusted_proxy_headers=True,
                                         max_request_body_size=MAX_REQUEST_BODY)
     except OSError as exc:
-        runtime.close()
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
+    try:
+        runtime = boot(settings)
+    except (ConfigError, StartupError) as exc:
+        server.close()
+        return _fail(str(exc))
+    late.app = create_app(runtime)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("stopping (signal %d)", signum)
@@ -166,48 +199,67 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_main(args.scenarios, args.json, verbose=args.verbose)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hotreload")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotreload", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hotreload {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    serve = sub.add_parser("serve", help="serve the data repository named by the CFP_* env vars")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--threads", type=int, default=8)
+    def listen_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
+        command.add_argument("--port", type=int, default=8080, help="TCP port, 0-65535 (0 picks a free one)")
+        command.add_argument("--threads", type=int, default=8, help="waitress worker threads, 1 or more")
+
+    serve = sub.add_parser("serve", help="serve the data repository named by the CFP_* env vars",
+                           description="Serve the repository named by CFP_DATA_REPO_PATH (see "
+                                       "docs/configuration.md for every CFP_* variable).",
+                           formatter_class=fmt)
+    listen_options(serve)
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="serve an embedded sample repository (made on first run)")
-    demo.add_argument("--dir", default=".hotreload-demo")
-    demo.add_argument("--records", type=int, default=2000)
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--threads", type=int, default=8)
+    demo = sub.add_parser("demo", help="serve an embedded sample repository (made on first run)",
+                          formatter_class=fmt)
+    demo.add_argument("--dir", default=".hotreload-demo", help="where the demo origin and clone live")
+    demo.add_argument("--records", type=int, default=2000, help="size of the sample corpus (first run)")
+    listen_options(demo)
     demo.add_argument("--push-change", action="store_true",
                       help="commit one new project to the demo origin, then exit")
     demo.set_defaults(func=cmd_demo)
 
-    corpus = sub.add_parser("corpus", help="write a synthetic gitsheets repository of N records")
-    corpus.add_argument("--records", type=int, required=True)
+    corpus = sub.add_parser("corpus", help="write a synthetic gitsheets repository of N records",
+                            formatter_class=fmt)
+    corpus.add_argument("--records", type=int, required=True, help="how many records (10 or more)")
     corpus.add_argument("--out", required=True, help="path of the new bare repository (PATH.git)")
-    corpus.add_argument("--seed", type=int, default=1)
-    corpus.add_argument("--branch", default="published")
+    corpus.add_argument("--seed", type=int, default=1, help="random seed (same seed, same corpus)")
+    corpus.add_argument("--branch", default="published", help="the branch to write")
     corpus.add_argument("--history", type=int, default=0, metavar="N",
                         help="then add N one-record commits, as N writes through the API would, "
                              "and pack like `git gc` (needs the git binary; default: 0)")
     corpus.set_defaults(func=cmd_corpus)
 
     upkeep = sub.add_parser(
-        "upkeep", help="pack loose objects and rewrite the commit-graph now (safe while serving)")
+        "upkeep", help="pack loose objects and rewrite the commit-graph now (safe while serving)",
+        formatter_class=fmt)
     upkeep.add_argument("--repo", help="the bare clone (default: $CFP_DATA_REPO_PATH)")
     upkeep.add_argument("--auto", action="store_true",
                         help="only what is due (256+ loose objects, 64+ commits newer than the "
                              "commit-graph), as the service's own runs do; default: everything now")
     upkeep.set_defaults(func=cmd_upkeep)
 
-    simulate = sub.add_parser("simulate", help="run simulator scenarios against a real server")
+    simulate = sub.add_parser("simulate", help="run simulator scenarios against a real server",
+                              formatter_class=fmt)
     simulate.add_argument("scenarios", nargs="*", help="scenario names or .toml paths (default: all)")
     simulate.add_argument("--json", help="also write a JSON report to this file")
-    simulate.add_argument("-v", "--verbose", action="store_true")
+    simulate.add_argument("-v", "--verbose", action="store_true", help="print each step as it runs")
     simulate.set_defaults(func=cmd_simulate)
     return parser
 
