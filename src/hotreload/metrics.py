@@ -3,14 +3,28 @@ instances, e.g. in tests, never collide)."""
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+# ``*_created`` series are a second gauge per counter that no dashboard of ours
+# reads; Prometheus shows them as separate metrics, which confused operators
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
 LOCK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RELOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+def _version_of(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class _RecordsCollector(Collector):
@@ -23,6 +37,14 @@ class _RecordsCollector(Collector):
         for sheet, n in self._counts().items():
             family.add_metric([sheet], n)
         yield family
+
+
+class _GaugeCollector(Collector):
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self._name, self._doc, self._value = name, documentation, value
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._doc, value=self._value())
 
 
 class Metrics:
@@ -41,9 +63,26 @@ class Metrics:
             buckets=RELOAD_BUCKETS, registry=r)
         self.pushes = Counter("hotreload_pushes", "Pushes by the push daemon, by result",
                               ["result"], registry=r)
+        self.http_requests = Counter(
+            "hotreload_http_requests", "HTTP requests by route (the URL template), method and status",
+            ["route", "method", "status"], registry=r)
+        self.http_duration = Histogram(
+            "hotreload_http_request_duration_seconds", "HTTP request latency by route, as the app saw it",
+            ["route"], buckets=HTTP_BUCKETS, registry=r)
+        self.build_info = Gauge(
+            "hotreload_build_info", "Versions this process runs (always 1)",
+            ["version", "python", "dulwich"], registry=r)
+        self.build_info.labels(_version_of("hotreload"), platform.python_version(), _version_of("dulwich")).set(1)
+        self.last_successful_reload = Gauge(
+            "hotreload_last_successful_reload_timestamp_seconds",
+            "Unix time of the last reload that ended without an error (0: none yet)", registry=r)
         self.auth_rate_limited = Counter(
             "hotreload_auth_rate_limited", "Calls refused with 429 after too many failed authentications "
             "from their address", registry=r)
 
     def watch_records(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_RecordsCollector(counts))
+
+    def watch_push_pending(self, pending: Callable[[], int]) -> None:
+        self.registry.register(_GaugeCollector(
+            "hotreload_push_pending", "Local commits the remote is not known to have", lambda: float(pending())))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -25,6 +26,7 @@ from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
 from hotreload.api.reload import ReloadResource
 from hotreload.api.write import MAX_BODY as WRITE_MAX_BODY
 from hotreload.api.write import CollectionWriteResource, ItemWriteResource
+from hotreload.metrics import Metrics
 from hotreload.service.runtime import Runtime
 
 MAX_REQUEST_BODY = max(RELOAD_MAX_BODY, WRITE_MAX_BODY)
@@ -46,6 +48,33 @@ class RequestIdMiddleware:
         resp.set_header("X-Request-Id", str(req.context.get("trace_id") or ""))
 
 
+class RequestMetricsMiddleware:
+    """Every response counted by route template, method and status, and timed."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        route = req.uri_template or "unmatched"  # bounded: never the raw path
+        status = str(resp.status).split(" ", 1)[0]
+        self.metrics.http_requests.labels(route, req.method, status).inc()
+        started = req.context.get("started")
+        if started is not None:
+            self.metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+
+
+def _with_head(resource: Any) -> Any:
+    """HEAD answers wherever GET does: the same status and headers, no body
+    (the WSGI server drops it)."""
+    if hasattr(resource, "on_get") and not hasattr(resource, "on_head"):
+        resource.on_head = resource.on_get
+    return resource
+
+
 class _Router:
     """Methods of one path served by different resources (reads vs writes)."""
 
@@ -59,7 +88,7 @@ class _Router:
 def create_app(runtime: Runtime) -> falcon.App[falcon.Request, falcon.Response]:
     limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
     limited = AuthFailureMiddleware(limiter, runtime.metrics.auth_rate_limited.inc)
-    middleware: list[Any] = [RequestIdMiddleware(), limited]
+    middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited]
     app = falcon.App(middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -67,19 +96,22 @@ def create_app(runtime: Runtime) -> falcon.App[falcon.Request, falcon.Response]:
     app.req_options.strip_url_path_trailing_slash = True
 
     holder = runtime.holder
-    app.add_route("/api/health", HealthResource(runtime))
-    app.add_route("/metrics", MetricsResource(runtime))
-    app.add_route("/api/openapi.json", OpenApiResource())
-    app.add_route("/api/_internal/reload-data", ReloadResource(runtime))
-    app.add_route("/api/projects", _Router(ProjectsResource(holder),
+    def route(path: str, resource: Any) -> None:
+        app.add_route(path, _with_head(resource))
+
+    route("/api/health", HealthResource(runtime))
+    route("/metrics", MetricsResource(runtime))
+    route("/api/openapi.json", OpenApiResource())
+    route("/api/_internal/reload-data", ReloadResource(runtime))
+    route("/api/projects", _Router(ProjectsResource(holder),
                                            CollectionWriteResource(runtime, "projects")))
-    app.add_route("/api/projects/{slug}", _Router(ProjectResource(holder),
+    route("/api/projects/{slug}", _Router(ProjectResource(holder),
                                                   ItemWriteResource(runtime, "projects")))
-    app.add_route("/api/people", _Router(PeopleResource(holder),
+    route("/api/people", _Router(PeopleResource(holder),
                                          CollectionWriteResource(runtime, "people")))
-    app.add_route("/api/people/{slug}", _Router(PersonResource(holder),
+    route("/api/people/{slug}", _Router(PersonResource(holder),
                                                 ItemWriteResource(runtime, "people")))
-    app.add_route("/api/tags", TagsResource(holder))
+    route("/api/tags", TagsResource(holder))
 
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)

@@ -110,7 +110,8 @@ class ReloadResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         started = time.perf_counter()
-        status, outcome = 200, None
+        status, outcome, data = 200, None, None
+        resp.set_header("X-Data-Commit", self.runtime.holder.current.commit)  # errors carry it too
         try:
             data, status = self._handle(req)
             outcome = data.get("outcome")
@@ -120,16 +121,29 @@ class ReloadResource:
         except ApiError as exc:
             status = exc.status
             outcome = (exc.details or {}).get("outcome")
-            if status in (400, 401, 413, 503):
+            if status in (400, 401, 413, 429, 503):
                 self.runtime.metrics.webhook_rejected.labels(str(status)).inc()
             raise
         finally:
-            log.info("webhook %s", outcome or status, extra={
-                "traceId": req.context.get("trace_id"), "status": status, "outcome": outcome,
-                "event": req.get_header("X-GitHub-Event"),
-                "servedCommit": self.runtime.holder.current.commit,
-                "durationMs": round((time.perf_counter() - started) * 1000, 3),
-            })
+            self._log(req, status, outcome, data or {}, started)
+
+    def _log(self, req: falcon.Request, status: int, outcome: str | None, data: dict[str, Any],
+             started: float) -> None:
+        """One line per call, in the runbook's vocabulary: ``hot-reload``, the branch,
+        the outcome, the old and new commit. ERROR when the data was refused or the
+        remote rewritten, WARNING when the remote was unreachable."""
+        served = self.runtime.holder.current.commit
+        old, new = data.get("oldCommit", data.get("head", served)), data.get("newCommit", served)
+        if outcome in ("rebuild-failed", "remote-rewritten") or (status >= 500 and status != 502):
+            level = logging.ERROR
+        else:
+            level = logging.WARNING if status == 502 else logging.INFO
+        log.log(level, "hot-reload: %s on %s: %s -> %s (%d)", outcome or "rejected", self.runtime.branch,
+                str(old)[:12], str(new)[:12], status, extra={
+                    "traceId": req.context.get("trace_id"), "status": status, "outcome": outcome,
+                    "branch": self.runtime.branch, "oldCommit": old, "newCommit": new,
+                    "event": req.get_header("X-GitHub-Event"), "servedCommit": served,
+                    "durationMs": round((time.perf_counter() - started) * 1000, 3)})
 
     def _handle(self, req: falcon.Request) -> tuple[dict[str, Any], int]:
         raw = read_body(req)

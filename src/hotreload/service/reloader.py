@@ -299,6 +299,8 @@ class Reloader:
 
     def _record(self, outcome: str, started: float, lock_held_ms: float, error: str | None) -> None:
         self.metrics.reloads.labels(outcome).inc()
+        if error is None:
+            self.metrics.last_successful_reload.set_to_current_time()
         self.last = LastReload(
             outcome=outcome,
             at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),

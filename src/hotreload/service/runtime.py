@@ -230,6 +230,8 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     if remote is not None:
         push_daemon = PushDaemon(repo, remote, branch, metrics, settings.push_backoff_seconds,
                                  settings.push_backoff_cap_seconds)
+    if push_daemon is not None:
+        metrics.watch_push_pending(lambda: push_daemon.status().pending)
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
     writer = Writer(repo, holder, lock, branch, push_daemon)
     runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
