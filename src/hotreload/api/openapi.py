@@ -18,117 +18,178 @@ def _param(name: str, schema: dict[str, Any], description: str, where: str = "qu
 
 
 PAGING = [
-    _param("page", {"type": "integer", "minimum": 1, "default": 1}, "Page number"),
+    _param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}, "Page number"),
     _param("perPage", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Page size"),
 ]
 SLUG = _param("slug", {"type": "string"}, "The record's slug", "path")
-DATA_COMMIT = {"X-Data-Commit": {"description": "Commit of the snapshot that answered",
-                                 "schema": {"type": "string"}}}
+STRING = {"type": "string"}
+NULLABLE = {"type": ["string", "null"]}
+REQUEST_ID = {"X-Request-Id": {"description": "The request's trace id (the error's traceId)", "schema": STRING}}
+DATA_COMMIT = {"X-Data-Commit": {"description": "Commit of the snapshot that answered", "schema": STRING}}
+HEADERS = {**REQUEST_ID, **DATA_COMMIT}
 
 
-def _ok(description: str) -> dict[str, Any]:
-    return {"description": description, "headers": DATA_COMMIT,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Success"}}}}
+def _ok(description: str, data: dict[str, Any], meta: bool = False) -> dict[str, Any]:
+    properties: dict[str, Any] = {"success": {"const": True}, "data": data}
+    required = ["success", "data"]
+    if meta:
+        properties["meta"] = {"$ref": "#/components/schemas/Meta"}
+        required.append("meta")
+    return {"description": description, "headers": HEADERS, "content": {"application/json": {"schema": {
+        "type": "object", "required": required, "properties": properties}}}}
 
 
-ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-WRITE_ERRORS = {code: {"description": text, **ERROR} for code, text in (
-    ("400", "Malformed body or unknown field"), ("401", "Authentication required"),
-    ("404", "No such record"), ("409", "Slug already taken"), ("422", "Invalid field value"),
-    ("503", "Writes not configured"))}
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "headers": {**REQUEST_ID, **(headers or {})},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(item: str) -> dict[str, Any]:
+    return {"type": "array", "items": _ref(item)}
+
+
+READ_ERRORS = {"400": _error("A query parameter is malformed (the message names it)")}
+NOT_FOUND = {"404": _error("No live record with that slug")}
+WRITE_ERRORS = {
+    "400": _error("Malformed JSON, too deep, not an object, or an unknown field (the message names it)"),
+    "401": _error("Authentication required (a bearer token)",
+                  {"WWW-Authenticate": {"description": "Bearer", "schema": STRING}}),
+    "413": _error("Body larger than 256 KiB"),
+    "415": _error("Content-Type is not application/json"),
+    "422": _error("A field fails validation (the message names it); nothing was committed"),
+    "429": _error("Too many failed authentications from this address",
+                  {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}),
+    "503": _error("Writes not configured, or refused while the branch head does not build"),
+}
+CONFLICT = {"409": _error("The slug is already taken")}
+ITEM_WRITE_ERRORS = {**WRITE_ERRORS, **NOT_FOUND, **CONFLICT}
+
+
+def _write(operation_id: str, summary: str, body: str | None, ok: dict[str, Any],
+           errors: dict[str, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary,
+                                 "security": [{"writeToken": []}], "responses": {**ok, **errors}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    return operation
 
 
 def document() -> dict[str, Any]:
-    bearer: list[dict[str, list[str]]] = [{"writeToken": []}]
     paths: dict[str, Any] = {
-        "/api/health": {"get": {"summary": "Service health, served and head commits, last reload",
-                                "responses": {"200": _ok("Health")}}},
+        "/api/health": {"get": {"operationId": "getHealth",
+                                "summary": "Service health, served and head commits, last reload",
+                                "responses": {"200": _ok("Health", _ref("Health"))}}},
         "/api/projects": {
-            "get": {"summary": "List projects with facets",
+            "get": {"operationId": "listProjects", "summary": "List projects with facets",
                     "parameters": [
-                        _param("q", {"type": "string"}, "Full-text search (title, summary, overview)"),
+                        _param("q", STRING, "Full-text search (title, summary, overview)"),
                         _param("stage", {"type": "string", "enum": list(STAGES)}, "Stage filter"),
-                        _param("tag", {"type": "array", "items": {"type": "string"}},
+                        _param("tag", {"type": "array", "items": {
+                                   "type": "string", "pattern": r"^(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}$"}},
                                "Tag handle namespace.slug; repeatable, all must match",
                                style="form", explode=True),
                         *PAGING],
-                    "responses": {"200": _ok("Projects, meta.total and meta.facets"),
-                                  "400": {"description": "Bad parameter", **ERROR}}},
-            "post": {"summary": "Create a project (one commit)", "security": bearer,
-                     "requestBody": {"required": True, "content": {"application/json": {
-                         "schema": {"$ref": "#/components/schemas/ProjectInput"}}}},
-                     "responses": {"201": _ok("The new project"), **WRITE_ERRORS}},
+                    "responses": {"200": _ok("Projects, meta.total and meta.facets", _list("Project"), meta=True),
+                                  **READ_ERRORS}},
+            "post": _write("createProject", "Create a project (one commit)", "ProjectCreate",
+                           {"201": _ok("The new project", _ref("Project"))}, {**WRITE_ERRORS, **CONFLICT}),
         },
         "/api/projects/{slug}": {
             "parameters": [SLUG],
-            "get": {"summary": "One project with its tags and members",
-                    "responses": {"200": _ok("Project"), "404": {"description": "Not found", **ERROR}}},
-            "patch": {"summary": "Edit a project (renaming moves its file)", "security": bearer,
-                      "requestBody": {"required": True, "content": {"application/json": {
-                          "schema": {"$ref": "#/components/schemas/ProjectInput"}}}},
-                      "responses": {"200": _ok("The project"), **WRITE_ERRORS}},
-            "delete": {"summary": "Soft-delete a project (sets deletedAt)", "security": bearer,
-                       "responses": {"200": _ok("The deleted project"), **WRITE_ERRORS}},
+            "get": {"operationId": "getProject", "summary": "One project with its tags",
+                    "responses": {"200": _ok("Project", _ref("Project")), **NOT_FOUND}},
+            "patch": _write("updateProject", "Edit a project (renaming moves its file)", "ProjectUpdate",
+                            {"200": _ok("The project", _ref("Project"))}, ITEM_WRITE_ERRORS),
+            "delete": _write("deleteProject", "Soft-delete a project (sets deletedAt)", None,
+                             {"200": _ok("The deleted project", _ref("Project"))}, ITEM_WRITE_ERRORS),
         },
         "/api/people": {
-            "get": {"summary": "List people",
-                    "parameters": [_param("q", {"type": "string"}, "Full-text search (fullName, bio)"),
-                                   *PAGING],
-                    "responses": {"200": _ok("People and meta.total")}},
-            "post": {"summary": "Create a person (one commit)", "security": bearer,
-                     "requestBody": {"required": True, "content": {"application/json": {
-                         "schema": {"$ref": "#/components/schemas/PersonInput"}}}},
-                     "responses": {"201": _ok("The new person"), **WRITE_ERRORS}},
+            "get": {"operationId": "listPeople", "summary": "List people",
+                    "parameters": [_param("q", STRING, "Full-text search (fullName, bio)"), *PAGING],
+                    "responses": {"200": _ok("People and meta.total", _list("Person"), meta=True),
+                                  **READ_ERRORS}},
+            "post": _write("createPerson", "Create a person (one commit)", "PersonCreate",
+                           {"201": _ok("The new person", _ref("Person"))}, {**WRITE_ERRORS, **CONFLICT}),
         },
         "/api/people/{slug}": {
             "parameters": [SLUG],
-            "get": {"summary": "One person with tags and projects",
-                    "responses": {"200": _ok("Person"), "404": {"description": "Not found", **ERROR}}},
-            "patch": {"summary": "Edit a person", "security": bearer,
-                      "requestBody": {"required": True, "content": {"application/json": {
-                          "schema": {"$ref": "#/components/schemas/PersonInput"}}}},
-                      "responses": {"200": _ok("The person"), **WRITE_ERRORS}},
-            "delete": {"summary": "Soft-delete a person", "security": bearer,
-                       "responses": {"200": _ok("The deleted person"), **WRITE_ERRORS}},
+            "get": {"operationId": "getPerson", "summary": "One person with tags",
+                    "responses": {"200": _ok("Person", _ref("Person")), **NOT_FOUND}},
+            "patch": _write("updatePerson", "Edit a person", "PersonUpdate",
+                            {"200": _ok("The person", _ref("Person"))}, ITEM_WRITE_ERRORS),
+            "delete": _write("deletePerson", "Soft-delete a person", None,
+                             {"200": _ok("The deleted person", _ref("Person"))}, ITEM_WRITE_ERRORS),
         },
-        "/api/tags": {"get": {"summary": "All tags with assignment counts",
+        "/api/tags": {"get": {"operationId": "listTags", "summary": "All tags with assignment counts",
                               "parameters": [_param("namespace", {"type": "string",
                                                                   "enum": ["topic", "tech", "event"]},
                                                     "Namespace filter")],
-                              "responses": {"200": _ok("Tags")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "Prometheus text format",
-                                                   "content": {"text/plain": {}}}}}},
-        "/api/openapi.json": {"get": {"summary": "This document",
-                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+                              "responses": {"200": _ok("Tags", _list("Tag")), **READ_ERRORS}}},
+        "/metrics": {"get": {"operationId": "getMetrics", "summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "Prometheus text format", "headers": REQUEST_ID,
+                                                   "content": {"text/plain": {"schema": STRING}}}}}},
+        "/api/openapi.json": {"get": {"operationId": "getOpenApi", "summary": "This document",
+                                      "responses": {"200": {"description": "OpenAPI 3.1", "headers": REQUEST_ID,
+                                                            "content": {"application/json": {
+                                                                "schema": {"type": "object"}}}}}}},
     }
+    project_fields = {"slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{1,79}$"},
+                      "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                      "summary": {"type": ["string", "null"], "maxLength": 280},
+                      "overview": NULLABLE,
+                      "stage": {"type": "string", "enum": list(STAGES)}}
+    person_fields = {"slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{1,49}$"},
+                     "fullName": {"type": "string", "minLength": 1, "maxLength": 120},
+                     "bio": {"type": ["string", "null"], "maxLength": 10000}}
+    record = {"id": STRING, "createdAt": STRING, "updatedAt": STRING}
     return {
         "openapi": "3.1.0",
         "info": {"title": "hotreload", "version": __version__,
-                 "description": "Public records of a gitsheets data repository, served from memory."},
+                 "description": "Public records of a gitsheets data repository, served from memory. "
+                                "Every data response names the commit it was answered from (X-Data-Commit)."},
         "paths": paths,
         "components": {
             "securitySchemes": {"writeToken": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Success": {"type": "object", "required": ["success", "data"],
-                            "properties": {"success": {"const": True}, "data": {},
-                                           "meta": {"type": "object"}}},
                 "Error": {"type": "object", "required": ["success", "error"], "properties": {
                     "success": {"const": False},
                     "error": {"type": "object", "required": ["code", "message", "traceId"],
-                              "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                                             "traceId": {"type": "string"},
+                              "properties": {"code": STRING, "message": STRING, "traceId": STRING,
                                              "details": {"type": "object"}}}}},
-                "ProjectInput": {"type": "object", "additionalProperties": False, "properties": {
-                    "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{1,79}$"},
-                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
-                    "summary": {"type": ["string", "null"], "maxLength": 280},
-                    "overview": {"type": ["string", "null"]},
-                    "stage": {"type": "string", "enum": list(STAGES)}}},
-                "PersonInput": {"type": "object", "additionalProperties": False, "properties": {
-                    "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,49}$"},
-                    "fullName": {"type": "string", "minLength": 1, "maxLength": 120},
-                    "bio": {"type": ["string", "null"], "maxLength": 10000}}},
+                "Meta": {"type": "object", "required": ["total", "page", "perPage"], "properties": {
+                    "total": {"type": "integer", "minimum": 0}, "page": {"type": "integer", "minimum": 1},
+                    "perPage": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "facets": {"type": "object"}}},
+                "Project": {"type": "object", "required": ["id", "slug", "title", "stage"], "properties": {
+                    **record, **{k: v for k, v in project_fields.items() if k != "slug"}, "slug": STRING,
+                    "legacyId": {"type": ["integer", "null"]}, "deletedAt": NULLABLE,
+                    "tags": {"type": "array", "items": STRING}}},
+                "Person": {"type": "object", "required": ["id", "slug", "fullName"], "properties": {
+                    **record, "slug": STRING, "fullName": STRING, "bio": NULLABLE,
+                    "legacyId": {"type": ["integer", "null"]}, "deletedAt": NULLABLE,
+                    "tags": {"type": "array", "items": STRING}}},
+                "Tag": {"type": "object", "required": ["namespace", "slug", "title"], "properties": {
+                    "namespace": STRING, "slug": STRING, "title": STRING}},
+                "Health": {"type": "object", "required": ["status", "branch", "servedCommit", "records"],
+                           "properties": {"status": {"enum": ["ok", "degraded"]}, "branch": STRING,
+                                          "servedCommit": STRING, "headCommit": NULLABLE,
+                                          "records": {"type": "object",
+                                                      "additionalProperties": {"type": "integer"}},
+                                          "degraded": {"type": "array", "items": STRING},
+                                          "lastReload": {"type": ["object", "null"]},
+                                          "push": {"type": "object"}}},
+                "ProjectCreate": {"type": "object", "additionalProperties": False,
+                                  "required": ["slug", "title"], "properties": project_fields},
+                "ProjectUpdate": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                                  "properties": project_fields},
+                "PersonCreate": {"type": "object", "additionalProperties": False,
+                                 "required": ["slug", "fullName"], "properties": person_fields},
+                "PersonUpdate": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                                 "properties": person_fields},
             },
         },
     }
