@@ -137,6 +137,7 @@ def test_writes_succeed_while_the_remote_is_down(world: World) -> None:
             os.rename(hidden, world.origin)
         wait_for(lambda: server.get("/api/health").data["push"]["pending"] == 0)
         assert world.origin_head() == resp.commit
+        assert "lastError" not in server.get("/api/health").data["push"]  # the cause has cleared
 
 
 def test_a_remote_ref_locked_by_another_push_is_transient(world: World) -> None:

@@ -90,3 +90,16 @@ def test_sheet_config_accepts_both_placeholder_styles() -> None:
 def test_sheet_config_errors_name_the_file() -> None:
     with pytest.raises(Exception, match=r"\.gitsheets/x\.toml: missing \[gitsheet\] table"):
         parse_sheet_config(".gitsheets/x.toml", "x", b"root = 1\n")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("slug", "dupe\\n"), ("id", "4f1c2d3e-0000-4000-8000-000000000001\\n"),
+    ("createdAt", "2024-01-01T00:00:00Z\\n"), ("slug", "\\u0663\\u0663"),
+])
+def test_a_trailing_newline_or_a_non_ascii_digit_never_passes_a_pattern(field: str, value: str) -> None:
+    fields = {"id": "4f1c2d3e-0000-4000-8000-000000000001", "slug": "fine-slug", "fullName": "F",
+              "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-01-01T00:00:00Z", field: value}
+    text = "".join(f'{k} = "{v}"\n' for k, v in fields.items())
+    people = next(s for s in STANDARD_SHEETS if s.name == "people")
+    with pytest.raises(RecordError, match=field):
+        parse_record(people, "people/fine-slug.toml", text.encode())
