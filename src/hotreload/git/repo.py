@@ -271,10 +271,6 @@ class GitRepo:
         in one walk bounded by the difference."""
         return self.history.compare(self.store, left, right)
 
-    def commits_between(self, base: str, tip: str) -> list[str]:
-        """Commits reachable from ``tip`` but not from ``base``, oldest first."""
-        return list(self.compare(base, tip).right_only)
-
     def count_commits(self, tip: str, limit: int = 10_000) -> int:
         """Commits reachable from ``tip``, counting stops at ``limit``."""
         return sum(1 for _ in zip(range(limit), self.walk(tip), strict=False))

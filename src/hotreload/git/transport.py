@@ -267,7 +267,6 @@ class BoundedHaves:
         self._position = 0
         self._next_offered = 0
         self._tips = tips
-        self.acked: set[bytes] = set()
 
     def __next__(self) -> bytes | None:
         if self._left <= 0:
@@ -284,10 +283,11 @@ class BoundedHaves:
     next = __next__
 
     def ack(self, sha: bytes) -> None:
-        self.acked.add(sha)
+        """dulwich reports the server's ACKs; the haves are fixed in advance, so
+        there is nothing to adjust (and dulwich reads ACKs only after ``done``)."""
 
     def nak(self) -> None:
-        pass
+        """Likewise for a NAK."""
 
 
 class _WithHaves:
