@@ -30,7 +30,7 @@ import heapq
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,63 +138,51 @@ class History:
         return None
 
     def node(self, store: Any, sha: bytes) -> Node:
-        """The generation and parents of a commit; raises GitError if it is missing."""
+        """The generation and parents of a commit; raises GitError if it is missing.
+        Commits the graph file lacks are computed once and remembered."""
         found = self._lookup(sha)
         if found is not None:
             return found
-        # computed bottom-up without recursion: push unknown parents, settle a
-        # commit once all its parents are known
-        parents_of: dict[bytes, tuple[bytes, ...]] = {}
-        stack = [sha]
-        while stack:
-            top = stack[-1]
-            if self._lookup(top) is not None:
-                stack.pop()
-                continue
-            parents = parents_of.get(top)
-            if parents is None:
-                parents = parents_of[top] = self._read_parents(store, top)
-            unknown = [p for p in parents if self._lookup(p) is None]
-            if unknown:
-                stack.extend(unknown)
-                continue
-            generation = 1 + max((self._known(p)[0] for p in parents), default=0)
-            with self._lock:
-                self._computed[top] = (generation, parents)
-            stack.pop()
-        return self._known(sha)
+        settled = self._settle([sha], lambda commit: self._read_parents(store, commit))
+        with self._lock:
+            self._computed.update(settled)
+        return settled[sha]
 
     def generations(self, parents_of: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, int]:
         """Generation numbers of the commits in ``parents_of`` (every parent is
-        either in it or already known here), without reading any object."""
-        found: dict[bytes, int] = {}
+        either in it or already known here), without reading any object and
+        without remembering them (the caller is writing them to the graph file)."""
+        settled = self._settle(list(parents_of), parents_of.__getitem__)
+        return {sha: node[0] for sha, node in settled.items()}
 
-        def known(sha: bytes) -> int | None:
-            if sha in found:
-                return found[sha]
-            node = self._lookup(sha)
-            return node[0] if node is not None else None
+    def _settle(self, starts: list[bytes], parents_of: Callable[[bytes], tuple[bytes, ...]]) -> dict[bytes, Node]:
+        """Generation numbers for ``starts`` and every ancestor not known here,
+        bottom-up without recursion: push unknown parents, settle a commit once all
+        its parents are known."""
+        settled: dict[bytes, Node] = {}
+        read: dict[bytes, tuple[bytes, ...]] = {}
 
-        for start in parents_of:
+        def known(commit: bytes) -> Node | None:
+            return settled.get(commit) or self._lookup(commit)
+
+        for start in starts:
             stack = [start]
             while stack:
                 top = stack[-1]
                 if known(top) is not None:
                     stack.pop()
                     continue
-                parents = parents_of[top]
+                parents = read.get(top)
+                if parents is None:
+                    parents = read[top] = parents_of(top)
                 unknown = [p for p in parents if known(p) is None]
                 if unknown:
                     stack.extend(unknown)
                     continue
-                found[top] = 1 + max((known(p) or 0 for p in parents), default=0)
+                generation = 1 + max((node[0] for p in parents if (node := known(p))), default=0)
+                settled[top] = (generation, parents)
                 stack.pop()
-        return found
-
-    def _known(self, sha: bytes) -> Node:
-        found = self._lookup(sha)
-        assert found is not None
-        return found
+        return settled
 
     def _read_parents(self, store: Any, sha: bytes) -> tuple[bytes, ...]:
         try:
