@@ -238,12 +238,18 @@ def run_upkeep(repo: GitRepo, grace_s: float = PRUNE_GRACE_S, force: bool = Fals
     pruned = prune_packed(repo, grace_s)
     graph = 0
     tips = ref_tips(repo)
-    for tip in tips:  # counts the commits newer than the graph file (no more)
-        repo.history.node(repo.store, tip.encode())
-    if tips and (force or repo.history.commits_beyond_graph >= COMMITS_BEYOND_GRAPH
-                 or not repo.history.graph_size):
+    if tips and (force or not repo.history.graph_size or _commits_beyond_graph(repo, tips) >= COMMITS_BEYOND_GRAPH):
         graph = write_commit_graph(repo, tips)
     return UpkeepResult(packed, pruned, graph, round((time.perf_counter() - started) * 1000, 1))
+
+
+def _commits_beyond_graph(repo: GitRepo, tips: list[str]) -> int:
+    """Commits reachable from ``tips`` that the graph file lacks: computing their
+    generations reads exactly those (call only when a graph file exists; without
+    one the whole history would be read, just before writing it anyway)."""
+    for tip in tips:
+        repo.history.node(repo.store, tip.encode())
+    return repo.history.commits_beyond_graph
 
 
 def _lower_priority() -> None:
