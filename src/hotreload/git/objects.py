@@ -212,14 +212,20 @@ def readable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def read_path(store: Any, tree_sha: str, path: str) -> bytes | None:
-    """The blob at ``path`` in the tree, or None."""
+def blob_at(store: Any, tree_sha: str, path: str) -> str | None:
+    """The id of the file at ``path`` in the tree, or None."""
     *folders, name = path.split("/")
     parent = subtree(store, tree_sha, "/".join(folders))
     found = tree_entries(store, parent).get(name.encode("utf-8", "surrogateescape")) if parent else None
     if found is None or stat.S_ISDIR(found[0]):
         return None
-    return read_blob(store, found[1].decode())
+    return str(found[1].decode())
+
+
+def read_path(store: Any, tree_sha: str, path: str) -> bytes | None:
+    """The blob at ``path`` in the tree, or None."""
+    sha = blob_at(store, tree_sha, path)
+    return None if sha is None else read_blob(store, sha)
 
 
 def iter_blobs(store: Any, tree_sha: str, prefix: str = "") -> Iterator[BlobEntry]:

@@ -206,6 +206,9 @@ class GitRepo:
         """name -> (mode, id) of a tree (shared: do not modify)."""
         return objects.tree_entries(self.store, tree_sha)
 
+    def blob_at(self, tree_sha: str, path: str) -> str | None:
+        return objects.blob_at(self.store, tree_sha, path)
+
     def read_path(self, tree_sha: str, path: str) -> bytes | None:
         return objects.read_path(self.store, tree_sha, path)
 

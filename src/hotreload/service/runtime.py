@@ -116,17 +116,11 @@ def _newest_that_builds(repo: GitRepo, branch: str, head: str, error: Exception,
 
 def _before_change(repo: GitRepo, commit: str, path: str) -> str | None:
     """The newest first-parent ancestor of ``commit`` whose ``path`` differs."""
-    def blob_at(sha: str) -> str | None:
-        *folders, name = path.split("/")
-        parent = repo.subtree(repo.tree_of(sha), "/".join(folders))
-        entry = repo.tree_entries(parent).get(name.encode("utf-8", "surrogateescape")) if parent else None
-        return entry[1].decode() if entry else None
-
-    wanted = blob_at(commit)
+    wanted = repo.blob_at(repo.tree_of(commit), path)
     current = repo.commit(commit)
     while current.parents:
         parent = current.parents[0].decode()
-        if blob_at(parent) != wanted:
+        if repo.blob_at(repo.tree_of(parent), path) != wanted:
             return parent
         current = repo.commit(parent)
     return None

@@ -168,14 +168,15 @@ class Writer:
             """Validate, write the objects and derive the snapshot, against ``base``."""
             old, new, edits = change(base)
             new_path = _record_path(base, spec, new)
-            changes: dict[str, bytes | None] = {new_path: to_toml(new)}
-            if old is not None:
+            changes: dict[str, bytes | None] = {}
+            if old is None:
+                changes[new_path] = to_toml(new)
+            else:  # edit the stored file: keys this service does not know survive
                 table = base.table(spec.sheet)
                 old_path = table.path_by_id[old.id]
-                stored = self.repo.read_blob(table.blob_by_path[old_path])
-                changes[new_path] = edit_toml(stored, edits)
                 if old_path != new_path:
                     changes[old_path] = None
+                changes[new_path] = edit_toml(self.repo.read_blob(table.blob_by_path[old_path]), edits)
             tree = self.repo.write_tree_changes(base.tree, changes)
             signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
             commit = self.repo.write_commit(tree, [base.commit],
