@@ -14,15 +14,22 @@ from hypothesis import strategies as st
 from hotreload.corpus import WORDS, make_corpus, write_corpus
 from hotreload.data.records import (
     STAGES,
+    HelpWantedInterest,
+    HelpWantedRole,
     Person,
     Project,
+    ProjectBuzz,
     ProjectMembership,
+    ProjectUpdate,
+    Revocation,
+    SlugHistory,
     Tag,
     TagAssignment,
+    Untyped,
     parse_flat_toml,
     to_toml,
 )
-from hotreload.data.search import PEOPLE, PROJECTS
+from hotreload.data.search import TABLES
 from hotreload.data.snapshot import INDEX_SPECS, Snapshot, build_full, build_incremental
 from hotreload.git.repo import GitRepo, Signature
 
@@ -82,21 +89,28 @@ def snapshot_state(snap: Snapshot) -> dict[str, Any]:
         state[f"{name}.paths"] = (dict(table.path_by_id), dict(table.id_by_path), dict(table.blob_by_path))
     for spec in INDEX_SPECS:
         state[spec.name] = dict(snap.indices[spec.name])
-    for word in [*WORDS[:12], "edited", "renamed"]:
-        state[f"q:{word}"] = (sorted(snap.search.search(PROJECTS, word)), sorted(snap.search.search(PEOPLE, word)))
+    for word in [*WORDS[:12], "edited", "renamed", "developer"]:
+        state[f"q:{word}"] = {name: sorted(snap.search.search(t, word)) for name, t in TABLES.items()}
     return state
 
 
-OPS = ["add-project", "add-person", "add-tag", "add-membership", "add-assignment", "edit", "delete", "rename"]
+OPS = ["add-project", "add-person", "add-tag", "add-membership", "add-assignment", "add-update", "add-buzz",
+       "add-role", "add-interest", "add-history", "add-revocation", "add-sponsor", "edit", "delete", "rename"]
+EDITED = ("title", "fullName", "role", "body", "headline", "description", "message", "newSlug", "expiresAt")
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128)))
 
 
 def apply_ops(repo: GitRepo, snap: Snapshot, ops: list[tuple[str, int, int]], seed: int) -> str:
     rng = random.Random(seed)
     ts = "2025-01-01T00:00:00Z"
     changes: dict[str, bytes | None] = {}
-    projects = sorted(snap.table("projects").by_id.values(), key=lambda r: r.id)
-    people = sorted(snap.table("people").by_id.values(), key=lambda r: r.id)
-    tags = sorted(snap.table("tags").by_id.values(), key=lambda r: r.id)
+    projects = sorted(snap.table("projects").by_id.values(), key=lambda r: r.key)
+    people = sorted(snap.table("people").by_id.values(), key=lambda r: r.key)
+    tags = sorted(snap.table("tags").by_id.values(), key=lambda r: r.key)
+    roles = sorted(snap.table("help-wanted-roles").by_id.values(), key=lambda r: r.key)
     for op, a, b in ops:
         n = rng.randrange(10**6)
         if op == "add-project":
@@ -121,23 +135,56 @@ def apply_ops(repo: GitRepo, snap: Snapshot, ops: list[tuple[str, int, int]], se
             x = TagAssignment(id=str(uuid.UUID(int=rng.getrandbits(128))), tag_id=t.id, taggable_type="project",
                               taggable_id=p.id, created_at=ts)
             changes[f"tag-assignments/{t.id}/project/{p.id}.toml"] = to_toml(x)
+        elif op == "add-update" and projects:
+            p = projects[a % len(projects)]
+            u = ProjectUpdate(id=_uuid(rng), project_id=p.id, body=" ".join(rng.choices(WORDS, k=6)),
+                              number=1000 + n, created_at=ts, updated_at=ts)
+            changes[f"project-updates/{p.slug}/{u.number}.toml"] = to_toml(u)
+        elif op == "add-buzz" and projects:
+            p = projects[a % len(projects)]
+            z = ProjectBuzz(id=_uuid(rng), project_id=p.id, slug=f"buzz-{n}", headline=f"News {rng.choice(WORDS)}",
+                            url="https://example.org/n", published_at=ts, created_at=ts, updated_at=ts)
+            changes[f"project-buzz/{p.slug}/{z.slug}.toml"] = to_toml(z)
+        elif op == "add-role" and projects and people:
+            p = projects[a % len(projects)]
+            r = HelpWantedRole(id=_uuid(rng), project_id=p.id, posted_by_id=people[b % len(people)].id,
+                               title=f"Data {rng.choice(WORDS)}", description=" ".join(rng.choices(WORDS, k=8)),
+                               created_at=ts, updated_at=ts)
+            changes[f"help-wanted-roles/{p.slug}/{r.id}.toml"] = to_toml(r)
+        elif op == "add-interest" and roles and people:
+            r, q = roles[a % len(roles)], people[b % len(people)]
+            e = HelpWantedInterest(id=_uuid(rng), role_id=r.id, person_id=q.id, created_at=ts)
+            changes[f"help-wanted-interest/{r.id}/{q.slug}-{n}.toml"] = to_toml(e)
+        elif op == "add-history" and projects:
+            p = projects[a % len(projects)]
+            h = SlugHistory(id=_uuid(rng), entity_type="project", old_slug=f"old-{n}", new_slug=p.slug,
+                            entity_id=p.id, changed_at=ts, expires_at="2099-01-01T00:00:00Z")
+            changes[f"slug-history/project/old-{n}.toml"] = to_toml(h)
+        elif op == "add-revocation" and people:
+            v = Revocation(jti=f"jti-{n}", person_id=people[a % len(people)].id, revoked_at=ts,
+                           expires_at="2099-01-01T00:00:00Z")
+            changes[f"revocations/jti-{n}.toml"] = to_toml(v)
+        elif op == "add-sponsor":
+            changes[f"sponsors/new-{n}.toml"] = f"slug = 'new-{n}'\nsince = 2024-01-0{1 + a % 9}\n[x]\ny = [1, 2]\n".encode()
         elif op in ("edit", "delete", "rename"):
             sheet = sorted(snap.tables)[a % len(snap.tables)]
             table = snap.table(sheet)
             if not table.by_id:
                 continue
-            record = sorted(table.by_id.values(), key=lambda r: r.id)[b % len(table.by_id)]
-            path = table.path_by_id[record.id]
+            record = sorted(table.by_id.values(), key=lambda r: r.key)[b % len(table.by_id)]
+            path = table.path_by_id[record.key]
             if path in changes:
                 continue
             if op == "delete":
                 changes[path] = None
+            elif op == "edit" and isinstance(record, Untyped):
+                changes[path] = f"slug = '{record.key}'\nedited = {n}\n".encode()
             elif op == "edit":
                 import msgspec
                 fields = msgspec.to_builtins(record)
-                for key in ("title", "fullName", "role"):
+                for key in EDITED:
                     if key in fields:
-                        fields[key] = f"Edited {rng.choice(WORDS)}"
+                        fields[key] = f"Edited {rng.choice(WORDS)}" if key != "expiresAt" else "2098-01-01T00:00:00Z"
                 if "stage" in fields:
                     fields["stage"] = rng.choice(STAGES)
                 changes[path] = to_toml(msgspec.convert(fields, type=type(record)))
@@ -170,6 +217,9 @@ def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps
             incremental = build_incremental(repo, snap, commit)
             full = build_full(repo, commit)
             assert snapshot_state(incremental) == snapshot_state(full)
+            for sheet, table in incremental.tables.items():  # changedIn moves only with the sheet's records
+                moved = table.blob_by_path != snap.table(sheet).blob_by_path
+                assert incremental.changed_in[sheet] == (commit if moved else snap.changed_in[sheet]), sheet
             for sheet, table in incremental.tables.items():  # unchanged records are shared, not copied
                 for record_id, record in table.by_id.items():
                     before = snap.table(sheet).by_id.get(record_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from falcon import testing
 
-from hotreload.data.records import Project
+from hotreload.data.records import Project, Untyped
 from hotreload.data.snapshot import build_full
 from hotreload.git.repo import GitRepo
 from hotreload.service.runtime import Runtime
@@ -15,7 +15,9 @@ def test_full_build_indexes_every_sheet(world: World) -> None:
     repo = GitRepo(str(world.origin))
     snap = build_full(repo, repo.branch_commit("published") or "")
     counts = snap.record_counts()
-    assert set(counts) == {"projects", "people", "tags", "tag-assignments", "project-memberships"}
+    assert set(counts) == {"projects", "people", "tags", "tag-assignments", "project-memberships",
+                           "project-updates", "project-buzz", "help-wanted-roles", "help-wanted-interest",
+                           "slug-history", "revocations", "sponsors"}
     assert sum(counts.values()) == 60
     for project in snap.table("projects").by_id.values():
         assert isinstance(project, Project)
@@ -30,6 +32,18 @@ def test_full_build_indexes_every_sheet(world: World) -> None:
         assert assignment.id in snap.indices["assignments_by_tag"][assignment.tag_id]  # type: ignore[attr-defined]
     for tag in snap.table("tags").by_id.values():
         assert snap.indices["tag_by_handle"][tag.handle] == tag.id  # type: ignore[attr-defined]
+    for sheet, index in (("project-updates", "updates_by_project"), ("project-buzz", "buzz_by_project"),
+                         ("help-wanted-roles", "roles_by_project")):
+        for child in snap.table(sheet).by_id.values():
+            assert child.id in snap.indices[index][child.project_id]  # type: ignore[attr-defined]
+    for update in snap.table("project-updates").by_id.values():
+        assert snap.indices["update_by_project_number"][(update.project_id, update.number)] == update.id  # type: ignore[attr-defined]
+    for interest in snap.table("help-wanted-interest").by_id.values():
+        assert interest.id in snap.indices["interest_by_role"][interest.role_id]  # type: ignore[attr-defined]
+    for entry in snap.table("slug-history").by_id.values():
+        assert snap.indices["slug_history"][(entry.entity_type, entry.old_slug)] == entry.id  # type: ignore[attr-defined]
+    for jti, revocation in snap.table("revocations").by_id.items():
+        assert revocation.jti == jti == snap.table("revocations").path_by_id[jti][len("revocations/"):-5]  # type: ignore[attr-defined]
 
 
 def test_duplicate_ids_and_legacy_ids_are_invalid(world: World) -> None:
@@ -59,12 +73,13 @@ def test_duplicate_ids_and_legacy_ids_are_invalid(world: World) -> None:
         "projects/a-legacy.toml", f"projects/{some.slug}.toml"}
 
 
-def test_unknown_sheet_config_is_skipped(world: World) -> None:
+def test_a_sheet_without_a_schema_is_loaded_untyped(world: World) -> None:
     commit = world.commit_upstream({".gitsheets/events.toml": '[gitsheet]\nroot = "events"\npath = "${{ slug }}"\n',
-                                    "events/x.toml": 'whatever = 1\n'})
+                                    "events/x.toml": 'slug = "x"\nwhatever = 1\n'})
     repo = GitRepo(str(world.origin))
     snap = build_full(repo, commit)
-    assert "events" not in snap.tables
+    record = snap.table("events").by_id["x"]
+    assert isinstance(record, Untyped) and record.data == {"slug": "x", "whatever": 1}
 
 
 def test_projects_search_filters_facets_and_paging(client: testing.TestClient, runtime: Runtime) -> None:

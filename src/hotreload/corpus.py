@@ -1,5 +1,6 @@
-"""Synthetic gitsheets data repositories: N valid records across the five sheets,
-deterministic for a seed, written as one pack in a bare repository.
+"""Synthetic gitsheets data repositories: N valid records across the seed's eleven
+sheets plus one sheet the service has no schema for (``sponsors``), deterministic
+for a seed, written as one pack in a bare repository.
 
 Used by ``hotreload corpus``, the demo, the tests, the simulator and the benchmarks.
 """
@@ -18,15 +19,21 @@ from dataclasses import dataclass
 
 from hotreload.data.records import (
     STAGES,
+    Entry,
+    HelpWantedInterest,
+    HelpWantedRole,
     Person,
     Project,
+    ProjectBuzz,
     ProjectMembership,
-    Record,
+    ProjectUpdate,
+    Revocation,
+    SlugHistory,
     Tag,
     TagAssignment,
     to_toml,
 )
-from hotreload.data.sheets import CONFIG_DIR, STANDARD_SHEETS, config_text
+from hotreload.data.sheets import CONFIG_DIR, STANDARD_SHEETS, Sheet, config_text
 from hotreload.git.repo import API_IDENTITY, GitRepo, Signature, init_bare, tree_objects
 
 TOPICS = ["transit", "housing", "education", "health", "environment", "elections", "food",
@@ -52,6 +59,14 @@ WORDS = [
 ]
 
 
+CORPUS_VERSION = 2
+"""Bumped whenever ``make_corpus`` makes different data for the same arguments
+(caches of corpora, such as the benchmarks', are keyed by it). 2: every seed sheet."""
+
+UNTYPED_SHEET = Sheet("sponsors", "sponsors", "${{ slug }}")
+"""Not a seed sheet: it shows a sheet the service has no schema for, served untyped."""
+
+
 @dataclass(frozen=True)
 class Corpus:
     files: dict[str, bytes]
@@ -72,26 +87,38 @@ def sentence(rng: random.Random, n: int) -> str:
 
 
 def make_corpus(records: int, seed: int = 1, progress: Callable[[int], None] | None = None) -> Corpus:
-    """``records`` valid records: about 2% tags, 20% projects, 35% people, 20%
-    memberships, the rest tag assignments."""
+    """``records`` valid records: about 2% tags, 15% projects, 30% people, 15%
+    memberships, 8% project updates, 3% buzz, 2% help-wanted roles, 2% expressions
+    of interest, 1% slug history, 1% revocations, 0.2% sponsors (untyped), the
+    rest tag assignments."""
     if records < 10:
         raise ValueError("a corpus needs at least 10 records")
     rng = random.Random(seed)
     tick = progress or (lambda n: None)
     files: dict[str, bytes] = {
-        f"{CONFIG_DIR}/{sheet.name}.toml": config_text(sheet) for sheet in STANDARD_SHEETS
+        f"{CONFIG_DIR}/{sheet.name}.toml": config_text(sheet) for sheet in (*STANDARD_SHEETS, UNTYPED_SHEET)
     }
     files["README.md"] = b"Synthetic gitsheets data made by `hotreload corpus`.\n"
 
-    def put(path: str, record: Record) -> None:
-        files[path] = to_toml(record)
+    def put(path: str, record: Entry, **denormalised: str) -> None:
+        # the seed's writers store the path template's parent slugs in the record
+        extra = "".join(f'{key} = "{value}"\n' for key, value in denormalised.items())
+        files[path] = to_toml(record) + extra.encode()
         tick(1)
 
     n_tags = max(5, records // 50)
-    n_projects = max(2, records * 20 // 100)
-    n_people = max(2, records * 35 // 100)
-    n_members = max(1, records * 20 // 100)
-    n_assign = max(1, records - n_tags - n_projects - n_people - n_members)
+    n_projects = max(2, records * 15 // 100)
+    n_people = max(2, records * 30 // 100)
+    n_members = max(1, records * 15 // 100)
+    n_updates = max(1, records * 8 // 100)
+    n_buzz = max(1, records * 3 // 100)
+    n_roles = max(1, records * 2 // 100)
+    n_interest = max(1, records * 2 // 100)
+    n_history = max(1, records // 100)
+    n_revocations = max(1, records // 100)
+    n_sponsors = max(1, records // 500)
+    n_assign = max(1, records - n_tags - n_projects - n_people - n_members - n_updates - n_buzz
+                   - n_roles - n_interest - n_history - n_revocations - n_sponsors)
 
     tags: list[Tag] = []
     vocab = [("topic", t) for t in TOPICS] + [("tech", t) for t in TECHS] + [("event", e) for e in EVENTS]
@@ -159,8 +186,86 @@ def make_corpus(records: int, seed: int = 1, progress: Callable[[int], None] | N
             id=new_id(rng), tag_id=tag.id, taggable_type=kind,  # type: ignore[arg-type]
             taggable_id=thing.id, created_at=timestamp(rng)))
 
+    numbers: dict[int, int] = {}
+    for _ in range(n_updates):
+        pi = rng.randrange(n_projects)
+        numbers[pi] = numbers.get(pi, 0) + 1
+        p, ts = projects[pi], timestamp(rng)
+        put(f"project-updates/{p.slug}/{numbers[pi]}.toml", ProjectUpdate(
+            id=new_id(rng), project_id=p.id, author_id=rng.choice(people).id,
+            body=" ".join(sentence(rng, 10) for _ in range(rng.randint(1, 3))),
+            number=numbers[pi], created_at=ts, updated_at=ts), projectSlug=p.slug)
+
+    for i in range(n_buzz):
+        p, ts = rng.choice(projects), timestamp(rng)
+        headline = sentence(rng, 6)[:-1]
+        slug = f"{'-'.join(headline.lower().split()[:4])}-{i}"
+        put(f"project-buzz/{p.slug}/{slug}.toml", ProjectBuzz(
+            id=new_id(rng), project_id=p.id, slug=slug, headline=headline,
+            url=f"https://news.example.org/{slug}", published_at=ts,
+            summary=sentence(rng, 14) if rng.random() < 0.6 else None,
+            created_at=ts, updated_at=ts), projectSlug=p.slug)
+
+    roles: list[HelpWantedRole] = []
+    for _ in range(n_roles):
+        p, ts = rng.choice(projects), timestamp(rng)
+        status = rng.choice(["open", "open", "open", "filled", "closed"])
+        role = HelpWantedRole(
+            id=new_id(rng), project_id=p.id, posted_by_id=rng.choice(people).id,
+            title=f"{rng.choice(['Frontend', 'Backend', 'Data', 'Design', 'Outreach'])} "
+                  f"{rng.choice(['developer', 'lead', 'volunteer', 'analyst'])}",
+            description=sentence(rng, 20), commitment_hours_per_week=rng.choice([None, 2, 4, 8]),
+            status=status,  # type: ignore[arg-type]
+            created_at=ts, updated_at=ts)
+        roles.append(role)
+        put(f"help-wanted-roles/{p.slug}/{role.id}.toml", role, projectSlug=p.slug)
+
+    interest: set[tuple[int, int]] = set()
+    while len(interest) < min(n_interest, len(roles) * n_people):
+        interest.add((rng.randrange(len(roles)), rng.randrange(n_people)))
+    for ri, qi in sorted(interest):
+        role, q = roles[ri], people[qi]
+        put(f"help-wanted-interest/{role.id}/{q.slug}.toml", HelpWantedInterest(
+            id=new_id(rng), role_id=role.id, person_id=q.id,
+            message=sentence(rng, 8) if rng.random() < 0.5 else None, created_at=timestamp(rng)),
+            personSlug=q.slug)
+
+    # renames of the past: old slugs that answer with a redirect; a few have expired
+    for i in range(n_history):
+        kind = "project" if i % 3 else "person"
+        renamed: Project | Person = projects[i % n_projects] if kind == "project" else people[i % n_people]
+        changed = timestamp(rng)
+        expires = "2099-01-01T00:00:00Z" if rng.random() < 0.9 else "2020-01-01T00:00:00Z"
+        put(f"slug-history/{kind}/{renamed.slug}-was-{i}.toml", SlugHistory(
+            id=new_id(rng), entity_type=kind,  # type: ignore[arg-type]
+            old_slug=f"{renamed.slug}-was-{i}", new_slug=renamed.slug,
+            entity_id=renamed.id, changed_at=changed, expires_at=expires))
+
+    for _ in range(n_revocations):
+        jti = f"{rng.getrandbits(64):016x}"
+        revoked = timestamp(rng)
+        put(f"revocations/{jti}.toml", Revocation(
+            jti=jti, person_id=rng.choice(people).id, revoked_at=revoked, expires_at="2099-01-01T00:00:00Z"))
+
+    for i in range(n_sponsors):
+        name = f"{rng.choice(ADJECTIVES).title()} {rng.choice(NOUNS).title()} Fund {i}"
+        slug = name.lower().replace(" ", "-")
+        # written by hand, as people do: comments, a date, an array, a table
+        files[f"sponsors/{slug}.toml"] = (
+            f"# sponsor since {2015 + i % 10}\n"
+            f"slug = '{slug}'\nname = \"{name}\"\n"
+            f"since = {2015 + i % 10}-0{1 + i % 9}-15\n"
+            f"tier = \"{rng.choice(['gold', 'silver', 'bronze'])}\"\n"
+            f"projects = [{', '.join(chr(34) + p.slug + chr(34) for p in rng.sample(projects, min(2, n_projects)))}]\n"
+            f"\n[contact]\nemail = \"sponsors+{i}@example.org\"\n"
+        ).encode()
+        tick(1)
+
     counts = {"tags": n_tags, "projects": n_projects, "people": n_people,
-              "project-memberships": len(pairs), "tag-assignments": len(links)}
+              "project-memberships": len(pairs), "tag-assignments": len(links),
+              "project-updates": n_updates, "project-buzz": n_buzz, "help-wanted-roles": n_roles,
+              "help-wanted-interest": len(interest), "slug-history": n_history,
+              "revocations": n_revocations, "sponsors": n_sponsors}
     return Corpus(files, counts)
 
 

@@ -11,6 +11,13 @@ import falcon
 import falcon.media
 import msgspec
 
+from hotreload.api.activity import (
+    HelpWantedResource,
+    ProjectBuzzResource,
+    ProjectHelpWantedResource,
+    ProjectUpdateResource,
+    ProjectUpdatesResource,
+)
 from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
 from hotreload.api.health import HealthResource, MetricsResource
 from hotreload.api.openapi import OpenApiResource
@@ -20,10 +27,12 @@ from hotreload.api.read import (
     PersonResource,
     ProjectResource,
     ProjectsResource,
+    TagResource,
     TagsResource,
 )
 from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
 from hotreload.api.reload import ReloadResource
+from hotreload.api.sheets import SheetRecordResource, SheetResource, SheetsResource
 from hotreload.api.write import MAX_BODY as WRITE_MAX_BODY
 from hotreload.api.write import CollectionWriteResource, ItemWriteResource
 from hotreload.metrics import Metrics
@@ -111,7 +120,16 @@ def create_app(runtime: Runtime) -> falcon.App[falcon.Request, falcon.Response]:
                                          CollectionWriteResource(runtime, "people")))
     route("/api/people/{slug}", _Router(PersonResource(holder),
                                                 ItemWriteResource(runtime, "people")))
+    route("/api/projects/{slug}/updates", ProjectUpdatesResource(holder))
+    route("/api/projects/{slug}/updates/{number}", ProjectUpdateResource(holder))
+    route("/api/projects/{slug}/buzz", ProjectBuzzResource(holder))
+    route("/api/projects/{slug}/help-wanted", ProjectHelpWantedResource(holder))
+    route("/api/help-wanted", HelpWantedResource(holder))
     route("/api/tags", TagsResource(holder))
+    route("/api/tags/{handle}", TagResource(holder))
+    route("/api/sheets", SheetsResource(holder))
+    route("/api/sheets/{sheet}", SheetResource(holder))
+    route("/api/sheets/{sheet}/{key:path}", SheetRecordResource(holder))
 
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)

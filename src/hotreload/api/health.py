@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hotreload.data.records import Revocation
+from hotreload.data.snapshot import Snapshot
 from hotreload.service.runtime import Runtime
+
+
+def _revocations(snap: Snapshot) -> dict[str, Any]:
+    """What a consumer of revocations must see as soon as they land: how many, the
+    newest, and the first commit this process served with the current set."""
+    records = cast(Iterable[Revocation], snap.table("revocations").by_id.values())
+    return {"count": len(snap.table("revocations")),
+            "latestRevokedAt": max((r.revoked_at for r in records), default=None),
+            "changedInCommit": snap.changed_in.get("revocations")}
 
 
 class HealthResource:
@@ -41,6 +53,7 @@ class HealthResource:
             "servedCommit": snap.commit,
             "headCommit": rt.repo.branch_commit(rt.branch),
             "records": snap.record_counts(),
+            "revocations": snap.memo.get("health-revocations", lambda: _revocations(snap)),
             "lastReload": last_reload,
             "push": push,
         }}

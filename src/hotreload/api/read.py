@@ -3,15 +3,16 @@ that snapshot only; ``X-Data-Commit`` names its commit."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import falcon
 
 from hotreload.api.errors import ApiError, bad_request
-from hotreload.data.records import STAGES, TAG_NAMESPACES, Person, Project, Tag, to_json_dict
+from hotreload.data.records import STAGES, TAG_NAMESPACES, Entry, Person, Project, Tag, to_json_dict
 from hotreload.data.search import PEOPLE, PROJECTS
 from hotreload.data.snapshot import Snapshot, SnapshotHolder
 
@@ -37,6 +38,84 @@ def _paging(req: falcon.Request) -> tuple[int, int]:
     return _int_param(req, "page", 1, 1, 1_000_000), _int_param(req, "perPage", 20, 1, 100)
 
 
+def page_of(req: falcon.Request, resp: falcon.Response, snap: Snapshot, items: list[Any],
+            render: Callable[[Any], Any]) -> None:
+    """One page of ``items`` (``page``, ``perPage``), rendered, with the total."""
+    page, per_page = _paging(req)
+    start = (page - 1) * per_page
+    _ok(resp, snap, [render(x) for x in items[start:start + per_page]],
+        {"total": len(items), "page": page, "perPage": per_page})
+
+
+class Moved(ApiError):
+    """301 to where a renamed record now answers (see :func:`live_project`)."""
+
+    def __init__(self, what: str, old: str, new: str, location: str) -> None:
+        super().__init__(301, "moved_permanently", f"{what} {old!r} is now {new!r}",
+                         {"location": location},
+                         # short: the redirect ends when the slug-history entry expires
+                         {"Location": location, "Cache-Control": "public, max-age=300"})
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _redirect(req: falcon.Request, snap: Snapshot, entity: str, what: str, slug: str,
+              live: Callable[[str], bool], path: Callable[[str], str]) -> None:
+    """Raise :class:`Moved` when ``slug`` is not live but ``slug-history`` says where
+    it went; the rest of the URL and its query are kept."""
+    target = snap.slug_redirect(entity, slug, live, _now())
+    if target is not None:
+        query = f"?{req.query_string}" if req.query_string else ""
+        raise Moved(what, slug, target, path(target) + query)
+
+
+def _project_live(snap: Snapshot, slug: str) -> Project | None:
+    project = snap.project_by_slug(slug)
+    return project if project is not None and project.deleted_at is None else None
+
+
+def live_project(req: falcon.Request, snap: Snapshot, slug: str, suffix: str = "") -> Project:
+    """The live project at ``slug``; else 301 to its new slug (``slug-history``),
+    keeping ``suffix`` (the rest of the path); else 404."""
+    project = _project_live(snap, slug)
+    if project is None:
+        _redirect(req, snap, "project", "project", slug, lambda s: _project_live(snap, s) is not None,
+                  lambda s: f"/api/projects/{s}{suffix}")
+        raise ApiError(404, "not_found", f"no project with slug {slug!r}")
+    return project
+
+
+def _person_live(snap: Snapshot, slug: str) -> Person | None:
+    person = snap.person_by_slug(slug)
+    return person if person is not None and person.deleted_at is None else None
+
+
+def _legacy_id(req: falcon.Request, name: str) -> int | None:
+    return _int_param(req, name, 0, 1, 999_999_999) if req.get_param(name) is not None else None
+
+
+def _by_legacy_id(snap: Snapshot, index: str, sheet: str, legacy_id: int) -> Any:
+    record_id = snap.indices[index].get(legacy_id)
+    record = snap.table(sheet).by_id.get(record_id) if record_id else None
+    return record if record is not None and getattr(record, "deleted_at", None) is None else None
+
+
+def _legacy_redirect(req: falcon.Request, snap: Snapshot, kind: str) -> None:
+    """The seed's old links, ``/projects?ID=<n>``: 301 to the record's page, or 404."""
+    legacy_id = _legacy_id(req, "ID")
+    if legacy_id is None:
+        return
+    sheet, index = ("projects", "project_by_legacy_id") if kind == "project" else \
+        ("people", "person_by_legacy_id")
+    record = _by_legacy_id(snap, index, sheet, legacy_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no {kind} with legacy id {legacy_id}")
+    location = f"/api/{sheet}/{record.slug}"
+    raise Moved(f"{kind} with legacy id", str(legacy_id), record.slug, location)
+
+
 def _snapshot(holder: SnapshotHolder, resp: falcon.Response) -> Snapshot:
     """The one snapshot this request reads. Its commit goes on the response at once,
     so a 404 or 400 answered from it names it too."""
@@ -54,7 +133,6 @@ def _ok(resp: falcon.Response, snap: Snapshot, data: Any, meta: dict[str, Any] |
 
 def project_json(snap: Snapshot, project: Project) -> dict[str, Any]:
     return {**to_json_dict(project), "tags": [t.handle for t in snap.tags_of("project", project.id)]}
-
 
 
 def person_json(snap: Snapshot, person: Person) -> dict[str, Any]:
@@ -127,6 +205,12 @@ class ProjectsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         snap = _snapshot(self.holder, resp)
+        _legacy_redirect(req, snap, "project")
+        legacy_id = _legacy_id(req, "legacyId")
+        if legacy_id is not None:
+            found = _by_legacy_id(snap, "project_by_legacy_id", "projects", legacy_id)
+            page_of(req, resp, snap, [found] if found else [], lambda p: project_json(snap, p))
+            return
         q = req.get_param("q")
         stage = req.get_param("stage")
         if stage is not None and stage not in STAGES:
@@ -151,9 +235,7 @@ class ProjectResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         snap = _snapshot(self.holder, resp)
-        project = snap.project_by_slug(slug)
-        if project is None or project.deleted_at is not None:
-            raise ApiError(404, "not_found", f"no project with slug {slug!r}")
+        project = live_project(req, snap, slug)
         people = snap.table("people").by_id
         members = []
         for m in snap.memberships_of_project(project.id):
@@ -170,11 +252,14 @@ class PeopleResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         snap = _snapshot(self.holder, resp)
-        page, per_page = _paging(req)
-        people = _ordered(snap, "people", req.get_param("q"))
-        start = (page - 1) * per_page
-        _ok(resp, snap, [person_json(snap, p) for p in people[start:start + per_page]],
-            {"total": len(people), "page": page, "perPage": per_page})
+        _legacy_redirect(req, snap, "person")
+        legacy_id = _legacy_id(req, "legacyId")
+        if legacy_id is not None:
+            found = _by_legacy_id(snap, "person_by_legacy_id", "people", legacy_id)
+            people = [found] if found else []
+        else:
+            people = _ordered(snap, "people", req.get_param("q"))
+        page_of(req, resp, snap, people, lambda p: person_json(snap, p))
 
 
 class PersonResource:
@@ -183,8 +268,10 @@ class PersonResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         snap = _snapshot(self.holder, resp)
-        person = snap.person_by_slug(slug)
-        if person is None or person.deleted_at is not None:
+        person = _person_live(snap, slug)
+        if person is None:
+            _redirect(req, snap, "person", "person", slug, lambda s: _person_live(snap, s) is not None,
+                      lambda s: f"/api/people/{s}")
             raise ApiError(404, "not_found", f"no person with slug {slug!r}")
         projects = snap.table("projects").by_id
         memberships = []
@@ -214,3 +301,47 @@ class TagsResource:
 
         data = snap.memo.get(("tags", namespace), compute)
         _ok(resp, snap, data, {"total": len(data)})
+
+
+class TagResource:
+    """One tag with the live projects and people it is assigned to."""
+
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, handle: str) -> None:
+        snap = _snapshot(self.holder, resp)
+        if not TAG_HANDLE.match(handle):
+            raise bad_request("handle", f"{handle!r} must look like namespace.slug "
+                              f"(namespace one of {', '.join(TAG_NAMESPACES)})")
+        tags = snap.table("tags").by_id
+        namespace, slug = handle.split(".", 1)
+
+        def live(s: str) -> bool:
+            # as the seed: a slug in use in any namespace is live (no redirect away from it)
+            return any(f"{ns}.{s}" in snap.indices["tag_by_handle"] for ns in TAG_NAMESPACES)
+
+        tag_id = snap.indices["tag_by_handle"].get(handle)
+        tag = tags.get(tag_id) if tag_id else None
+        if not isinstance(tag, Tag):
+            _redirect(req, snap, "tag", "tag", slug, live, lambda s: f"/api/tags/{namespace}.{s}")
+            raise ApiError(404, "not_found", f"no tag {handle!r}")
+
+        def compute() -> dict[str, Any]:
+            projects, people = snap.table("projects").by_id, snap.table("people").by_id
+            found_projects: list[Project] = []
+            found_people: list[Person] = []
+            for assignment_id in snap.indices["assignments_by_tag"].get(tag.id, ()):
+                assignment: Any = snap.table("tag-assignments").by_id[assignment_id]
+                source: Mapping[str, Entry] = projects if assignment.taggable_type == "project" else people
+                record: Any = source.get(assignment.taggable_id)
+                if record is None or getattr(record, "deleted_at", None) is not None:
+                    continue
+                (found_projects if isinstance(record, Project) else found_people).append(record)
+            found_projects.sort(key=lambda p: (p.title.lower(), p.slug))
+            found_people.sort(key=lambda p: (p.full_name.lower(), p.slug))
+            return {**to_json_dict(tag), "handle": tag.handle,
+                    "projects": [{"slug": p.slug, "title": p.title, "stage": p.stage} for p in found_projects],
+                    "people": [{"slug": p.slug, "fullName": p.full_name} for p in found_people]}
+
+        _ok(resp, snap, snap.memo.get(("tag", handle), compute))

@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import tomllib
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -43,8 +43,23 @@ TagNamespace = Literal["topic", "tech", "event"]
 TAG_NAMESPACES: tuple[str, ...] = typing.get_args(TagNamespace)
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
+class Entry(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
+    """One stored record of any sheet. ``key`` identifies it within its sheet (the
+    ``KEY_FIELD`` it is read from is named in duplicate-key errors)."""
+
+    KEY_FIELD: ClassVar[str] = "id"
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+
+class Record(Entry, frozen=True, kw_only=True, rename="camel", gc=False):
     id: Uuid
+
+    @property
+    def key(self) -> str:
+        return self.id
 
 
 class Project(Record, frozen=True, kw_only=True, rename="camel", gc=False):
@@ -111,13 +126,111 @@ class ProjectMembership(Record, frozen=True, kw_only=True, rename="camel", gc=Fa
     updated_at: Timestamp
 
 
-RECORD_TYPES: dict[str, type[Record]] = {
+class ProjectUpdate(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    legacy_id: int | None = None
+    project_id: Uuid
+    author_id: Uuid | None = None
+    body: Annotated[str, Meta(min_length=1)]
+    number: Annotated[int, Meta(ge=1)]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ProjectBuzz(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    legacy_id: int | None = None
+    project_id: Uuid
+    posted_by_id: Uuid | None = None
+    slug: Annotated[str, Meta(min_length=1)]
+    headline: Annotated[str, Meta(min_length=1, max_length=200)]
+    url: Annotated[str, Meta(pattern=r"\A[A-Za-z][A-Za-z0-9+.-]*:[^\s]+\Z")]
+    published_at: Timestamp
+    summary: str | None = None
+    image_key: str | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+RoleStatus = Literal["open", "filled", "closed"]
+ROLE_STATUSES: tuple[str, ...] = typing.get_args(RoleStatus)
+
+
+class HelpWantedRole(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    project_id: Uuid
+    posted_by_id: Uuid
+    title: Annotated[str, Meta(min_length=1, max_length=120)]
+    description: Annotated[str, Meta(min_length=1)]
+    commitment_hours_per_week: Annotated[int, Meta(ge=0)] | None = None
+    status: RoleStatus = "open"
+    filled_by_id: Uuid | None = None
+    filled_at: Timestamp | None = None
+    closed_at: Timestamp | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class HelpWantedInterest(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    role_id: Uuid
+    person_id: Uuid
+    message: Annotated[str, Meta(max_length=2_000)] | None = None
+    created_at: Timestamp
+
+
+SlugEntity = Literal["project", "person", "tag", "buzz"]
+SLUG_ENTITIES: tuple[str, ...] = typing.get_args(SlugEntity)
+
+
+class SlugHistory(Record, frozen=True, kw_only=True, rename="camel", gc=False):
+    """``oldSlug`` of an ``entityType`` now answers as ``newSlug`` until ``expiresAt``."""
+
+    entity_type: SlugEntity
+    old_slug: Annotated[str, Meta(min_length=1)]
+    new_slug: Annotated[str, Meta(min_length=1)]
+    entity_id: Uuid
+    changed_at: Timestamp
+    expires_at: Timestamp
+
+
+class Revocation(Entry, frozen=True, kw_only=True, rename="camel", gc=False):
+    """A revoked session token (its ``jti``), kept until the token would expire."""
+
+    KEY_FIELD: ClassVar[str] = "jti"
+    jti: Annotated[str, Meta(min_length=1)]
+    person_id: Uuid
+    revoked_at: Timestamp
+    expires_at: Timestamp
+
+    @property
+    def key(self) -> str:
+        return self.jti
+
+
+class Untyped(Entry, frozen=True, kw_only=True, gc=False):
+    """A record of a sheet the service has no schema for: its TOML table as JSON
+    values, keyed by its path below the sheet's root (without ``.toml``)."""
+
+    path_key: str
+    data: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return self.path_key
+
+
+RECORD_TYPES: dict[str, type[Entry]] = {
     "projects": Project,
     "people": Person,
     "tags": Tag,
     "tag-assignments": TagAssignment,
     "project-memberships": ProjectMembership,
+    "project-updates": ProjectUpdate,
+    "project-buzz": ProjectBuzz,
+    "help-wanted-roles": HelpWantedRole,
+    "help-wanted-interest": HelpWantedInterest,
+    "slug-history": SlugHistory,
+    "revocations": Revocation,
 }
+"""The seed's eleven sheets (CodeForPhilly/codeforphilly-ng ``packages/shared/src/schemas``).
+Any other sheet a repository declares is served as :class:`Untyped`."""
 
 
 class RecordError(Exception):
@@ -136,7 +249,7 @@ _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 _REGEX = re.compile(r"^Expected `str` matching regex '(?P<rx>.*)'$", re.S)
 
 
-def describe_validation_error(record_type: type[Record], error: msgspec.ValidationError) -> str:
+def describe_validation_error(record_type: type[Entry], error: msgspec.ValidationError) -> str:
     """msgspec's message rewritten as ``field: what is wrong``."""
     match = _AT.match(str(error))
     assert match is not None
@@ -155,7 +268,7 @@ def describe_validation_error(record_type: type[Record], error: msgspec.Validati
     return f"{loc}: {msg}" if loc else msg
 
 
-def _literal_choices(record_type: type[Record], encoded_name: str) -> tuple[str, ...]:
+def _literal_choices(record_type: type[Entry], encoded_name: str) -> tuple[str, ...]:
     info = msgspec.inspect.type_info(record_type)
     assert isinstance(info, msgspec.inspect.StructType)
     for f in info.fields:
@@ -238,14 +351,27 @@ def parse_toml(data: bytes) -> dict[str, Any]:
     return {key: _normalise(value) for key, value in tomllib.loads(text).items()}
 
 
-def parse_record(sheet: Sheet, path: str, data: bytes) -> Record:
+def _json_value(value: Any) -> Any:
+    """A TOML value of an untyped record as JSON: date-times, dates and times as
+    RFC 3339 / ISO 8601 strings, tables and arrays all the way down."""
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return _normalise(value) if isinstance(value, dt.datetime) and value.tzinfo else value.isoformat()
+    return value
+
+
+def parse_record(sheet: Sheet, path: str, data: bytes) -> Entry:
     """Read one record; any failure, whatever its kind, is a :class:`RecordError`
     naming the path (bytes that are not UTF-8 shown as ``\\xNN``): one odd file
-    makes a 422 for the tree that holds it, never a 500 or a failed start."""
+    makes a 422 for the tree that holds it, never a 500 or a failed start.
+    A sheet without a schema here gives :class:`Untyped` records."""
     shown = readable(path)
     if shown != path:
         raise RecordError(shown, "the file name is not UTF-8; rename the file", tree_path=path)
-    record_type = RECORD_TYPES[sheet.name]
+    record_type = RECORD_TYPES.get(sheet.name, Untyped)
     try:
         raw = parse_toml(data)
     except UnicodeDecodeError:
@@ -257,7 +383,11 @@ def parse_record(sheet: Sheet, path: str, data: bytes) -> Record:
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
         raise RecordError(path, f"invalid TOML: {exc}") from None
     try:
-        record = msgspec.convert(raw, type=record_type)
+        if record_type is Untyped:
+            key = path[len(sheet.root) + 1 : -len(".toml")]
+            record: Entry = Untyped(path_key=key, data=_json_value(raw))
+        else:
+            record = msgspec.convert(raw, type=record_type)
     except msgspec.ValidationError as exc:
         raise RecordError(path, describe_validation_error(record_type, exc)) from None
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
@@ -272,7 +402,7 @@ def parse_record(sheet: Sheet, path: str, data: bytes) -> Record:
     return record
 
 
-def to_toml(record: Record) -> bytes:
+def to_toml(record: Entry) -> bytes:
     """Serialise a record the way the service writes it (None fields omitted)."""
     lines = []
     for key, value in msgspec.to_builtins(record).items():
@@ -301,6 +431,8 @@ def _toml_string(text: str) -> str:
     return f'"{escaped}"'
 
 
-def to_json_dict(record: Record) -> dict[str, Any]:
+def to_json_dict(record: Entry) -> dict[str, Any]:
+    if isinstance(record, Untyped):
+        return record.data
     result: dict[str, Any] = msgspec.to_builtins(record)
     return result

@@ -1,6 +1,6 @@
 """The full-text index of one snapshot: an in-memory SQLite database with FTS5
-tables for projects (title, summary, overview) and people (fullName, bio), made
-with sqlite-utils.
+tables for projects (title, summary, overview), people (fullName, bio) and
+help-wanted roles (title, description), made with sqlite-utils.
 
 An index is never changed once its snapshot is served. A new snapshot's index is
 either built from scratch or *derived*: the previous database is copied with
@@ -17,12 +17,12 @@ import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlite_utils
 
-from hotreload.data.records import Person, Project
+from hotreload.data.records import Entry
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -30,19 +30,25 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 @dataclass(frozen=True)
 class SearchTable:
     name: str
-    columns: tuple[str, ...]
+    """The SQL table (its FTS5 shadow is ``<name>_fts``)."""
+    sheet: str
+    fields: tuple[tuple[str, str], ...]
+    """(column, record attribute) pairs."""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(column for column, _ in self.fields)
+
+    def row(self, record: Entry) -> tuple[str | None, ...]:
+        return (record.key, *(getattr(record, attr) for _, attr in self.fields))
 
 
-PROJECTS = SearchTable("projects", ("title", "summary", "overview"))
-PEOPLE = SearchTable("people", ("fullName", "bio"))
-
-
-def _project_row(p: Project) -> dict[str, str | None]:
-    return {"id": p.id, "title": p.title, "summary": p.summary, "overview": p.overview}
-
-
-def _person_row(p: Person) -> dict[str, str | None]:
-    return {"id": p.id, "fullName": p.full_name, "bio": p.bio}
+PROJECTS = SearchTable("projects", "projects", (("title", "title"), ("summary", "summary"),
+                                                ("overview", "overview")))
+PEOPLE = SearchTable("people", "people", (("fullName", "full_name"), ("bio", "bio")))
+ROLES = SearchTable("roles", "help-wanted-roles", (("title", "title"), ("description", "description")))
+TABLES: dict[str, SearchTable] = {t.sheet: t for t in (PROJECTS, PEOPLE, ROLES)}
+SEARCHED_SHEETS: tuple[str, ...] = tuple(TABLES)
 
 
 def match_expression(query: str) -> str | None:
@@ -65,40 +71,36 @@ class SearchIndex:
         weakref.finalize(self, conn.close)
 
     @classmethod
-    def build(cls, projects: Iterable[Project], people: Iterable[Person]) -> SearchIndex:
+    def build(cls, records: Mapping[str, Iterable[Entry]]) -> SearchIndex:
+        """A new index over the records of each searched sheet (by sheet name)."""
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         db = sqlite_utils.Database(conn)
-        for table, rows in ((PROJECTS, map(_project_row, projects)), (PEOPLE, map(_person_row, people))):
+        for sheet, table in TABLES.items():
             sql_table = db.table(table.name)
             sql_table.create({"id": str, **dict.fromkeys(table.columns, str)}, pk="id")
-            sql_table.insert_all(rows, batch_size=1000)
+            cols = ("id", *table.columns)
+            sql_table.insert_all((dict(zip(cols, table.row(r), strict=True)) for r in records.get(sheet, ())),
+                                 batch_size=1000)
             sql_table.enable_fts(list(table.columns), create_triggers=True)
         conn.commit()
         return cls(conn)
 
-    def derive(
-        self,
-        removed_projects: Sequence[str],
-        upserted_projects: Sequence[Project],
-        removed_people: Sequence[str],
-        upserted_people: Sequence[Person],
-    ) -> SearchIndex:
-        """A new index: this one plus a delta. This one is left untouched."""
+    def derive(self, deltas: Mapping[str, tuple[Sequence[str], Sequence[Entry]]]) -> SearchIndex:
+        """A new index: this one plus a delta, per sheet ``(removed keys, upserted
+        records)``. This one is left untouched."""
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         with self._lock:
             self._conn.backup(conn)
         with conn:  # one transaction; the triggers keep the FTS tables in step
-            for table, removed, rows in (
-                (PROJECTS, removed_projects, [_project_row(p) for p in upserted_projects]),
-                (PEOPLE, removed_people, [_person_row(p) for p in upserted_people]),
-            ):
+            for sheet, (removed, upserted) in deltas.items():
+                table = TABLES[sheet]
                 conn.executemany(f"DELETE FROM [{table.name}] WHERE id = ?", [(i,) for i in removed])
-                if rows:
+                if upserted:
                     cols = ("id", *table.columns)
                     conn.executemany(
                         f"INSERT OR REPLACE INTO [{table.name}] ({', '.join(f'[{c}]' for c in cols)}) "
                         f"VALUES ({', '.join('?' for _ in cols)})",
-                        [tuple(r[c] for c in cols) for r in rows],
+                        [table.row(r) for r in upserted],
                     )
         return SearchIndex(conn)
 

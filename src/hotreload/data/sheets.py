@@ -101,11 +101,19 @@ def config_text(sheet: Sheet) -> bytes:
     ).encode()
 
 
-# The sheets this service understands, with the seed repo's layout.
+# The seed's eleven sheets, with its layout (specs/behaviors/storage.md there).
+# ``projectSlug`` and ``personSlug`` are denormalised into the record by the seed's
+# writers; a record without them is not checked against its path.
 STANDARD_SHEETS: tuple[Sheet, ...] = (
     Sheet("projects", "projects", "${{ slug }}"),
     Sheet("people", "people", "${{ slug }}"),
     Sheet("tags", "tags", "${{ namespace }}/${{ slug }}"),
     Sheet("tag-assignments", "tag-assignments", "${{ tagId }}/${{ taggableType }}/${{ taggableId }}"),
     Sheet("project-memberships", "project-memberships", "${{ projectSlug }}/${{ personSlug }}"),
+    Sheet("project-updates", "project-updates", "${{ projectSlug }}/${{ number }}"),
+    Sheet("project-buzz", "project-buzz", "${{ projectSlug }}/${{ slug }}"),
+    Sheet("help-wanted-roles", "help-wanted-roles", "${{ projectSlug }}/${{ id }}"),
+    Sheet("help-wanted-interest", "help-wanted-interest", "${{ roleId }}/${{ personSlug }}"),
+    Sheet("slug-history", "slug-history", "${{ entityType }}/${{ oldSlug }}"),
+    Sheet("revocations", "revocations", "${{ jti }}"),
 )

@@ -15,6 +15,7 @@ results are equal).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -24,15 +25,16 @@ from typing import Any, cast
 
 from hotreload.data.records import (
     RECORD_TYPES,
+    Entry,
     Person,
     Project,
     ProjectMembership,
-    Record,
     RecordError,
+    SlugHistory,
     Tag,
     parse_record,
 )
-from hotreload.data.search import SearchIndex
+from hotreload.data.search import SEARCHED_SHEETS, SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
 from hotreload.git.repo import GitRepo, readable
 
@@ -41,9 +43,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Table:
-    """The records of one sheet."""
+    """The records of one sheet, by key (``id``; ``jti`` for revocations; the path
+    below the root for a sheet served untyped)."""
 
-    by_id: Mapping[str, Record]
+    by_id: Mapping[str, Entry]
     path_by_id: Mapping[str, str]
     id_by_path: Mapping[str, str]
     blob_by_path: Mapping[str, str]
@@ -65,7 +68,7 @@ class IndexSpec:
     key: Callable[[Any], Hashable | None]
     unique: bool
     label: str = ""
-    value: Callable[[Any], Hashable] = lambda r: r.id
+    value: Callable[[Any], Hashable] = lambda r: r.key
 
 
 INDEX_SPECS: tuple[IndexSpec, ...] = (
@@ -86,6 +89,17 @@ INDEX_SPECS: tuple[IndexSpec, ...] = (
     # sheet's path template tag-assignments/<tagId>/<taggableType>/<taggableId>.toml
     IndexSpec("tags_by_taggable", "tag-assignments", lambda r: (r.taggable_type, r.taggable_id), False,
               value=lambda r: r.tag_id),
+    IndexSpec("updates_by_project", "project-updates", lambda r: r.project_id, False),
+    IndexSpec("update_by_project_number", "project-updates", lambda r: (r.project_id, r.number), True,
+              "projectId and number"),
+    IndexSpec("buzz_by_project", "project-buzz", lambda r: r.project_id, False),
+    IndexSpec("buzz_by_project_slug", "project-buzz", lambda r: (r.project_id, r.slug), True,
+              "projectId and slug"),
+    IndexSpec("roles_by_project", "help-wanted-roles", lambda r: r.project_id, False),
+    IndexSpec("interest_by_role", "help-wanted-interest", lambda r: r.role_id, False),
+    # one entry per (entityType, oldSlug): the path template is <entityType>/<oldSlug>
+    IndexSpec("slug_history", "slug-history", lambda r: (r.entity_type, r.old_slug), True,
+              "entityType and oldSlug"),
 )
 
 
@@ -136,6 +150,8 @@ class Snapshot:
     """What changed from the snapshot this one was derived from (all added for a full build)."""
     build_ms: float = 0.0
     incremental: bool = False
+    changed_in: Mapping[str, str] = field(default_factory=dict)
+    """Per sheet, the first commit this process served with the sheet's current records."""
     memo: Memo = field(default_factory=Memo, compare=False, repr=False)
 
     # -- typed accessors used by the read API --------------------------------
@@ -145,6 +161,30 @@ class Snapshot:
 
     def record_counts(self) -> dict[str, int]:
         return {name: len(t) for name, t in sorted(self.tables.items())}
+
+    def sheet(self, name: str) -> Sheet | None:
+        return next((s for s in self.sheets if s.name == name), None)
+
+    def slug_redirect(self, entity_type: str, slug: str, live: Callable[[str], bool],
+                      now: dt.datetime) -> str | None:
+        """Where a slug that is not live now answers, following ``slug-history``
+        (A -> B -> C in one step, at most 8 hops, entries expired at ``now``, an
+        RFC 3339 UTC time, ignored), or None. A live slug is never redirected."""
+        if live(slug):
+            return None
+        history = self.indices["slug_history"]
+        entries = self.table("slug-history").by_id
+        current = slug
+        for _ in range(8):
+            entry_id = history.get((entity_type, current))
+            entry = entries.get(entry_id) if entry_id else None
+            if not isinstance(entry, SlugHistory) or entry.new_slug == current \
+                    or _utc(entry.expires_at) <= now:
+                break
+            current = entry.new_slug
+            if live(current):
+                break
+        return None if current == slug else current
 
     def project_by_slug(self, slug: str) -> Project | None:
         record_id = self.indices["project_by_slug"].get(slug)
@@ -174,6 +214,11 @@ class Snapshot:
         return sorted((table[i] for i in ids), key=lambda m: m.id)  # type: ignore[misc]
 
 
+def _utc(timestamp: str) -> dt.datetime:
+    """A record's RFC 3339 timestamp (validated by its schema) as an aware datetime."""
+    return dt.datetime.fromisoformat(timestamp.upper())
+
+
 class SnapshotHolder:
     """Owns the served snapshot. Swapping is one reference assignment, made by the
     reloader and the writer under the data lock; readers just read ``current``.
@@ -194,8 +239,8 @@ _EMPTY_INDICES: dict[str, Mapping[Any, Any]] = {spec.name: {} for spec in INDEX_
 
 
 def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, str]]:
-    """The sheets this service serves, from ``.gitsheets/*.toml`` in the tree.
-    Configs of sheets the service does not know are skipped, with one log line."""
+    """Every sheet the tree declares in ``.gitsheets/*.toml``. A sheet the service has
+    no schema for is served untyped, with one log line saying so."""
     config_tree = repo.subtree(tree, CONFIG_DIR)
     blobs = {e.path: e.sha for e in repo.iter_blobs(config_tree, CONFIG_DIR)} if config_tree else {}
     sheets = []
@@ -203,10 +248,13 @@ def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, 
         name = path[len(CONFIG_DIR) + 1 :].removesuffix(".toml")
         if "/" in name or not path.endswith(".toml"):
             continue
-        if name not in RECORD_TYPES:
-            log.info("skipping sheet %r: this service does not know its schema", readable(name),
-                     extra={"sheet": readable(name)})
+        if readable(name) != name:
+            log.warning("skipping sheet %r: its name is not UTF-8", readable(name),
+                        extra={"sheet": readable(name)})
             continue
+        if name not in RECORD_TYPES:
+            log.info("serving sheet %r untyped (read-only under /api/sheets/%s): this service "
+                     "has no schema for it", name, name, extra={"sheet": name})
         try:
             sheets.append(parse_sheet_config(path, name, repo.read_blob(sha)))
         except SheetConfigError as exc:
@@ -218,7 +266,7 @@ def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, 
     return tuple(sheets), blobs
 
 
-Added = dict[str, dict[str, tuple[str, Record]]]  # sheet -> path -> (blob sha, record)
+Added = dict[str, dict[str, tuple[str, Entry]]]  # sheet -> path -> (blob sha, record)
 Removed = dict[str, set[str]]  # sheet -> paths
 
 
@@ -289,8 +337,8 @@ def _assemble(
 ) -> Snapshot:
     prev_tables: Mapping[str, Table] = previous.tables if previous else {}
     tables: dict[str, Table] = {}
-    gone: dict[str, list[Record]] = {}
-    new: dict[str, list[tuple[str, Record]]] = {}
+    gone: dict[str, list[Entry]] = {}
+    new: dict[str, list[tuple[str, Entry]]] = {}
     n_added = n_modified = n_deleted = 0
     for sheet in sheets:
         old = prev_tables.get(sheet.name, EMPTY_TABLE)
@@ -311,6 +359,8 @@ def _assemble(
             )
 
     search = _derive_search(previous, tables, gone, new)
+    changed_in = {s.name: commit if previous is None or s.name in gone
+                  else previous.changed_in.get(s.name, commit) for s in sheets}
     return Snapshot(
         commit=commit,
         tree=tree,
@@ -322,12 +372,13 @@ def _assemble(
         changes=Changes(n_added, n_modified, n_deleted),
         build_ms=(time.perf_counter() - started) * 1000,
         incremental=previous is not None,
+        changed_in=changed_in,
     )
 
 
 def _apply_table(
-    old: Table, removed_paths: set[str], added: Mapping[str, tuple[str, Record]]
-) -> tuple[Table, list[Record], list[tuple[str, Record]]]:
+    old: Table, removed_paths: set[str], added: Mapping[str, tuple[str, Entry]]
+) -> tuple[Table, list[Entry], list[tuple[str, Entry]]]:
     by_id, path_by_id = dict(old.by_id), dict(old.path_by_id)
     id_by_path, blob_by_path = dict(old.id_by_path), dict(old.blob_by_path)
     gone = []
@@ -338,11 +389,12 @@ def _apply_table(
         del path_by_id[record_id]
     new = []
     for path, (sha, record) in sorted(added.items()):
-        other = path_by_id.get(record.id)
+        key = record.key
+        other = path_by_id.get(key)
         if other is not None:
-            raise RecordError(path, f"id: {record.id} is also the id of {other}")
-        by_id[record.id], path_by_id[record.id] = record, path
-        id_by_path[path], blob_by_path[path] = record.id, sha
+            raise RecordError(path, f"{record.KEY_FIELD}: {key} is also the {record.KEY_FIELD} of {other}")
+        by_id[key], path_by_id[key] = record, path
+        id_by_path[path], blob_by_path[path] = key, sha
         new.append((path, record))
     return Table(by_id, path_by_id, id_by_path, blob_by_path), gone, new
 
@@ -351,23 +403,23 @@ def _apply_index(
     spec: IndexSpec,
     old: Mapping[Any, Any],
     table: Table,
-    gone: list[Record],
-    new: list[tuple[str, Record]],
+    gone: list[Entry],
+    new: list[tuple[str, Entry]],
 ) -> Mapping[Any, Any]:
     index = dict(old)
     if spec.unique:
         for record in gone:
             key = spec.key(record)
-            if key is not None and index.get(key) == record.id:
+            if key is not None and index.get(key) == record.key:
                 del index[key]
         for path, record in new:
             key = spec.key(record)
             if key is None:
                 continue
             holder = index.get(key)
-            if holder is not None and holder != record.id:
+            if holder is not None and holder != record.key:
                 raise RecordError(path, f"{spec.label}: {key} is also used by {table.path_by_id[holder]}")
-            index[key] = record.id
+            index[key] = record.key
         return index
     # multi-valued: gather per key, then write each touched key once (linear)
     touched: dict[Hashable, tuple[set[Hashable], set[Hashable]]] = {}
@@ -391,19 +443,15 @@ def _apply_index(
 def _derive_search(
     previous: Snapshot | None,
     tables: Mapping[str, Table],
-    gone: Mapping[str, list[Record]],
-    new: Mapping[str, list[tuple[str, Record]]],
+    gone: Mapping[str, list[Entry]],
+    new: Mapping[str, list[tuple[str, Entry]]],
 ) -> SearchIndex:
     if previous is None:
-        return SearchIndex.build(
-            tables.get("projects", EMPTY_TABLE).by_id.values(),  # type: ignore[arg-type]
-            tables.get("people", EMPTY_TABLE).by_id.values(),  # type: ignore[arg-type]
-        )
-    if "projects" not in gone and "people" not in gone:
+        return SearchIndex.build({name: tables.get(name, EMPTY_TABLE).by_id.values()
+                                  for name in SEARCHED_SHEETS})
+    if not any(name in gone for name in SEARCHED_SHEETS):
         return previous.search
-    return previous.search.derive(
-        [r.id for r in gone.get("projects", [])],
-        [r for _, r in new.get("projects", [])],  # type: ignore[misc]
-        [r.id for r in gone.get("people", [])],
-        [r for _, r in new.get("people", [])],  # type: ignore[misc]
-    )
+    return previous.search.derive({
+        name: ([r.key for r in gone[name]], [r for _, r in new[name]])
+        for name in SEARCHED_SHEETS if name in gone
+    })

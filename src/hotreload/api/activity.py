@@ -1,0 +1,152 @@
+"""What happens around a project: its updates, its buzz (press), and help-wanted
+roles, per project and (roles) searched across all projects. Read-only; every
+route under ``/api/projects/{slug}/...`` follows a renamed project's slug history
+with a 301, like the project itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import falcon
+
+from hotreload.api.errors import ApiError, bad_request
+from hotreload.api.read import TAG_HANDLE, _int_param, _ok, _snapshot, live_project, page_of
+from hotreload.data.records import (
+    ROLE_STATUSES,
+    HelpWantedRole,
+    Project,
+    ProjectBuzz,
+    ProjectUpdate,
+    to_json_dict,
+)
+from hotreload.data.search import ROLES
+from hotreload.data.snapshot import Snapshot, SnapshotHolder
+
+
+def _children(snap: Snapshot, index: str, sheet: str, project: Project) -> list[Any]:
+    table = snap.table(sheet).by_id
+    return [table[i] for i in snap.indices[index].get(project.id, ())]
+
+
+class ProjectUpdatesResource:
+    """``/api/projects/{slug}/updates``: newest (highest number) first."""
+
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
+        snap = _snapshot(self.holder, resp)
+        project = live_project(req, snap, slug, "/updates")
+        updates = cast(list[ProjectUpdate], _children(snap, "updates_by_project", "project-updates", project))
+        updates.sort(key=lambda u: -u.number)
+        page_of(req, resp, snap, updates, lambda u: {**to_json_dict(u), "project": project.slug})
+
+
+class ProjectUpdateResource:
+    """``/api/projects/{slug}/updates/{number}``."""
+
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str, number: str) -> None:
+        snap = _snapshot(self.holder, resp)
+        project = live_project(req, snap, slug, f"/updates/{number}")
+        if not number.isascii() or not number.isdigit() or len(number) > 9 or int(number) < 1:
+            raise bad_request("number", "must be a whole number from 1")
+        update_id = snap.indices["update_by_project_number"].get((project.id, int(number)))
+        if update_id is None:
+            raise ApiError(404, "not_found", f"project {project.slug!r} has no update {number}")
+        update = snap.table("project-updates").by_id[update_id]
+        _ok(resp, snap, {**to_json_dict(update), "project": project.slug})
+
+
+class ProjectBuzzResource:
+    """``/api/projects/{slug}/buzz``: newest (``publishedAt``) first."""
+
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
+        snap = _snapshot(self.holder, resp)
+        project = live_project(req, snap, slug, "/buzz")
+        buzz = cast(list[ProjectBuzz], _children(snap, "buzz_by_project", "project-buzz", project))
+        buzz.sort(key=lambda b: (b.published_at, b.slug), reverse=True)
+        page_of(req, resp, snap, buzz, lambda b: {**to_json_dict(b), "project": project.slug})
+
+
+def _status(req: falcon.Request, default: str | None) -> str | None:
+    status = req.get_param("status")
+    if status is None:
+        return default
+    if status not in ROLE_STATUSES:
+        raise bad_request("status", f"must be one of {', '.join(ROLE_STATUSES)}")
+    return status
+
+
+def role_json(snap: Snapshot, role: HelpWantedRole, project_slug: str) -> dict[str, Any]:
+    return {**to_json_dict(role), "project": project_slug,
+            "tags": [t.handle for t in snap.tags_of("help_wanted_role", role.id)],
+            "interestCount": len(snap.indices["interest_by_role"].get(role.id, ()))}
+
+
+class ProjectHelpWantedResource:
+    """``/api/projects/{slug}/help-wanted``: every role of the project (``status``
+    filters), newest first."""
+
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
+        snap = _snapshot(self.holder, resp)
+        project = live_project(req, snap, slug, "/help-wanted")
+        status = _status(req, None)
+        roles = cast(list[HelpWantedRole], _children(snap, "roles_by_project", "help-wanted-roles", project))
+        roles = [r for r in roles if status is None or r.status == status]
+        roles.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        page_of(req, resp, snap, roles, lambda r: role_json(snap, r, project.slug))
+
+
+class HelpWantedResource:
+    """``/api/help-wanted``: roles of live projects, ``status`` (default open),
+    ``tag`` (every one given), ``commitmentMax`` (hours per week) and ``q`` (full
+    text over title and description; best match first, else newest first)."""
+
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        snap = _snapshot(self.holder, resp)
+        status = _status(req, "open")
+        q = req.get_param("q")
+        handles = tuple(sorted(set(req.get_param_as_list("tag") or [])))
+        for handle in handles:
+            if not TAG_HANDLE.match(handle):
+                raise bad_request("tag", f"{handle!r} must look like namespace.slug")
+        most = _int_param(req, "commitmentMax", -1, 0, 168)
+        projects: Mapping[str, Any] = snap.table("projects").by_id
+
+        def compute() -> list[tuple[HelpWantedRole, str]]:
+            table = cast(Mapping[str, HelpWantedRole], snap.table("help-wanted-roles").by_id)
+            if q is not None:
+                roles = [table[i] for i in snap.search.search(ROLES, q) if i in table]
+            else:
+                roles = sorted(table.values(), key=lambda r: (r.created_at, r.id), reverse=True)
+            wanted = {snap.indices["tag_by_handle"].get(h) for h in handles}
+            found = []
+            for role in roles:
+                project = projects.get(role.project_id)
+                if project is None or project.deleted_at is not None:
+                    continue
+                if status is not None and role.status != status:
+                    continue
+                if most >= 0 and (role.commitment_hours_per_week is None
+                                  or role.commitment_hours_per_week > most):
+                    continue
+                if wanted and not wanted <= snap.tag_ids_of("help_wanted_role", role.id):
+                    continue
+                found.append((role, project.slug))
+            return found
+
+        roles = snap.memo.get(("help-wanted", q, status, handles, most), compute)
+        page_of(req, resp, snap, roles, lambda rp: role_json(snap, rp[0], rp[1]))
