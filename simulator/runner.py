@@ -12,22 +12,25 @@ The invariants, after every step (while the server runs):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
 import sys
 import threading
 import time
+import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.scenario import Scenario, ScenarioError, Step, discover, load
 from simulator.server import Response
-from simulator.truth import NotARecord, expected, github_signature
+from simulator.truth import NotARecord, expected, github_signature, redirect_target, stored
 from simulator.world import BRANCH, World
 
 RELOAD = "/api/_internal/reload-data"
-DOCUMENTED_STATUSES = {200, 201, 202, 400, 401, 404, 405, 409, 413, 422, 502, 503}
+DOCUMENTED_STATUSES = {200, 201, 202, 301, 400, 401, 404, 405, 409, 413, 422, 502, 503}
 
 
 @dataclass
@@ -353,6 +356,12 @@ class Run:
         for item in args.get("absent", []):
             status = self._request("GET", f"/api/{item['sheet']}/{item['slug']}").status
             check(f"absent {item['sheet']}/{item['slug']} (status)", 404, status)
+        for item in args.get("redirects", []):
+            resp = self._request("GET", item["path"])
+            check(f"GET {item['path']}", (301, item["location"]), (resp.status, resp.headers.get("location")))
+        if "revocations" in args:
+            check("health revocations.count", args["revocations"],
+                  self._request("GET", "/api/health").data["revocations"]["count"])
         if "served" in args:
             check("served commit", self.resolve(args["served"]), self.resolve("@served"))
         if "origin_branch" in args:
@@ -380,6 +389,7 @@ class Run:
         if not served == head == local:
             problems.append(f"served {served[:12]} / health head {head[:12]} / branch {local[:12]} differ")
         problems += self._sample_records(served)
+        problems += self._check_other_sheets(served, health)
         self._observe(step)
         repo = self.w.local_repo()
         try:
@@ -428,6 +438,69 @@ class Run:
                     continue
                 resp = self._request("GET", f"/api/{sheet}/{want['slug']}")
                 problems += _compare(want, resp, served, path)
+        return problems
+
+    def _sheet_roots(self, commit: str) -> dict[str, str]:
+        """Sheet name -> root folder, from the tree's ``.gitsheets/*.toml`` (read here with tomllib)."""
+        roots = {}
+        for path, (_, data) in self._tree_records(commit, ".gitsheets").items():
+            name = path[len(".gitsheets/"):-len(".toml")]
+            if "/" in name:
+                continue
+            try:
+                roots[name] = str(tomllib.loads(data.decode())["gitsheet"].get("root", name)).strip("/")
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, AttributeError):
+                continue
+        return roots
+
+    def _check_other_sheets(self, served: str, health: dict[str, Any], per_sheet: int = 2) -> list[str]:
+        """Every other sheet: sampled records read back through ``/api/sheets`` equal
+        their files; health counts the revocations in the tree; unexpired slug-history
+        entries redirect where the seed's rule says."""
+        problems = []
+        roots = self._sheet_roots(served)
+        files_of = {name: self._tree_records(served, root) for name, root in roots.items()}
+        for name, files in sorted(files_of.items()):
+            if name in ("projects", "people"):
+                continue
+            for path in self.rng.sample(sorted(files), min(per_sheet, len(files))):
+                try:
+                    want = stored(name, files[path][1])
+                except NotARecord as exc:
+                    problems.append(f"the served tree holds an invalid record: {path}: {exc}")
+                    continue
+                key = path[len(roots[name]) + 1:-len(".toml")]
+                resp = self._request("GET", f"/api/sheets/{name}/{urllib.parse.quote(key)}")
+                got = (resp.data or {}).get("data") if resp.status == 200 else f"status {resp.status}"
+                if got != want:
+                    problems.append(f"{path} differs from the tree at {served[:12]}: want {want!r}, got {got!r}")
+        if "revocations" in files_of:
+            check = (len(files_of["revocations"]), (health.get("revocations") or {}).get("count"))
+            if check[0] != check[1]:
+                problems.append(f"health counts {check[1]} revocations; the tree at {served[:12]} holds {check[0]}")
+        for kind, sheet in (("project", "projects"), ("person", "people")):
+            history: dict[str, dict[str, Any]] = {}
+            for path, (_, data) in files_of.get("slug-history", {}).items():
+                if path.startswith(f"{roots['slug-history']}/{kind}/"):
+                    entry = tomllib.loads(data.decode())
+                    history[entry["oldSlug"]] = entry
+            live = set()
+            for _, data in files_of.get(sheet, {}).values():
+                try:
+                    fields = expected(sheet, data)
+                except NotARecord:
+                    continue
+                if fields["deletedAt"] is None:
+                    live.add(fields["slug"])
+            for old in self.rng.sample(sorted(history), min(3, len(history))):
+                target = redirect_target(history, live, old, dt.datetime.now(dt.UTC))
+                resp = self._request("GET", f"/api/{sheet}/{urllib.parse.quote(old)}")
+                location = resp.headers.get("location")
+                if target is None and resp.status == 301:
+                    problems.append(f"/api/{sheet}/{old} redirects to {location}; the tree says it should not")
+                elif target is not None and (resp.status, location) != (301, f"/api/{sheet}/{target}"):
+                    problems.append(f"/api/{sheet}/{old}: expected 301 to /api/{sheet}/{target}, got "
+                                    f"{resp.status} {location}")
         return problems
 
     def _compare_listing(self, resp: Response) -> str | None:

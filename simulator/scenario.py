@@ -57,7 +57,7 @@ STEP_FIELDS: dict[str, dict[str, Any]] = {
                "code": str, "error_path": str, "visible": list, "absent": list, "served": str,
                "origin_branch": str, "conflict_branches": int, "statuses": list,
                "rebuilt_count": int, "ignored": bool, "pong": bool, "push_pending": int,
-               "changes": dict},
+               "changes": dict, "redirects": list, "revocations": int},
     "wait-push": {"timeout": (int, float)},
 }
 REQUIRED = {"write": ("method", "path"), "fault": ("fault",), "upstream": ("changes",)}
@@ -177,6 +177,10 @@ def _step(where: str, number: int, raw: Any) -> Step:
                 valid = isinstance(item, dict) and item.get("sheet") in SHEETS and isinstance(item.get("slug"), str)
                 if not valid:
                     raise fail(f"{key}[{j}]: needs sheet (projects or people) and slug")
+        for j, item in enumerate(args.get("redirects", []), 1):
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str) \
+                    or not isinstance(item.get("location"), str):
+                raise fail(f"redirects[{j}]: needs path and location strings")
     return Step(number, kind, args)
 
 
@@ -199,6 +203,8 @@ def _check_change(fail: Any, j: int, change: Any) -> None:
         raise fail(f"changes[{j}].slug: a string is required")
     if op == "rename" and not isinstance(change.get("to"), str):
         raise fail(f"changes[{j}].to: a rename needs the new slug")
+    if not isinstance(change.get("history", False), bool) or (change.get("history") and op != "rename"):
+        raise fail(f"changes[{j}].history: true or false, and only on a rename")
     if "fields" in change and not isinstance(change["fields"], dict):
         raise fail(f"changes[{j}].fields: must be a table")
 

@@ -42,6 +42,16 @@ class Response:
         return self.headers.get("x-data-commit")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 301 is an answer to check, not a hop to take."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def request(base: str, method: str, path: str, body: bytes | str | dict[str, Any] | None = None,
             headers: dict[str, str] | None = None, timeout: float = 60.0) -> Response:
     data = json.dumps(body).encode() if isinstance(body, dict) else (
@@ -50,7 +60,7 @@ def request(base: str, method: str, path: str, body: bytes | str | dict[str, Any
     if data is not None and "Content-Type" not in (headers or {}):
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _OPENER.open(req, timeout=timeout) as resp:
             return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
     except urllib.error.HTTPError as err:
         return Response(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())

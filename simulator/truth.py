@@ -2,13 +2,15 @@
 and this module's own field list: an oracle independent of the service's parser,
 schemas and serialiser (a bug there cannot agree with itself here).
 
-The field list follows the seed repository's schema for the two sheets the
-simulator reads back (projects, people): every field the read API returns, with
-the default it takes when the TOML omits it.
+The field lists follow the seed repository's schemas (packages/shared/src/schemas
+there) for every sheet the simulator reads back: every field the read API returns,
+with the default it takes when the TOML omits it. A sheet without a list is one
+the service serves untyped: its whole table, dates as ISO 8601 strings.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -27,7 +29,70 @@ FIELDS: dict[str, dict[str, Any]] = {
         "bio": None, "avatarKey": None, "slackHandle": None, "accountLevel": "user", "deletedAt": None,
         "createdAt": None, "updatedAt": None,
     },
+    "tags": {"id": None, "legacyId": None, "namespace": None, "slug": None, "title": None,
+             "createdAt": None, "updatedAt": None},
+    "tag-assignments": {"id": None, "tagId": None, "taggableType": None, "taggableId": None,
+                        "assignedById": None, "createdAt": None},
+    "project-memberships": {"id": None, "projectId": None, "personId": None, "role": None,
+                            "isMaintainer": False, "joinedAt": None, "createdAt": None, "updatedAt": None},
+    "project-updates": {"id": None, "legacyId": None, "projectId": None, "authorId": None, "body": None,
+                        "number": None, "createdAt": None, "updatedAt": None},
+    "project-buzz": {"id": None, "legacyId": None, "projectId": None, "postedById": None, "slug": None,
+                     "headline": None, "url": None, "publishedAt": None, "summary": None, "imageKey": None,
+                     "createdAt": None, "updatedAt": None},
+    "help-wanted-roles": {"id": None, "projectId": None, "postedById": None, "title": None,
+                          "description": None, "commitmentHoursPerWeek": None, "status": "open",
+                          "filledById": None, "filledAt": None, "closedAt": None, "createdAt": None,
+                          "updatedAt": None},
+    "help-wanted-interest": {"id": None, "roleId": None, "personId": None, "message": None, "createdAt": None},
+    "slug-history": {"id": None, "entityType": None, "oldSlug": None, "newSlug": None, "entityId": None,
+                     "changedAt": None, "expiresAt": None},
+    "revocations": {"jti": None, "personId": None, "revokedAt": None, "expiresAt": None},
 }
+
+
+def stored(sheet: str, data: bytes) -> dict[str, Any]:
+    """What ``/api/sheets/<sheet>/<key>`` answers as ``data`` for one record file."""
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        raise NotARecord(f"not TOML: {exc}") from None
+    if sheet in FIELDS:
+        return {key: _json(doc.get(key, default)) for key, default in FIELDS[sheet].items()}
+    result: dict[str, Any] = _json(doc)
+    return result
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    return value
+
+
+def redirect_target(history: dict[str, dict[str, Any]], live: set[str], slug: str, now: dt.datetime) -> str | None:
+    """Where ``slug`` should answer from, by the seed's slug-handles rule: a live
+    slug stays; else follow unexpired ``oldSlug -> newSlug`` entries (at most 8
+    hops), stopping at a live slug. ``history`` maps oldSlug to its entry's table."""
+    if slug in live:
+        return None
+    current = slug
+    for _ in range(8):
+        entry = history.get(current)
+        if entry is None or entry["newSlug"] == current:
+            break
+        if dt.datetime.fromisoformat(str(entry["expiresAt"]).replace("Z", "+00:00")) <= now:
+            break
+        current = entry["newSlug"]
+        if current in live:
+            break
+    return None if current == slug else current
 
 
 class NotARecord(Exception):

@@ -178,8 +178,16 @@ class World:
             return {path: to_toml(fields)}
         # rename: the record moves to its new slug's path
         fields.update(extra)
-        fields["slug"] = change["to"]
-        return {path: None, f"{sheet}/{change['to']}.toml": to_toml(fields)}
+        old_slug, fields["slug"] = fields["slug"], change["to"]
+        moved: dict[str, bytes | None] = {path: None, f"{sheet}/{change['to']}.toml": to_toml(fields)}
+        if change.get("history"):  # as the seed's writer does: the old slug redirects for 90 days
+            now = dt.datetime.now(dt.UTC)
+            kind = "project" if sheet == "projects" else "person"
+            moved[f"slug-history/{kind}/{old_slug}.toml"] = to_toml({
+                "id": str(uuid.uuid4()), "entityType": kind, "oldSlug": old_slug, "newSlug": change["to"],
+                "entityId": fields["id"], "changedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "expiresAt": (now + dt.timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        return moved
 
     def rewind_origin(self) -> tuple[str, str]:
         """An operator's force-push of the branch back one commit (old, new tip)."""

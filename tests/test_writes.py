@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
+import tomllib
 from collections.abc import Iterator
 
 import pytest
@@ -57,10 +59,21 @@ def test_patch_renames_by_moving_the_file(client: testing.TestClient, world: Wor
     assert resp.status_code == 200 and resp.json["data"]["slug"] == "new-name"
     files = git("--git-dir", str(world.clone), "ls-tree", "-r", "--name-only", "published").split()
     assert "projects/new-name.toml" in files and "projects/old-name.toml" not in files
-    assert client.simulate_get("/api/projects/old-name").status_code == 404
+    # the seed's rule: the old slug redirects for 90 days, recorded in the same commit
+    assert "slug-history/project/old-name.toml" in files
+    entry = tomllib.loads(git("--git-dir", str(world.clone), "show", "published:slug-history/project/old-name.toml"))
+    assert (entry["oldSlug"], entry["newSlug"], entry["entityType"]) == ("old-name", "new-name", "project")
+    changed = dt.datetime.fromisoformat(entry["changedAt"].replace("Z", "+00:00"))
+    assert dt.datetime.fromisoformat(entry["expiresAt"].replace("Z", "+00:00")) - changed == dt.timedelta(days=90)
+    moved = client.simulate_get("/api/projects/old-name")
+    assert moved.status_code == 301 and moved.headers["Location"] == "/api/projects/new-name"
     assert client.simulate_get("/api/projects/new-name").json["data"]["title"] == "New"
     trailer = git("--git-dir", str(world.clone), "log", "-1", "--format=%B", "published")
     assert "Action: project.update" in trailer and "api: PATCH /api/projects/old-name" in trailer
+    # an edit that keeps the slug writes no history
+    write(client, "PATCH", "/api/projects/new-name", {"title": "Newer"})
+    assert git("--git-dir", str(world.clone), "diff", "--name-only", "published~1", "published") == \
+        "projects/new-name.toml"
 
 
 def test_delete_is_soft(client: testing.TestClient, world: World) -> None:

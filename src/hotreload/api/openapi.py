@@ -8,7 +8,7 @@ from typing import Any
 import falcon
 
 from hotreload import __version__
-from hotreload.data.records import STAGES
+from hotreload.data.records import ROLE_STATUSES, STAGES
 
 
 def _param(name: str, schema: dict[str, Any], description: str, where: str = "query",
@@ -54,6 +54,18 @@ def _list(item: str) -> dict[str, Any]:
 
 READ_ERRORS = {"400": _error("A query parameter is malformed (the message names it)")}
 NOT_FOUND = {"404": _error("No live record with that slug")}
+MOVED = {"301": _error("Renamed: the slug-history entry says where it answers now (details.location)",
+                       {"Location": {"description": "The new URL, the rest of the path and query kept",
+                                     "schema": STRING},
+                        "Cache-Control": {"description": "public, max-age=300", "schema": STRING},
+                        **DATA_COMMIT})}
+LEGACY = [
+    _param("legacyId", {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+           "The record with this legacy id (the original site's numeric id), as a list of 0 or 1"),
+    _param("ID", {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+           "The original site's link form: 301 to the record with this legacy id (404 when none)"),
+]
+TAG_HANDLE_SCHEMA = {"type": "string", "pattern": r"^(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}$"}
 WRITE_ERRORS = {
     "400": _error("Malformed JSON, too deep, not an object, or an unknown field (the message names it)"),
     "401": _error("Authentication required (a bearer token)",
@@ -88,20 +100,19 @@ def document() -> dict[str, Any]:
                     "parameters": [
                         _param("q", STRING, "Full-text search (title, summary, overview)"),
                         _param("stage", {"type": "string", "enum": list(STAGES)}, "Stage filter"),
-                        _param("tag", {"type": "array", "items": {
-                                   "type": "string", "pattern": r"^(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}$"}},
+                        _param("tag", {"type": "array", "items": TAG_HANDLE_SCHEMA},
                                "Tag handle namespace.slug; repeatable, all must match",
                                style="form", explode=True),
-                        *PAGING],
+                        *LEGACY, *PAGING],
                     "responses": {"200": _ok("Projects, meta.total and meta.facets", _list("Project"), meta=True),
-                                  **READ_ERRORS}},
+                                  **MOVED, **READ_ERRORS, "404": _error("No project with that legacy id (ID)")}},
             "post": _write("createProject", "Create a project (one commit)", "ProjectCreate",
                            {"201": _ok("The new project", _ref("Project"))}, {**WRITE_ERRORS, **CONFLICT}),
         },
         "/api/projects/{slug}": {
             "parameters": [SLUG],
             "get": {"operationId": "getProject", "summary": "One project with its tags",
-                    "responses": {"200": _ok("Project", _ref("Project")), **NOT_FOUND}},
+                    "responses": {"200": _ok("Project", _ref("Project")), **MOVED, **NOT_FOUND}},
             "patch": _write("updateProject", "Edit a project (renaming moves its file)", "ProjectUpdate",
                             {"200": _ok("The project", _ref("Project"))}, ITEM_WRITE_ERRORS),
             "delete": _write("deleteProject", "Soft-delete a project (sets deletedAt)", None,
@@ -109,16 +120,16 @@ def document() -> dict[str, Any]:
         },
         "/api/people": {
             "get": {"operationId": "listPeople", "summary": "List people",
-                    "parameters": [_param("q", STRING, "Full-text search (fullName, bio)"), *PAGING],
+                    "parameters": [_param("q", STRING, "Full-text search (fullName, bio)"), *LEGACY, *PAGING],
                     "responses": {"200": _ok("People and meta.total", _list("Person"), meta=True),
-                                  **READ_ERRORS}},
+                                  **MOVED, **READ_ERRORS, "404": _error("No person with that legacy id (ID)")}},
             "post": _write("createPerson", "Create a person (one commit)", "PersonCreate",
                            {"201": _ok("The new person", _ref("Person"))}, {**WRITE_ERRORS, **CONFLICT}),
         },
         "/api/people/{slug}": {
             "parameters": [SLUG],
             "get": {"operationId": "getPerson", "summary": "One person with tags",
-                    "responses": {"200": _ok("Person", _ref("Person")), **NOT_FOUND}},
+                    "responses": {"200": _ok("Person", _ref("Person")), **MOVED, **NOT_FOUND}},
             "patch": _write("updatePerson", "Edit a person", "PersonUpdate",
                             {"200": _ok("The person", _ref("Person"))}, ITEM_WRITE_ERRORS),
             "delete": _write("deletePerson", "Soft-delete a person", None,
@@ -129,6 +140,58 @@ def document() -> dict[str, Any]:
                                                                   "enum": ["topic", "tech", "event"]},
                                                     "Namespace filter")],
                               "responses": {"200": _ok("Tags", _list("Tag")), **READ_ERRORS}}},
+        "/api/tags/{handle}": {"get": {
+            "operationId": "getTag", "summary": "One tag with its live projects and people",
+            "parameters": [_param("handle", TAG_HANDLE_SCHEMA, "namespace.slug", "path")],
+            "responses": {"200": _ok("Tag", _ref("TagDetail")), **MOVED, **READ_ERRORS,
+                          "404": _error("No such tag")}}},
+        "/api/projects/{slug}/updates": {"get": {
+            "operationId": "listProjectUpdates", "summary": "A project's updates, highest number first",
+            "parameters": [SLUG, *PAGING],
+            "responses": {"200": _ok("Updates", _list("ProjectUpdateEntry"), meta=True), **MOVED, **READ_ERRORS,
+                          **NOT_FOUND}}},
+        "/api/projects/{slug}/updates/{number}": {"get": {
+            "operationId": "getProjectUpdate", "summary": "One update of a project",
+            "parameters": [SLUG, _param("number", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"},
+                                         "The update's number (1, 2, ...)", "path")],
+            "responses": {"200": _ok("Update", _ref("ProjectUpdateEntry")), **MOVED, **READ_ERRORS,
+                          "404": _error("No such project or update")}}},
+        "/api/projects/{slug}/buzz": {"get": {
+            "operationId": "listProjectBuzz", "summary": "Press about a project, newest first",
+            "parameters": [SLUG, *PAGING],
+            "responses": {"200": _ok("Buzz", _list("ProjectBuzz"), meta=True), **MOVED, **READ_ERRORS,
+                          **NOT_FOUND}}},
+        "/api/projects/{slug}/help-wanted": {"get": {
+            "operationId": "listProjectHelpWanted", "summary": "A project's help-wanted roles, newest first",
+            "parameters": [SLUG, _param("status", {"type": "string", "enum": list(ROLE_STATUSES)},
+                                        "Only roles with this status (default: every role)"), *PAGING],
+            "responses": {"200": _ok("Roles", _list("HelpWantedRole"), meta=True), **MOVED, **READ_ERRORS,
+                          **NOT_FOUND}}},
+        "/api/help-wanted": {"get": {
+            "operationId": "searchHelpWanted", "summary": "Help-wanted roles of live projects",
+            "parameters": [
+                _param("q", STRING, "Full-text search (title, description); best match first"),
+                _param("status", {"type": "string", "enum": list(ROLE_STATUSES), "default": "open"}, "Status"),
+                _param("tag", {"type": "array", "items": TAG_HANDLE_SCHEMA},
+                       "Tag handle; repeatable, all must match", style="form", explode=True),
+                _param("commitmentMax", {"type": "integer", "minimum": 0, "maximum": 168},
+                       "At most this many hours per week"),
+                *PAGING],
+            "responses": {"200": _ok("Roles", _list("HelpWantedRole"), meta=True), **READ_ERRORS}}},
+        "/api/sheets": {"get": {
+            "operationId": "listSheets", "summary": "Every sheet the data repository declares",
+            "responses": {"200": _ok("Sheets", _list("Sheet"))}}},
+        "/api/sheets/{sheet}": {"get": {
+            "operationId": "listSheetRecords", "summary": "The records of one sheet, typed or not, by path",
+            "parameters": [_param("sheet", STRING, "The sheet's name", "path"), *PAGING],
+            "responses": {"200": _ok("Records", _list("SheetRecord"), meta=True), **READ_ERRORS,
+                          "404": _error("No such sheet")}}},
+        "/api/sheets/{sheet}/{key}": {"get": {
+            "operationId": "getSheetRecord",
+            "summary": "One record: key is its path below the sheet's root, without .toml (may hold '/')",
+            "parameters": [_param("sheet", STRING, "The sheet's name", "path"),
+                           _param("key", STRING, "The record's path below the root, without .toml", "path")],
+            "responses": {"200": _ok("Record", _ref("SheetRecord")), "404": _error("No such sheet or record")}}},
         "/metrics": {"get": {"operationId": "getMetrics", "summary": "Prometheus metrics",
                              "responses": {"200": {"description": "Prometheus text format", "headers": REQUEST_ID,
                                                    "content": {"text/plain": {"schema": STRING}}}}}},
@@ -174,6 +237,30 @@ def document() -> dict[str, Any]:
                     "tags": {"type": "array", "items": STRING}}},
                 "Tag": {"type": "object", "required": ["namespace", "slug", "title"], "properties": {
                     "namespace": STRING, "slug": STRING, "title": STRING}},
+                "TagDetail": {"type": "object", "required": ["handle", "projects", "people"], "properties": {
+                    "handle": STRING, "namespace": STRING, "slug": STRING, "title": STRING,
+                    "projects": {"type": "array", "items": {"type": "object"}},
+                    "people": {"type": "array", "items": {"type": "object"}}}},
+                "ProjectUpdateEntry": {"type": "object", "required": ["id", "projectId", "number", "body", "project"],
+                                  "properties": {**record, "projectId": STRING, "number": {"type": "integer"},
+                                                 "body": STRING, "authorId": NULLABLE, "project": STRING}},
+                "ProjectBuzz": {"type": "object", "required": ["id", "slug", "headline", "url", "publishedAt"],
+                                "properties": {**record, "projectId": STRING, "slug": STRING, "headline": STRING,
+                                               "url": STRING, "publishedAt": STRING, "summary": NULLABLE,
+                                               "project": STRING}},
+                "HelpWantedRole": {"type": "object", "required": ["id", "title", "status", "project"],
+                                   "properties": {**record, "projectId": STRING, "title": STRING,
+                                                  "description": STRING,
+                                                  "status": {"enum": list(ROLE_STATUSES)},
+                                                  "commitmentHoursPerWeek": {"type": ["integer", "null"]},
+                                                  "project": STRING, "tags": {"type": "array", "items": STRING},
+                                                  "interestCount": {"type": "integer", "minimum": 0}}},
+                "Sheet": {"type": "object", "required": ["name", "root", "pathTemplate", "typed", "count"],
+                          "properties": {"name": STRING, "root": STRING, "pathTemplate": STRING,
+                                         "typed": {"type": "boolean"}, "count": {"type": "integer"},
+                                         "changedInCommit": NULLABLE}},
+                "SheetRecord": {"type": "object", "required": ["key", "path", "data"], "properties": {
+                    "key": STRING, "path": STRING, "data": {"type": "object"}}},
                 "Health": {"type": "object", "required": ["status", "branch", "servedCommit", "records"],
                            "properties": {"status": {"enum": ["ok", "degraded"]}, "branch": STRING,
                                           "servedCommit": STRING, "headCommit": NULLABLE,
@@ -181,7 +268,10 @@ def document() -> dict[str, Any]:
                                                       "additionalProperties": {"type": "integer"}},
                                           "degraded": {"type": "array", "items": STRING},
                                           "lastReload": {"type": ["object", "null"]},
-                                          "push": {"type": "object"}}},
+                                          "push": {"type": "object"},
+                                          "revocations": {"type": "object", "properties": {
+                                              "count": {"type": "integer"}, "latestRevokedAt": NULLABLE,
+                                              "changedInCommit": NULLABLE}}}},
                 "ProjectCreate": {"type": "object", "additionalProperties": False,
                                   "required": ["slug", "title"], "properties": project_fields},
                 "ProjectUpdate": {"type": "object", "additionalProperties": False, "minProperties": 1,

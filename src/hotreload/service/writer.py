@@ -27,6 +27,7 @@ from hotreload.data.records import (
     Project,
     Record,
     RecordError,
+    SlugHistory,
     describe_validation_error,
     to_toml,
 )
@@ -177,6 +178,7 @@ class Writer:
                 if old_path != new_path:
                     changes[old_path] = None
                 changes[new_path] = edit_toml(self.repo.read_blob(table.blob_by_path[old_path]), edits)
+                changes.update(_slug_history(base, spec, old, new, self.now()))
             tree = self.repo.write_tree_changes(base.tree, changes)
             signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
             commit = self.repo.write_commit(tree, [base.commit],
@@ -281,6 +283,29 @@ def _record_path(base: Snapshot, spec: WritableSheet, record: Record) -> str:
         raise WriteError("invalid", f"the record's path {sheet.root}/{sheet.path_template}.toml "
                          f"cannot be used: {problem}")
     return path
+
+
+SLUG_REDIRECT_DAYS = 90
+"""How long a renamed record's old slug redirects (the seed's rule)."""
+
+
+def _slug_history(base: Snapshot, spec: WritableSheet, old: Record, new: Record, now: str) -> dict[str, bytes]:
+    """A rename keeps the old slug answering, with a 301, for 90 days: the seed's
+    ``slug-history`` record, in the same commit as the rename (when the data
+    repository has the sheet)."""
+    old_slug, new_slug = getattr(old, "slug", None), getattr(new, "slug", None)
+    sheet = base.sheet("slug-history")
+    if sheet is None or old_slug is None or old_slug == new_slug:
+        return {}
+    changed = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
+    expires = (changed + dt.timedelta(days=SLUG_REDIRECT_DAYS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = SlugHistory(id=str(uuid.uuid4()), entity_type=spec.subject_type,  # type: ignore[arg-type]
+                        old_slug=old_slug, new_slug=str(new_slug), entity_id=old.id, changed_at=now,
+                        expires_at=expires)
+    path = sheet.record_path(msgspec.to_builtins(entry))
+    if path is None or tree_path_problem(path) is not None:
+        return {}
+    return {path: to_toml(entry)}
 
 
 _SAFE_PATH = re.compile(r"[^A-Za-z0-9/_.-]")
