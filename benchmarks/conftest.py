@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from hotreload.corpus import CORPUS_VERSION
 from hotreload.git.repo import clone_bare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,10 +56,12 @@ def cached_lock() -> Iterator[None]:
 
 
 def cached_corpus(records: int, history: int = 0) -> Path:
-    """``.bench-cache/corpus-<N>.git`` (or ``corpus-<N>-h<C>.git``: then ``history``
-    one-record commits), made once by ``hotreload corpus`` (safe against parallel workers)."""
+    """``.bench-cache/corpus-v<V>-<N>.git`` (or ``...-h<C>.git``: then ``history``
+    one-record commits), made once by ``hotreload corpus`` (safe against parallel workers);
+    ``V`` is the corpus generator's version, so a changed generator never reuses old data."""
     CACHE.mkdir(exist_ok=True)
-    target = CACHE / (f"corpus-{records}-h{history}.git" if history else f"corpus-{records}.git")
+    name = f"corpus-v{CORPUS_VERSION}-{records}" + (f"-h{history}" if history else "")
+    target = CACHE / f"{name}.git"
     with cached_lock():
         if not target.exists():
             tmp = Path(tempfile.mkdtemp(dir=CACHE)) / "c.git"

@@ -66,6 +66,25 @@ class Histories(RuleBasedStateMachine):
             self._do("upstream", changes=[{"op": "delete", "sheet": "projects", "slug": slug}])
             del self.upstream[slug]
 
+    @precondition(lambda self: bool(self.upstream))
+    @rule(data=st.data())
+    def upstream_renames_with_history(self, data: st.DataObject) -> None:
+        """As the seed's writers rename: the file moves and a slug-history record lands
+        with it; the invariants then check the old slug redirects (issue #16)."""
+        slug = data.draw(st.sampled_from(sorted(self.upstream)))
+        self.n += 1
+        new = f"mdl-r-{self.n}"
+        self._do("upstream", changes=[{"op": "rename", "sheet": "projects", "slug": slug, "to": new,
+                                       "history": True}])
+        self.upstream[new] = self.upstream.pop(slug)
+
+    @rule()
+    def upstream_revokes_a_token(self) -> None:
+        self.n += 1
+        self._do("upstream", changes=[{"op": "raw", "path": f"revocations/mdl-{self.n}.toml", "content": (
+            f'jti = "mdl-{self.n}"\npersonId = "01951a3c-0000-7000-8000-000000000002"\n'
+            'revokedAt = "2030-01-01T00:00:00Z"\nexpiresAt = "2031-01-01T00:00:00Z"\n')}])
+
     @precondition(lambda self: not self.broken)
     @rule()
     def upstream_breaks_a_record(self) -> None:
@@ -92,10 +111,17 @@ class Histories(RuleBasedStateMachine):
     @rule(data=st.data())
     def api_edit_or_delete(self, data: st.DataObject) -> None:
         slug = data.draw(st.sampled_from(sorted(self.written)))
-        if data.draw(st.booleans()):
+        choice = data.draw(st.sampled_from(["edit", "rename", "delete"]))
+        if choice == "edit":
             self._do("write", method="PATCH", path=f"/api/projects/{slug}", body={"title": "Patched"})
             assert self.run.last is not None and self.run.last.status == 200
             self.written[slug] = "Patched"
+        elif choice == "rename":  # writes a slug-history record too: the old slug must redirect
+            self.n += 1
+            new = f"mdl-w-{self.n}"
+            self._do("write", method="PATCH", path=f"/api/projects/{slug}", body={"slug": new})
+            assert self.run.last is not None and self.run.last.status == 200
+            self.written[new] = self.written.pop(slug)
         else:
             self._do("write", method="DELETE", path=f"/api/projects/{slug}")
             assert self.run.last is not None and self.run.last.status == 200
