@@ -67,17 +67,17 @@ def test_an_untyped_sheet_is_served_read_only_by_key(client: testing.TestClient)
 def test_an_unknown_sheet_reloads_and_logs_that_it_is_untyped(world: World, client: testing.TestClient,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    world.commit_upstream({".gitsheets/events.toml": '[gitsheet]\nroot = "events"\npath = "${{ slug }}"\n',
-                           "events/fall-fest.toml": "slug = 'fall-fest'\nwhen = 2024-10-01T18:00:00-04:00\n"})
+    world.commit_upstream({".gitsheets/festivals.toml": '[gitsheet]\nroot = "festivals"\npath = "${{ slug }}"\n',
+                           "festivals/fall-fest.toml": "slug = 'fall-fest'\nwhen = 2024-10-01T18:00:00-04:00\n"})
     reload(client)
-    event = client.simulate_get("/api/sheets/events/fall-fest").json["data"]
+    event = client.simulate_get("/api/sheets/festivals/fall-fest").json["data"]
     assert event["data"] == {"slug": "fall-fest", "when": "2024-10-01T18:00:00-04:00"}
-    assert any("serving sheet 'events' untyped" in r.getMessage() for r in caplog.records)
+    assert any("serving sheet 'festivals' untyped" in r.getMessage() for r in caplog.records)
     # the path template is checked for untyped sheets too: a refused tree keeps the served one
-    world.commit_upstream({"events/fall-fest.toml": "slug = 'spring-fest'\n"})
+    world.commit_upstream({"festivals/fall-fest.toml": "slug = 'spring-fest'\n"})
     resp = client.simulate_post("/api/_internal/reload-data", json={}, headers=bearer())
-    assert resp.status_code == 422 and "events/spring-fest.toml" in resp.json["error"]["message"]
-    assert client.simulate_get("/api/sheets/events/fall-fest").json["data"]["data"]["when"]
+    assert resp.status_code == 422 and "festivals/spring-fest.toml" in resp.json["error"]["message"]
+    assert client.simulate_get("/api/sheets/festivals/fall-fest").json["data"]["data"]["when"]
 
 
 def test_project_updates_buzz_and_help_wanted_reload(world: World, client: testing.TestClient) -> None:

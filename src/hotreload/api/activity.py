@@ -124,15 +124,15 @@ class HelpWantedResource:
             if not TAG_HANDLE.match(handle):
                 raise bad_request("tag", f"{handle!r} must look like namespace.slug")
         most = _int_param(req, "commitmentMax", -1, 0, 168)
-        projects: Mapping[str, Any] = snap.table("projects").by_id
 
-        def compute() -> list[tuple[HelpWantedRole, str]]:
-            table = cast(Mapping[str, HelpWantedRole], snap.table("help-wanted-roles").by_id)
+        def compute(s: Snapshot) -> list[tuple[HelpWantedRole, str]]:
+            projects: Mapping[str, Any] = s.table("projects").by_id
+            table = cast(Mapping[str, HelpWantedRole], s.table("help-wanted-roles").by_id)
             if q is not None:
-                roles = [table[i] for i in snap.search.search(ROLES, q) if i in table]
+                roles = [table[i] for i in s.search.search(ROLES, q) if i in table]
             else:
                 roles = sorted(table.values(), key=lambda r: (r.created_at, r.id), reverse=True)
-            wanted = {snap.indices["tag_by_handle"].get(h) for h in handles}
+            wanted = {s.indices["tag_by_handle"].get(h) for h in handles}
             found = []
             for role in roles:
                 project = projects.get(role.project_id)
@@ -143,10 +143,10 @@ class HelpWantedResource:
                 if most >= 0 and (role.commitment_hours_per_week is None
                                   or role.commitment_hours_per_week > most):
                     continue
-                if wanted and not wanted <= snap.tag_ids_of("help_wanted_role", role.id):
+                if wanted and not wanted <= s.tag_ids_of("help_wanted_role", role.id):
                     continue
                 found.append((role, project.slug))
             return found
 
-        roles = snap.memo.get(("help-wanted", q, status, handles, most), compute)
+        roles = snap.cached(("help-wanted", q, status, handles, most), compute)
         page_of(req, resp, snap, roles, lambda rp: role_json(snap, rp[0], rp[1]))

@@ -53,7 +53,7 @@ class HealthResource:
             "servedCommit": snap.commit,
             "headCommit": rt.repo.branch_commit(rt.branch),
             "records": snap.record_counts(),
-            "revocations": snap.memo.get("health-revocations", lambda: _revocations(snap)),
+            "revocations": snap.cached("health-revocations", _revocations),
             "lastReload": last_reload,
             "push": push,
         }}

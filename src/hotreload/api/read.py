@@ -143,17 +143,17 @@ def _ordered(snap: Snapshot, sheet: str, q: str | None) -> list[Any]:
     """Live records of a sheet: search order for ``q``, else by title/name, slug.
     Memoised per snapshot (a pure function of it)."""
 
-    def compute() -> list[Any]:
-        table: Mapping[str, Any] = snap.table(sheet).by_id
+    def compute(s: Snapshot) -> list[Any]:
+        table: Mapping[str, Any] = s.table(sheet).by_id
         if q is not None:
-            found = snap.search.search(PROJECTS if sheet == "projects" else PEOPLE, q)
+            found = s.search.search(PROJECTS if sheet == "projects" else PEOPLE, q)
             records = [table[i] for i in found if i in table]
         else:
             records = sorted(table.values(), key=lambda r: (
                 (r.title if sheet == "projects" else r.full_name).lower(), r.slug))
         return [r for r in records if r.deleted_at is None]
 
-    result: list[Any] = snap.memo.get(("ordered", sheet, q), compute)
+    result: list[Any] = snap.cached(("ordered", sheet, q), compute)
     return result
 
 
@@ -221,8 +221,8 @@ class ProjectsResource:
                 raise bad_request("tag", f"{handle!r} must look like namespace.slug "
                                   f"(namespace one of {', '.join(TAG_NAMESPACES)})")
         page, per_page = _paging(req)
-        results, facets = snap.memo.get(("projects", q, stage, handles),
-                                        lambda: _project_query(snap, q, stage, handles))
+        results, facets = snap.cached(("projects", q, stage, handles),
+                                      lambda s: _project_query(s, q, stage, handles))
         start = (page - 1) * per_page
         data = [project_json(snap, p) for p in results[start:start + per_page]]
         _ok(resp, snap, data, {"total": len(results), "page": page, "perPage": per_page,
@@ -293,13 +293,13 @@ class TagsResource:
         if namespace is not None and namespace not in TAG_NAMESPACES:
             raise bad_request("namespace", f"must be one of {', '.join(TAG_NAMESPACES)}")
 
-        def compute() -> list[dict[str, Any]]:
-            by_tag = snap.indices["assignments_by_tag"]
-            tags = sorted(cast(Mapping[str, Tag], snap.table("tags").by_id).values(), key=lambda t: t.handle)
+        def compute(s: Snapshot) -> list[dict[str, Any]]:
+            by_tag = s.indices["assignments_by_tag"]
+            tags = sorted(cast(Mapping[str, Tag], s.table("tags").by_id).values(), key=lambda t: t.handle)
             return [{**to_json_dict(t), "handle": t.handle, "count": len(by_tag.get(t.id, ()))}
                     for t in tags if namespace is None or t.namespace == namespace]
 
-        data = snap.memo.get(("tags", namespace), compute)
+        data = snap.cached(("tags", namespace), compute)
         _ok(resp, snap, data, {"total": len(data)})
 
 
@@ -327,12 +327,16 @@ class TagResource:
             _redirect(req, snap, "tag", "tag", slug, live, lambda s: f"/api/tags/{namespace}.{s}")
             raise ApiError(404, "not_found", f"no tag {handle!r}")
 
-        def compute() -> dict[str, Any]:
-            projects, people = snap.table("projects").by_id, snap.table("people").by_id
+        def compute(s: Snapshot) -> dict[str, Any]:
+            tag_id = s.indices["tag_by_handle"].get(handle)
+            tag: Any = s.table("tags").by_id.get(tag_id) if tag_id else None
+            if tag is None:
+                raise LookupError(handle)  # gone in this snapshot: nothing to keep
+            projects, people = s.table("projects").by_id, s.table("people").by_id
             found_projects: list[Project] = []
             found_people: list[Person] = []
-            for assignment_id in snap.indices["assignments_by_tag"].get(tag.id, ()):
-                assignment: Any = snap.table("tag-assignments").by_id[assignment_id]
+            for assignment_id in s.indices["assignments_by_tag"].get(tag.id, ()):
+                assignment: Any = s.table("tag-assignments").by_id[assignment_id]
                 source: Mapping[str, Entry] = projects if assignment.taggable_type == "project" else people
                 record: Any = source.get(assignment.taggable_id)
                 if record is None or getattr(record, "deleted_at", None) is not None:
@@ -344,4 +348,4 @@ class TagResource:
                     "projects": [{"slug": p.slug, "title": p.title, "stage": p.stage} for p in found_projects],
                     "people": [{"slug": p.slug, "fullName": p.full_name} for p in found_people]}
 
-        _ok(resp, snap, snap.memo.get(("tag", handle), compute))
+        _ok(resp, snap, snap.cached(("tag", handle), compute))

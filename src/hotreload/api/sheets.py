@@ -55,7 +55,7 @@ class SheetResource:
         snap = _snapshot(self.holder, resp)
         found = _sheet(snap, sheet)
         table = snap.table(sheet)
-        paths = snap.memo.get(("sheet-paths", sheet), lambda: sorted(table.id_by_path))
+        paths = snap.cached(("sheet-paths", sheet), lambda s: sorted(s.table(sheet).id_by_path))
         page_of(req, resp, snap, paths,
                 lambda p: _entry_json(found, p, table.by_id[table.id_by_path[p]]))
 

@@ -105,26 +105,61 @@ INDEX_SPECS: tuple[IndexSpec, ...] = (
 
 class Memo:
     """Answers computed from one snapshot, kept with it (bounded, least recently
-    used out). Every entry is a pure function of the snapshot, so a reader can
-    never see a stale or partial one; a swap discards the memo with its snapshot."""
+    used out). Every entry is a pure function of the snapshot, ``fn(snapshot)``, so
+    a reader can never see a stale or partial one, and the same ``fn`` can answer
+    for the next snapshot: :meth:`Snapshot.warm_from` recomputes the previous
+    snapshot's entries before the swap, so readers after a reload find the queries
+    they were asking already answered.
+
+    Single flight: a key is computed by one thread; others asking for it meanwhile
+    wait for that answer instead of computing it again."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._entries: dict[Hashable, Any] = {}
+        self._entries: dict[Hashable, tuple[Any, Callable[[Any], Any]]] = {}
+        self._flights: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+    def get(self, key: Hashable, fn: Callable[[Any], Any], snapshot: Any) -> Any:
+        while True:
+            with self._lock:
+                if key in self._entries:
+                    entry = self._entries.pop(key)
+                    self._entries[key] = entry  # most recently used last
+                    return entry[0]
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = threading.Event()
+                    break
+            flight.wait()  # the leader's answer is in the entries now (or it failed: try ourselves)
+        try:
+            value = fn(snapshot)
+            self.put(key, value, fn)
+            return value
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.set()
+
+    def put(self, key: Hashable, value: Any, fn: Callable[[Any], Any]) -> None:
         with self._lock:
-            if key in self._entries:
-                value = self._entries.pop(key)
-                self._entries[key] = value
-                return value
-        value = compute()  # outside the lock: two readers may both compute; same result
-        with self._lock:
-            self._entries[key] = value
+            self._entries[key] = (value, fn)
             while len(self._entries) > self._size:
                 self._entries.pop(next(iter(self._entries)))
-        return value
+
+    def recent(self) -> list[tuple[Hashable, Callable[[Any], Any]]]:
+        """Keys and their functions, most recently used first."""
+        with self._lock:
+            return [(key, fn) for key, (_, fn) in reversed(self._entries.items())]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+WARM_KEYS = 64
+"""At most this many of the previous snapshot's answers are recomputed before a swap."""
+WARM_BUDGET_S = 1.0
+"""... and for at most this long: a swap is never held back longer than this by warming."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +190,28 @@ class Snapshot:
     memo: Memo = field(default_factory=Memo, compare=False, repr=False)
 
     # -- typed accessors used by the read API --------------------------------
+
+    def cached(self, key: Hashable, fn: Callable[[Snapshot], Any]) -> Any:
+        """``fn(self)``, memoised with this snapshot under ``key`` (one computation
+        at a time per key; see :class:`Memo`). ``fn`` must use only its argument."""
+        return self.memo.get(key, fn, self)
+
+    def warm_from(self, previous: Snapshot, budget_s: float = WARM_BUDGET_S) -> tuple[int, float]:
+        """Recompute on this snapshot the answers ``previous`` holds, most recently
+        used first, until ``WARM_KEYS`` or ``budget_s`` seconds are spent. Called
+        before the swap and outside the data lock, so the first readers after it
+        find their queries answered. Returns (answers warmed, milliseconds)."""
+        started = time.perf_counter()
+        warmed = 0
+        for key, fn in previous.memo.recent()[:WARM_KEYS]:
+            if time.perf_counter() - started >= budget_s:
+                break
+            try:
+                self.memo.put(key, fn(self), fn)
+            except Exception:  # e.g. the record it was about is gone: a reader will see why
+                continue
+            warmed += 1
+        return warmed, (time.perf_counter() - started) * 1000
 
     def table(self, sheet: str) -> Table:
         return self.tables.get(sheet, EMPTY_TABLE)
@@ -238,6 +295,9 @@ class SnapshotHolder:
 _EMPTY_INDICES: dict[str, Mapping[Any, Any]] = {spec.name: {} for spec in INDEX_SPECS}
 
 
+_ANNOUNCED_UNTYPED: set[str] = set()
+
+
 def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, str]]:
     """Every sheet the tree declares in ``.gitsheets/*.toml``. A sheet the service has
     no schema for is served untyped, with one log line saying so."""
@@ -252,7 +312,8 @@ def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, 
             log.warning("skipping sheet %r: its name is not UTF-8", readable(name),
                         extra={"sheet": readable(name)})
             continue
-        if name not in RECORD_TYPES:
+        if name not in RECORD_TYPES and name not in _ANNOUNCED_UNTYPED:
+            _ANNOUNCED_UNTYPED.add(name)  # once per process, not once per build
             log.info("serving sheet %r untyped (read-only under /api/sheets/%s): this service "
                      "has no schema for it", name, name, extra={"sheet": name})
         try:

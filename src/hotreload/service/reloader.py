@@ -62,6 +62,9 @@ class ReloadResult:
     conflict_branch: str | None = None
     changes: Changes = field(default=Changes())
     rewritten_from: str | None = None
+    warmed: int = 0
+    """Answers of the previous snapshot recomputed on the new one before the swap."""
+    warm_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Reloader:
         self._flight_lock = threading.Lock()
         self._flight: _Flight | None = None
         self._seq = 0
+        self._warmed: tuple[int, float] = (0, 0.0)  # set by the one reload in flight
 
     # -- entry point --------------------------------------------------------------
 
@@ -220,7 +224,7 @@ class Reloader:
                 base = self.holder.current
                 local = self.repo.branch_commit(self.branch)
                 assert local is not None
-                plan, snapshot = self._plan_and_build(base, local, remote_tip, last_seen)
+                plan, snapshot = self._plan_and_build(base, local, remote_tip, last_seen, warm=False)
                 result = reconcile.apply(self.repo, plan, self.branch, self.clock)
                 if snapshot is not None:
                     self.holder.current = snapshot
@@ -250,6 +254,7 @@ class Reloader:
         rebuilt = snapshot is not None
         old_commit = base.commit
         changes = snapshot.changes if snapshot is not None else Changes()
+        warmed, warm_ms = self._warmed
         if rebuilt:
             del base, snapshot  # drop our references to the old snapshot, then trim
             release_free_memory()
@@ -266,6 +271,8 @@ class Reloader:
             conflict_branch=result.conflict_branch,
             changes=changes,
             rewritten_from=result.rewritten_from,
+            warmed=warmed,
+            warm_ms=warm_ms,
         )
 
     def _fetch(self) -> str | None:
@@ -279,13 +286,15 @@ class Reloader:
             raise FetchFailed(served, str(exc)) from None
 
     def _plan_and_build(
-        self, base: Snapshot, local: str, remote_tip: str | None, last_seen: str | None
+        self, base: Snapshot, local: str, remote_tip: str | None, last_seen: str | None,
+        warm: bool = True,
     ) -> tuple[Plan, Snapshot | None]:
         plan = reconcile.plan(self.repo, local, remote_tip, self.clock, last_seen)
+        self._warmed = (0, 0.0)
         if plan.new_commit == base.commit:
             return plan, None
         try:
-            return plan, build_incremental(self.repo, base, plan.new_commit)
+            return plan, self._build(base, plan.new_commit, warm)
         except RecordError as exc:
             if plan.outcome not in (Outcome.REBASED, Outcome.REMOTE_REWRITTEN) or not plan.ahead:
                 raise RebuildFailed(plan.new_commit, exc.path, exc.message) from None
@@ -293,9 +302,17 @@ class Reloader:
             # a conflict in substance; never serve it
             plan = plan.escape(str(exc))
         try:
-            return plan, build_incremental(self.repo, base, plan.new_commit)
+            return plan, self._build(base, plan.new_commit, warm)
         except RecordError as exc:
             raise RebuildFailed(plan.new_commit, exc.path, exc.message) from None
+
+    def _build(self, base: Snapshot, commit: str, warm: bool) -> Snapshot:
+        """The new snapshot, with the answers readers were getting from ``base``
+        already computed on it (outside the lock, before the swap; never under it)."""
+        snapshot = build_incremental(self.repo, base, commit)
+        if warm:
+            self._warmed = snapshot.warm_from(base)
+        return snapshot
 
     def _record(self, outcome: str, started: float, lock_held_ms: float, error: str | None) -> None:
         self.metrics.reloads.labels(outcome).inc()

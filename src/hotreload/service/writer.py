@@ -165,7 +165,7 @@ class Writer:
         action: str,
         change: Callable[[Snapshot], Change],
     ) -> WriteResult:
-        def prepare(base: Snapshot) -> tuple[str, Snapshot, Record]:
+        def prepare(base: Snapshot, warm: bool = True) -> tuple[str, Snapshot, Record]:
             """Validate, write the objects and derive the snapshot, against ``base``."""
             old, new, edits = change(base)
             new_path = _record_path(base, spec, new)
@@ -184,9 +184,12 @@ class Writer:
             commit = self.repo.write_commit(tree, [base.commit],
                                             _message(method, request_path, action, spec, new), signature)
             try:
-                return commit, build_incremental(self.repo, base, commit), new
+                snapshot = build_incremental(self.repo, base, commit)
             except RecordError as exc:
                 raise WriteError("invalid", str(exc)) from None
+            if warm:  # readers after the swap find their answers (see Memo); never under the lock
+                snapshot.warm_from(base)
+            return commit, snapshot, new
 
         if self.holder.degraded:
             raise WriteError("unavailable", f"writes are refused while the branch head does not build "
@@ -206,7 +209,7 @@ class Writer:
                         "the data lock", MAX_ATTEMPTS)
             with self.lock.hold("write-fallback") as hold:
                 base = self.holder.current
-                commit, snapshot, new = prepare(base)
+                commit, snapshot, new = prepare(base, warm=False)
                 if not self._move(base, commit, action):
                     raise WriteError("conflict", "the data branch moved outside this service; "
                                      "try the request again")
