@@ -109,14 +109,17 @@ def report(doc: dict[str, Any]) -> tuple[str, dict[str, list[tuple[int, float]]]
 
     rows = []
     for size in sizes:
+        idle = data.get(("test_reader_latency", size, "idle"))
         for load_ in ("idle", "during-reloads"):
             got = data.get(("test_reader_latency", size, load_))
             if got:
                 e = got["extra"]
+                ratio = f"{e['p99_ms'] / idle['extra']['p99_ms']:.1f}x" if idle else "-"
                 rows.append([f"{records_of(size):,}", load_, str(e["requests"]), fmt(e["p50_ms"]),
-                             fmt(e["p99_ms"]), str(e.get("reloads", 0))])
+                             fmt(e["p99_ms"]), ratio, str(e.get("reloads", 0))])
     lines += ["## Reader latency (4 clients, 8 server threads)", "", table(
-        ["records", "load", "requests", "p50 ms", "p99 ms", "reloads meanwhile"], rows), ""]
+        ["records", "load", "requests", "p50 ms", "p99 ms", "p99 / idle p99 (target <= 3x)",
+         "reloads meanwhile"], rows), ""]
 
     rows = []
     for size in sizes:

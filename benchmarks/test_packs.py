@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from benchmarks.conftest import CACHE, cached_corpus, cached_lock
-from hotreload.data.snapshot import build_full
-from hotreload.git.repo import GitRepo
+from benchmarks.floor import build_seconds, floor_seconds
 
 PACKINGS = ["written", "fast-import"]
 # ``git repack -adf --window=250`` was tried as a third: on a one-commit corpus it stores
@@ -52,24 +49,6 @@ def packing(request: pytest.FixtureRequest) -> Iterator[str]:
     yield request.param
 
 
-def floor_seconds(path: Path) -> float:
-    repo = GitRepo(str(path))
-    tree = repo.tree_of(repo.branch_commit("published") or "")
-    shas = "".join(f"{e.sha}\n" for e in repo.list_blobs(tree) if e.path.endswith(".toml")
-                   and not e.path.startswith(".gitsheets/"))
-    repo.close()
-    started = time.perf_counter()
-    out = subprocess.run(["git", "--git-dir", str(path), "cat-file", "--batch"], input=shas.encode(),
-                         capture_output=True, check=True).stdout
-    pos = 0
-    while pos < len(out):
-        newline = out.index(b"\n", pos)
-        size = int(out[pos:newline].split()[2])
-        tomllib.loads(out[newline + 1:newline + 1 + size].decode())
-        pos = newline + 2 + size
-    return time.perf_counter() - started
-
-
 def test_cold_build_on_real_packs(benchmark, records: int, packing: str) -> None:  # type: ignore[no-untyped-def]
     benchmark.group = "cold start on real packs"
     path = packed_corpus(records, packing)
@@ -77,12 +56,7 @@ def test_cold_build_on_real_packs(benchmark, records: int, packing: str) -> None
     floors: list[float] = []
 
     def build() -> None:
-        started = time.perf_counter()
-        repo = GitRepo(str(path))  # a fresh repository object: nothing cached from the last round
-        snap = build_full(repo, repo.branch_commit("published") or "")
-        repo.close()
-        builds.append(time.perf_counter() - started)
-        assert sum(snap.record_counts().values()) == records
+        builds.append(build_seconds(path))
 
     # the floor is measured before each round (untimed by pytest-benchmark), so both
     # figures come from the same run and the same page cache

@@ -4,10 +4,8 @@ healthy /api/health, and the floor: every record read with
 
 from __future__ import annotations
 
-import subprocess
-import tomllib
-
 from benchmarks.conftest import Pair
+from benchmarks.floor import read_and_parse, record_shas
 from hotreload.data.snapshot import build_full
 from hotreload.git.repo import GitRepo
 from simulator.server import ServerProcess
@@ -42,24 +40,7 @@ def test_process_cold_start(benchmark, pair: Pair, records: int) -> None:  # typ
 
 def test_floor_cat_file_and_tomllib(benchmark, pair: Pair, records: int) -> None:  # type: ignore[no-untyped-def]
     benchmark.group = "cold start"
-    repo = GitRepo(str(pair.clone))
-    tree = repo.tree_of(repo.branch_commit("published") or "")
-    shas = "".join(f"{e.sha}\n" for e in repo.list_blobs(tree) if e.path.endswith(".toml")
-                   and not e.path.startswith(".gitsheets/"))
-    repo.close()
-
-    def floor() -> int:
-        out = subprocess.run(["git", "--git-dir", str(pair.clone), "cat-file", "--batch"],
-                             input=shas.encode(), capture_output=True, check=True).stdout
-        pos = n = 0
-        while pos < len(out):
-            newline = out.index(b"\n", pos)
-            size = int(out[pos:newline].split()[2])
-            tomllib.loads(out[newline + 1:newline + 1 + size].decode())
-            pos = newline + 2 + size
-            n += 1
-        return n
-
-    assert benchmark.pedantic(floor, rounds=3, iterations=1) == records
+    shas = record_shas(pair.clone)
+    assert benchmark.pedantic(lambda: read_and_parse(pair.clone, shas), rounds=3, iterations=1) == records
     benchmark.extra_info.update(strategy="floor", records=records,
                                 what="git cat-file --batch + tomllib, every record")

@@ -33,6 +33,8 @@ class Settings:
     """Also accepted (bearer and HMAC) while callers move to the new secret."""
     auth_failures_per_minute: int = 30
     """Failed authentications per client address and minute before 429; 0 disables."""
+    switch_interval_ms: float = 0.5
+    """The interpreter's thread switch interval while serving (CPython's default is 5 ms)."""
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -62,6 +64,7 @@ class Settings:
         backoff = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_SECONDS", 1.0)
         backoff_cap = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS", 3600.0)
         upkeep = _positive_float(env, "CFP_DATA_UPKEEP_SECONDS", 300.0, allow_zero=True)
+        switch = _positive_float(env, "CFP_SWITCH_INTERVAL_MS", 0.5, unit="milliseconds")
         raw_limit = env.get("CFP_AUTH_FAILURES_PER_MINUTE", "").strip() or "30"
         if not re.fullmatch(r"[0-9]{1,6}", raw_limit):
             raise ConfigError(f"CFP_AUTH_FAILURES_PER_MINUTE is {raw_limit!r}; it must be a whole number "
@@ -77,6 +80,7 @@ class Settings:
             push_backoff_cap_seconds=backoff_cap,
             upkeep_seconds=upkeep,
             auth_failures_per_minute=int(raw_limit),
+            switch_interval_ms=switch,
         )
 
 
@@ -102,16 +106,17 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:
+def _positive_float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False,
+                    unit: str = "seconds") -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} is {raw!r}; it must be a number of seconds") from None
+        raise ConfigError(f"{name} is {raw!r}; it must be a number of {unit}") from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name} is {raw!r}; it must be a finite number of seconds")
+        raise ConfigError(f"{name} is {raw!r}; it must be a finite number of {unit}")
     if allow_zero and value == 0:
         return 0.0
     if value <= 0:
