@@ -36,6 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def sizes(config: pytest.Config) -> list[int]:
     if config.getoption("benchmark_disable", False):
         return [1000]
+    if os.environ.get("BENCH_RECORDS"):  # e.g. BENCH_RECORDS=500000: one size, on request
+        return [int(n) for n in os.environ["BENCH_RECORDS"].split(",")]
     if config.getoption("quick", False) or os.environ.get("BENCH_QUICK"):
         return [1000, 5000]
     return [1000, 5000, 50000]

@@ -13,6 +13,7 @@ The invariants, after every step (while the server runs):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -427,18 +428,25 @@ class Run:
             repo.close()
 
     def _sample_records(self, served: str, per_sheet: int = 6) -> list[str]:
-        problems = []
+        problems: list[str] = []
         for sheet in ("projects", "people"):
             files = self._tree_records(served, sheet)
-            for path in self.rng.sample(sorted(files), min(per_sheet, len(files))):
-                try:
-                    want = expected(sheet, files[path][1])
-                except NotARecord as exc:
-                    problems.append(f"the served tree holds an invalid record: {path}: {exc}")
-                    continue
+            for path, want in self._parsed_sample(files, per_sheet, functools.partial(expected, sheet), problems):
                 resp = self._request("GET", f"/api/{sheet}/{want['slug']}")
                 problems += _compare(want, resp, served, path)
         return problems
+
+    def _parsed_sample(self, files: dict[str, tuple[str, bytes]], n: int, parse: Any,
+                       problems: list[str]) -> list[tuple[str, Any]]:
+        """Up to ``n`` random record files, each parsed by the oracle's ``parse``; a file
+        the oracle cannot read is itself a problem (the service served that tree)."""
+        sample = []
+        for path in self.rng.sample(sorted(files), min(n, len(files))):
+            try:
+                sample.append((path, parse(files[path][1])))
+            except NotARecord as exc:
+                problems.append(f"the served tree holds an invalid record: {path}: {exc}")
+        return sample
 
     def _sheet_roots(self, commit: str) -> dict[str, str]:
         """Sheet name -> root folder, from the tree's ``.gitsheets/*.toml`` (read here with tomllib)."""
@@ -457,18 +465,13 @@ class Run:
         """Every other sheet: sampled records read back through ``/api/sheets`` equal
         their files; health counts the revocations in the tree; unexpired slug-history
         entries redirect where the seed's rule says."""
-        problems = []
+        problems: list[str] = []
         roots = self._sheet_roots(served)
         files_of = {name: self._tree_records(served, root) for name, root in roots.items()}
         for name, files in sorted(files_of.items()):
             if name in ("projects", "people"):
                 continue
-            for path in self.rng.sample(sorted(files), min(per_sheet, len(files))):
-                try:
-                    want = stored(name, files[path][1])
-                except NotARecord as exc:
-                    problems.append(f"the served tree holds an invalid record: {path}: {exc}")
-                    continue
+            for path, want in self._parsed_sample(files, per_sheet, functools.partial(stored, name), problems):
                 key = path[len(roots[name]) + 1:-len(".toml")]
                 resp = self._request("GET", f"/api/sheets/{name}/{urllib.parse.quote(key)}")
                 got = (resp.data or {}).get("data") if resp.status == 200 else f"status {resp.status}"
