@@ -39,10 +39,14 @@ class TreeCache:
     a tree is content-addressed, so the same id means the same entries anywhere.
     A reload then parses the big flat folders (``projects/``: one entry per
     record) once instead of once per use. Bounded by the total number of entries
-    held (least recently used out), so a few big trees cannot pile up. Callers
-    must not modify a returned dict."""
+    held (least recently used out), so a few big trees cannot pile up; the bound
+    grows to hold two versions of the largest tree seen plus the base bound, since
+    a reload diffs the old and the new version of a flat folder (at 500k records
+    ``people/`` alone is 150,000 entries: a fixed 64,000 re-parsed both versions
+    at every reload). Callers must not modify a returned dict."""
 
     def __init__(self, max_entries: int = 64_000) -> None:
+        self._base = max_entries
         self._max = max_entries
         self._trees: dict[bytes, Entries] = {}
         self._held = 0
@@ -59,6 +63,7 @@ class TreeCache:
             raise GitError(f"{sha.decode()} is not a tree")
         parsed = {name: (mode, child) for name, mode, child in parse_tree(raw, 20)}  # SHA-1: 20 bytes
         with self._lock:
+            self._max = max(self._max, self._base + 2 * len(parsed))
             if sha not in self._trees:
                 self._trees[sha] = parsed
                 self._held += len(parsed)
