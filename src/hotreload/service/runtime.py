@@ -30,6 +30,7 @@ from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare
 from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
+from hotreload.service.memory import release_free_memory
 from hotreload.service.reloader import FetchFailed, RebuildFailed, Reloader
 from hotreload.service.writer import Writer
 
@@ -217,6 +218,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
              extra={"commit": snapshot.commit, "records": snapshot.record_counts(),
                     "buildMs": round(snapshot.build_ms, 1)})
     holder = SnapshotHolder(snapshot, degraded)
+    release_free_memory()  # the start-up build's objects frozen: later collections scan one reload's work
     metrics = Metrics()
     metrics.watch_records(lambda: holder.current.record_counts())
     lock = DataLock(lambda hold: metrics.lock_hold.labels(hold.reason).observe(hold.held_ms / 1000))
