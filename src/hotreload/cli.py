@@ -119,7 +119,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         return _fail(f"--out {args.out} already exists; choose a new path or delete it")
     started = time.perf_counter()
     with tqdm(total=args.records, unit="rec", desc="records", file=sys.stderr) as bar:
-        corpus = make_corpus(args.records, seed=args.seed, progress=bar.update)
+        corpus = make_corpus(args.records, seed=args.seed, progress=bar.update, styles=args.styles)
     print("writing pack ...", file=sys.stderr, flush=True)
     commit = write_corpus(args.out, corpus, branch=args.branch)
     if args.history:
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--out", required=True, help="path of the new bare repository (PATH.git)")
     corpus.add_argument("--seed", type=int, default=1, help="random seed (same seed, same corpus)")
     corpus.add_argument("--branch", default="published", help="the branch to write")
+    corpus.add_argument("--styles", choices=["flat", "mixed"], default="flat",
+                        help="flat: every record as the service writes it; mixed: half of them as people "
+                             "write TOML by hand (aligned keys, literal and multi-line strings, comments)")
     corpus.add_argument("--history", type=int, default=0, metavar="N",
                         help="then add N one-record commits, as N writes through the API would, "
                              "and pack like `git gc` (needs the git binary; default: 0)")

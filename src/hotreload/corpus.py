@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import subprocess
+import tomllib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from hotreload.data.records import (
     Tag,
     TagAssignment,
     to_toml,
+    toml_value,
 )
 from hotreload.data.sheets import CONFIG_DIR, STANDARD_SHEETS, Sheet, config_text
 from hotreload.git.repo import API_IDENTITY, GitRepo, Signature, init_bare, tree_objects
@@ -86,7 +88,30 @@ def sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
 
 
-def make_corpus(records: int, seed: int = 1, progress: Callable[[int], None] | None = None) -> Corpus:
+STYLES = ("flat", "mixed")
+
+
+def restyle(data: bytes, rng: random.Random) -> bytes:
+    """The same table written the way people write TOML by hand: aligned ``=``,
+    literal strings, long text as a multi-line string, a comment. ``tomllib`` reads
+    it to the same values (a test checks); the service's flat fast path does not
+    take it, so it exercises the full parser."""
+    table = tomllib.loads(data.decode())
+    width = max(map(len, table)) if rng.random() < 0.5 else 0
+    lines = ["# kept by hand"] if rng.random() < 0.5 else []
+    for key, value in table.items():
+        if isinstance(value, str) and len(value) > 60 and '"""' not in value and "\\" not in value:
+            text = f'"""\n{value}"""'
+        elif isinstance(value, str) and "'" not in value and "\n" not in value and rng.random() < 0.5:
+            text = f"'{value}'"
+        else:
+            text = toml_value(value)
+        lines.append(f"{key.ljust(width)} = {text}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def make_corpus(records: int, seed: int = 1, progress: Callable[[int], None] | None = None,
+                styles: str = "flat") -> Corpus:
     """``records`` valid records: about 2% tags, 15% projects, 30% people, 15%
     memberships, 8% project updates, 3% buzz, 2% help-wanted roles, 2% expressions
     of interest, 1% slug history, 1% revocations, 0.2% sponsors (untyped), the
@@ -100,10 +125,17 @@ def make_corpus(records: int, seed: int = 1, progress: Callable[[int], None] | N
     }
     files["README.md"] = b"Synthetic gitsheets data made by `hotreload corpus`.\n"
 
+    if styles not in STYLES:
+        raise ValueError(f"styles must be one of {', '.join(STYLES)}")
+    style_rng = random.Random(seed + 1)  # its own stream: a flat corpus is the same as ever
+
     def put(path: str, record: Entry, **denormalised: str) -> None:
         # the seed's writers store the path template's parent slugs in the record
         extra = "".join(f'{key} = "{value}"\n' for key, value in denormalised.items())
-        files[path] = to_toml(record) + extra.encode()
+        data = to_toml(record) + extra.encode()
+        if styles == "mixed" and style_rng.random() < 0.5:  # half the records, as people edit them
+            data = restyle(data, style_rng)
+        files[path] = data
         tick(1)
 
     n_tags = max(5, records // 50)

@@ -408,11 +408,11 @@ def to_toml(record: Entry) -> bytes:
     for key, value in msgspec.to_builtins(record).items():
         if value is None:
             continue
-        lines.append(f"{key} = {_toml_value(value)}")
+        lines.append(f"{key} = {toml_value(value)}")
     return ("\n".join(lines) + "\n").encode()
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
