@@ -159,7 +159,8 @@ class Memo:
 WARM_KEYS = 64
 """At most this many of the previous snapshot's answers are recomputed before a swap."""
 WARM_BUDGET_S = 1.0
-"""... and for at most this long: a swap is never held back longer than this by warming."""
+"""... and none is started after this long (one already running finishes): warming
+holds a swap back by about this much at most."""
 
 
 @dataclass(frozen=True)
