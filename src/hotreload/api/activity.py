@@ -11,7 +11,7 @@ from typing import Any, cast
 import falcon
 
 from hotreload.api.errors import ApiError, bad_request
-from hotreload.api.read import TAG_HANDLE, _int_param, _ok, _snapshot, live_project, page_of
+from hotreload.api.read import _int_param, _ok, _snapshot, live_project, page_of, tag_params, whole_number
 from hotreload.data.records import (
     ROLE_STATUSES,
     HelpWantedRole,
@@ -52,9 +52,10 @@ class ProjectUpdateResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str, number: str) -> None:
         snap = _snapshot(self.holder, resp)
         project = live_project(req, snap, slug, f"/updates/{number}")
-        if not number.isascii() or not number.isdigit() or len(number) > 9 or int(number) < 1:
+        n = whole_number(number)
+        if n is None or n < 1:
             raise bad_request("number", "must be a whole number from 1")
-        update_id = snap.indices["update_by_project_number"].get((project.id, int(number)))
+        update_id = snap.indices["update_by_project_number"].get((project.id, n))
         if update_id is None:
             raise ApiError(404, "not_found", f"project {project.slug!r} has no update {number}")
         update = snap.table("project-updates").by_id[update_id]
@@ -119,10 +120,7 @@ class HelpWantedResource:
         snap = _snapshot(self.holder, resp)
         status = _status(req, "open")
         q = req.get_param("q")
-        handles = tuple(sorted(set(req.get_param_as_list("tag") or [])))
-        for handle in handles:
-            if not TAG_HANDLE.match(handle):
-                raise bad_request("tag", f"{handle!r} must look like namespace.slug")
+        handles = tag_params(req)
         most = _int_param(req, "commitmentMax", -1, 0, 168)
 
         def compute(s: Snapshot) -> list[tuple[HelpWantedRole, str]]:

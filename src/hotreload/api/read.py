@@ -26,9 +26,10 @@ def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int
     if raw is None:
         return default
     # ASCII digits only, and few of them: isdigit() accepts "²", which int() refuses
-    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+    value = whole_number(raw)
+    if value is None or not low <= value <= high:
         raise bad_request(name, f"must be a whole number from {low} to {high}")
-    return int(raw)
+    return value
 
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
@@ -36,6 +37,21 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 
 def _paging(req: falcon.Request) -> tuple[int, int]:
     return _int_param(req, "page", 1, 1, 1_000_000), _int_param(req, "perPage", 20, 1, 100)
+
+
+def tag_params(req: falcon.Request) -> tuple[str, ...]:
+    """The ``tag`` parameters (repeatable), checked, deduplicated and sorted."""
+    handles = tuple(sorted(set(req.get_param_as_list("tag") or [])))
+    for handle in handles:
+        if not TAG_HANDLE.match(handle):
+            raise bad_request("tag", f"{handle!r} must look like namespace.slug "
+                              f"(namespace one of {', '.join(TAG_NAMESPACES)})")
+    return handles
+
+
+def whole_number(raw: str) -> int | None:
+    """``raw`` as a whole number when it is 1-9 ASCII digits, else None."""
+    return int(raw) if _DIGITS.fullmatch(raw) else None
 
 
 def page_of(req: falcon.Request, resp: falcon.Response, snap: Snapshot, items: list[Any],
@@ -215,11 +231,7 @@ class ProjectsResource:
         stage = req.get_param("stage")
         if stage is not None and stage not in STAGES:
             raise bad_request("stage", f"must be one of {', '.join(STAGES)}")
-        handles = tuple(sorted(set(req.get_param_as_list("tag") or [])))
-        for handle in handles:
-            if not TAG_HANDLE.match(handle):
-                raise bad_request("tag", f"{handle!r} must look like namespace.slug "
-                                  f"(namespace one of {', '.join(TAG_NAMESPACES)})")
+        handles = tag_params(req)
         page, per_page = _paging(req)
         results, facets = snap.cached(("projects", q, stage, handles),
                                       lambda s: _project_query(s, q, stage, handles))

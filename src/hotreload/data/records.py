@@ -30,6 +30,18 @@ Timestamp = Annotated[
     Meta(pattern=r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
                  r"([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"),
 ]
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """A :data:`Timestamp` (validated RFC 3339 text) as an aware datetime."""
+    return dt.datetime.fromisoformat(text.upper())
+
+
+def format_timestamp(when: dt.datetime) -> str:
+    """An aware datetime as the service writes timestamps: UTC, seconds, ``Z``."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 ProjectSlug = Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9_-]{1,79}\Z")]
 PersonSlug = Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9-]{1,49}\Z")]
 TagSlug = Annotated[str, Meta(pattern=r"\A[a-z0-9][a-z0-9._-]{0,79}\Z")]

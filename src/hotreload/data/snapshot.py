@@ -33,6 +33,7 @@ from hotreload.data.records import (
     SlugHistory,
     Tag,
     parse_record,
+    parse_timestamp,
 )
 from hotreload.data.search import SEARCHED_SHEETS, SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
@@ -119,6 +120,8 @@ class Memo:
         self._entries: dict[Hashable, tuple[Any, Callable[[Any], Any]]] = {}
         self._flights: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
+        self.warmed: tuple[int, float] = (0, 0.0)
+        """(answers, milliseconds) recomputed into this memo by :meth:`Snapshot.warm_from`."""
 
     def get(self, key: Hashable, fn: Callable[[Any], Any], snapshot: Any) -> Any:
         while True:
@@ -212,7 +215,8 @@ class Snapshot:
             except Exception:  # e.g. the record it was about is gone: a reader will see why
                 continue
             warmed += 1
-        return warmed, (time.perf_counter() - started) * 1000
+        self.memo.warmed = (warmed, (time.perf_counter() - started) * 1000)
+        return self.memo.warmed
 
     def table(self, sheet: str) -> Table:
         return self.tables.get(sheet, EMPTY_TABLE)
@@ -237,7 +241,7 @@ class Snapshot:
             entry_id = history.get((entity_type, current))
             entry = entries.get(entry_id) if entry_id else None
             if not isinstance(entry, SlugHistory) or entry.new_slug == current \
-                    or _utc(entry.expires_at) <= now:
+                    or parse_timestamp(entry.expires_at) <= now:
                 break
             current = entry.new_slug
             if live(current):
@@ -270,11 +274,6 @@ class Snapshot:
         table = self.table("project-memberships").by_id
         ids = self.indices["memberships_by_person"].get(person_id, ())
         return sorted((table[i] for i in ids), key=lambda m: m.id)  # type: ignore[misc]
-
-
-def _utc(timestamp: str) -> dt.datetime:
-    """A record's RFC 3339 timestamp (validated by its schema) as an aware datetime."""
-    return dt.datetime.fromisoformat(timestamp.upper())
 
 
 class SnapshotHolder:

@@ -108,7 +108,6 @@ class Reloader:
         self._flight_lock = threading.Lock()
         self._flight: _Flight | None = None
         self._seq = 0
-        self._warmed: tuple[int, float] = (0, 0.0)  # set by the one reload in flight
 
     # -- entry point --------------------------------------------------------------
 
@@ -254,7 +253,7 @@ class Reloader:
         rebuilt = snapshot is not None
         old_commit = base.commit
         changes = snapshot.changes if snapshot is not None else Changes()
-        warmed, warm_ms = self._warmed
+        warmed, warm_ms = snapshot.memo.warmed if snapshot is not None else (0, 0.0)
         if rebuilt:
             del base, snapshot  # drop our references to the old snapshot, then trim
             release_free_memory()
@@ -290,7 +289,6 @@ class Reloader:
         warm: bool = True,
     ) -> tuple[Plan, Snapshot | None]:
         plan = reconcile.plan(self.repo, local, remote_tip, self.clock, last_seen)
-        self._warmed = (0, 0.0)
         if plan.new_commit == base.commit:
             return plan, None
         try:
@@ -311,7 +309,7 @@ class Reloader:
         already computed on it (outside the lock, before the swap; never under it)."""
         snapshot = build_incremental(self.repo, base, commit)
         if warm:
-            self._warmed = snapshot.warm_from(base)
+            snapshot.warm_from(base)
         return snapshot
 
     def _record(self, outcome: str, started: float, lock_held_ms: float, error: str | None) -> None:

@@ -29,6 +29,8 @@ from hotreload.data.records import (
     RecordError,
     SlugHistory,
     describe_validation_error,
+    format_timestamp,
+    parse_timestamp,
     to_toml,
 )
 from hotreload.data.sheets import tree_path_problem
@@ -95,7 +97,7 @@ class WriteResult:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_timestamp(dt.datetime.now(dt.UTC))
 
 
 class Writer:
@@ -300,8 +302,7 @@ def _slug_history(base: Snapshot, spec: WritableSheet, old: Record, new: Record,
     sheet = base.sheet("slug-history")
     if sheet is None or old_slug is None or old_slug == new_slug:
         return {}
-    changed = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
-    expires = (changed + dt.timedelta(days=SLUG_REDIRECT_DAYS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expires = format_timestamp(parse_timestamp(now) + dt.timedelta(days=SLUG_REDIRECT_DAYS))
     entry = SlugHistory(id=str(uuid.uuid4()), entity_type=spec.subject_type,  # type: ignore[arg-type]
                         old_slug=old_slug, new_slug=str(new_slug), entity_id=old.id, changed_at=now,
                         expires_at=expires)
