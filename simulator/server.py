@@ -69,9 +69,10 @@ def request(base: str, method: str, path: str, body: bytes | str | dict[str, Any
 class ServerProcess:
     """``hotreload serve --port 0``; the chosen port is read from its start-up log."""
 
-    def __init__(self, env: dict[str, str], threads: int = 8) -> None:
+    def __init__(self, env: dict[str, str], threads: int = 8, port: int = 0) -> None:
         self.env = env
         self.threads = threads
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = ""
         self.log_path = tempfile.mktemp(prefix="hotreload-serve-", suffix=".log")
@@ -81,7 +82,7 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._offset = self._log.tell()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hotreload.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+            [sys.executable, "-m", "hotreload.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--threads", str(self.threads)],
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -133,6 +134,21 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (for replicas that must know each other's
+    port before they start)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 class GitDaemon:

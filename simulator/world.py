@@ -60,6 +60,7 @@ class World:
             "CFP_API_WRITE_TOKEN": self.write_token,
             "CFP_DATA_PUSH_BACKOFF_SECONDS": str(self.push_backoff_seconds),
             "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS": str(max(self.push_backoff_seconds * 4, 1.0)),
+            "CFP_DATA_POLL_SECONDS": "0",
         }
 
     def start_server(self) -> ServerProcess:

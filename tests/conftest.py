@@ -77,7 +77,7 @@ class World:
         values: dict[str, object] = dict(
             repo_path=str(self.clone), remote=str(self.origin), branch="published",
             reload_secret=SECRET, write_token=WRITE_TOKEN, push_backoff_seconds=0.05,
-            push_backoff_cap_seconds=0.2)
+            push_backoff_cap_seconds=0.2, poll_seconds=0.0)  # tests that poll say so
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 
@@ -85,7 +85,7 @@ class World:
         env = {"CFP_DATA_REPO_PATH": str(self.clone), "CFP_DATA_REMOTE": str(self.origin),
                "CFP_DATA_BRANCH": "published", "CFP_DATA_RELOAD_SECRET": SECRET,
                "CFP_API_WRITE_TOKEN": WRITE_TOKEN, "CFP_DATA_PUSH_BACKOFF_SECONDS": "0.05",
-               "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS": "0.2"}
+               "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS": "0.2", "CFP_DATA_POLL_SECONDS": "0"}
         env.update(overrides)
         return env
 

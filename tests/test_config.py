@@ -137,3 +137,32 @@ def test_switch_interval_setting() -> None:
 
     assert Settings.from_env({"CFP_DATA_REPO_PATH": "/x"}).switch_interval_ms == 0.5
     assert Settings.from_env({"CFP_DATA_REPO_PATH": "/x", "CFP_SWITCH_INTERVAL_MS": "2"}).switch_interval_ms == 2.0
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"CFP_DATA_POLL_SECONDS": "-1"}, "CFP_DATA_POLL_SECONDS is '-1'; it must be greater than 0 (or 0 to disable)"),
+    ({"CFP_DATA_POLL_SECONDS": "soon"}, "CFP_DATA_POLL_SECONDS is 'soon'; it must be a number of seconds"),
+    ({"CFP_RELOAD_PEERS": "peers.local"}, "CFP_RELOAD_PEERS: 'peers.local' is not host:port"),
+    ({"CFP_RELOAD_PEERS": "a:80,b:99999"}, "CFP_RELOAD_PEERS: 'b:99999' is not host:port"),
+    ({"CFP_DATA_MIN_COMMIT_WAIT_SECONDS": "0"}, "CFP_DATA_MIN_COMMIT_WAIT_SECONDS is '0'; it must be greater than 0"),
+])
+def test_bad_replica_settings(world: World, env: dict[str, str], says: str) -> None:
+    assert says in error_line(serve(world.env(**env)))
+
+
+def test_peers_need_the_reload_secret(world: World) -> None:
+    env = world.env(CFP_RELOAD_PEERS="127.0.0.1:8080")
+    del env["CFP_DATA_RELOAD_SECRET"]
+    line = error_line(serve(env))
+    assert "CFP_RELOAD_PEERS is set but CFP_DATA_RELOAD_SECRET is not" in line
+
+
+def test_replica_settings() -> None:
+    from hotreload.config import Settings
+
+    settings = Settings.from_env({"CFP_DATA_REPO_PATH": "/x", "CFP_DATA_RELOAD_SECRET": "s" * 40,
+                                  "CFP_RELOAD_PEERS": " hotreload-peers.data.svc:8080, [fd00::7]:8080 ,",
+                                  "CFP_DATA_POLL_SECONDS": "0"})
+    assert settings.reload_peers == (("hotreload-peers.data.svc", 8080), ("fd00::7", 8080))
+    assert settings.poll_seconds == 0.0 and settings.min_commit_wait_seconds == 5.0
+    assert Settings.from_env({"CFP_DATA_REPO_PATH": "/x"}).poll_seconds == 60.0

@@ -6,15 +6,17 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from hotreload.git.push import PushDaemon
 from hotreload.git.repo import GitRepo
 from hotreload.metrics import Metrics
 from hotreload.service.runtime import Runtime, boot
 from simulator.server import ServerProcess
-from tests.conftest import WRITE_TOKEN, World, bearer, project_toml
+from tests.conftest import WRITE_TOKEN, World, bearer, git, project_toml
 from tests.test_reconcile import local_commit
 
 
@@ -88,17 +90,63 @@ def rt(world: World) -> Iterator[Runtime]:
     runtime.close()
 
 
-def test_local_write_and_remote_change_rebase_and_both_are_visible(rt: Runtime, world: World) -> None:
+def test_a_rejected_push_reconciles_at_once_and_both_writes_are_visible(rt: Runtime, world: World) -> None:
+    """Another writer moved the remote: the daemon's push is rejected, and the daemon
+    reconciles right away (fetch, rebase, push) instead of waiting for a webhook."""
     world.commit_upstream({"projects/zz-remote.toml": project_toml("zz-remote", "Remote")})
     rt.writer.create("projects", {"slug": "zz-local", "title": "Local"}, "/api/projects")
     assert rt.push_daemon is not None
-    rt.push_daemon.flush(10)  # rejected: the remote moved on
-    result = rt.reloader.reload()
-    assert result.outcome == "rebased" and result.rebuilt
+    assert rt.push_daemon.flush(20)  # delivered, after the rebase
     snap = rt.holder.current
     assert snap.project_by_slug("zz-local") and snap.project_by_slug("zz-remote")
     assert world.origin_head() == world.clone_head() == snap.commit
-    assert rt.push_daemon.flush(10) and rt.push_daemon.status().last_error is None
+    assert rt.push_daemon.status().last_error is None and not rt.push_daemon.status().rejected
+    text = generate_latest(rt.metrics.registry).decode()
+    assert 'hotreload_reloads_total{outcome="rebased",trigger="push-rejected"} 1.0' in text
+    assert 'hotreload_pushes_total{result="rejected"} 1.0' in text
+    assert rt.reloader.reload().outcome == "in-sync"  # nothing left for a webhook to do
+
+
+def test_replicas_racing_for_the_branch_all_get_through(world: World, tmp_path: Path) -> None:
+    """Two replicas write at once, again and again: each rejection reconciles (with
+    jittered backoff after the first), and in the end the remote holds every write
+    once, both clones agree, and the origin never went backwards."""
+    second = tmp_path / "second.git"
+    git("clone", "-q", "--bare", str(world.origin), str(second))
+    a = boot(world.settings())
+    b = boot(world.settings(repo_path=str(second)))
+    try:
+        tips = [world.origin_head()]
+        for round_ in range(4):
+            a.writer.create("projects", {"slug": f"zz-a-{round_}", "title": f"A {round_}"}, "/api/projects")
+            b.writer.create("projects", {"slug": f"zz-b-{round_}", "title": f"B {round_}"}, "/api/projects")
+            tips.append(world.origin_head())
+        assert a.push_daemon is not None and b.push_daemon is not None
+        wait_for(lambda: a.push_daemon.flush(1) and b.push_daemon.flush(1), 60)
+        a.reloader.reload()
+        b.reloader.reload()
+        assert a.holder.current.commit == b.holder.current.commit == world.origin_head()
+        origin = GitRepo(str(world.origin))
+        try:
+            slugs = [path for commit in origin.walk(world.origin_head())
+                     for path in _added_project_files(origin, commit)]
+            for i, tip in enumerate(tips[1:]):
+                assert origin.is_ancestor(tips[i], tip)  # never rewritten
+        finally:
+            origin.close()
+        want = sorted(f"projects/zz-{who}-{r}.toml" for who in "ab" for r in range(4))
+        assert sorted(s for s in slugs if s.startswith("projects/zz-")) == want  # each exactly once
+    finally:
+        a.close()
+        b.close()
+
+
+def _added_project_files(repo: GitRepo, commit: str) -> list[str]:
+    parents = repo.commit(commit).parents
+    if not parents:
+        return []
+    before = repo.tree_of(parents[0].decode())
+    return [c.path for c in repo.diff_trees(before, repo.tree_of(commit)) if c.old is None]
 
 
 @pytest.mark.slow

@@ -234,7 +234,7 @@ def test_metrics_count_outcomes_and_rejections(client: testing.TestClient, world
     post(client, {"commitHash": tip}, headers=bearer())
     text = client.simulate_get("/metrics").text
     assert 'hotreload_webhook_rejected_total{status="401"} 1.0' in text
-    assert 'hotreload_reloads_total{outcome="fast-forwarded"} 1.0' in text
+    assert 'hotreload_reloads_total{outcome="fast-forwarded",trigger="webhook"} 1.0' in text
     assert "hotreload_lock_hold_seconds_bucket" in text
     # the start-up reconcile (in-sync) and the fast-forward
     assert "hotreload_reload_duration_seconds_count 2.0" in text

@@ -80,8 +80,8 @@ def test_burst_of_webhooks_rebuilds_once(server: ServerProcess, world: World) ->
     reloads = [line for line in server.get("/metrics").body.decode().splitlines()
                if line.startswith("hotreload_reloads_total{")]
     # the start-up reconcile, then exactly one fast-forward; the rest short-circuited
-    assert sorted(reloads) == ['hotreload_reloads_total{outcome="fast-forwarded"} 1.0',
-                               'hotreload_reloads_total{outcome="in-sync"} 1.0']
+    assert sorted(reloads) == ['hotreload_reloads_total{outcome="fast-forwarded",trigger="webhook"} 1.0',
+                               'hotreload_reloads_total{outcome="in-sync",trigger="startup"} 1.0']
 
 
 @pytest.mark.slow

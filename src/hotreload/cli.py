@@ -76,7 +76,7 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
     try:
-        runtime = boot(settings)
+        runtime = boot(settings, listen_port=int(server.effective_port))  # waitress gives a str
     except (ConfigError, StartupError) as exc:
         server.close()
         return _fail(str(exc))

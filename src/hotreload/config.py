@@ -35,6 +35,12 @@ class Settings:
     """Failed authentications per client address and minute before 429; 0 disables."""
     switch_interval_ms: float = 0.5
     """The interpreter's thread switch interval while serving (CPython's default is 5 ms)."""
+    poll_seconds: float = 60.0
+    """Ask the remote for the branch tip this often (refs only) and reload if it moved; 0 disables."""
+    reload_peers: tuple[tuple[str, int], ...] = ()
+    """``host:port`` of the replicas a webhook is forwarded to (a name may resolve to several)."""
+    min_commit_wait_seconds: float = 5.0
+    """How long a read with ``X-Data-Min-Commit`` waits for a reload before 503."""
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -65,6 +71,12 @@ class Settings:
         backoff_cap = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS", 3600.0)
         upkeep = _positive_float(env, "CFP_DATA_UPKEEP_SECONDS", 300.0, allow_zero=True)
         switch = _positive_float(env, "CFP_SWITCH_INTERVAL_MS", 0.5, unit="milliseconds")
+        poll = _positive_float(env, "CFP_DATA_POLL_SECONDS", 60.0, allow_zero=True)
+        min_commit_wait = _positive_float(env, "CFP_DATA_MIN_COMMIT_WAIT_SECONDS", 5.0)
+        peers = parse_peers(env.get("CFP_RELOAD_PEERS", ""))
+        if peers and secret is None:
+            raise ConfigError("CFP_RELOAD_PEERS is set but CFP_DATA_RELOAD_SECRET is not: forwarded webhooks "
+                              "are signed with that secret, and every replica needs the same one")
         raw_limit = env.get("CFP_AUTH_FAILURES_PER_MINUTE", "").strip() or "30"
         if not re.fullmatch(r"[0-9]{1,6}", raw_limit):
             raise ConfigError(f"CFP_AUTH_FAILURES_PER_MINUTE is {raw_limit!r}; it must be a whole number "
@@ -81,7 +93,30 @@ class Settings:
             upkeep_seconds=upkeep,
             auth_failures_per_minute=int(raw_limit),
             switch_interval_ms=switch,
+            poll_seconds=poll,
+            reload_peers=peers,
+            min_commit_wait_seconds=min_commit_wait,
         )
+
+
+_PEER = re.compile(r"\A(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})\Z")
+
+
+def parse_peers(raw: str) -> tuple[tuple[str, int], ...]:
+    """``CFP_RELOAD_PEERS``: comma-separated ``host:port`` (``[v6addr]:port`` for an
+    IPv6 address). A name is resolved at every forward, to every address it has:
+    a Kubernetes headless Service's name is the whole list of replicas."""
+    peers = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        match = _PEER.match(item)
+        port = int(match.group("port")) if match else 0
+        if match is None or not 1 <= port <= 65535:
+            raise ConfigError(f"CFP_RELOAD_PEERS: {item!r} is not host:port (for example "
+                              "hotreload-peers.data.svc.cluster.local:8080, 10.0.0.7:8080 or [fd00::7]:8080)")
+        peers.append((match.group("v6") or match.group("host"), port))
+    return tuple(dict.fromkeys(peers))
 
 
 _TOKEN_CHARS = re.compile(r"\A[!-~]+\Z")  # what an Authorization: Bearer header can carry

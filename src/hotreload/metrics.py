@@ -51,7 +51,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.reloads = Counter("hotreload_reloads", "Reloads by outcome", ["outcome"], registry=r)
+        self.reloads = Counter("hotreload_reloads", "Reloads by outcome and by what asked for them "
+                               "(webhook, peer, poll, push-rejected, min-commit, startup)",
+                               ["outcome", "trigger"], registry=r)
+        self.polls = Counter("hotreload_polls", "Polls of the remote's branch tip, by result "
+                             "(unchanged, moved, error)", ["result"], registry=r)
+        self.peer_forwards = Counter("hotreload_peer_forwards", "Webhooks forwarded to peers, by result "
+                                     "(ok, error, unresolved)", ["result"], registry=r)
+        self.min_commit_waits = Counter(
+            "hotreload_min_commit_waits", "Reads with X-Data-Min-Commit this replica did not serve yet, "
+            "by result (served after a reload, or 503)", ["result"], registry=r)
         self.webhook_rejected = Counter(
             "hotreload_webhook_rejected", "Webhook calls rejected before any reload, by HTTP status",
             ["status"], registry=r)

@@ -19,6 +19,7 @@ from hotreload.api.activity import (
     ProjectUpdatesResource,
 )
 from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
+from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
 from hotreload.api.openapi import OpenApiResource
 from hotreload.api.ratelimit import AuthFailureMiddleware, FailureLimiter
@@ -97,7 +98,8 @@ class _Router:
 def create_app(runtime: Runtime) -> falcon.App[falcon.Request, falcon.Response]:
     limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
     limited = AuthFailureMiddleware(limiter, runtime.metrics.auth_rate_limited.inc)
-    middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited]
+    middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited,
+                             MinCommitMiddleware(runtime)]
     app = falcon.App(middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler

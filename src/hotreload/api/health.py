@@ -44,6 +44,12 @@ class HealthResource:
                 push["lastError"] = status.last_error
             if status.next_attempt_in_s is not None:
                 push["nextAttemptInS"] = round(status.next_attempt_in_s, 1)
+        poll: dict[str, Any] = {"enabled": rt.poller is not None}
+        if rt.poller is not None:
+            polled = rt.poller.status()
+            poll.update(intervalS=polled.interval_s, lastAt=polled.last_at, lastResult=polled.last_result)
+            if polled.last_error:
+                poll["lastError"] = polled.last_error
         reasons = [r for r in (rt.holder.degraded, last.error if last is not None else None) if r]
         resp.set_header("X-Data-Commit", snap.commit)
         resp.media = {"success": True, "data": {
@@ -56,6 +62,7 @@ class HealthResource:
             "revocations": snap.cached("health-revocations", _revocations),
             "lastReload": last_reload,
             "push": push,
+            "poll": poll,
         }}
 
 

@@ -78,6 +78,14 @@ WRITE_ERRORS = {
     "503": _error("Writes not configured, or refused while the branch head does not build"),
 }
 CONFLICT = {"409": _error("The slug is already taken")}
+MIN_COMMIT = _param(
+    "X-Data-Min-Commit", {"type": "string", "pattern": "^[0-9a-fA-F]{40}$"},
+    "Read-your-writes across replicas: answer only from a snapshot that contains this commit (it or a "
+    "descendant), such as the X-Data-Commit of your write. A replica that does not serve it yet reloads and "
+    "waits (CFP_DATA_MIN_COMMIT_WAIT_SECONDS), else answers 503 with Retry-After", "header")
+NOT_YET = _error("This replica does not serve X-Data-Min-Commit yet, even after reloading: retry",
+                 {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}},
+                  **DATA_COMMIT})
 ITEM_WRITE_ERRORS = {**WRITE_ERRORS, **NOT_FOUND, **CONFLICT}
 
 
@@ -200,6 +208,14 @@ def document() -> dict[str, Any]:
                                                             "content": {"application/json": {
                                                                 "schema": {"type": "object"}}}}}}},
     }
+    for path, item in paths.items():  # read-your-writes across replicas, on every data read
+        if path in ("/metrics", "/api/openapi.json"):
+            continue
+        get = item["get"]
+        get["parameters"] = [*get.get("parameters", []), MIN_COMMIT]
+        get["responses"].setdefault("400", _error("A query parameter or header is malformed (the message "
+                                                  "names it)"))
+        get["responses"]["503"] = NOT_YET
     project_fields = {"slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{1,79}$"},
                       "title": {"type": "string", "minLength": 1, "maxLength": 200},
                       "summary": {"type": ["string", "null"], "maxLength": 280},
@@ -269,6 +285,10 @@ def document() -> dict[str, Any]:
                                           "degraded": {"type": "array", "items": STRING},
                                           "lastReload": {"type": ["object", "null"]},
                                           "push": {"type": "object"},
+                                          "poll": {"type": "object", "properties": {
+                                              "enabled": {"type": "boolean"}, "intervalS": {"type": "number"},
+                                              "lastAt": NULLABLE, "lastResult": NULLABLE,
+                                              "lastError": STRING}},
                                           "revocations": {"type": "object", "properties": {
                                               "count": {"type": "integer"}, "latestRevokedAt": NULLABLE,
                                               "changedInCommit": NULLABLE}}}},

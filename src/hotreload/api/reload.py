@@ -16,6 +16,7 @@ import falcon
 
 from hotreload.api import auth, github
 from hotreload.api.errors import ApiError, bad_request, parse_json
+from hotreload.service.peers import FORWARDED_HEADER
 from hotreload.service.reloader import FetchFailed, RebuildFailed, ReloadResult
 from hotreload.service.runtime import Runtime
 
@@ -144,6 +145,7 @@ class ReloadResource:
                     "traceId": req.context.get("trace_id"), "status": status, "outcome": outcome,
                     "branch": self.runtime.branch, "oldCommit": old, "newCommit": new,
                     "event": req.get_header("X-GitHub-Event"), "servedCommit": served,
+                    "forwardedBy": req.get_header(FORWARDED_HEADER),
                     "durationMs": round((time.perf_counter() - started) * 1000, 3)})
 
     def _handle(self, req: falcon.Request) -> tuple[dict[str, Any], int]:
@@ -166,8 +168,16 @@ class ReloadResource:
         else:
             commit_hash, precheck = parse_reload_body(raw, self.runtime.branch), True
 
+        forwarded_by = req.get_header(FORWARDED_HEADER)
+        peers: list[str] | None = None
+        if forwarded_by is None and self.runtime.peers is not None:
+            # before our own reload, so the peers reload alongside us
+            peers = self.runtime.peers.forward(raw, {name: req.get_header(name) or "" for name in
+                                                     ("X-GitHub-Event", "X-GitHub-Delivery", "Content-Type")},
+                                               req.context.get("trace_id"))
         try:
-            result = self.runtime.reloader.reload(commit_hash, precheck=precheck)
+            result = self.runtime.reloader.reload(commit_hash, precheck=precheck,
+                                                  trigger="webhook" if forwarded_by is None else "peer")
         except FetchFailed as exc:
             raise ApiError(502, "fetch_failed", str(exc),
                            {"outcome": "fetch-failed", "head": exc.head}) from None
@@ -175,4 +185,7 @@ class ReloadResource:
             raise ApiError(422, "invalid_data", f"the new data does not validate: {exc}",
                            {"outcome": "rebuild-failed", "commit": exc.commit,
                             "path": exc.path, "error": exc.error}) from None
-        return render(result), 200
+        data = render(result)
+        if peers is not None:
+            data["peers"] = peers
+        return data, 200

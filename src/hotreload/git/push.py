@@ -4,9 +4,14 @@ background, so a write returns as soon as its commit is local.
 * Transport errors are retried with exponential backoff (1 s, 2 s, 4 s ... capped
   at 1 h by default). A new commit during a backoff does not cut it short: the
   next attempt pushes the branch tip, which carries every commit since.
-* A non-fast-forward rejection is terminal for that tip: logged at ERROR and left
-  for the next reconcile (which rebases or escapes, then pushes). A later local
-  commit, or :meth:`notify`, tries again.
+* A non-fast-forward rejection means the remote moved (another replica wrote, or
+  an outside author). With ``on_rejected`` set (the service sets it to a reload),
+  the daemon reconciles at once: fetch, rebase (or escape), push. A reconcile
+  whose push is rejected again (replicas racing for the branch) is retried after
+  a jittered backoff, so racing replicas fall out of step and each gets through.
+  Without ``on_rejected`` a rejection is terminal for that tip: logged at ERROR
+  and left for the next reconcile; a later local commit, or :meth:`notify`,
+  tries again.
 * ``refs/remotes/origin/<branch>`` is the last tip known to be on the remote;
   ``pending`` counts the local commits not reachable from it. The count is kept
   current when it can change (a local commit, a push, a reload: each calls
@@ -18,8 +23,10 @@ background, so a write returns as soon as its commit is local.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hotreload.git.repo import GitError, GitRepo, PushRejected, branch_ref, tracking_ref
@@ -50,6 +57,7 @@ class PushDaemon:
         metrics: Metrics,
         backoff_seconds: float = 1.0,
         backoff_cap_seconds: float = 3600.0,
+        on_rejected: Callable[[], object] | None = None,
     ) -> None:
         self._repo = repo
         self._remote = remote
@@ -64,6 +72,10 @@ class PushDaemon:
         self._retry_at: float | None = None
         self._last_error: str | None = None
         self._rejected_tip: str | None = None
+        self.on_rejected = on_rejected
+        """Called on the daemon's thread after a non-fast-forward rejection: reconcile."""
+        self._rejections = 0
+        self._reconcile_at: float | None = None
         self._busy = False
         self._published = PushStatus(0, None, False)
         self._pending_lock = threading.Lock()  # one count at a time; never held by status()
@@ -109,7 +121,7 @@ class PushDaemon:
             with self._cond:
                 if pending == 0:
                     # delivered (by us or by a reconcile's push): an old error no longer applies
-                    self._last_error, self._rejected_tip = None, None
+                    self._last_error, self._rejected_tip, self._rejections = None, None, 0
                 self._publish(pending)
 
     def _publish(self, pending: int | None = None) -> None:
@@ -128,7 +140,8 @@ class PushDaemon:
                 if not self._busy and not self._wake:
                     if self.pending() == 0:
                         return True
-                    if self._rejected_tip == self._repo.branch_commit(self._branch):
+                    if self._reconcile_at is None and \
+                            self._rejected_tip == self._repo.branch_commit(self._branch):
                         return False
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -155,12 +168,37 @@ class PushDaemon:
                 self._wake = False
                 self._retry_at = None
                 self._busy = True
+                reconcile = self._reconcile_at is not None and time.monotonic() >= self._reconcile_at
+                if reconcile:
+                    self._reconcile_at = None
             try:
-                self._attempt()
+                if reconcile:
+                    self._reconcile()
+                else:
+                    self._attempt()
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _rejection_delay(self) -> float:
+        """No delay after the first rejection; then the backoff, jittered (0.5-1.5x) so
+        replicas that keep rejecting each other fall out of step."""
+        if self._rejections <= 1:
+            return 0.0
+        delay: float = min(self._backoff * 2.0 ** (self._rejections - 2), self._cap)
+        return delay * random.uniform(0.5, 1.5)
+
+    def _reconcile(self) -> None:
+        assert self.on_rejected is not None
+        log.info("push rejected: reconciling with the remote (attempt %d)", self._rejections,
+                 extra={"trigger": "push-rejected", "attempt": self._rejections})
+        try:
+            self.on_rejected()  # a reload: fetch, rebase or escape, push; it notifies us back
+        except Exception as exc:  # recorded by the reload (health, metrics, log)
+            log.warning("reconcile after a rejected push failed: %s", exc, extra={"trigger": "push-rejected"})
+        with self._cond:
+            self._wake = True  # look again: pushed by the reconcile, or push what it made
 
     def _attempt(self) -> None:
         local = self._repo.branch_commit(self._branch)
@@ -171,10 +209,17 @@ class PushDaemon:
             self._repo.push_ref(self._remote, local, branch_ref(self._branch))
         except PushRejected as exc:
             self._metrics.pushes.labels("rejected").inc()
-            log.error("push rejected; the next reconcile will resolve it: %s", exc,
-                      extra={"commit": local, "result": "rejected"})
+            if self.on_rejected is None:
+                log.error("push rejected; the next reconcile will resolve it: %s", exc,
+                          extra={"commit": local, "result": "rejected"})
+            else:  # another writer got there first: expected with several replicas
+                log.warning("push rejected; reconciling with the remote: %s", exc,
+                            extra={"commit": local, "result": "rejected"})
             with self._cond:
                 self._last_error, self._rejected_tip, self._failures = str(exc), local, 0
+                if self.on_rejected is not None:
+                    self._rejections += 1
+                    self._reconcile_at = self._retry_at = time.monotonic() + self._rejection_delay()
                 self._publish()
             return
         except Exception as exc:

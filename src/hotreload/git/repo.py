@@ -293,6 +293,10 @@ class GitRepo:
             self.set_ref(tracking_ref(branch), tip)
         return tip
 
+    def remote_tip(self, remote: str, branch: str) -> str | None:
+        """The remote's tip of ``branch`` without fetching anything (ls-remote)."""
+        return transport.remote_tip(remote, branch)
+
     def push_ref(self, remote: str, local_sha: str, remote_ref: bytes) -> None:
         """Update ``remote_ref`` on the remote to ``local_sha``, only as a
         fast-forward (or a new ref). Never forces."""

@@ -72,6 +72,25 @@ def fetch_branch(repo: Repo, remote: str, branch: str, haves: Iterator[str] | No
     return tip.decode()
 
 
+def remote_tip(remote: str, branch: str) -> str | None:
+    """The remote's tip of ``branch`` (refs only: no pack is negotiated or sent),
+    or None when the remote has no such branch. What the poll asks every interval."""
+    ref = b"refs/heads/" + branch.encode()
+    local_path = local_remote_path(remote)
+    if local_path is not None:
+        with _open_remote(local_path, remote) as source:
+            tip = source.refs.as_dict(b"refs/heads/").get(ref[len(b"refs/heads/"):])
+        return tip.decode() if tip else None
+    try:
+        client, path = get_transport_and_path(remote)
+        result = client.get_refs(path.encode() if isinstance(path, str) else path, ref_prefix=[ref])
+    except Exception as exc:
+        raise TransportError(f"listing refs of {redact(remote)} failed: {_reason(exc, remote)}") from None
+    refs = result.refs if hasattr(result, "refs") else result
+    tip = refs.get(ref)
+    return tip.decode() if tip and tip != ZERO_SHA else None
+
+
 def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
              is_ancestor: Callable[[str, str], bool],
              new_commits: Callable[[list[str], str], Sequence[str]]) -> None:

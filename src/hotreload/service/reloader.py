@@ -111,10 +111,13 @@ class Reloader:
 
     # -- entry point --------------------------------------------------------------
 
-    def reload(self, commit_hash: str | None = None, precheck: bool = True) -> ReloadResult:
+    def reload(self, commit_hash: str | None = None, precheck: bool = True,
+               trigger: str = "webhook") -> ReloadResult:
         """Reconcile with the remote and serve the result. Raises FetchFailed or
         RebuildFailed (nothing changed), or anything else (invariant intact).
-        ``precheck=False`` always reconciles (a GitHub push with ``forced``)."""
+        ``precheck=False`` always reconciles (a GitHub push with ``forced``).
+        ``trigger`` labels the metrics: webhook, peer, poll, push-rejected,
+        min-commit or startup (a run shared by several callers counts as its leader's)."""
         started = time.perf_counter()
         if not precheck:
             commit_hash = None
@@ -135,7 +138,7 @@ class Reloader:
                     leader = False
             if leader:
                 try:
-                    flight.result = self._run(started)
+                    flight.result = self._run(started, trigger)
                 except BaseException as exc:
                     flight.error = exc
                 finally:
@@ -180,19 +183,35 @@ class Reloader:
 
     # -- one run ------------------------------------------------------------------
 
-    def _run(self, started: float) -> ReloadResult:
+    def reload_in_background(self, commit_hash: str | None, trigger: str) -> threading.Event:
+        """Start a reload on its own thread (single-flight with every other); the
+        event is set when it has ended, however it ended (errors are recorded)."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self.reload(commit_hash, trigger=trigger)
+            except Exception as exc:  # recorded in health and metrics by _run
+                log.info("background reload (%s) ended with %s", trigger, exc, extra={"trigger": trigger})
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"reload-{trigger}", daemon=True).start()
+        return done
+
+    def _run(self, started: float, trigger: str) -> ReloadResult:
         try:
             result = self._reconcile_and_swap(started)
         except FetchFailed as exc:
-            self._record(str(Outcome.FETCH_FAILED), started, 0.0, str(exc))
+            self._record(str(Outcome.FETCH_FAILED), trigger, started, 0.0, str(exc))
             raise
         except RebuildFailed as exc:
-            self._record("rebuild-failed", started, 0.0, str(exc))
+            self._record("rebuild-failed", trigger, started, 0.0, str(exc))
             raise
         except Exception as exc:
-            self._record("error", started, 0.0, f"{type(exc).__name__}: {exc}")
+            self._record("error", trigger, started, 0.0, f"{type(exc).__name__}: {exc}")
             raise
-        self._record(result.outcome, started, result.lock_held_ms, None)
+        self._record(result.outcome, trigger, started, result.lock_held_ms, None)
         self.metrics.reload_duration.observe(result.duration_ms / 1000)
         return result
 
@@ -312,8 +331,9 @@ class Reloader:
             snapshot.warm_from(base)
         return snapshot
 
-    def _record(self, outcome: str, started: float, lock_held_ms: float, error: str | None) -> None:
-        self.metrics.reloads.labels(outcome).inc()
+    def _record(self, outcome: str, trigger: str, started: float, lock_held_ms: float,
+                error: str | None) -> None:
+        self.metrics.reloads.labels(outcome, trigger).inc()
         if error is None:
             self.metrics.last_successful_reload.set_to_current_time()
         self.last = LastReload(

@@ -31,6 +31,8 @@ from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
 from hotreload.service.memory import release_free_memory
+from hotreload.service.peers import PeerNotifier
+from hotreload.service.poll import Poller
 from hotreload.service.reloader import FetchFailed, RebuildFailed, Reloader
 from hotreload.service.writer import Writer
 
@@ -55,8 +57,14 @@ class Runtime:
     push_daemon: PushDaemon | None
     upkeep: UpkeepDaemon | None = None
     instance_lock: IO[str] | None = None
+    poller: Poller | None = None
+    peers: PeerNotifier | None = None
 
     def close(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+        if self.peers is not None:
+            self.peers.close()
         if self.upkeep is not None:
             self.upkeep.stop()
         if self.push_daemon is not None:
@@ -177,7 +185,7 @@ def _is_empty_repository(path: str) -> bool:
             and os.path.isdir(objects) and not any(os.scandir(objects)))
 
 
-def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
+def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int | None = None) -> Runtime:
     repo = open_repository(settings)
     try:
         instance_lock = take_instance_lock(repo.path)
@@ -185,14 +193,15 @@ def boot(settings: Settings, reconcile_at_start: bool = True) -> Runtime:
         repo.close()
         raise
     try:
-        return _boot(settings, repo, instance_lock, reconcile_at_start)
+        return _boot(settings, repo, instance_lock, reconcile_at_start, listen_port)
     except BaseException:
         repo.close()
         instance_lock.close()
         raise
 
 
-def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_at_start: bool) -> Runtime:
+def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_at_start: bool,
+          listen_port: int | None) -> Runtime:
     repo.remove_stale_locks()  # a killed predecessor's: safe now that we hold the instance lock
     remote = settings.remote or origin_url(repo)
     branch = settings.branch or repo.head_branch()
@@ -232,9 +241,14 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     writer = Writer(repo, holder, lock, branch, push_daemon)
     runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
                       push_daemon, instance_lock=instance_lock)
+    if push_daemon is not None:
+        # another replica (or author) moved the branch: rebase our writes onto it now
+        push_daemon.on_rejected = lambda: reloader.reload(trigger="push-rejected")
+    if settings.reload_peers:
+        runtime.peers = PeerNotifier(settings.reload_peers, settings.reload_secret, metrics, listen_port)
     if remote is not None and reconcile_at_start:
         try:
-            result = reloader.reload()
+            result = reloader.reload(trigger="startup")
             log.info("start-up reconcile: %s", result.outcome,
                      extra={"outcome": result.outcome, "oldCommit": result.old_commit,
                             "newCommit": result.new_commit})
@@ -250,4 +264,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     if settings.upkeep_seconds > 0:
         runtime.upkeep = UpkeepDaemon(repo, interval_s=settings.upkeep_seconds)
         runtime.upkeep.start()
+    if remote is not None and settings.poll_seconds > 0:
+        runtime.poller = Poller(reloader, repo, remote, branch, settings.poll_seconds, metrics)
+        runtime.poller.start()
     return runtime

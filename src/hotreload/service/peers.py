@@ -1,0 +1,161 @@
+"""Fan-out of a webhook to the other replicas (``CFP_RELOAD_PEERS``).
+
+A webhook reaches one replica (GitHub, or the data repository's workflow, calls
+the Service, which picks one pod). That replica reloads itself and forwards the
+call to every other replica: the same body, signed afresh with its own secret
+(``X-Hub-Signature-256``), marked with ``X-Hotreload-Forwarded-By`` so the peer
+reloads but never forwards again. The forwards run in the background with short
+timeouts: the caller's answer (GitHub gives up after 10 s) never waits for them.
+
+Membership is DNS: each ``host:port`` is resolved at every forward, to all of its
+addresses, so a Kubernetes headless Service's name lists the ready replicas as
+they come and go. A replica recognises itself (an address it can bind, with its
+own listening port) and skips it. There is no membership protocol of our own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from hotreload.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+FORWARDED_HEADER = "X-Hotreload-Forwarded-By"
+RELOAD_PATH = "/api/_internal/reload-data"
+CONNECT_TIMEOUT_S = 1.0
+TIMEOUT_S = 10.0
+"""A forwarded call waits for the peer's reload (so its log says how it went);
+the caller of the original webhook never waits for it."""
+PASSED_HEADERS = ("X-GitHub-Event", "X-GitHub-Delivery", "Content-Type")
+
+
+@dataclass(frozen=True)
+class Peer:
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+
+def resolve(entries: Sequence[tuple[str, int]]) -> list[Peer]:
+    """Every address of every entry (A and AAAA), in a stable order, without repeats."""
+    peers: dict[Peer, None] = {}
+    for host, port in entries:
+        for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            if family in (socket.AF_INET, socket.AF_INET6):
+                peers[Peer(str(sockaddr[0]), port)] = None
+    return list(peers)
+
+
+_local: dict[str, bool] = {}
+
+
+def is_local_address(address: str) -> bool:
+    """True when this host owns ``address``: only then can a socket be bound to it."""
+    known = _local.get(address)
+    if known is None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.bind((address, 0))
+            known = True
+        except OSError:
+            known = False
+        _local[address] = known
+    return known
+
+
+def _signature(secret: str, body: bytes) -> str:
+    """GitHub's ``X-Hub-Signature-256`` of ``body``: what the webhook verifies."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class PeerNotifier:
+    def __init__(self, entries: Sequence[tuple[str, int]], secret: str | None, metrics: Metrics,
+                 own_port: int | None = None, me: str | None = None,
+                 resolver: Callable[[Sequence[tuple[str, int]]], list[Peer]] = resolve) -> None:
+        self.entries = tuple(entries)
+        self.secret = secret
+        self.metrics = metrics
+        self.own_port = own_port
+        """The port this process listens on; set once it is bound (``--port 0``)."""
+        self.me = me or f"{socket.gethostname()}:{own_port}"
+        """How forwarded calls name their sender (X-Hotreload-Forwarded-By, in peers' logs)."""
+        self._resolve = resolver
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="peer-forward")
+        self._closed = threading.Event()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.entries) and self.secret is not None
+
+    def is_self(self, peer: Peer) -> bool:
+        return peer.port == self.own_port and is_local_address(peer.address)
+
+    def others(self) -> list[Peer]:
+        """The peers to notify now: every resolved address but this process's own."""
+        return [p for p in self._resolve(self.entries) if not self.is_self(p)]
+
+    def forward(self, body: bytes, headers: dict[str, str], trace_id: str | None = None) -> list[str]:
+        """Start forwarding ``body`` to every other peer; returns their names at once.
+        A name that does not resolve is logged and skips the fan-out (the poll,
+        ``CFP_DATA_POLL_SECONDS``, is the safety net)."""
+        if not self.enabled or self._closed.is_set():
+            return []
+        try:
+            peers = self.others()
+        except OSError as exc:
+            self.metrics.peer_forwards.labels("unresolved").inc()
+            log.warning("CFP_RELOAD_PEERS: cannot resolve %s: %s; peers are not notified (the poll "
+                        "catches them up)", ", ".join(f"{h}:{p}" for h, p in self.entries), exc,
+                        extra={"traceId": trace_id})
+            return []
+        assert self.secret is not None
+        sent = {name: value for name, value in headers.items() if name in PASSED_HEADERS and value}
+        sent.update({"X-Hub-Signature-256": _signature(self.secret, body), FORWARDED_HEADER: self.me,
+                     "Content-Type": sent.get("Content-Type", "application/json")})
+        if trace_id:
+            sent["X-Request-Id"] = trace_id
+        for peer in peers:
+            try:
+                self._pool.submit(self._send, peer, body, sent)
+            except RuntimeError:  # shutting down
+                break
+        return [str(p) for p in peers]
+
+    def _send(self, peer: Peer, body: bytes, headers: dict[str, str]) -> None:
+        conn = http.client.HTTPConnection(peer.address, peer.port, timeout=CONNECT_TIMEOUT_S)
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(TIMEOUT_S)
+            conn.request("POST", RELOAD_PATH, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            self.metrics.peer_forwards.labels("error").inc()
+            log.warning("forward to peer %s failed: %s (its poll catches it up)", peer, exc,
+                        extra={"peer": str(peer), "traceId": headers.get("X-Request-Id")})
+            return
+        finally:
+            conn.close()
+        result = "ok" if status < 500 and status not in (401, 429) else "error"
+        self.metrics.peer_forwards.labels(result).inc()
+        log.log(logging.INFO if result == "ok" else logging.WARNING, "forwarded the webhook to %s: %d",
+                peer, status, extra={"peer": str(peer), "status": status,
+                                     "traceId": headers.get("X-Request-Id")})
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

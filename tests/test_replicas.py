@@ -1,0 +1,141 @@
+"""The pieces of running several replicas, in process: peer resolution and
+self-recognition, the poll's decisions, and read-your-writes' bookkeeping."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client import generate_latest
+
+from hotreload.api.auth import sign
+from hotreload.metrics import Metrics
+from hotreload.service.peers import FORWARDED_HEADER, Peer, PeerNotifier, is_local_address, resolve
+from hotreload.service.runtime import Runtime, boot
+from tests.conftest import SECRET, World, project_toml
+
+
+def test_resolve_gives_every_address_once() -> None:
+    peers = resolve([("localhost", 8080), ("127.0.0.1", 8080), ("127.0.0.1", 8081)])
+    assert Peer("127.0.0.1", 8080) in peers and Peer("127.0.0.1", 8081) in peers
+    assert len(peers) == len(set(peers))
+    assert str(Peer("::1", 80)) == "[::1]:80"
+
+
+def test_a_replica_recognises_itself_by_an_address_it_owns_and_its_port() -> None:
+    assert is_local_address("127.0.0.1")
+    assert not is_local_address("192.0.2.1")  # TEST-NET-1: documentation only, never ours
+    entries = [("127.0.0.1", 8080), ("127.0.0.1", 8081), ("192.0.2.1", 8080)]
+    notifier = PeerNotifier(entries, SECRET, Metrics(), own_port=8080,
+                            resolver=lambda e: [Peer(h, p) for h, p in e])
+    try:
+        assert [str(p) for p in notifier.others()] == ["127.0.0.1:8081", "192.0.2.1:8080"]
+    finally:
+        notifier.close()
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    calls: list[tuple[dict[str, str], bytes]] = []
+    arrived = threading.Event()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append((dict(self.headers.items()), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        type(self).arrived.set()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def peer() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    _Recorder.calls, _Recorder.arrived = [], threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_forward_is_the_same_body_freshly_signed_and_marked(peer: int) -> None:
+    metrics = Metrics()
+    notifier = PeerNotifier([("127.0.0.1", peer)], SECRET, metrics, own_port=1, me="replica-0:8080")
+    body = b'{"commitHash": "abcdef0"}'
+    try:
+        names = notifier.forward(body, {"X-GitHub-Event": "push", "Content-Type": "application/json",
+                                        "Authorization": "Bearer not-passed-on"}, "trace-1234")
+        assert names == [f"127.0.0.1:{peer}"]
+        assert _Recorder.arrived.wait(5)
+    finally:
+        notifier.close()
+    headers, got = _Recorder.calls[0]
+    assert got == body
+    assert headers["X-Hub-Signature-256"] == sign(SECRET, body)
+    assert headers[FORWARDED_HEADER] == "replica-0:8080" and headers["X-GitHub-Event"] == "push"
+    assert headers["X-Request-Id"] == "trace-1234" and "Authorization" not in headers
+
+
+def test_a_name_that_does_not_resolve_skips_the_fan_out_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    def fail(entries: Sequence[tuple[str, int]]) -> list[Peer]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    metrics = Metrics()
+    notifier = PeerNotifier([("peers.invalid", 8080)], SECRET, metrics, own_port=8080, resolver=fail)
+    try:
+        assert notifier.forward(b"", {}) == []
+    finally:
+        notifier.close()
+    assert 'hotreload_peer_forwards_total{result="unresolved"} 1.0' in generate_latest(metrics.registry).decode()
+    assert any("cannot resolve peers.invalid:8080" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def rt(world: World) -> Iterator[Runtime]:
+    runtime = boot(world.settings(poll_seconds=3600.0))  # a poller, driven by hand here
+    yield runtime
+    runtime.close()
+
+
+def test_a_poll_reloads_only_when_the_remote_tip_moved(rt: Runtime, world: World) -> None:
+    poller = rt.poller
+    assert poller is not None
+    fetches = []
+    fetch = rt.repo.fetch_branch
+    rt.repo.fetch_branch = lambda *a: fetches.append(a) or fetch(*a)  # type: ignore[method-assign]
+    assert poller.poll_once() == "unchanged" and fetches == []  # refs only: nothing fetched
+    tip = world.commit_upstream({"projects/zz-polled.toml": project_toml("zz-polled", "Polled")})
+    assert poller.poll_once() == "moved" and len(fetches) == 1
+    assert rt.holder.current.commit == tip
+    assert poller.poll_once() == "unchanged" and len(fetches) == 1
+    assert poller.status().last_result == "unchanged" and poller.status().last_error is None
+
+
+def test_a_tip_that_does_not_build_is_not_refetched_every_interval(rt: Runtime, world: World) -> None:
+    poller = rt.poller
+    assert poller is not None
+    served = rt.holder.current.commit
+    world.commit_upstream({"projects/zz-bad.toml": "title = 'no slug, no id'\n"})
+    assert poller.poll_once() == "error"
+    assert rt.holder.current.commit == served and rt.reloader.last is not None
+    assert rt.reloader.last.outcome == "rebuild-failed"
+    assert poller.poll_once() == "unchanged"  # a fix is the next move of the branch
+
+
+def test_a_poll_of_an_unreachable_remote_reports_and_recovers(rt: Runtime, world: World) -> None:
+    poller = rt.poller
+    assert poller is not None
+    away = world.root / "away.git"
+    world.origin.rename(away)
+    try:
+        assert poller.poll_once() == "error"
+        assert "origin.git" in (poller.status().last_error or "")
+    finally:
+        away.rename(world.origin)
+    assert poller.poll_once() == "unchanged" and poller.status().last_error is None
