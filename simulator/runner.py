@@ -80,7 +80,10 @@ class Run:
         self.world: World | None = None
         self.last: Response | None = None
         self.concurrent: Concurrent | None = None
-        self.local_commits: set[str] = set()
+        self.commits_by_replica: dict[int, set[str]] = {}
+        """Commits each replica made or served (its writes are among them)."""
+        self.acknowledged: set[str] = set()
+        """Commits of writes answered 2xx, on any replica."""
         self.removed_upstream: set[str] = set()
         """Commits the scenario itself removed from the origin (a rewind, a re-import)."""
         self.origin_tips: list[str] = []
@@ -93,16 +96,18 @@ class Run:
         started = time.perf_counter()
         self.world = World(self.scenario.records, self.scenario.push_backoff_seconds,
                            history=self.scenario.history, transport=self.scenario.transport,
-                           clone=self.scenario.clone)
+                           clone=self.scenario.clone, replicas=self.scenario.replicas,
+                           poll_seconds=self.scenario.poll_seconds, peers=self.scenario.peers)
         try:
             if self.scenario.start:
-                self.world.start_server()
-                self._observe(0)
+                self.world.start_all()
+                self._observe_all(0)
             for step in self.scenario.steps:
                 if self.verbose:
                     print(f"  {self.scenario.name} step {step.number}: {step.kind} {step.args}", file=sys.stderr)
                 try:
-                    getattr(self, "_" + step.kind.replace("-", "_"))(step)
+                    with self.world.on(step.get("replica", 0)):
+                        getattr(self, "_" + step.kind.replace("-", "_"))(step)
                 except AssertionError as exc:
                     self._fail(step.number, step.kind, str(exc))
                 except Exception as exc:
@@ -117,6 +122,11 @@ class Run:
             self.world.close()
         self.report.seconds = time.perf_counter() - started
         return self.report
+
+    @property
+    def local_commits(self) -> set[str]:
+        """The commits of the replica the current step talks to."""
+        return self.commits_by_replica.setdefault(self.w.active, set())
 
     def _fail(self, step: int, kind: str, message: str) -> None:
         self.report.failures.append(Failure(step, kind, message))
@@ -161,16 +171,15 @@ class Run:
         self.concurrent = None
         if 200 <= self.last.status < 300 and self.last.commit:
             self.local_commits.add(self.last.commit)
+            self.acknowledged.add(self.last.commit)
 
     def _push(self, step: Step) -> None:
         """Wait until the push daemon delivered, or gave up (rejected), or timeout."""
         deadline = time.monotonic() + float(step.get("timeout", 20))
         while time.monotonic() < deadline:
-            push = self._request("GET", "/api/health").data["push"]
-            if push["pending"] == 0:
+            # a rejection is not terminal: the service reconciles and pushes again
+            if self._request("GET", "/api/health").data["push"]["pending"] == 0:
                 return
-            if "fast-forward" in push.get("lastError", "") or "moved during the push" in push.get("lastError", ""):
-                return  # terminal: left for the next reconcile
             time.sleep(0.05)
 
     _wait_push = _push
@@ -229,7 +238,7 @@ class Run:
         elif fault == "start-server":
             started, log = self.w.try_start_server()
             assert started, f"the service did not start:\n{log[-2000:]}"
-            self._observe(step.number)
+            self._observe()
         elif fault == "start-server-fails":
             started, log = self.w.try_start_server()
             assert not started, "the service started, but the scenario expects it to refuse"
@@ -253,13 +262,16 @@ class Run:
 
     def _concurrent(self, step: Step) -> None:
         n_hooks, n_readers, n_writes = step.get("webhooks", 0), step.get("readers", 0), step.get("writes", 0)
+        n_upstream = step.get("upstreams", 0)
+        spread = step.get("spread", False)
+        n_replicas = len(self.w.replicas)
         commit = step.get("commit")
         statuses: list[int] = []
         problems: list[str] = []
         rebuilt = 0
         lock = threading.Lock()
         done = threading.Event()
-        start = threading.Barrier(n_hooks + n_writes + n_readers)
+        start = threading.Barrier(n_hooks + n_writes + n_readers + n_upstream)
 
         def hook() -> None:
             nonlocal rebuilt
@@ -272,14 +284,30 @@ class Run:
                     rebuilt += 1
 
         def write(i: int) -> None:
+            index = i % n_replicas if spread else self.w.active
+            server = self.w.replicas[index].server
+            assert server is not None, f"replica {index} is not running"
             start.wait()
-            resp = self._request("POST", "/api/projects",
-                                 {"slug": f"sim-write-{step.number}-{i}", "title": f"Concurrent write {i}"},
-                                 {"Authorization": f"Bearer {self.w.write_token}"})
+            resp = server.request("POST", "/api/projects",
+                                  {"slug": f"sim-write-{step.number}-{i}", "title": f"Concurrent write {i}"},
+                                  {"Authorization": f"Bearer {self.w.write_token}"})
             with lock:
                 statuses.append(resp.status)
                 if resp.status == 201 and resp.commit:
-                    self.local_commits.add(resp.commit)
+                    self.commits_by_replica.setdefault(index, set()).add(resp.commit)
+                    self.acknowledged.add(resp.commit)
+
+        def upstream(i: int) -> None:
+            start.wait()
+            for attempt in range(20):  # the origin moves under us (pushes): commit again on its new tip
+                try:
+                    self.w.upstream([{"op": "add", "sheet": "people", "slug": f"sim-upstream-{step.number}-{i}"}],
+                                    f"Upstream change {i} during step {step.number}")
+                    return
+                except Exception:  # moved (CAS failed) or its ref locked by a push: try again
+                    time.sleep(0.01 * (attempt + 1))
+            with lock:
+                problems.append(f"upstream commit {i} could not land on the moving origin")
 
         def read() -> None:
             start.wait()
@@ -295,6 +323,7 @@ class Run:
 
         workers = [threading.Thread(target=hook) for _ in range(n_hooks)]
         workers += [threading.Thread(target=write, args=(i,)) for i in range(n_writes)]
+        workers += [threading.Thread(target=upstream, args=(i,)) for i in range(n_upstream)]
         readers = [threading.Thread(target=read) for _ in range(n_readers)]
         for t in workers + readers:
             t.start()
@@ -314,6 +343,8 @@ class Run:
                 problems.append(f"{name}: expected {expected!r}, got {actual!r}")
 
         args = step.args
+        if "converged" in args:  # first: what follows is judged on the converged cluster
+            problems += self._converged(self.resolve(args["converged"]), float(args.get("within", 5)))
         if any(k in args for k in ("status", "outcome", "rebuilt", "no_changes", "prechecked", "code",
                                    "error_path", "ignored", "pong", "changes")):
             assert self.last is not None, "nothing to check: no webhook or write ran before this expect"
@@ -370,35 +401,103 @@ class Run:
         if "conflict_branches" in args:
             check("conflicts/* branches on the origin", args["conflict_branches"],
                   len(self.w.origin_conflict_branches()))
+        if "last_reload" in args:  # the reload the service ran last, whoever asked (health.lastReload)
+            last = self._request("GET", "/api/health").data["lastReload"] or {}
+            for key, value in args["last_reload"].items():
+                check(f"health lastReload.{key}", value, last.get(key))
+        if args.get("origin_has_writes"):
+            problems += self._origin_has_writes()
         if "push_pending" in args:
             check("push.pending", args["push_pending"], self._request("GET", "/api/health").data["push"]["pending"])
         assert not problems, "\n    ".join(problems)
 
+    def _converged(self, target: str | None, within: float) -> list[str]:
+        """Every running replica serves ``target`` within ``within`` seconds."""
+        started = time.monotonic()
+        while True:
+            serving = {}
+            for i, replica in enumerate(self.w.replicas):
+                if replica.server is not None and replica.server.proc is not None \
+                        and replica.server.proc.poll() is None:
+                    serving[i] = str(replica.server.get("/api/health").data["servedCommit"])
+            if all(commit == target for commit in serving.values()):
+                if self.verbose:
+                    print(f"  converged on {str(target)[:12]} in {time.monotonic() - started:.2f} s", file=sys.stderr)
+                return []
+            if time.monotonic() - started > within:
+                late = ", ".join(f"replica {i} serves {c[:12]}" for i, c in serving.items() if c != target)
+                return [f"not converged on {str(target)[:12]} within {within} s: {late}"]
+            time.sleep(0.02)
+
+    def _origin_has_writes(self) -> list[str]:
+        """Every acknowledged write is on the origin's branch exactly once (as itself,
+        or replayed by a rebase: the same author, date and message)."""
+        with self.w._opened(self.w._origin_path()) as origin:
+            counts: dict[tuple[bytes, int, bytes], int] = {}
+            for sha in origin.walk(self.w.origin_head()):
+                key = _identity(origin, sha)
+                counts[key] = counts.get(key, 0) + 1
+        problems = []
+        for i, commits in sorted(self.commits_by_replica.items()):
+            with self.w._opened(self.w.replicas[i].clone) as repo:
+                for commit in sorted(commits & self.acknowledged):
+                    n = counts.get(_identity(repo, commit), 0)
+                    if n != 1:
+                        problems.append(f"the write {commit[:12]} (replica {i}) is on the origin {n} times")
+        return problems
+
     # -- invariants --------------------------------------------------------------------
 
-    def _observe(self, step: int) -> None:
+    def _observe(self) -> None:
         self.local_commits.add(self.w.local_head())
+
+    def _observe_all(self, step: int) -> None:
+        for i in range(len(self.w.replicas)):
+            with self.w.on(i):
+                if self.w.running:
+                    self._observe()
         if not self.w.remote_is_down:
             self.origin_tips.append(self.w.origin_head())
 
     def _check_invariants(self, step: int) -> None:
-        if not self.w.running:
-            return
         problems: list[str] = []
-        health = self._request("GET", "/api/health").data
-        served, head, local = health["servedCommit"], health["headCommit"], self.w.local_head()
+        for i in range(len(self.w.replicas)):
+            with self.w.on(i):
+                if self.w.running:
+                    where = f"replica {i}: " if len(self.w.replicas) > 1 else ""
+                    problems += [where + p for p in self._check_replica()]
+        self._observe_all(step)
+        if len(self.origin_tips) >= 2 and not self.w.origin_is_ancestor(self.origin_tips[-2], self.origin_tips[-1]):
+            problems.append(f"the origin's {BRANCH} went backwards: {self.origin_tips[-2][:12]} -> "
+                            f"{self.origin_tips[-1][:12]}")
+        for problem in problems:
+            if problem not in self._reported:  # report a broken invariant once, where it broke
+                self._reported.add(problem)
+                self._fail(step, "invariant", problem)
+
+    def _check_replica(self) -> list[str]:
+        problems: list[str] = []
+        # a replica may be mid-reload on its own (a forward, the poll, a rejected push): the
+        # three must agree once it settles, within a bound
+        deadline = time.monotonic() + 5.0
+        while True:
+            health = self._request("GET", "/api/health").data
+            served, head, local = health["servedCommit"], health["headCommit"], self.w.local_head()
+            if served == head == local or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         if not served == head == local:
             problems.append(f"served {served[:12]} / health head {head[:12]} / branch {local[:12]} differ")
         problems += self._sample_records(served)
         problems += self._check_other_sheets(served, health)
-        self._observe(step)
+        self._observe()
         repo = self.w.local_repo()
         try:
             # a rebase replays the service's commits under new ids, so a commit is
             # kept when one with its identity (author, author date, message: the
             # message carries the record's Subject-Id) is reachable, as git cherry
             # matches commits across a rebase
-            tips = [local, *(sha for ref, sha in repo.refs_under(b"refs/heads/").items()
+            tips = [self.w.local_head(), *(sha for ref, sha in repo.refs_under(b"refs/heads/").items()
                              if ref.startswith("refs/heads/conflicts"))]
             kept = {_identity(repo, sha) for tip in tips for sha in repo.walk(tip)}
             for commit in sorted(self.local_commits - self.removed_upstream):
@@ -407,13 +506,7 @@ class Run:
                                     f"{BRANCH} or a conflicts/* branch")
         finally:
             repo.close()
-        if len(self.origin_tips) >= 2 and not self.w.origin_is_ancestor(self.origin_tips[-2], self.origin_tips[-1]):
-            problems.append(f"the origin's {BRANCH} went backwards: {self.origin_tips[-2][:12]} -> "
-                            f"{self.origin_tips[-1][:12]}")
-        for problem in problems:
-            if problem not in self._reported:  # report a broken invariant once, where it broke
-                self._reported.add(problem)
-                self._fail(step, "invariant", problem)
+        return problems
 
     def _tree_records(self, commit: str, sheet: str) -> dict[str, tuple[str, bytes]]:
         repo = self.w.local_repo()
@@ -433,8 +526,33 @@ class Run:
             files = self._tree_records(served, sheet)
             for path, want in self._parsed_sample(files, per_sheet, functools.partial(expected, sheet), problems):
                 resp = self._request("GET", f"/api/{sheet}/{want['slug']}")
-                problems += _compare(want, resp, served, path)
+                answered = served
+                if resp.commit and resp.commit != served and self._moved_on(served, resp.commit):
+                    # a reload the service ran on its own (a peer's forward, the poll, a rejected
+                    # push) swapped snapshots since health answered: judge the answer by its own commit
+                    answered, newer = resp.commit, self._tree_records(resp.commit, sheet).get(path)
+                    if newer is None:
+                        if resp.status not in (301, 404):
+                            problems.append(f"{path} is gone at {answered[:12]}, but answered {resp.status}")
+                        continue
+                    try:
+                        want = expected(sheet, newer[1])
+                    except NotARecord as exc:
+                        problems.append(f"the served tree holds an invalid record: {path}: {exc}")
+                        continue
+                problems += _compare(want, resp, answered, path)
         return problems
+
+    def _moved_on(self, served: str, newer: str) -> bool:
+        """Is ``newer`` on this replica's branch now, after ``served`` was? (A rebase
+        replaces the served commit with one that is not its descendant.)"""
+        repo = self.w.local_repo()
+        try:
+            head = repo.branch_commit(BRANCH)
+            return (head is not None and repo.has_object(newer) and newer != served
+                    and repo.is_ancestor(newer, head))
+        finally:
+            repo.close()
 
     def _parsed_sample(self, files: dict[str, tuple[str, bytes]], n: int, parse: Any,
                        problems: list[str]) -> list[tuple[str, Any]]:

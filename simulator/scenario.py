@@ -8,6 +8,9 @@ name the file, the step number and the field.
     records = 40                  # size of the initial corpus
     history = 0                   # then this many one-record commits (needs git)
     transport = "local"           # or "git": the service fetches and pushes over git://
+    replicas = 1                  # a cluster: each replica its own clone and server
+    peers = true                  # replicas forward webhooks to each other (CFP_RELOAD_PEERS)
+    poll_seconds = 0              # CFP_DATA_POLL_SECONDS (0: no poll)
     clone = true                  # false: no clone yet; the service clones at its first start
     start = true                  # false: step 1 runs before the service is started
     push_backoff_seconds = 0.2    # the service's push daemon
@@ -52,14 +55,18 @@ STEP_FIELDS: dict[str, dict[str, Any]] = {
     "webhook": {"style": str, "commit": str, "body": str, "branch": str, "event": str, "ref": str,
                 "secret": str, "deleted": bool, "forced": bool},
     "fault": {"fault": str},
-    "concurrent": {"webhooks": int, "readers": int, "writes": int, "commit": str},
+    "concurrent": {"webhooks": int, "readers": int, "writes": int, "commit": str, "spread": bool,
+                   "upstreams": int},
     "expect": {"status": int, "outcome": str, "rebuilt": bool, "no_changes": bool, "prechecked": bool,
                "code": str, "error_path": str, "visible": list, "absent": list, "served": str,
                "origin_branch": str, "conflict_branches": int, "statuses": list,
                "rebuilt_count": int, "ignored": bool, "pong": bool, "push_pending": int,
-               "changes": dict, "redirects": list, "revocations": int},
+               "changes": dict, "redirects": list, "revocations": int, "converged": str,
+               "within": (int, float), "origin_has_writes": bool, "last_reload": dict},
     "wait-push": {"timeout": (int, float)},
 }
+for _fields in STEP_FIELDS.values():
+    _fields["replica"] = int  # which replica of a cluster the step talks to (default 0)
 REQUIRED = {"write": ("method", "path"), "fault": ("fault",), "upstream": ("changes",)}
 
 
@@ -89,6 +96,9 @@ class Scenario:
     transport: str = "local"
     clone: bool = True
     start: bool = True
+    replicas: int = 1
+    poll_seconds: float = 0.0
+    peers: bool = True
 
 
 def load(path: str) -> Scenario:
@@ -115,10 +125,17 @@ def load(path: str) -> Scenario:
     world = doc.get("world", {})
     if not isinstance(world, dict):
         raise fail("world: must be a table")
-    bad = sorted(set(world) - {"records", "push_backoff_seconds", "history", "transport", "clone", "start"})
+    allowed = ("records", "history", "transport", "clone", "start", "push_backoff_seconds", "replicas",
+               "poll_seconds", "peers")
+    bad = sorted(set(world) - set(allowed))
     if bad:
-        raise fail(f"world.{bad[0]}: unknown field (allowed: records, history, transport, clone, start, "
-                   "push_backoff_seconds)")
+        raise fail(f"world.{bad[0]}: unknown field (allowed: {', '.join(allowed)})")
+    replicas = world.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 5:
+        raise fail("world.replicas: must be a whole number from 1 to 5")
+    poll = world.get("poll_seconds", 0)
+    if not isinstance(poll, (int, float)) or isinstance(poll, bool) or poll < 0:
+        raise fail("world.poll_seconds: must be a number >= 0 (0: no poll)")
     records = world.get("records", 40)
     if not isinstance(records, int) or records < 10:
         raise fail("world.records: must be a whole number >= 10")
@@ -128,7 +145,7 @@ def load(path: str) -> Scenario:
     transport = world.get("transport", "local")
     if transport not in ("local", "git"):
         raise fail(f"world.transport: {transport!r} is not one of 'local', 'git'")
-    flags = {key: world.get(key, True) for key in ("clone", "start")}
+    flags = {key: world.get(key, True) for key in ("clone", "start", "peers")}
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise fail(f"world.{key}: must be true or false")
@@ -139,8 +156,12 @@ def load(path: str) -> Scenario:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise fail("at least one [[step]] is required")
     steps = tuple(_step(where, i + 1, raw) for i, raw in enumerate(raw_steps))
+    for step in steps:
+        if not 0 <= step.get("replica", 0) < replicas:
+            raise fail(f"step {step.number}: replica: {step.get('replica')} is not one of the world's "
+                       f"{replicas} replica(s) (0-{replicas - 1})")
     return Scenario(name, description, path, records, float(backoff), steps, history, transport,
-                    flags["clone"], flags["start"])
+                    flags["clone"], flags["start"], replicas, float(poll), flags["peers"])
 
 
 def _step(where: str, number: int, raw: Any) -> Step:

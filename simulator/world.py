@@ -20,52 +20,105 @@ import tomllib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from hotreload.corpus import add_history, make_corpus, write_corpus
 from hotreload.git.repo import GitRepo, Signature, branch_ref, clone_bare
-from simulator.server import GitDaemon, ServerProcess
+from simulator.server import GitDaemon, ServerProcess, free_ports
 from simulator.truth import to_toml
 
 BRANCH = "published"
 OUTSIDE_AUTHOR = "Outside Author <outside@example.org>"
 
 
+@dataclass
+class Replica:
+    """One ``hotreload serve`` of the cluster and its own bare clone of the origin."""
+
+    clone: str
+    port: int = 0
+    server: ServerProcess | None = None
+
+
 class World:
     def __init__(self, records: int = 40, push_backoff_seconds: float = 0.2, seed: int = 11,
-                 history: int = 0, transport: str = "local", clone: bool = True) -> None:
+                 history: int = 0, transport: str = "local", clone: bool = True, replicas: int = 1,
+                 poll_seconds: float = 0.0, peers: bool = True) -> None:
         self.root = tempfile.mkdtemp(prefix="hotreload-sim-")
         self.origin = os.path.join(self.root, "origin.git")
         self.away = os.path.join(self.root, "origin-away.git")
-        self.clone = os.path.join(self.root, "clone.git")
         write_corpus(self.origin, make_corpus(records, seed=seed))
         if history:
             add_history(self.origin, history, seed=seed)
         # the production transport: git daemon on loopback, dulwich's network client
         self.daemon = GitDaemon(self.root) if transport == "git" else None
         self.remote = self.daemon.url("origin.git") if self.daemon else self.origin
+        # a cluster's replicas know each other's ports before any starts (CFP_RELOAD_PEERS)
+        ports = free_ports(replicas) if replicas > 1 else [0]
+        self.replicas = [Replica(os.path.join(self.root, "clone.git" if i == 0 else f"clone-{i}.git"), port)
+                         for i, port in enumerate(ports)]
+        self.active = 0
+        """The replica the steps and checks talk to (``server``, ``clone``)."""
         if clone:  # else the service clones at its first start
-            clone_bare(self.remote, self.clone, BRANCH).close()
+            for replica in self.replicas:
+                clone_bare(self.remote, replica.clone, BRANCH).close()
         self.secret = secrets.token_urlsafe(36)
         self.write_token = secrets.token_urlsafe(24)
         self.push_backoff_seconds = push_backoff_seconds
-        self.server: ServerProcess | None = None
+        self.poll_seconds = poll_seconds
+        self.peers = peers and replicas > 1
+
+    @property
+    def replica(self) -> Replica:
+        return self.replicas[self.active]
+
+    @property
+    def clone(self) -> str:
+        return self.replica.clone
+
+    @property
+    def server(self) -> ServerProcess | None:
+        return self.replica.server
+
+    @server.setter
+    def server(self, value: ServerProcess | None) -> None:
+        self.replica.server = value
+
+    @contextmanager
+    def on(self, index: int) -> Iterator[Replica]:
+        """Steps and checks inside talk to replica ``index``."""
+        if not 0 <= index < len(self.replicas):
+            raise AssertionError(f"replica {index}: the world has {len(self.replicas)} (0-{len(self.replicas) - 1})")
+        previous, self.active = self.active, index
+        try:
+            yield self.replicas[index]
+        finally:
+            self.active = previous
 
     # -- the service --------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "CFP_DATA_REPO_PATH": self.clone, "CFP_DATA_REMOTE": self.remote,
             "CFP_DATA_BRANCH": BRANCH, "CFP_DATA_RELOAD_SECRET": self.secret,
             "CFP_API_WRITE_TOKEN": self.write_token,
             "CFP_DATA_PUSH_BACKOFF_SECONDS": str(self.push_backoff_seconds),
             "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS": str(max(self.push_backoff_seconds * 4, 1.0)),
-            "CFP_DATA_POLL_SECONDS": "0",
+            "CFP_DATA_POLL_SECONDS": str(self.poll_seconds),
         }
+        if self.peers:
+            env["CFP_RELOAD_PEERS"] = ",".join(f"127.0.0.1:{r.port}" for r in self.replicas)
+        return env
 
     def start_server(self) -> ServerProcess:
-        self.server = ServerProcess(self.env()).start()
+        self.server = ServerProcess(self.env(), port=self.replica.port).start()
         return self.server
+
+    def start_all(self) -> None:
+        for i in range(len(self.replicas)):
+            with self.on(i):
+                self.start_server()
 
     @property
     def running(self) -> bool:
@@ -79,8 +132,13 @@ class World:
         if self.server is not None:
             self.server.stop()
 
+    def stop_all(self) -> None:
+        for replica in self.replicas:
+            if replica.server is not None:
+                replica.server.stop()
+
     def close(self) -> None:
-        self.stop()
+        self.stop_all()
         if self.daemon is not None:
             self.daemon.stop()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -230,7 +288,7 @@ class World:
 
     def try_start_server(self) -> tuple[bool, str]:
         """Start the service, which may refuse to (True if it serves; its log)."""
-        server = ServerProcess(self.env())
+        server = ServerProcess(self.env(), port=self.replica.port)
         try:
             self.server = server.start()
             return True, server.log()

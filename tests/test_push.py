@@ -206,3 +206,29 @@ def test_a_remote_ref_locked_by_another_push_is_transient(world: World) -> None:
     repo.push_ref(str(world.origin), mine, branch_ref("published"))
     assert world.origin_head() == mine
     repo.close()
+
+
+def test_a_delivery_by_someone_else_ends_the_backoff(world: World) -> None:
+    """The backoff is for an unreachable remote: once a reconcile's push reached it,
+    the daemon pushes later commits at once instead of waiting out the backoff."""
+    repo = GitRepo(str(world.clone))
+    repo.fetch_branch(str(world.origin), "published")
+    d = PushDaemon(repo, str(world.origin), "published", Metrics(), backoff_seconds=60, backoff_cap_seconds=60)
+    d.start()
+    try:
+        hidden = world.root / "origin-away.git"
+        os.rename(world.origin, hidden)
+        first = local_commit(repo, {"projects/aa-one.toml": project_toml("aa-one", "One")})
+        d.notify()
+        wait_for(lambda: d.status().next_attempt_in_s is not None)  # backing off for a minute
+        os.rename(hidden, world.origin)
+        repo.push_ref(str(world.origin), first, b"refs/heads/published")  # as a reconcile's push does
+        repo.set_ref(b"refs/remotes/origin/published", first)
+        d.notify()
+        assert d.status().next_attempt_in_s is None and d.status().last_error is None
+        second = local_commit(repo, {"projects/aa-two.toml": project_toml("aa-two", "Two")})
+        d.notify()
+        wait_for(lambda: world.origin_head() == second, 5)
+    finally:
+        d.stop()
+        repo.close()

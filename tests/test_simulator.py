@@ -15,7 +15,7 @@ from simulator.scenario import ScenarioError, discover, load
 
 REQUIRED = {"self-trigger", "fast-forward", "pushed-ahead", "diverged-clean-rebase", "diverged-conflict",
             "fetch-failed", "invalid-record-then-fix", "burst", "write-during-reload", "delete-and-rename",
-            "github-push"}
+            "github-push", "two-replicas-webhook-fanout", "lost-webhook-poll", "two-replicas-writing"}
 
 
 def test_every_required_scenario_exists_and_is_named_after_its_file() -> None:
@@ -38,6 +38,9 @@ def test_every_required_scenario_exists_and_is_named_after_its_file() -> None:
     ("name = 'x'\n[[step]]\nkind = 'upstream'\nchanges = [{op = 'rename', sheet = 'projects', slug = 'a'}]\n", "step 1: changes[1].to"),
     ("name = 'x'\n[world]\nrecords = 3\n[[step]]\nkind = 'push'\n", "world.records: must be a whole number >= 10"),
     ("name = 'x'\n[[step]\n", "invalid TOML"),
+    ("name = 'x'\n[world]\nreplicas = 9\n[[step]]\nkind = 'push'\n", "world.replicas: must be a whole number from 1 to 5"),
+    ("name = 'x'\n[world]\nreplicas = 2\n[[step]]\nkind = 'push'\nreplica = 2\n", "step 1: replica: 2 is not one of"),
+    ("name = 'x'\n[world]\npoll_seconds = -1\n[[step]]\nkind = 'push'\n", "world.poll_seconds: must be a number >= 0"),
 ])
 def test_malformed_scenarios_name_file_step_and_field(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"

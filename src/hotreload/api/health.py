@@ -32,8 +32,8 @@ class HealthResource:
         last = rt.reloader.last
         last_reload: dict[str, Any] | None = None
         if last is not None:
-            last_reload = {"outcome": last.outcome, "at": last.at, "durationMs": last.duration_ms,
-                           "lockHeldMs": last.lock_held_ms}
+            last_reload = {"outcome": last.outcome, "trigger": last.trigger, "at": last.at,
+                           "durationMs": last.duration_ms, "lockHeldMs": last.lock_held_ms}
             if last.error:
                 last_reload["error"] = last.error
         push: dict[str, Any] = {"pending": 0, "enabled": rt.push_daemon is not None}

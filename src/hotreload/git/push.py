@@ -120,8 +120,10 @@ class PushDaemon:
             pending = self.pending()
             with self._cond:
                 if pending == 0:
-                    # delivered (by us or by a reconcile's push): an old error no longer applies
+                    # delivered (by us or by a reconcile's push): an old error no longer applies,
+                    # and a backoff for an unreachable remote neither (it was just reached)
                     self._last_error, self._rejected_tip, self._rejections = None, None, 0
+                    self._failures, self._retry_at, self._reconcile_at = 0, None, None
                 self._publish(pending)
 
     def _publish(self, pending: int | None = None) -> None:

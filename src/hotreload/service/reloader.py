@@ -74,6 +74,7 @@ class LastReload:
     duration_ms: float
     lock_held_ms: float
     error: str | None = None
+    trigger: str = "webhook"
 
 
 @dataclass
@@ -342,6 +343,7 @@ class Reloader:
             duration_ms=round(_ms_since(started), 3),
             lock_held_ms=round(lock_held_ms, 3),
             error=error,
+            trigger=trigger,
         )
 
 
