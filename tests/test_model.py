@@ -32,7 +32,7 @@ class Histories(RuleBasedStateMachine):
         self.run = Run(Scenario("model", "stateful model", "<model>", 20, 0.1))
         self.run.world = self.world = World(20, 0.1)
         self.world.start_server()
-        self.run._observe(0)
+        self.run._observe_all(0)
         self.upstream: dict[str, str] = {}  # slug -> title on the origin
         self.written: dict[str, str] = {}  # slug -> title, live projects made through the API
         self.broken = False

@@ -1,7 +1,9 @@
 """The OpenAPI document as a contract, fuzzed: schemathesis generates valid and
 invalid input for every documented operation against a live server on a small
-corpus (writes authenticated) and checks every answer: no 5xx, and each status,
-content type, header and body as the document says. Bounded to about a minute."""
+corpus (writes authenticated) and checks every answer: no 5xx but the documented 503
+(a read whose X-Data-Min-Commit this server does not hold, which the fuzzer generates),
+and each status, content type, header and body as the document says. Bounded to about
+a minute."""
 
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ from tests.conftest import WRITE_TOKEN, World
 @pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_answer_that_breaks_the_document(world: World, tmp_path: Path) -> None:
     schemathesis = shutil.which("schemathesis") or str(Path(os.sys.executable).parent / "schemathesis")
-    with ServerProcess(world.env(CFP_AUTH_FAILURES_PER_MINUTE="0")) as server:
+    config = tmp_path / "schemathesis.toml"
+    # 503 is documented (and checked against the document by the other checks); 500 and 502 still fail
+    config.write_text('[checks.not_a_server_error]\nexpected-statuses = ["2xx", "3xx", "4xx", "503"]\n')
+    with ServerProcess(world.env(CFP_AUTH_FAILURES_PER_MINUTE="0", CFP_DATA_MIN_COMMIT_WAIT_SECONDS="0.2")) as server:
         result = subprocess.run(
-            [schemathesis, "run", f"{server.base}/api/openapi.json",
+            [schemathesis, "--config-file", str(config), "run", f"{server.base}/api/openapi.json",
              "--checks", "all", "--max-examples", "25", "--max-time", "50", "--workers", "2",
              "--header", f"Authorization: Bearer {WRITE_TOKEN}", "--seed", "1",
              "--phases", "examples,coverage,fuzzing", "--request-timeout", "10",

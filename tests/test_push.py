@@ -232,3 +232,19 @@ def test_a_delivery_by_someone_else_ends_the_backoff(world: World) -> None:
     finally:
         d.stop()
         repo.close()
+
+
+def test_a_branch_that_is_only_behind_is_not_pushed(daemon: tuple[PushDaemon, GitRepo, Metrics],
+                                                    world: World) -> None:
+    """After a fetch whose tip failed to build, the local branch is behind the remote:
+    there is nothing to push, and trying would only be "rejected" (and, in the
+    service, set off a reconcile per attempt)."""
+    d, repo, metrics = daemon
+    calls = []
+    d.on_rejected = lambda: calls.append(1)
+    world.commit_upstream({"projects/zz-newer.toml": project_toml("zz-newer", "Newer")})
+    repo.fetch_branch(str(world.origin), "published")  # the tracking ref moves; the branch does not
+    d.notify()
+    assert d.flush(5)
+    assert d.status().pending == 0 and not d.status().rejected and calls == []
+    assert "rejected" not in generate_latest(metrics.registry).decode().split("hotreload_pushes_total")[-1]

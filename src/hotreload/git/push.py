@@ -204,8 +204,12 @@ class PushDaemon:
 
     def _attempt(self) -> None:
         local = self._repo.branch_commit(self._branch)
-        if local is None or self._repo.resolve(tracking_ref(self._branch)) == local:
-            self._count_pending()  # e.g. a reload fast-forwarded or escaped: nothing left
+        known = self._repo.resolve(tracking_ref(self._branch))
+        if local is None or known == local or (
+                known is not None and self._repo.has_object(known) and self._repo.is_ancestor(local, known)):
+            # nothing the remote lacks: a reload fast-forwarded or escaped, or the branch is only
+            # behind (the remote's newer tip failed to build): pushing it would be "rejected"
+            self._count_pending()
             return
         try:
             self._repo.push_ref(self._remote, local, branch_ref(self._branch))
