@@ -582,47 +582,72 @@ class Run:
     def _check_other_sheets(self, served: str, health: dict[str, Any], per_sheet: int = 2) -> list[str]:
         """Every other sheet: sampled records read back through ``/api/sheets`` equal
         their files; health counts the revocations in the tree; unexpired slug-history
-        entries redirect where the seed's rule says."""
+        entries redirect where the seed's rule says. An answer from a later commit of the
+        branch (the service reloaded on its own meanwhile) is judged by that commit's tree."""
         problems: list[str] = []
-        roots = self._sheet_roots(served)
-        files_of = {name: self._tree_records(served, root) for name, root in roots.items()}
-        for name, files in sorted(files_of.items()):
+        truths: dict[str, _Truth] = {}
+
+        def truth_of(resp: Response) -> _Truth:
+            commit = resp.commit if resp.commit and resp.commit != served and self._moved_on(served, resp.commit) \
+                else served
+            if commit not in truths:
+                truths[commit] = self._truth_at(commit)
+            return truths[commit]
+
+        base = truths[served] = self._truth_at(served)
+        for name, files in sorted(base.files_of.items()):
             if name in ("projects", "people"):
                 continue
             for path, want in self._parsed_sample(files, per_sheet, functools.partial(stored, name), problems):
-                key = path[len(roots[name]) + 1:-len(".toml")]
+                key = path[len(base.roots[name]) + 1:-len(".toml")]
                 resp = self._request("GET", f"/api/sheets/{name}/{urllib.parse.quote(key)}")
+                truth = truth_of(resp)
+                if truth is not base:
+                    newer = truth.files_of.get(name, {}).get(path)
+                    want = stored(name, newer[1]) if newer is not None else "status 404"
                 got = (resp.data or {}).get("data") if resp.status == 200 else f"status {resp.status}"
                 if got != want:
-                    problems.append(f"{path} differs from the tree at {served[:12]}: want {want!r}, got {got!r}")
-        if "revocations" in files_of:
-            check = (len(files_of["revocations"]), (health.get("revocations") or {}).get("count"))
+                    problems.append(f"{path} differs from the tree at {truth.commit[:12]}: want {want!r}, got {got!r}")
+        if "revocations" in base.files_of:
+            check = (len(base.files_of["revocations"]), (health.get("revocations") or {}).get("count"))
             if check[0] != check[1]:
                 problems.append(f"health counts {check[1]} revocations; the tree at {served[:12]} holds {check[0]}")
         for kind, sheet in (("project", "projects"), ("person", "people")):
-            history: dict[str, dict[str, Any]] = {}
-            for path, (_, data) in files_of.get("slug-history", {}).items():
+            for old in self.rng.sample(sorted(base.history[kind]), min(3, len(base.history[kind]))):
+                resp = self._request("GET", f"/api/{sheet}/{urllib.parse.quote(old)}")
+                truth = truth_of(resp)
+                target = redirect_target(truth.history[kind], truth.live[sheet], old, dt.datetime.now(dt.UTC))
+                location = resp.headers.get("location")
+                if target is None and resp.status == 301:
+                    problems.append(f"/api/{sheet}/{old} redirects to {location}; the tree at {truth.commit[:12]} "
+                                    "says it should not")
+                elif target is not None and (resp.status, location) != (301, f"/api/{sheet}/{target}"):
+                    problems.append(f"/api/{sheet}/{old}: expected 301 to /api/{sheet}/{target} (the tree at "
+                                    f"{truth.commit[:12]}), got {resp.status} {location}")
+        return problems
+
+    def _truth_at(self, commit: str) -> _Truth:
+        """What the oracle reads from the tree at ``commit``: every sheet's files, the
+        slug-history entries by kind, and the live slugs of projects and people."""
+        roots = self._sheet_roots(commit)
+        files_of = {name: self._tree_records(commit, root) for name, root in roots.items()}
+        history: dict[str, dict[str, dict[str, Any]]] = {"project": {}, "person": {}}
+        for path, (_, data) in files_of.get("slug-history", {}).items():
+            for kind in history:
                 if path.startswith(f"{roots['slug-history']}/{kind}/"):
                     entry = tomllib.loads(data.decode())
-                    history[entry["oldSlug"]] = entry
-            live = set()
+                    history[kind][entry["oldSlug"]] = entry
+        live: dict[str, set[str]] = {}
+        for sheet in ("projects", "people"):
+            live[sheet] = set()
             for _, data in files_of.get(sheet, {}).values():
                 try:
                     fields = expected(sheet, data)
                 except NotARecord:
                     continue
                 if fields["deletedAt"] is None:
-                    live.add(fields["slug"])
-            for old in self.rng.sample(sorted(history), min(3, len(history))):
-                target = redirect_target(history, live, old, dt.datetime.now(dt.UTC))
-                resp = self._request("GET", f"/api/{sheet}/{urllib.parse.quote(old)}")
-                location = resp.headers.get("location")
-                if target is None and resp.status == 301:
-                    problems.append(f"/api/{sheet}/{old} redirects to {location}; the tree says it should not")
-                elif target is not None and (resp.status, location) != (301, f"/api/{sheet}/{target}"):
-                    problems.append(f"/api/{sheet}/{old}: expected 301 to /api/{sheet}/{target}, got "
-                                    f"{resp.status} {location}")
-        return problems
+                    live[sheet].add(fields["slug"])
+        return _Truth(commit, roots, files_of, history, live)
 
     def _compare_listing(self, resp: Response) -> str | None:
         """A list response must be one commit's truth: every item equals that tree."""
@@ -644,6 +669,15 @@ class Run:
             if diff:
                 return f"{resp.commit[:12]}: {item['slug']} differs from its tree: {diff}"
         return None
+
+
+@dataclass
+class _Truth:
+    commit: str
+    roots: dict[str, str]
+    files_of: dict[str, dict[str, tuple[str, bytes]]]
+    history: dict[str, dict[str, dict[str, Any]]]
+    live: dict[str, set[str]]
 
 
 def _identity(repo: Any, sha: str) -> tuple[bytes, int, bytes]:
