@@ -16,12 +16,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from dulwich.file import FileLocked
 
 from hotreload.corpus import add_history, make_corpus, write_corpus
 from hotreload.git.repo import GitRepo, Signature, branch_ref, clone_bare
@@ -191,21 +194,28 @@ class World:
 
     def upstream(self, changes: list[dict[str, Any]], message: str = "Upstream change",
                  author: str = OUTSIDE_AUTHOR) -> str:
-        """Commit ``changes`` to the origin's branch as an outside author."""
-        with self._opened(self._origin_path()) as repo:
-            parent = repo.branch_commit(BRANCH)
-            assert parent is not None
-            tree = repo.tree_of(parent)
-            files: dict[str, bytes | None] = {}
-            for change in changes:
-                files.update(self._files_for(repo, tree, change, files))
-            new_tree = repo.write_tree_changes(tree, files)
-            now = int(dt.datetime.now(dt.UTC).timestamp())
-            commit = repo.write_commit(new_tree, [parent], message + "\n",
-                                       Signature(author.encode(), now, 0))
-            if not repo.cas_ref(branch_ref(BRANCH), parent, commit):
-                raise RuntimeError("the origin moved while the outside author committed")
-            return commit
+        """Commit ``changes`` to the origin's branch as an outside author. When the branch
+        moves meanwhile (the service's push daemon pushed), they commit again on the new
+        tip, as someone whose push was rejected pulls and pushes again."""
+        for attempt in range(50):
+            with self._opened(self._origin_path()) as repo:
+                parent = repo.branch_commit(BRANCH)
+                assert parent is not None
+                tree = repo.tree_of(parent)
+                files: dict[str, bytes | None] = {}
+                for change in changes:
+                    files.update(self._files_for(repo, tree, change, files))
+                new_tree = repo.write_tree_changes(tree, files)
+                now = int(dt.datetime.now(dt.UTC).timestamp())
+                commit = repo.write_commit(new_tree, [parent], message + "\n",
+                                           Signature(author.encode(), now, 0))
+                try:
+                    if repo.cas_ref(branch_ref(BRANCH), parent, commit):
+                        return commit
+                except FileLocked:  # a push is updating the ref right now
+                    pass
+            time.sleep(0.01 * (attempt + 1))
+        raise RuntimeError("the origin kept moving while the outside author committed (50 attempts)")
 
     def _files_for(self, repo: GitRepo, tree: str, change: dict[str, Any],
                    pending: dict[str, bytes | None]) -> dict[str, bytes | None]:
