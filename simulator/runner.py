@@ -499,8 +499,10 @@ class Run:
             kept = {_identity(repo, sha) for tip in tips for sha in repo.walk(tip)}
             for commit in sorted(self.local_commits - self.removed_upstream):
                 if _identity(repo, commit) not in kept:
-                    problems.append(f"commit {commit[:12]} is lost: neither it nor a replay of it is on "
-                                    f"{BRANCH} or a conflicts/* branch")
+                    subject = repo.commit(commit).message.decode(errors="replace").splitlines()[0]
+                    problems.append(f"commit {commit[:12]} ({subject!r}) is lost: neither it nor a replay of it "
+                                    f"is on {BRANCH} or a conflicts/* branch (tips: "
+                                    f"{', '.join(t[:12] for t in tips)})")
         finally:
             repo.close()
         return problems
