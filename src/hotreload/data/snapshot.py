@@ -440,8 +440,17 @@ def _assemble(
 def _apply_table(
     old: Table, removed_paths: set[str], added: Mapping[str, tuple[str, Entry]]
 ) -> tuple[Table, list[Entry], list[tuple[str, Entry]]]:
-    by_id, path_by_id = dict(old.by_id), dict(old.path_by_id)
-    id_by_path, blob_by_path = dict(old.id_by_path), dict(old.blob_by_path)
+    by_id, blob_by_path = dict(old.by_id), dict(old.blob_by_path)
+    if removed_paths == added.keys() and all(old.id_by_path[p] == r.key for p, (_, r) in added.items()):
+        # records edited in place (same path, same key): the path <-> key maps are
+        # unchanged and shared, not copied (half the copying of a one-record reload)
+        gone = [by_id[old.id_by_path[p]] for p in removed_paths]
+        new = []
+        for path, (sha, record) in sorted(added.items()):
+            by_id[record.key], blob_by_path[path] = record, sha
+            new.append((path, record))
+        return Table(by_id, old.path_by_id, old.id_by_path, blob_by_path), gone, new
+    path_by_id, id_by_path = dict(old.path_by_id), dict(old.id_by_path)
     gone = []
     for path in removed_paths:
         record_id = id_by_path.pop(path)

@@ -58,7 +58,7 @@ class TreeCache:
             if found is not None:
                 self._trees[sha] = found  # most recently used last
                 return found
-        type_num, raw = store.get_raw(sha)
+        type_num, raw = get_raw(store, sha)
         if type_num != Tree.type_num:
             raise GitError(f"{sha.decode()} is not a tree")
         parsed = {name: (mode, child) for name, mode, child in parse_tree(raw, 20)}  # SHA-1: 20 bytes
@@ -125,6 +125,34 @@ def _fsync_dir(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_TYPE_NUMS = {b"commit": Commit.type_num, b"tree": Tree.type_num, b"blob": Blob.type_num, b"tag": 4}
+
+
+def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
+    """``store.get_raw(sha)`` (type number, content) without dulwich parsing a loose
+    object whole first: for a loose object it builds the full ``ShaFile`` (for a
+    tree of 150,000 entries a ~90 ms parse, then a re-serialisation) only to hand
+    back its bytes. A loose object is its content, zlib-compressed, after a
+    ``<type> <size>\\0`` header: read that directly. Packed objects go to dulwich,
+    whose pack reads return raw bytes already."""
+    hexsha = sha.decode()
+    path = getattr(store, "path", None)
+    if path is not None:
+        try:
+            with open(os.path.join(path, hexsha[:2], hexsha[2:]), "rb") as fh:
+                data = zlib.decompress(fh.read())
+        except FileNotFoundError:
+            pass
+        else:
+            header, _, body = data.partition(b"\0")
+            kind, _, size = header.partition(b" ")
+            if kind not in _TYPE_NUMS or not size.isdigit() or int(size) != len(body):
+                raise GitError(f"loose object {hexsha} is corrupt (header {header[:40]!r})")
+            return _TYPE_NUMS[kind], body
+    type_num, raw = store.get_raw(sha)
+    return type_num, bytes(raw)
 
 
 def has_object(store: Any, sha: bytes) -> bool:
@@ -260,10 +288,10 @@ def diff_trees(store: Any, old_tree: str, new_tree: str) -> list[BlobChange]:
             continue
         old = tree_entries(store, old_sha) if old_sha else {}
         new = tree_entries(store, new_sha) if new_sha else {}
-        for raw_name in old.keys() | new.keys():
+        # the names whose (mode, id) differ, found by a set operation in C: a Python
+        # loop over every entry of a 150,000-entry folder cost ~150 ms per reload
+        for raw_name in {name for name, _ in old.items() ^ new.items()}:
             before, after = old.get(raw_name), new.get(raw_name)
-            if before == after:
-                continue
             name = raw_name.decode(errors="surrogateescape")
             path = f"{base}/{name}" if base else name
             old_dir = before[1].decode() if before and stat.S_ISDIR(before[0]) else None
@@ -307,7 +335,7 @@ def read_many(store: Any, shas: Iterable[str]) -> dict[str, bytes]:
     for sha in wanted:
         key = sha.decode()
         if key not in found:
-            found[key] = bytes(store.get_raw(sha)[1])
+            found[key] = get_raw(store, sha)[1]
     return found
 
 

@@ -24,7 +24,7 @@ from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
 from hotreload.git.errors import PushRejected, TransportError
-from hotreload.git.objects import TREES, ZERO_SHA, RawObject, add_raw_objects, has_object
+from hotreload.git.objects import TREES, ZERO_SHA, RawObject, add_raw_objects, get_raw, has_object
 
 
 def redact(location: str) -> str:
@@ -238,8 +238,8 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
     seen: set[bytes] = set()
 
     def take(sha: bytes) -> None:
-        type_num, raw = src.get_raw(sha)
-        missing.append((type_num, bytes(raw), sha))
+        type_num, raw = get_raw(src, sha)
+        missing.append((type_num, raw, sha))
 
     def add_tree(tree_id: bytes, parent_id: bytes | None) -> None:
         if tree_id == parent_id or tree_id in seen or receiver_has(tree_id):
@@ -247,7 +247,7 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
         seen.add(tree_id)
         take(tree_id)
         entries = TREES.entries(src, tree_id)
-        parent = TREES.entries(src, parent_id) if parent_id is not None and parent_id in src else {}
+        parent = TREES.entries(src, parent_id) if parent_id is not None and has_object(src, parent_id) else {}
         for name, (mode, sha) in entries.items():
             before = parent.get(name)
             if before == (mode, sha):

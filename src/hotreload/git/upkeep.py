@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from dulwich.objects import Commit
 
-from hotreload.git.objects import LOOSE_OBJECT_LIMIT, add_raw_objects
+from hotreload.git.objects import LOOSE_OBJECT_LIMIT, add_raw_objects, get_raw
 from hotreload.git.repo import GitRepo
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def pack_loose_objects(repo: GitRepo) -> int:
     raw = []
     for sha in shas:
         try:
-            type_num, data = store.get_raw(sha.encode())
+            type_num, data = get_raw(store, sha.encode())
         except KeyError:
             continue  # pruned meanwhile by another process
         raw.append((type_num, bytes(data), sha.encode()))
