@@ -62,3 +62,19 @@ def test_a_corrupt_loose_object_is_an_error_naming_it(world: World) -> None:
             get_raw(repo.store, sha.encode())
     finally:
         repo.close()
+
+
+def test_a_big_object_written_uncompressed_is_read_by_git(world: World) -> None:
+    from hotreload.git.objects import STORE_UNCOMPRESSED_FROM, write_loose
+
+    content = b"".join(b"line %d of a big flat folder's worth of bytes\n" % i
+                       for i in range(STORE_UNCOMPRESSED_FROM // 40))
+    assert len(content) >= STORE_UNCOMPRESSED_FROM
+    repo = GitRepo(str(world.clone))
+    try:
+        sha = write_loose(repo.store, 3, content)
+        assert get_raw(repo.store, sha.encode()) == (3, content)
+    finally:
+        repo.close()
+    assert cat_file(world.clone, sha) == (3, content)
+    git("--git-dir", str(world.clone), "fsck", "--strict", "--no-dangling")
