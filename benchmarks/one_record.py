@@ -1,0 +1,64 @@
+"""Cold start and one-record reloads on one corpus, in one process: the figures
+issue #14 compares across sizes (reload at 500k against 50k, and against the
+500k cold start). Run it for two versions of the code alternately to compare
+them side by side (each from its own worktree)::
+
+    .venv/bin/python benchmarks/one_record.py 500000           # corpus .bench-cache/corpus-v2-500000.git
+    git worktree add /tmp/before <rev> && ln -s $PWD/.bench-cache /tmp/before/
+    (cd /tmp/before && PYTHONPATH=src:. ../main/.venv/bin/python benchmarks/one_record.py 500000 before)
+
+The corpus is made by the benchmarks (``make bench``, or ``BENCH_RECORDS=N``); a copy
+of it is the origin, cloned; each round commits one edited record upstream (as an
+outside author) and reloads. Prints the boot time and the median of 9 reloads
+after 2 warm-ups, with every round.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.changes import edit_upstream
+from hotreload.config import Settings
+from hotreload.service.runtime import boot
+
+CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
+
+
+def main(argv: list[str]) -> int:
+    records, label = argv[0], (argv[1] if len(argv) > 1 else "")
+    source = CACHE / f"corpus-v2-{records}.git"
+    if not source.exists():
+        print(f"no corpus at {source}: run BENCH_RECORDS={records} make bench first", file=sys.stderr)
+        return 2
+    root = tempfile.mkdtemp(dir=CACHE, prefix="one-record-")
+    try:
+        origin, clone = f"{root}/origin.git", f"{root}/clone.git"
+        subprocess.run(["git", "clone", "-q", "--bare", "--no-local", str(source), origin], check=True)
+        subprocess.run(["git", "clone", "-q", "--bare", origin, clone], check=True)
+        started = time.perf_counter()
+        rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
+        boot_s = time.perf_counter() - started
+        try:
+            for _ in range(2):
+                rt.reloader.reload(edit_upstream(origin, 1))
+            times = [rt.reloader.reload(edit_upstream(origin, 1)).duration_ms for _ in range(9)]
+        finally:
+            rt.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    median = statistics.median(times)
+    print(f"{label} {records} records: cold start {boot_s:.1f} s; one-record reload median {median:.0f} ms "
+          f"(1/{boot_s * 1000 / median:.0f} of the cold start); rounds {[round(t) for t in times]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
