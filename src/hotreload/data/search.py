@@ -7,12 +7,17 @@ either built from scratch or *derived*: the previous database is copied with
 SQLite's online backup API (a page copy, far cheaper than re-tokenising every
 record) and the delta is applied to the copy in one transaction.
 
-The connection is shared by the server's threads; SQLite is built serialized
-here (``sqlite3.threadsafety == 3``), and a lock keeps cursor use simple.
+Each database lives in SQLite's ``memdb`` VFS under a name of its own, so several
+connections can open it: the writer that builds it, then one reader per server
+thread. Readers never share a connection, so searches run side by side (SQLite
+releases the GIL while it steps) instead of queueing on one connection's mutex;
+the database is never written once served, so their shared locks never wait.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import sqlite3
 import threading
@@ -60,20 +65,43 @@ def match_expression(query: str) -> str | None:
     return " ".join(f'"{t}"*' for t in tokens)
 
 
+_NAMES = itertools.count()
+
+
+def _new_database() -> tuple[str, sqlite3.Connection]:
+    """A fresh in-memory database other connections can open by its URI."""
+    uri = f"file:/hotreload-search-{os.getpid()}-{next(_NAMES)}?vfs=memdb"
+    return uri, sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
 class SearchIndex:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, uri: str, conn: sqlite3.Connection) -> None:
+        self._uri = uri
         self._conn = conn
+        """The connection that built the database: kept open (an in-memory database lives
+        while one of its connections does) and used to copy it into the next index."""
         self._lock = threading.Lock()
+        self._readers: dict[int, sqlite3.Connection] = {}
         # A sqlite3.Connection sits in a reference cycle (its statement cache), so
         # only a full GC pass would free it, and with it its in-memory database; on
         # a large, quiet heap that was one database per reload, never given back.
-        # Close it as soon as this index (shared by the snapshots using it) goes.
-        weakref.finalize(self, conn.close)
+        # Close them as soon as this index (shared by the snapshots using it) goes.
+        weakref.finalize(self, _close_all, conn, self._readers)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's own read-only connection to the database."""
+        thread = threading.get_ident()
+        conn = self._readers.get(thread)
+        if conn is None:
+            conn = sqlite3.connect(self._uri + "&mode=ro", uri=True, check_same_thread=False)
+            with self._lock:
+                self._readers[thread] = conn
+        return conn
 
     @classmethod
     def build(cls, records: Mapping[str, Iterable[Entry]]) -> SearchIndex:
         """A new index over the records of each searched sheet (by sheet name)."""
-        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        uri, conn = _new_database()
         db = sqlite_utils.Database(conn)
         for sheet, table in TABLES.items():
             sql_table = db.table(table.name)
@@ -83,12 +111,12 @@ class SearchIndex:
                                  batch_size=1000)
             sql_table.enable_fts(list(table.columns), create_triggers=True)
         conn.commit()
-        return cls(conn)
+        return cls(uri, conn)
 
     def derive(self, deltas: Mapping[str, tuple[Sequence[str], Sequence[Entry]]]) -> SearchIndex:
         """A new index: this one plus a delta, per sheet ``(removed keys, upserted
         records)``. This one is left untouched."""
-        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        uri, conn = _new_database()
         with self._lock:
             self._conn.backup(conn)
         with conn:  # one transaction; the triggers keep the FTS tables in step
@@ -102,7 +130,7 @@ class SearchIndex:
                         f"VALUES ({', '.join('?' for _ in cols)})",
                         [table.row(r) for r in upserted],
                     )
-        return SearchIndex(conn)
+        return SearchIndex(uri, conn)
 
     def search(self, table: SearchTable, query: str) -> list[str]:
         """Ids of matching records, best match first."""
@@ -113,6 +141,11 @@ class SearchIndex:
             f"SELECT t.id FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
-        with self._lock:
-            return [row[0] for row in self._conn.execute(sql, (expression,))]
+        return [row[0] for row in self._reader().execute(sql, (expression,))]
+
+
+def _close_all(writer: sqlite3.Connection, readers: dict[int, sqlite3.Connection]) -> None:
+    for conn in list(readers.values()):
+        conn.close()
+    writer.close()
 
