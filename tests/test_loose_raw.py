@@ -78,3 +78,21 @@ def test_a_big_object_written_uncompressed_is_read_by_git(world: World) -> None:
         repo.close()
     assert cat_file(world.clone, sha) == (3, content)
     git("--git-dir", str(world.clone), "fsck", "--strict", "--no-dangling")
+
+
+def test_a_store_moved_away_is_not_recreated_by_a_write(world: World, tmp_path: Path) -> None:
+    """A push to a local remote holds the remote's store open; if the remote is moved
+    away meanwhile, writing an object must fail, not recreate its folders at the
+    old path (the model test saw an origin folder reappear and block the move back)."""
+    from hotreload.git.objects import write_loose
+
+    repo = GitRepo(str(world.origin))
+    away = tmp_path / "away.git"
+    try:
+        world.origin.rename(away)
+        with pytest.raises(OSError):
+            write_loose(repo.store, 3, b"written after the remote moved\n")
+        assert not world.origin.exists()
+    finally:
+        repo.close()
+        away.rename(world.origin)

@@ -8,6 +8,7 @@ points to. Ids are 40-character hex ``str`` outside :mod:`hotreload.git`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -102,7 +103,10 @@ def write_loose(store: Any, type_num: int, raw: bytes) -> str:
     path = os.path.join(folder, hexsha[2:])
     if os.path.exists(path):
         return hexsha
-    os.makedirs(folder, exist_ok=True)
+    # the fan-out folder only: a store whose objects folder is gone (a local remote moved
+    # away mid-push) fails here instead of being recreated at its old path
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder)
     tmp = os.path.join(folder, f"tmp_obj_{os.getpid()}_{threading.get_ident()}_{hexsha[2:10]}")
     with open(tmp, "wb") as fh:
         # git's core.looseCompression default is 1; a big object (a flat folder's tree: 6 MB
