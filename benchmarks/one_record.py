@@ -4,6 +4,7 @@ issue #14 compares across sizes (reload at 500k against 50k, and against the
 them side by side (each from its own worktree)::
 
     .venv/bin/python benchmarks/one_record.py 500000           # corpus .bench-cache/corpus-v2-500000.git
+    .venv/bin/python benchmarks/one_record.py 500000 --rss 100 # then RSS across 100 more reloads
     git worktree add /tmp/before <rev> && ln -s $PWD/.bench-cache /tmp/before/
     (cd /tmp/before && PYTHONPATH=src:. ../main/.venv/bin/python benchmarks/one_record.py 500000 before)
 
@@ -25,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psutil
+
 from benchmarks.changes import edit_upstream
 from hotreload.config import Settings
 from hotreload.service.runtime import boot
@@ -33,6 +36,11 @@ CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
 
 
 def main(argv: list[str]) -> int:
+    rss_reloads = 0
+    if "--rss" in argv:
+        at = argv.index("--rss")
+        rss_reloads = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2:]
     records, label = argv[0], (argv[1] if len(argv) > 1 else "")
     source = CACHE / f"corpus-v2-{records}.git"
     if not source.exists():
@@ -50,6 +58,17 @@ def main(argv: list[str]) -> int:
             for _ in range(2):
                 rt.reloader.reload(edit_upstream(origin, 1))
             times = [rt.reloader.reload(edit_upstream(origin, 1)).duration_ms for _ in range(9)]
+            if rss_reloads:
+                process = psutil.Process()
+                steady = process.memory_info().rss / 2**20
+                marks = []
+                for i in range(rss_reloads):
+                    rt.reloader.reload(edit_upstream(origin, 1))
+                    if (i + 1) % 25 == 0:
+                        marks.append(round(process.memory_info().rss / 2**20))
+                after = process.memory_info().rss / 2**20
+                print(f"{label} {records} records: RSS {steady:.0f} MB steady, {after:.0f} MB after {rss_reloads} "
+                      f"more one-record reloads ({after / steady:.2f}x); every 25: {marks}")
         finally:
             rt.close()
     finally:
