@@ -81,8 +81,7 @@ class MinCommitMiddleware:
             known = self._contains.get(key)
         if known is not None:
             return known
-        repo = self.runtime.repo
-        contains = repo.has_object(wanted) and repo.is_ancestor(wanted, served)
+        contains = self.runtime.repo.is_ancestor(wanted, served)  # False for a commit never fetched
         with self._lock:
             self._contains[key] = contains
             while len(self._contains) > 4096:

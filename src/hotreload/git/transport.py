@@ -49,7 +49,7 @@ def fetch_branch(repo: Repo, remote: str, branch: str, haves: Iterator[str] | No
     local_path = local_remote_path(remote)
     if local_path is not None:
         with _open_remote(local_path, remote) as source:
-            tip = source.refs.as_dict(b"refs/heads/").get(ref[len(b"refs/heads/"):])
+            tip = _branch_tip(source, ref)
             if tip is None:
                 return None
             copy_missing_objects(source, repo, tip)
@@ -72,6 +72,11 @@ def fetch_branch(repo: Repo, remote: str, branch: str, haves: Iterator[str] | No
     return tip.decode()
 
 
+def _branch_tip(source: Repo, ref: bytes) -> bytes | None:
+    """The tip of ``ref`` (``refs/heads/<b>``) in a local repository, or None."""
+    return source.refs.as_dict(b"refs/heads/").get(ref[len(b"refs/heads/"):])
+
+
 def remote_tip(remote: str, branch: str) -> str | None:
     """The remote's tip of ``branch`` (refs only: no pack is negotiated or sent),
     or None when the remote has no such branch. What the poll asks every interval."""
@@ -79,7 +84,7 @@ def remote_tip(remote: str, branch: str) -> str | None:
     local_path = local_remote_path(remote)
     if local_path is not None:
         with _open_remote(local_path, remote) as source:
-            tip = source.refs.as_dict(b"refs/heads/").get(ref[len(b"refs/heads/"):])
+            tip = _branch_tip(source, ref)
         return tip.decode() if tip else None
     try:
         client, path = get_transport_and_path(remote)
