@@ -162,6 +162,15 @@ def test_a_project_renamed_upstream_redirects_and_keeps_its_legacy_id(world: Wor
     assert seed_form.status_code == 301 and seed_form.headers["Location"] == f"/api/projects/{old}-renamed"
     assert client.simulate_get("/api/projects", params={"ID": "99999999"}).status_code == 404
     assert client.simulate_get("/api/projects", params={"legacyId": "x"}).status_code == 400
+    # a bad parameter is a 400 even where the record moved: no 301 carrying it on
+    for path, params in [(f"/api/projects/{old}/updates", {"page": "null"}),
+                         (f"/api/projects/{old}/buzz", {"perPage": "2.5"}),
+                         (f"/api/projects/{old}/help-wanted", {"status": "nope"}),
+                         (f"/api/projects/{old}/updates/abc", {}),
+                         ("/api/projects", {"ID": str(legacy), "page": "0"}),
+                         ("/api/projects", {"ID": str(legacy), "stage": "nope"})]:
+        answer = client.simulate_get(path, params=params)
+        assert answer.status_code == 400, (path, params, answer.status_code)
 
     # an unrelated reload (the incremental path) keeps both
     world.commit_upstream({"projects/zz-unrelated.toml": project_toml("zz-unrelated", "Unrelated")})

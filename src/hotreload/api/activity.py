@@ -11,7 +11,7 @@ from typing import Any, cast
 import falcon
 
 from hotreload.api.errors import ApiError, bad_request
-from hotreload.api.read import _int_param, _ok, _snapshot, live_project, page_of, tag_params, whole_number
+from hotreload.api.read import _int_param, _ok, _snapshot, live_project, page_of, paging, tag_params, whole_number
 from hotreload.data.records import (
     ROLE_STATUSES,
     HelpWantedRole,
@@ -37,10 +37,11 @@ class ProjectUpdatesResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         snap = _snapshot(self.holder, resp)
+        pages = paging(req)
         project = live_project(req, snap, slug, "/updates")
         updates = cast(list[ProjectUpdate], _children(snap, "updates_by_project", "project-updates", project))
         updates.sort(key=lambda u: -u.number)
-        page_of(req, resp, snap, updates, lambda u: {**to_json_dict(u), "project": project.slug})
+        page_of(resp, snap, pages, updates, lambda u: {**to_json_dict(u), "project": project.slug})
 
 
 class ProjectUpdateResource:
@@ -51,10 +52,10 @@ class ProjectUpdateResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str, number: str) -> None:
         snap = _snapshot(self.holder, resp)
-        project = live_project(req, snap, slug, f"/updates/{number}")
         n = whole_number(number)
         if n is None or n < 1:
             raise bad_request("number", "must be a whole number from 1")
+        project = live_project(req, snap, slug, f"/updates/{number}")
         update_id = snap.indices["update_by_project_number"].get((project.id, n))
         if update_id is None:
             raise ApiError(404, "not_found", f"project {project.slug!r} has no update {number}")
@@ -70,10 +71,11 @@ class ProjectBuzzResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         snap = _snapshot(self.holder, resp)
+        pages = paging(req)
         project = live_project(req, snap, slug, "/buzz")
         buzz = cast(list[ProjectBuzz], _children(snap, "buzz_by_project", "project-buzz", project))
         buzz.sort(key=lambda b: (b.published_at, b.slug), reverse=True)
-        page_of(req, resp, snap, buzz, lambda b: {**to_json_dict(b), "project": project.slug})
+        page_of(resp, snap, pages, buzz, lambda b: {**to_json_dict(b), "project": project.slug})
 
 
 def _status(req: falcon.Request, default: str | None) -> str | None:
@@ -100,12 +102,13 @@ class ProjectHelpWantedResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         snap = _snapshot(self.holder, resp)
-        project = live_project(req, snap, slug, "/help-wanted")
         status = _status(req, None)
+        pages = paging(req)
+        project = live_project(req, snap, slug, "/help-wanted")
         roles = cast(list[HelpWantedRole], _children(snap, "roles_by_project", "help-wanted-roles", project))
         roles = [r for r in roles if status is None or r.status == status]
         roles.sort(key=lambda r: (r.created_at, r.id), reverse=True)
-        page_of(req, resp, snap, roles, lambda r: role_json(snap, r, project.slug))
+        page_of(resp, snap, pages, roles, lambda r: role_json(snap, r, project.slug))
 
 
 class HelpWantedResource:
@@ -122,6 +125,7 @@ class HelpWantedResource:
         q = req.get_param("q")
         handles = tag_params(req)
         most = _int_param(req, "commitmentMax", -1, 0, 168)
+        pages = paging(req)
 
         def compute(s: Snapshot) -> list[tuple[HelpWantedRole, str]]:
             projects: Mapping[str, Any] = s.table("projects").by_id
@@ -147,4 +151,4 @@ class HelpWantedResource:
             return found
 
         roles = snap.cached(("help-wanted", q, status, handles, most), compute)
-        page_of(req, resp, snap, roles, lambda rp: role_json(snap, rp[0], rp[1]))
+        page_of(resp, snap, pages, roles, lambda rp: role_json(snap, rp[0], rp[1]))

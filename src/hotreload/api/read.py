@@ -35,7 +35,10 @@ def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
-def _paging(req: falcon.Request) -> tuple[int, int]:
+def paging(req: falcon.Request) -> tuple[int, int]:
+    """``page`` and ``perPage``, checked. Handlers check every parameter before they
+    look anything up: a bad one is a 400 even where the record moved (no 301 that
+    would carry the bad query on)."""
     return _int_param(req, "page", 1, 1, 1_000_000), _int_param(req, "perPage", 20, 1, 100)
 
 
@@ -54,10 +57,10 @@ def whole_number(raw: str) -> int | None:
     return int(raw) if _DIGITS.fullmatch(raw) else None
 
 
-def page_of(req: falcon.Request, resp: falcon.Response, snap: Snapshot, items: list[Any],
+def page_of(resp: falcon.Response, snap: Snapshot, pages: tuple[int, int], items: list[Any],
             render: Callable[[Any], Any]) -> None:
-    """One page of ``items`` (``page``, ``perPage``), rendered, with the total."""
-    page, per_page = _paging(req)
+    """One page of ``items`` (``pages`` from :func:`paging`), rendered, with the total."""
+    page, per_page = pages
     start = (page - 1) * per_page
     _ok(resp, snap, [render(x) for x in items[start:start + per_page]],
         {"total": len(items), "page": page, "perPage": per_page})
@@ -221,18 +224,18 @@ class ProjectsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         snap = _snapshot(self.holder, resp)
-        _legacy_redirect(req, snap, "project")
-        legacy_id = _legacy_id(req, "legacyId")
-        if legacy_id is not None:
-            found = _by_legacy_id(snap, "project_by_legacy_id", "projects", legacy_id)
-            page_of(req, resp, snap, [found] if found else [], lambda p: project_json(snap, p))
-            return
         q = req.get_param("q")
         stage = req.get_param("stage")
         if stage is not None and stage not in STAGES:
             raise bad_request("stage", f"must be one of {', '.join(STAGES)}")
         handles = tag_params(req)
-        page, per_page = _paging(req)
+        page, per_page = paging(req)
+        legacy_id = _legacy_id(req, "legacyId")
+        _legacy_redirect(req, snap, "project")
+        if legacy_id is not None:
+            found = _by_legacy_id(snap, "project_by_legacy_id", "projects", legacy_id)
+            page_of(resp, snap, (page, per_page), [found] if found else [], lambda p: project_json(snap, p))
+            return
         results, facets = snap.cached(("projects", q, stage, handles),
                                       lambda s: _project_query(s, q, stage, handles))
         start = (page - 1) * per_page
@@ -264,14 +267,15 @@ class PeopleResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         snap = _snapshot(self.holder, resp)
-        _legacy_redirect(req, snap, "person")
+        pages = paging(req)
         legacy_id = _legacy_id(req, "legacyId")
+        _legacy_redirect(req, snap, "person")
         if legacy_id is not None:
             found = _by_legacy_id(snap, "person_by_legacy_id", "people", legacy_id)
             people = [found] if found else []
         else:
             people = _ordered(snap, "people", req.get_param("q"))
-        page_of(req, resp, snap, people, lambda p: person_json(snap, p))
+        page_of(resp, snap, pages, people, lambda p: person_json(snap, p))
 
 
 class PersonResource:

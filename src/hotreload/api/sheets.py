@@ -13,7 +13,7 @@ from typing import Any
 import falcon
 
 from hotreload.api.errors import ApiError
-from hotreload.api.read import _ok, _snapshot, page_of
+from hotreload.api.read import _ok, _snapshot, page_of, paging
 from hotreload.data.records import RECORD_TYPES, Entry, to_json_dict
 from hotreload.data.sheets import Sheet
 from hotreload.data.snapshot import Snapshot, SnapshotHolder
@@ -53,10 +53,11 @@ class SheetResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, sheet: str) -> None:
         snap = _snapshot(self.holder, resp)
+        pages = paging(req)
         found = _sheet(snap, sheet)
         table = snap.table(sheet)
         paths = snap.cached(("sheet-paths", sheet), lambda s: sorted(s.table(sheet).id_by_path))
-        page_of(req, resp, snap, paths,
+        page_of(resp, snap, pages, paths,
                 lambda p: _entry_json(found, p, table.by_id[table.id_by_path[p]]))
 
 
