@@ -41,6 +41,9 @@ class Settings:
     """``host:port`` of the replicas a webhook is forwarded to (a name may resolve to several)."""
     min_commit_wait_seconds: float = 5.0
     """How long a read with ``X-Data-Min-Commit`` waits for a reload before 503."""
+    snapshot_cache: bool = True
+    """Keep the built snapshot in the clone (``hotreload-snapshot.cache``) so a restart
+    costs the change since, not a full build."""
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -73,6 +76,7 @@ class Settings:
         switch = _positive_float(env, "CFP_SWITCH_INTERVAL_MS", 0.5, unit="milliseconds")
         poll = _positive_float(env, "CFP_DATA_POLL_SECONDS", 60.0, allow_zero=True)
         min_commit_wait = _positive_float(env, "CFP_DATA_MIN_COMMIT_WAIT_SECONDS", 5.0)
+        snapshot_cache = _switch(env, "CFP_SNAPSHOT_CACHE", True)
         peers = parse_peers(env.get("CFP_RELOAD_PEERS", ""))
         if peers and secret is None:
             raise ConfigError("CFP_RELOAD_PEERS is set but CFP_DATA_RELOAD_SECRET is not: forwarded webhooks "
@@ -96,6 +100,7 @@ class Settings:
             poll_seconds=poll,
             reload_peers=peers,
             min_commit_wait_seconds=min_commit_wait,
+            snapshot_cache=snapshot_cache,
         )
 
 
@@ -139,6 +144,19 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         raise ConfigError(f"{name} holds a space or a character outside printable ASCII, which no "
                           "Authorization header can carry; generate one with: openssl rand -base64 48")
     return value
+
+
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _ON + _OFF:
+        raise ConfigError(f"{name} is {env[name]!r}; it must be 1 or 0 (true/false, yes/no and on/off "
+                          "are accepted too)")
+    return raw in _ON
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False,

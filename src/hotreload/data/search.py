@@ -132,6 +132,24 @@ class SearchIndex:
                     )
         return SearchIndex(uri, conn)
 
+    def image(self) -> bytes:
+        """The database as bytes (SQLite's serialize), for the snapshot cache."""
+        with self._lock:
+            return self._conn.serialize()
+
+    @classmethod
+    def from_image(cls, image: bytes) -> SearchIndex:
+        """An index from :meth:`image`'s bytes. (A deserialized database is private
+        to its connection, so it is copied into a shared one for the readers.)"""
+        private = sqlite3.connect(":memory:")
+        try:
+            private.deserialize(image)
+            uri, conn = _new_database()
+            private.backup(conn)
+        finally:
+            private.close()
+        return cls(uri, conn)
+
     def search(self, table: SearchTable, query: str) -> list[str]:
         """Ids of matching records, best match first."""
         expression = match_expression(query)

@@ -19,12 +19,14 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import IO
 
 from hotreload.config import ConfigError, Settings
+from hotreload.data.cache import SnapshotCache
 from hotreload.data.records import RecordError
-from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_full
+from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_full, build_incremental
 from hotreload.git.push import PushDaemon
 from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare, origin_url, redact
 from hotreload.git.upkeep import UpkeepDaemon
@@ -59,6 +61,7 @@ class Runtime:
     instance_lock: IO[str] | None = None
     poller: Poller | None = None
     peers: PeerNotifier | None = None
+    snapshot_cache: SnapshotCache | None = None
 
     def close(self) -> None:
         if self.poller is not None:
@@ -69,6 +72,8 @@ class Runtime:
             self.upkeep.stop()
         if self.push_daemon is not None:
             self.push_daemon.stop()
+        if self.snapshot_cache is not None and self.instance_lock is not None:
+            _save_cache(self.snapshot_cache, self.holder, "stop")
         self.repo.close()
         if self.instance_lock is not None:
             self.instance_lock.close()  # releases the lock
@@ -133,6 +138,46 @@ def _before_change(repo: GitRepo, commit: str, path: str) -> str | None:
             return parent
         current = repo.commit(parent)
     return None
+
+
+def _from_cache(cache: SnapshotCache, repo: GitRepo, local: str) -> Snapshot | None:
+    """The snapshot of ``local`` derived from the cached one (the incremental build a
+    reload uses, from the cache's commit), or None: no usable cache, or the change
+    since does not build (the full build then finds out what to serve)."""
+    loaded = cache.load(repo)
+    if loaded is None:
+        return None
+    cached = loaded.snapshot
+    started = time.perf_counter()
+    try:
+        snapshot = build_incremental(repo, cached, local) if cached.commit != local else cached
+    except Exception as exc:  # the full build's fallbacks handle a head that does not build
+        log.warning("snapshot cache at %s, but the change to %s does not build (%s); building in full",
+                    cached.commit[:12], local[:12], exc)
+        return None
+    derive_ms = (time.perf_counter() - started) * 1000
+    moved = f", then its {sum(snapshot.changes.as_dict().values())} changed records up to {local[:12]} " \
+        f"in {derive_ms:.0f} ms" if snapshot is not cached else ""
+    log.info("loaded the snapshot of %s from %s in %.0f ms%s", cached.commit[:12], cache.path,
+             loaded.read_ms, moved,
+             extra={"commit": local, "cachedCommit": cached.commit, "records": snapshot.record_counts(),
+                    "readMs": round(loaded.read_ms, 1), "deriveMs": round(derive_ms, 1), "from": "cache"})
+    return snapshot
+
+
+def _save_cache(cache: SnapshotCache, holder: SnapshotHolder, when: str) -> None:
+    """Write the served snapshot as the cache, unless it already is, or it is not the
+    branch head (degraded). A failure is logged: the cache only ever saves time."""
+    snapshot = holder.current
+    if holder.degraded is not None or cache.names() == snapshot.commit:
+        return
+    try:
+        took = cache.save(snapshot)
+    except Exception:  # a full disk, say: the next start builds in full
+        log.exception("could not write the snapshot cache %s", cache.path)
+        return
+    log.info("wrote the snapshot cache at %s (%s) in %.0f ms", snapshot.commit[:12], when, took,
+             extra={"commit": snapshot.commit, "writeMs": round(took, 1), "when": when})
 
 
 def open_repository(settings: Settings) -> GitRepo:
@@ -213,20 +258,26 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
         raise ConfigError(f"CFP_DATA_BRANCH: branch {branch!r} does not exist in {repo.path} "
                           f"(branches: {known or 'none'})")
     degraded = None
-    try:
-        snapshot = build_full(repo, local)
-    except Exception as exc:  # a record, a missing object, anything: never a crash loop
-        snapshot = _newest_that_builds(repo, branch, local, exc)
-        degraded = (f"the data at {branch} ({local[:12]}) does not build: {exc}; serving "
-                    f"{snapshot.commit[:12]}, the newest commit before it that does, and refusing "
-                    "writes; fix the record on the branch and reload")
-        log.error("hot-reload: %s", degraded, extra={"outcome": "degraded", "branch": branch,
-                                                     "headCommit": local, "servedCommit": snapshot.commit,
-                                                     "path": getattr(exc, "path", None)})
-    log.info("loaded %s at %s in %.0f ms", branch, snapshot.commit[:12], snapshot.build_ms,
-             extra={"commit": snapshot.commit, "records": snapshot.record_counts(),
-                    "buildMs": round(snapshot.build_ms, 1)})
+    cache = SnapshotCache(repo.path) if settings.snapshot_cache else None
+    snapshot = _from_cache(cache, repo, local) if cache is not None else None
+    built_in_full = snapshot is None
+    if snapshot is None:
+        try:
+            snapshot = build_full(repo, local)
+        except Exception as exc:  # a record, a missing object, anything: never a crash loop
+            snapshot = _newest_that_builds(repo, branch, local, exc)
+            degraded = (f"the data at {branch} ({local[:12]}) does not build: {exc}; serving "
+                        f"{snapshot.commit[:12]}, the newest commit before it that does, and refusing "
+                        "writes; fix the record on the branch and reload")
+            log.error("hot-reload: %s", degraded, extra={"outcome": "degraded", "branch": branch,
+                                                         "headCommit": local, "servedCommit": snapshot.commit,
+                                                         "path": getattr(exc, "path", None)})
+        log.info("loaded %s at %s in %.0f ms", branch, snapshot.commit[:12], snapshot.build_ms,
+                 extra={"commit": snapshot.commit, "records": snapshot.record_counts(),
+                        "buildMs": round(snapshot.build_ms, 1), "from": "full build"})
     holder = SnapshotHolder(snapshot, degraded)
+    if cache is not None and built_in_full:
+        _save_cache(cache, holder, "start")  # before serving: a crash from here on restarts in O(change)
     release_free_memory()  # the start-up build's objects frozen: later collections scan one reload's work
     metrics = Metrics()
     metrics.watch_records(lambda: holder.current.record_counts())
@@ -240,7 +291,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
     writer = Writer(repo, holder, lock, branch, push_daemon)
     runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
-                      push_daemon, instance_lock=instance_lock)
+                      push_daemon, instance_lock=instance_lock, snapshot_cache=cache)
     if push_daemon is not None:
         # another replica (or author) moved the branch: rebase our writes onto it now
         push_daemon.on_rejected = lambda: reloader.reload(trigger="push-rejected")

@@ -1,0 +1,193 @@
+"""The snapshot cache: the built snapshot kept next to the clone, so a restart
+costs the change since it was written, not a full build.
+
+One file, ``<clone>/hotreload-snapshot.cache``::
+
+    hotreload-snapshot 1\\n
+    {"stamp": ..., "commit": ..., "tree": ..., "sha256": ..., "payload": N, "search": M}\\n
+    payload: N bytes, a pickle of the snapshot's sheets, config blobs, tables and indices
+    search:  M bytes, the search database's image (SQLite's serialize)
+
+It is written to a temporary file in the same directory, flushed to disk and
+renamed over the old one, so a crash leaves the old file or the new one, never
+half of one. Only the process holding the clone's instance lock writes it (at
+start, after a full build, and at a clean stop).
+
+It is used only when every check passes; anything else is one log line saying
+why and a full build, never a wrong answer:
+
+* the first line and the ``stamp``: a hash of the code that decides what a
+  snapshot holds (this package's data modules, Python's and SQLite's versions),
+  so a cache written by other code is never read;
+* the ``commit`` exists in the repository and its tree is the header's ``tree``;
+* the bytes' SHA-256 is the header's ``sha256`` (a torn or corrupted file).
+
+Then the service derives the branch head's snapshot from it with the same
+incremental build a reload uses (O(change); nothing when the branch has not
+moved). The cache is as trusted as the clone it sits in: anyone who can write
+it can already rewrite the data's refs.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import pickle
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+import msgspec
+
+from hotreload import __version__
+from hotreload.data import records, search, sheets, snapshot
+from hotreload.data.search import SearchIndex
+from hotreload.data.snapshot import Changes, Snapshot
+from hotreload.git.repo import GitRepo
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "hotreload-snapshot.cache"
+MAGIC = b"hotreload-snapshot 1\n"
+MAX_HEADER = 4096
+
+
+def code_stamp() -> str:
+    """What decides a snapshot's contents: the data modules' source (records,
+    sheets, snapshot, search, this one), the package, msgspec, Python and SQLite
+    versions. Any change to any of them makes every cache written before stale."""
+    digest = hashlib.sha256()
+    for module in (records, sheets, snapshot, search, sys.modules[__name__]):
+        with open(module.__file__ or "", "rb") as source:
+            digest.update(source.read())
+    digest.update(f"{__version__} {msgspec.__version__} {sys.version} {sqlite3.sqlite_version}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    snapshot: Snapshot
+    """The cached snapshot, of the commit the cache names (not yet the branch head)."""
+    read_ms: float
+
+
+class SnapshotCache:
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, CACHE_FILE)
+
+    def load(self, repo: GitRepo) -> Loaded | None:
+        """The cached snapshot, or None (and one log line saying why) when there is
+        no cache or any check fails."""
+        started = time.perf_counter()
+        try:
+            with open(self.path, "rb") as handle:
+                header, payload, image = _read(handle)
+        except FileNotFoundError:
+            log.info("no snapshot cache at %s; building in full", self.path)
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("snapshot cache %s unreadable (%s); building in full", self.path, exc)
+            return None
+        if header.get("stamp") != code_stamp():
+            log.info("snapshot cache %s was written by other code; building in full", self.path)
+            return None
+        commit, tree = str(header.get("commit")), str(header.get("tree"))
+        try:
+            actual = repo.tree_of(commit)
+        except Exception:  # not in the repository (a force-push and a gc), or not a commit
+            log.warning("snapshot cache %s names commit %s, which this repository does not have; "
+                        "building in full", self.path, commit[:12])
+            return None
+        if actual != tree:
+            log.warning("snapshot cache %s says commit %s has tree %s, but it has %s; building in full",
+                        self.path, commit[:12], tree[:12], actual[:12])
+            return None
+        try:
+            snap = _decode(commit, tree, payload, image, started)
+        except Exception as exc:  # a stamp collision or a bug: never worse than a full build
+            log.warning("snapshot cache %s could not be decoded (%s); building in full", self.path, exc)
+            return None
+        return Loaded(snap, (time.perf_counter() - started) * 1000)
+
+    def save(self, snap: Snapshot) -> float:
+        """Write ``snap`` as the cache (atomically); returns milliseconds taken."""
+        started = time.perf_counter()
+        image = snap.search.image()
+        payload = pickle.dumps(_payload(snap), protocol=pickle.HIGHEST_PROTOCOL)
+        digest = hashlib.sha256(payload)
+        digest.update(image)
+        header = json.dumps({"stamp": code_stamp(), "commit": snap.commit, "tree": snap.tree,
+                             "sha256": digest.hexdigest(), "payload": len(payload),
+                             "search": len(image)}).encode()
+        fd, tmp = tempfile.mkstemp(prefix=".hotreload-snapshot-", dir=os.path.dirname(self.path) or ".")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(MAGIC + header + b"\n")
+                out.write(payload)
+                out.write(image)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return (time.perf_counter() - started) * 1000
+
+    def names(self) -> str | None:
+        """The commit the cache file says it holds (header only, unchecked), or None."""
+        try:
+            with open(self.path, "rb") as handle:
+                if handle.read(len(MAGIC)) != MAGIC:
+                    return None
+                return str(json.loads(handle.readline(MAX_HEADER)).get("commit"))
+        except (OSError, ValueError):
+            return None
+
+
+def _payload(snap: Snapshot) -> tuple[Any, ...]:
+    return (snap.sheets, dict(snap.config_blobs), dict(snap.tables), dict(snap.indices))
+
+
+def _read(handle: IO[bytes]) -> tuple[Mapping[str, Any], bytes, bytes]:
+    if handle.read(len(MAGIC)) != MAGIC:
+        raise ValueError("not a snapshot cache of this format")
+    line = handle.readline(MAX_HEADER)
+    if not line.endswith(b"\n"):
+        raise ValueError("header cut short")
+    header = json.loads(line)
+    if not isinstance(header, dict):
+        raise ValueError("header is not an object")
+    payload_size, image_size = int(header.get("payload", -1)), int(header.get("search", -1))
+    if payload_size < 0 or image_size < 0:
+        raise ValueError("header has no sizes")
+    payload, image = handle.read(payload_size), handle.read(image_size)
+    if len(payload) != payload_size or len(image) != image_size or handle.read(1):
+        raise ValueError("file is not the size its header says (cut short or appended to)")
+    digest = hashlib.sha256(payload)
+    digest.update(image)
+    if digest.hexdigest() != header.get("sha256"):
+        raise ValueError("checksum does not match (the file is damaged)")
+    return header, payload, image
+
+
+def _decode(commit: str, tree: str, payload: bytes, image: bytes, started: float) -> Snapshot:
+    enabled = gc.isenabled()
+    gc.disable()  # a million new objects would start a collection every 700 of them
+    try:
+        sheet_configs, config_blobs, tables, indices = pickle.loads(payload)  # see module docstring
+    finally:
+        if enabled:
+            gc.enable()
+    search_index = SearchIndex.from_image(image)
+    return Snapshot(commit=commit, tree=tree, sheets=sheet_configs, config_blobs=config_blobs,
+                    tables=tables, indices=indices, search=search_index,
+                    changes=Changes(added=sum(len(t) for t in tables.values())),
+                    build_ms=(time.perf_counter() - started) * 1000,
+                    changed_in={s.name: commit for s in sheet_configs})

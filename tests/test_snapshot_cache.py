@@ -1,0 +1,183 @@
+"""The snapshot cache (data/cache.py): a restart reads the snapshot the last run
+built and derives the branch head from it; a missing, stale or damaged cache only
+costs a full build. The oracle is always a full build of the same commit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hotreload.config import ConfigError, Settings
+from hotreload.corpus import make_corpus, write_corpus
+from hotreload.data import cache as cache_module
+from hotreload.data.cache import CACHE_FILE, MAGIC, SnapshotCache
+from hotreload.data.search import TABLES
+from hotreload.data.snapshot import build_full, build_incremental
+from hotreload.git.repo import GitRepo
+from hotreload.service.runtime import boot
+from tests.conftest import World, git, project_toml
+from tests.test_incremental import OPS, apply_ops, snapshot_state
+
+
+def ranked_state(snap: Any) -> dict[str, Any]:
+    """``snapshot_state`` plus search results in rank order (the cache keeps the
+    database itself, so even the ranking must be the full build's)."""
+    state = snapshot_state(snap)
+    for word in ("civic", "data", "map", "open"):
+        state[f"ranked:{word}"] = {name: snap.search.search(t, word) for name, t in TABLES.items()}
+    return state
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), records=st.integers(10, 50),
+       steps=st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10**6), st.integers(0, 10**6)),
+                               min_size=0, max_size=6), min_size=1, max_size=3))
+def test_a_cached_snapshot_and_what_is_derived_from_it_equal_full_builds(
+        seed: int, records: int, steps: list[list[tuple[str, int, int]]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_corpus(f"{tmp}/r.git", make_corpus(records, seed=seed))
+        repo = GitRepo(f"{tmp}/r.git")
+        cache = SnapshotCache(tmp)
+        snap = build_full(repo, repo.branch_commit("published") or "")
+        for i, ops in enumerate(steps):
+            cache.save(snap)
+            commit = apply_ops(repo, snap, ops, seed + i)
+            loaded = cache.load(repo)
+            assert loaded is not None
+            assert loaded.snapshot.commit == snap.commit
+            assert ranked_state(loaded.snapshot) == ranked_state(build_full(repo, snap.commit))
+            derived = build_incremental(repo, loaded.snapshot, commit)
+            assert snapshot_state(derived) == snapshot_state(build_full(repo, commit))
+            snap = derived
+        repo.close()
+
+
+def full_build(world: World, commit: str) -> Any:
+    repo = GitRepo(str(world.clone))
+    try:
+        return build_full(repo, commit)
+    finally:
+        repo.close()
+
+
+def served_from(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [getattr(r, "from") for r in caplog.records if hasattr(r, "from")]
+
+
+def test_a_restart_reads_the_cache_and_derives_what_changed_since(world: World,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    first = boot(world.settings())
+    cache = SnapshotCache(str(world.clone))
+    assert cache.names() == first.holder.current.commit  # written at start, before serving
+    first.close()
+    head = world.commit_upstream({"projects/zz-after-stop.toml": project_toml("zz-after-stop", "After stop")})
+    git("--git-dir", str(world.clone), "fetch", "-q", str(world.origin), "published:published")  # moved while stopped
+    caplog.clear()
+    second = boot(world.settings())
+    try:
+        assert served_from(caplog) == ["cache"]
+        snap = second.holder.current
+        assert snap.commit == head and snap.project_by_slug("zz-after-stop") is not None
+        assert snapshot_state(snap) == snapshot_state(full_build(world, head))
+    finally:
+        second.close()
+    assert cache.names() == head  # the stop wrote the served snapshot
+
+
+def test_a_stop_writes_the_snapshot_a_reload_served(world: World) -> None:
+    runtime = boot(world.settings())
+    head = world.commit_upstream({"projects/zz-reloaded.toml": project_toml("zz-reloaded", "Reloaded")})
+    runtime.reloader.reload(head)
+    assert SnapshotCache(str(world.clone)).names() != head
+    runtime.close()
+    assert SnapshotCache(str(world.clone)).names() == head
+
+
+def _rewrite_header(path: Path, **changes: str) -> None:
+    data = path.read_bytes()
+    end = data.index(b"\n", len(MAGIC))
+    header = json.loads(data[len(MAGIC):end])
+    header.update(changes)
+    path.write_bytes(MAGIC + json.dumps(header).encode() + data[end:])
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "a flipped byte": (_flip_last_byte, "checksum does not match"),
+    "cut short": (lambda p: p.write_bytes(p.read_bytes()[:-100]), "not the size its header says"),
+    "appended to": (lambda p: p.write_bytes(p.read_bytes() + b"x"), "not the size its header says"),
+    "not a cache": (lambda p: p.write_bytes(b"PK\x03\x04 something else"), "not a snapshot cache"),
+    "another commit": (lambda p: _rewrite_header(p, commit="0" * 40), "which this repository does not have"),
+    "another tree": (lambda p: _rewrite_header(p, tree="0" * 40), "but it has"),
+    "other code": (lambda p: _rewrite_header(p, stamp="0" * 64), "written by other code"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_or_stale_cache_costs_a_full_build_never_a_wrong_answer(
+        world: World, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    boot(world.settings()).close()
+    spoil, why = DAMAGE[damage]
+    spoil(world.clone / CACHE_FILE)
+    caplog.set_level(logging.INFO)
+    runtime = boot(world.settings())
+    try:
+        assert served_from(caplog) == ["full build"]
+        assert any(why in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+        assert snapshot_state(runtime.holder.current) == snapshot_state(full_build(world, world.origin_head()))
+        assert SnapshotCache(str(world.clone)).names() == world.origin_head()  # and a good one replaces it
+    finally:
+        runtime.close()
+
+
+def test_a_cache_that_does_not_decode_costs_a_full_build(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    boot(world.settings()).close()
+
+    def broken(*_: object) -> None:
+        raise ModuleNotFoundError("No module named 'hotreload.data.gone'")
+
+    monkeypatch.setattr(cache_module, "_decode", broken)
+    caplog.set_level(logging.INFO)
+    runtime = boot(world.settings())
+    try:
+        assert served_from(caplog) == ["full build"]
+        assert any("could not be decoded" in r.getMessage() for r in caplog.records)
+    finally:
+        runtime.close()
+
+
+def test_a_head_that_does_not_build_is_not_served_from_the_cache(world: World) -> None:
+    boot(world.settings()).close()
+    cached = SnapshotCache(str(world.clone)).names()
+    world.commit_upstream({"projects/zz-broken.toml": 'id = "not a uuid"\nslug = "zz-broken"\n'})
+    git("--git-dir", str(world.clone), "fetch", "-q", str(world.origin), "published:published")
+    runtime = boot(world.settings())
+    try:  # as without a cache: the newest commit that builds, degraded, and the cache is left alone
+        assert runtime.holder.degraded is not None
+        assert runtime.holder.current.commit == cached
+    finally:
+        runtime.close()
+    assert SnapshotCache(str(world.clone)).names() == cached
+
+
+def test_the_cache_can_be_switched_off(world: World) -> None:
+    boot(world.settings(snapshot_cache=False)).close()
+    assert not (world.clone / CACHE_FILE).exists()
+    assert Settings.from_env({**world.env(), "CFP_SNAPSHOT_CACHE": "off"}).snapshot_cache is False
+    assert Settings.from_env(world.env()).snapshot_cache is True
+    with pytest.raises(ConfigError, match="CFP_SNAPSHOT_CACHE is 'maybe'; it must be 1 or 0"):
+        Settings.from_env({**world.env(), "CFP_SNAPSHOT_CACHE": "maybe"})
