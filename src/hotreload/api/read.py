@@ -4,9 +4,11 @@ that snapshot only; ``X-Data-Commit`` names its commit."""
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import Any, cast
 
 import falcon
@@ -178,39 +180,55 @@ def _ordered(snap: Snapshot, sheet: str, q: str | None) -> list[Any]:
 
 def _project_query(snap: Snapshot, q: str | None, stage: str | None,
                    handles: tuple[str, ...]) -> tuple[list[Project], dict[str, Any]]:
-    """Matching projects and the facets, for one snapshot and one query."""
+    """Matching projects and the facets, for one snapshot and one query.
+
+    A namespace's facet counts the projects that pass every other filter (the
+    stage, and the tags asked for in the other namespaces), so picking a tag does
+    not hide its siblings. Counting is one C-level ``Counter`` pass over the
+    matches' tag sets in the common case (no tag asked for); with tag filters, a
+    project adds to every facet when it passes all of them, and to one facet when
+    it fails only that namespace's."""
     tag_index = snap.indices["tag_by_handle"]
     tags = cast(Mapping[str, Tag], snap.table("tags").by_id)
+    by_taggable = snap.indices["tags_by_taggable"]
     wanted: dict[str, set[str | None]] = {}
     for handle in handles:
         wanted.setdefault(handle.split(".", 1)[0], set()).add(tag_index.get(handle))
 
-    results: list[Project] = []
-    stage_counts: Counter[str] = Counter()
-    facet_counts: dict[str, Counter[str]] = {ns: Counter() for ns in TAG_NAMESPACES}
-    for project in _ordered(snap, "projects", q):
-        tag_ids = snap.tag_ids_of("project", project.id)
-        ns_ok = {ns: ids <= tag_ids for ns, ids in wanted.items()}
-        stage_ok = stage is None or project.stage == stage
-        if all(ns_ok.values()):
-            stage_counts[project.stage] += 1
-            if stage_ok:
-                results.append(project)
-        if not stage_ok:
-            continue
-        for ns in TAG_NAMESPACES:
-            # a namespace's facet ignores that namespace's own filter
-            if all(ok for other, ok in ns_ok.items() if other != ns):
-                for tag_id in tag_ids:
-                    tag = tags.get(tag_id)
-                    if tag is not None and tag.namespace == ns:
-                        facet_counts[ns][tag_id] += 1
+    matches: list[Project] = _ordered(snap, "projects", q)
+    none: frozenset[str] = frozenset()
+    every_facet: Counter[str] = Counter()  # tag id -> projects that pass every filter
+    own_facet: dict[str, Counter[str]] = {ns: Counter() for ns in TAG_NAMESPACES}  # fail only ns's own
+    if not wanted:
+        stage_counts: Counter[str] = Counter(p.stage for p in matches)
+        results = matches if stage is None else [p for p in matches if p.stage == stage]
+        every_facet.update(chain.from_iterable(by_taggable.get(("project", p.id), none) for p in results))
+    else:
+        stage_counts = Counter()
+        results = []
+        for project in matches:
+            tag_ids = by_taggable.get(("project", project.id), none)
+            failed = [ns for ns, ids in wanted.items() if not ids <= tag_ids]
+            stage_ok = stage is None or project.stage == stage
+            if not failed:
+                stage_counts[project.stage] += 1
+                if stage_ok:
+                    results.append(project)
+                    every_facet.update(tag_ids)
+            elif len(failed) == 1 and stage_ok:
+                own_facet[failed[0]].update(tag_ids)
 
+    facet_counts: dict[str, Counter[str]] = {ns: Counter() for ns in TAG_NAMESPACES}
+    for counts, only in [(every_facet, None), *((c, ns) for ns, c in own_facet.items())]:
+        for tag_id, n in counts.items():
+            tag = tags.get(tag_id)
+            if tag is not None and (only is None or tag.namespace == only):
+                facet_counts[tag.namespace][tag_id] += n
     facets: dict[str, Any] = {
         FACET_NAMES[ns]: [
             {"handle": t.handle, "slug": t.slug, "title": t.title, "count": n}
-            for t, n in sorted(((tags[i], n) for i, n in counts.items()),
-                               key=lambda tn: (-tn[1], tn[0].handle))[:FACET_SIZE]
+            for t, n in heapq.nsmallest(FACET_SIZE, ((tags[i], n) for i, n in counts.items()),
+                                        key=lambda tn: (-tn[1], tn[0].handle))
         ]
         for ns, counts in facet_counts.items()
     }
