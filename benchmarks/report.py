@@ -100,12 +100,15 @@ def report(doc: dict[str, Any]) -> tuple[str, dict[str, list[tuple[int, float]]]
         build = data.get(("test_full_build", size, ""))
         start = data.get(("test_process_cold_start", size, ""))
         floor = data.get(("test_floor_cat_file_and_tomllib", size, ""))
+        restart = data.get(("test_process_restart_with_snapshot_cache", size, ""))
         if build and start and floor:
             rows.append([f"{records_of(size):,}", fmt(build["median_ms"]), fmt(start["median_ms"]),
-                         fmt(floor["median_ms"]), f"{start['median_ms'] / floor['median_ms']:.2f}x"])
+                         fmt(floor["median_ms"]), f"{start['median_ms'] / floor['median_ms']:.2f}x",
+                         fmt(restart["median_ms"]) if restart else "-",
+                         f"1/{start['median_ms'] / restart['median_ms']:.1f}" if restart else "-"])
     lines += ["## Cold start (medians, ms)", "", table(
         ["records", "full build (in-process)", "process start to healthy", "floor: cat-file + tomllib",
-         "start/floor"], rows), ""]
+         "start/floor", "restart from the snapshot cache", "restart/start"], rows), ""]
 
     rows = []
     for size in sizes:
