@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 import typing
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
+import tomli
 from msgspec import Meta
 
 from hotreload.data.sheets import Sheet
@@ -327,10 +327,12 @@ def _unescape(match: re.Match[str]) -> str:
 
 
 def parse_flat_toml(text: str) -> dict[str, Any] | None:
-    """A fast path for flat records: the table ``tomllib`` would return, or None
+    """A fast path for flat records: the table a TOML parser would return, or None
     when the text uses anything else (tables, arrays, comments, multi-line or
-    literal strings, dates, floats, CRLF, ...), which then goes to ``tomllib``.
-    A property test checks it agrees with ``tomllib`` whenever it answers."""
+    literal strings, dates, floats, CRLF, ...), which then goes to ``tomli``
+    (compiled; 1.7x the standard library's ``tomllib``, which it is the origin of:
+    specs/decisions.md, 52). A property test checks it agrees with ``tomllib``
+    whenever it answers."""
     table: dict[str, Any] = {}
     for line in text.split("\n"):
         if not line:
@@ -340,7 +342,7 @@ def parse_flat_toml(text: str) -> dict[str, Any] | None:
             return None
         key, string, integer, boolean = match.groups()
         if key in table:
-            return None  # a duplicate key: let tomllib report it
+            return None  # a duplicate key: let tomli report it
         if string is not None:
             if "\\" in string:
                 try:
@@ -360,7 +362,7 @@ def parse_toml(data: bytes) -> dict[str, Any]:
     fast = parse_flat_toml(text)
     if fast is not None:
         return fast
-    return {key: _normalise(value) for key, value in tomllib.loads(text).items()}
+    return {key: _normalise(value) for key, value in tomli.loads(text).items()}
 
 
 def _json_value(value: Any) -> Any:
@@ -388,7 +390,7 @@ def parse_record(sheet: Sheet, path: str, data: bytes) -> Entry:
         raw = parse_toml(data)
     except UnicodeDecodeError:
         raise RecordError(path, "not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise RecordError(path, f"invalid TOML: {exc}") from None
     except RecursionError:
         raise RecordError(path, "invalid TOML: nested too deeply") from None
