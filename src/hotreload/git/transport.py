@@ -254,8 +254,13 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
         entries = TREES.entries(src, tree_id)
         parent = TREES.entries(src, parent_id) if parent_id is not None and has_object(src, parent_id) else {}
         # entries unchanged from the parent are skipped (the receiver has them), found by a
-        # set operation in C: a Python loop over a 150,000-entry folder cost ~100 ms a fetch
-        for name, (mode, sha) in entries.items() - parent.items():
+        # set operation in C: a Python loop over a 150,000-entry folder cost ~100 ms a fetch.
+        # ``^``, not ``-``: CPython compares two dicts' items for ``^`` by key lookups, while
+        # ``-`` hashes every (name, (mode, sha)) pair: 17-21 ms against 91-116 ms on ``people/``
+        # at 500k, one C call holding the GIL, so every reader waited for it (decision 53)
+        for name, (mode, sha) in entries.items() ^ parent.items():
+            if entries.get(name) != (mode, sha):
+                continue  # the parent's side of a changed or removed entry
             before = parent.get(name)
             if stat.S_ISDIR(mode):
                 add_tree(sha, before[1] if before and stat.S_ISDIR(before[0]) else None)
