@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from benchmarks.conftest import Pair
 from benchmarks.floor import read_and_parse, record_shas
+from hotreload.data.cache import CACHE_FILE
 from hotreload.data.snapshot import build_full
 from hotreload.git.repo import GitRepo
-from hotreload.data.cache import CACHE_FILE
 from simulator.server import ServerProcess
 
 

@@ -81,6 +81,9 @@ class Loaded:
 class SnapshotCache:
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, CACHE_FILE)
+        self.holds: str | None = None
+        """The commit this process last read the cache at, or wrote it for: the file is known
+        good for it (a file naming a commit may still be damaged or from other code)."""
 
     def load(self, repo: GitRepo) -> Loaded | None:
         """The cached snapshot, or None (and one log line saying why) when there is
@@ -88,15 +91,16 @@ class SnapshotCache:
         started = time.perf_counter()
         try:
             with open(self.path, "rb") as handle:
-                header, payload, image = _read(handle)
+                header = _read_header(handle)
+                if header.get("stamp") != code_stamp():  # before reading hundreds of MB for nothing
+                    log.info("snapshot cache %s was written by other code; building in full", self.path)
+                    return None
+                payload, image = _read_body(handle, header)
         except FileNotFoundError:
             log.info("no snapshot cache at %s; building in full", self.path)
             return None
         except (OSError, ValueError) as exc:
             log.warning("snapshot cache %s unreadable (%s); building in full", self.path, exc)
-            return None
-        if header.get("stamp") != code_stamp():
-            log.info("snapshot cache %s was written by other code; building in full", self.path)
             return None
         commit, tree = str(header.get("commit")), str(header.get("tree"))
         try:
@@ -114,6 +118,7 @@ class SnapshotCache:
         except Exception as exc:  # a stamp collision or a bug: never worse than a full build
             log.warning("snapshot cache %s could not be decoded (%s); building in full", self.path, exc)
             return None
+        self.holds = commit
         return Loaded(snap, (time.perf_counter() - started) * 1000)
 
     def save(self, snap: Snapshot) -> float:
@@ -138,24 +143,25 @@ class SnapshotCache:
         except BaseException:
             os.unlink(tmp)
             raise
+        self.holds = snap.commit
         return (time.perf_counter() - started) * 1000
 
     def names(self) -> str | None:
-        """The commit the cache file says it holds (header only, unchecked), or None."""
+        """The commit the cache file's header names, when this code wrote it (the body
+        unchecked), or None: for tests and a look from outside."""
         try:
             with open(self.path, "rb") as handle:
-                if handle.read(len(MAGIC)) != MAGIC:
-                    return None
-                return str(json.loads(handle.readline(MAX_HEADER)).get("commit"))
+                header = _read_header(handle)
         except (OSError, ValueError):
             return None
+        return str(header.get("commit")) if header.get("stamp") == code_stamp() else None
 
 
 def _payload(snap: Snapshot) -> tuple[Any, ...]:
     return (snap.sheets, dict(snap.config_blobs), dict(snap.tables), dict(snap.indices))
 
 
-def _read(handle: IO[bytes]) -> tuple[Mapping[str, Any], bytes, bytes]:
+def _read_header(handle: IO[bytes]) -> Mapping[str, Any]:
     if handle.read(len(MAGIC)) != MAGIC:
         raise ValueError("not a snapshot cache of this format")
     line = handle.readline(MAX_HEADER)
@@ -164,6 +170,10 @@ def _read(handle: IO[bytes]) -> tuple[Mapping[str, Any], bytes, bytes]:
     header = json.loads(line)
     if not isinstance(header, dict):
         raise ValueError("header is not an object")
+    return header
+
+
+def _read_body(handle: IO[bytes], header: Mapping[str, Any]) -> tuple[bytes, bytes]:
     payload_size, image_size = int(header.get("payload", -1)), int(header.get("search", -1))
     if payload_size < 0 or image_size < 0:
         raise ValueError("header has no sizes")
@@ -174,7 +184,7 @@ def _read(handle: IO[bytes]) -> tuple[Mapping[str, Any], bytes, bytes]:
     digest.update(image)
     if digest.hexdigest() != header.get("sha256"):
         raise ValueError("checksum does not match (the file is damaged)")
-    return header, payload, image
+    return payload, image
 
 
 def _decode(commit: str, tree: str, payload: bytes, image: bytes, started: float) -> Snapshot:

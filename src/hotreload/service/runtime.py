@@ -166,10 +166,11 @@ def _from_cache(cache: SnapshotCache, repo: GitRepo, local: str) -> Snapshot | N
 
 
 def _save_cache(cache: SnapshotCache, holder: SnapshotHolder, when: str) -> None:
-    """Write the served snapshot as the cache, unless it already is, or it is not the
-    branch head (degraded). A failure is logged: the cache only ever saves time."""
+    """Write the served snapshot as the cache, unless this process read or wrote the
+    cache at that commit already, or it is not the branch head (degraded). A failure
+    is logged: the cache only ever saves time."""
     snapshot = holder.current
-    if holder.degraded is not None or cache.names() == snapshot.commit:
+    if holder.degraded is not None or cache.holds == snapshot.commit:
         return
     try:
         took = cache.save(snapshot)
