@@ -150,5 +150,6 @@ class HelpWantedResource:
                 found.append((role, project.slug))
             return found
 
-        roles = snap.cached(("help-wanted", q, status, handles, most), compute)
+        roles = snap.cached(("help-wanted", q, status, handles, most), compute,
+                            reads=("projects", "help-wanted-roles", "tags", "tag-assignments"))
         page_of(resp, snap, pages, roles, lambda rp: role_json(snap, rp[0], rp[1]))

@@ -21,6 +21,8 @@ from hotreload.data.snapshot import Snapshot, SnapshotHolder
 TAG_HANDLE = re.compile(r"\A(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}\Z")
 FACET_NAMES = {"topic": "byTopic", "tech": "byTech", "event": "byEvent"}
 FACET_SIZE = 10
+PROJECT_QUERY_READS = ("projects", "tags", "tag-assignments")
+"""Every sheet :func:`_project_query` reads (memo answers carry over while none changes)."""
 
 
 def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
@@ -174,7 +176,7 @@ def _ordered(snap: Snapshot, sheet: str, q: str | None) -> list[Any]:
                 (r.title if sheet == "projects" else r.full_name).lower(), r.slug))
         return [r for r in records if r.deleted_at is None]
 
-    result: list[Any] = snap.cached(("ordered", sheet, q), compute)
+    result: list[Any] = snap.cached(("ordered", sheet, q), compute, reads=(sheet,))
     return result
 
 
@@ -255,7 +257,7 @@ class ProjectsResource:
             page_of(resp, snap, (page, per_page), [found] if found else [], lambda p: project_json(snap, p))
             return
         results, facets = snap.cached(("projects", q, stage, handles),
-                                      lambda s: _project_query(s, q, stage, handles))
+                                      lambda s: _project_query(s, q, stage, handles), reads=PROJECT_QUERY_READS)
         start = (page - 1) * per_page
         data = [project_json(snap, p) for p in results[start:start + per_page]]
         _ok(resp, snap, data, {"total": len(results), "page": page, "perPage": per_page,
@@ -333,7 +335,7 @@ class TagsResource:
             return [{**to_json_dict(t), "handle": t.handle, "count": len(by_tag.get(t.id, ()))}
                     for t in tags if namespace is None or t.namespace == namespace]
 
-        data = snap.cached(("tags", namespace), compute)
+        data = snap.cached(("tags", namespace), compute, reads=("tags", "tag-assignments"))
         _ok(resp, snap, data, {"total": len(data)})
 
 
@@ -382,4 +384,5 @@ class TagResource:
                     "projects": [{"slug": p.slug, "title": p.title, "stage": p.stage} for p in found_projects],
                     "people": [{"slug": p.slug, "fullName": p.full_name} for p in found_people]}
 
-        _ok(resp, snap, snap.cached(("tag", handle), compute))
+        _ok(resp, snap, snap.cached(("tag", handle), compute,
+                                    reads=("tags", "tag-assignments", "projects", "people")))

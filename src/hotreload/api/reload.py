@@ -100,7 +100,7 @@ def render(result: ReloadResult) -> dict[str, Any]:
         data["behind"] = result.behind
     if result.rebuilt:
         data["changes"] = result.changes.as_dict()
-        data["warmed"] = {"queries": result.warmed, "ms": round(result.warm_ms, 3)}
+        data["warmed"] = {"queries": result.warmed, "carried": result.carried, "ms": round(result.warm_ms, 3)}
     data["lockHeldMs"] = round(result.lock_held_ms, 3)
     data["durationMs"] = duration
     return data

@@ -56,7 +56,7 @@ class SheetResource:
         pages = paging(req)
         found = _sheet(snap, sheet)
         table = snap.table(sheet)
-        paths = snap.cached(("sheet-paths", sheet), lambda s: sorted(s.table(sheet).id_by_path))
+        paths = snap.cached(("sheet-paths", sheet), lambda s: sorted(s.table(sheet).id_by_path), reads=(sheet,))
         page_of(resp, snap, pages, paths,
                 lambda p: _entry_json(found, p, table.by_id[table.id_by_path[p]]))
 

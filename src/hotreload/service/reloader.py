@@ -64,6 +64,8 @@ class ReloadResult:
     rewritten_from: str | None = None
     warmed: int = 0
     """Answers of the previous snapshot recomputed on the new one before the swap."""
+    carried: int = 0
+    """... and carried over as they were (none of the sheets they read changed)."""
     warm_ms: float = 0.0
 
 
@@ -273,7 +275,7 @@ class Reloader:
         rebuilt = snapshot is not None
         old_commit = base.commit
         changes = snapshot.changes if snapshot is not None else Changes()
-        warmed, warm_ms = snapshot.memo.warmed if snapshot is not None else (0, 0.0)
+        warmed, carried, warm_ms = snapshot.memo.warmed if snapshot is not None else (0, 0, 0.0)
         if rebuilt:
             del base, snapshot  # drop our references to the old snapshot, then trim
             release_free_memory()
@@ -291,6 +293,7 @@ class Reloader:
             changes=changes,
             rewritten_from=result.rewritten_from,
             warmed=warmed,
+            carried=carried,
             warm_ms=warm_ms,
         )
 
