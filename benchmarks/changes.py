@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from hotreload.git.repo import GitRepo, Signature, branch_ref
 
@@ -44,3 +50,27 @@ def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
         return commit
     finally:
         repo.close()
+
+
+BENCH_CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
+
+
+def missing_corpus(records: str) -> str | None:
+    """What to run when ``corpus-v2-<records>.git`` is not cached, else None."""
+    source = BENCH_CACHE / f"corpus-v2-{records}.git"
+    return None if source.exists() else f"no corpus at {source}: run BENCH_RECORDS={records} make bench first"
+
+
+@contextmanager
+def origin_and_clone(records: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A copy of the cached corpus ``corpus-v2-<records>.git`` as the origin and a bare
+    clone of it, in a temporary directory removed afterwards."""
+    source = BENCH_CACHE / f"corpus-v2-{records}.git"
+    root = tempfile.mkdtemp(dir=BENCH_CACHE, prefix=prefix)
+    try:
+        origin, clone = f"{root}/origin.git", f"{root}/clone.git"
+        subprocess.run(["git", "clone", "-q", "--bare", "--no-local", str(source), origin], check=True)
+        subprocess.run(["git", "clone", "-q", "--bare", origin, clone], check=True)
+        yield origin, clone
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -16,11 +16,8 @@ after 2 warm-ups, with every round.
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,11 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import edit_upstream
+from benchmarks.changes import edit_upstream, missing_corpus, origin_and_clone
 from hotreload.config import Settings
 from hotreload.service.runtime import boot
-
-CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
 
 
 def main(argv: list[str]) -> int:
@@ -42,15 +37,11 @@ def main(argv: list[str]) -> int:
         rss_reloads = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2:]
     records, label = argv[0], (argv[1] if len(argv) > 1 else "")
-    source = CACHE / f"corpus-v2-{records}.git"
-    if not source.exists():
-        print(f"no corpus at {source}: run BENCH_RECORDS={records} make bench first", file=sys.stderr)
+    missing = missing_corpus(records)
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
-    root = tempfile.mkdtemp(dir=CACHE, prefix="one-record-")
-    try:
-        origin, clone = f"{root}/origin.git", f"{root}/clone.git"
-        subprocess.run(["git", "clone", "-q", "--bare", "--no-local", str(source), origin], check=True)
-        subprocess.run(["git", "clone", "-q", "--bare", origin, clone], check=True)
+    with origin_and_clone(records, "one-record-") as (origin, clone):
         started = time.perf_counter()
         rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
         boot_s = time.perf_counter() - started
@@ -71,8 +62,6 @@ def main(argv: list[str]) -> int:
                       f"more one-record reloads ({after / steady:.2f}x); every 25: {marks}")
         finally:
             rt.close()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     median = statistics.median(times)
     print(f"{label} {records} records: cold start {boot_s:.1f} s; one-record reload median {median:.0f} ms "
           f"(1/{boot_s * 1000 / median:.0f} of the cold start); rounds {[round(t) for t in times]}")

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,12 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import edit_upstream
+from benchmarks.changes import edit_upstream, missing_corpus, origin_and_clone
 from hotreload.config import Settings
 from hotreload.data.cache import CACHE_FILE
 from hotreload.service.runtime import boot
-
-CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
 
 
 def one_start(clone: str, origin: str, cache_on: bool) -> None:
@@ -59,15 +55,11 @@ def main(argv: list[str]) -> int:
         one_start(argv[1], argv[2], argv[3] == "on")
         return 0
     records, label = argv[0], (argv[1] if len(argv) > 1 else "")
-    source = CACHE / f"corpus-v2-{records}.git"
-    if not source.exists():
-        print(f"no corpus at {source}: run BENCH_RECORDS={records} make bench first", file=sys.stderr)
+    missing = missing_corpus(records)
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
-    root = tempfile.mkdtemp(dir=CACHE, prefix="restart-")
-    try:
-        origin, clone = f"{root}/origin.git", f"{root}/clone.git"
-        subprocess.run(["git", "clone", "-q", "--bare", "--no-local", str(source), origin], check=True)
-        subprocess.run(["git", "clone", "-q", "--bare", origin, clone], check=True)
+    with origin_and_clone(records, "restart-") as (origin, clone):
 
         def start(name: str, cache_on: bool = True) -> float:
             out = subprocess.run([sys.executable, __file__, "--one-start", clone, origin, "on" if cache_on else "off"],
@@ -87,8 +79,6 @@ def main(argv: list[str]) -> int:
         edit_upstream(origin, 1)
         subprocess.run(["git", "-C", clone, "fetch", "-q", origin, "published:published"], check=True)
         local = start("restart after the local branch moved one record past the cache")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     print(f"{label} {records} records: cache file {size / 2**20:.0f} MiB; writing it added "
           f"{cold_with_write - cold:.1f} s to the cold start; restart / cold start: unchanged "
           f"1/{cold / unchanged:.0f}, one upstream edit 1/{cold / upstream:.0f}, "
