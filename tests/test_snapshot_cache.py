@@ -101,7 +101,7 @@ def test_a_stop_writes_the_snapshot_a_reload_served(world: World) -> None:
     assert SnapshotCache(str(world.clone)).names() == head
 
 
-def _rewrite_header(path: Path, **changes: str) -> None:
+def _rewrite_header(path: Path, **changes: object) -> None:
     data = path.read_bytes()
     end = data.index(b"\n", len(MAGIC))
     header = json.loads(data[len(MAGIC):end])
@@ -123,6 +123,8 @@ DAMAGE = {
     "another commit": (lambda p: _rewrite_header(p, commit="0" * 40), "which this repository does not have"),
     "another tree": (lambda p: _rewrite_header(p, tree="0" * 40), "but it has"),
     "other code": (lambda p: _rewrite_header(p, stamp="0" * 64), "written by other code"),
+    "odd header values": (lambda p: _rewrite_header(p, payload=[1]), "unreadable"),
+    "a header nested deep": (lambda p: p.write_bytes(MAGIC + b"[" * 4000 + b"\n"), "unreadable"),
 }
 
 

@@ -99,7 +99,7 @@ class SnapshotCache:
         except FileNotFoundError:
             log.info("no snapshot cache at %s; building in full", self.path)
             return None
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # whatever is wrong with the file, it only costs a full build
             log.warning("snapshot cache %s unreadable (%s); building in full", self.path, exc)
             return None
         commit, tree = str(header.get("commit")), str(header.get("tree"))
@@ -152,7 +152,7 @@ class SnapshotCache:
         try:
             with open(self.path, "rb") as handle:
                 header = _read_header(handle)
-        except (OSError, ValueError):
+        except Exception:  # no usable header
             return None
         return str(header.get("commit")) if header.get("stamp") == code_stamp() else None
 
