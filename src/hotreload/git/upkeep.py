@@ -99,7 +99,7 @@ def pack_loose_objects(repo: GitRepo) -> int:
             type_num, data = get_raw(store, sha.encode())
         except KeyError:
             continue  # pruned meanwhile by another process
-        raw.append((type_num, bytes(data), sha.encode()))
+        raw.append((type_num, data, sha.encode()))
     if len(raw) < LOOSE_OBJECT_LIMIT:
         # add_raw_objects writes small batches loose; a pack is the point here
         store.add_pack_data(len(raw), _unpacked(raw))
