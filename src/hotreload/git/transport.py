@@ -20,11 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 from dulwich.client import get_transport_and_path
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
+from dulwich.objects import Tree
 from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
 from hotreload.git.errors import PushRejected, TransportError
-from hotreload.git.objects import TREES, ZERO_SHA, RawObject, add_raw_objects, get_raw, has_object
+from hotreload.git.objects import TREE_BYTES, ZERO_SHA, RawObject, add_raw_objects, get_raw, has_object
 
 
 def redact(location: str) -> str:
@@ -250,18 +251,17 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
         if tree_id == parent_id or tree_id in seen or receiver_has(tree_id):
             return
         seen.add(tree_id)
-        take(tree_id)
-        entries = TREES.entries(src, tree_id)
-        parent = TREES.entries(src, parent_id) if parent_id is not None and has_object(src, parent_id) else {}
-        # entries unchanged from the parent are skipped (the receiver has them), found by a
-        # set operation in C: a Python loop over a 150,000-entry folder cost ~100 ms a fetch.
-        # ``^``, not ``-``: CPython compares two dicts' items for ``^`` by key lookups, while
-        # ``-`` hashes every (name, (mode, sha)) pair: 17-21 ms against 91-116 ms on ``people/``
-        # at 500k, one C call holding the GIL, so every reader waited for it (decision 53)
-        for name, (mode, sha) in entries.items() ^ parent.items():
-            if entries.get(name) != (mode, sha):
-                continue  # the parent's side of a changed or removed entry
-            before = parent.get(name)
+        missing.append((Tree.type_num, TREE_BYTES.raw(src, tree_id), tree_id))
+        if parent_id is not None and not has_object(src, parent_id):
+            parent_id = None
+        # entries unchanged from the parent are skipped (the receiver has them); the
+        # changed ones are found from the raw bytes of both versions, without parsing
+        # the rest (decision 55: parsing both versions of ``people/`` at 500k records
+        # held the GIL ~100-200 ms a fetch, and every reader waited for it)
+        for _name, before, after in TREE_BYTES.changes(src, parent_id, tree_id):
+            if after is None:
+                continue  # removed: nothing to send
+            mode, sha = after
             if stat.S_ISDIR(mode):
                 add_tree(sha, before[1] if before and stat.S_ISDIR(before[0]) else None)
             elif (mode & 0o170000) != 0o160000 and sha not in seen and not receiver_has(sha):

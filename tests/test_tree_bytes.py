@@ -1,0 +1,174 @@
+"""TreeBytes: the entries that differ between two trees, found from their raw
+bytes. The oracle is git: the trees are written by ``git mktree`` and read back by
+``git ls-tree``, so neither side of the comparison uses our parsing."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+from dulwich.repo import Repo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hotreload.git import objects
+from hotreload.git.errors import GitError
+
+MODES = ("100644", "100755", "120000", "40000")
+# names git allows, with the bytes that make entry boundaries ambiguous: spaces,
+# digits, and text that looks like the start of an entry ("100644 x")
+NAME_PARTS = ("a", "b", "z", " ", "1", "100644 ", "0", "é", "yy", "-", ".toml", "\t")
+
+
+def git(repo: Path, *args: str, stdin: str | None = None) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], input=stdin, capture_output=True,
+                          text=True, check=True, encoding="utf-8", errors="surrogateescape").stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("trees") / "repo.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    return path
+
+
+def mktree(repo: Path, entries: dict[str, tuple[str, str]]) -> str:
+    """A tree written by git from name -> (mode, id) (the objects need not exist)."""
+    lines = "".join(f"{mode} {'tree' if mode == '40000' else 'blob'} {sha}\t{name}\n"
+                    for name, (mode, sha) in entries.items())
+    return git(repo, "mktree", "--missing", stdin=lines).strip()
+
+
+def ls_tree(repo: Path, tree: str) -> dict[bytes, tuple[int, bytes]]:
+    """git's own reading of a tree."""
+    found = {}
+    out = subprocess.run(["git", "-C", str(repo), "ls-tree", "-z", tree], capture_output=True, check=True).stdout
+    for record in filter(None, out.split(b"\0")):
+        meta, _, name = record.partition(b"\t")
+        mode, _kind, sha = meta.split(b" ")
+        found[name] = (int(mode, 8), sha)
+    return found
+
+
+def expected(repo: Path, old: str | None, new: str | None) -> set[tuple]:
+    before = ls_tree(repo, old) if old else {}
+    after = ls_tree(repo, new) if new else {}
+    return {(name, before.get(name), after.get(name)) for name in before.keys() | after.keys()
+            if before.get(name) != after.get(name)}
+
+
+def random_sha(rng: random.Random) -> str:
+    # ids whose raw bytes hold NULs and spaces too, as real ids do
+    return bytes(rng.choice((0, 0x20, rng.randrange(256))) for _ in range(20)).hex()
+
+
+def random_name(rng: random.Random) -> str:
+    return "".join(rng.choice(NAME_PARTS) for _ in range(rng.randint(1, 4))).strip("\t") or "x"
+
+
+def changes(repo: Path, cache: objects.TreeBytes, old: str | None, new: str | None) -> set[tuple]:
+    store = Repo(str(repo)).object_store
+    found = cache.changes(store, old.encode() if old else None, new.encode() if new else None)
+    assert len(found) == len({name for name, _, _ in found})
+    return set(found)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 300), edits=st.integers(1, 6))
+def test_changes_equal_git_over_a_chain_of_versions(repo: Path, seed: int, size: int, edits: int) -> None:
+    """Versions v0 -> v1 -> v2 -> v3 of one folder, each a few edits (modify, add,
+    remove, change mode) from the last: every step's changes equal git's, through
+    a cache that derived each version's offsets from the previous one."""
+    rng = random.Random(seed)
+    entries = {random_name(rng): (rng.choice(MODES), random_sha(rng)) for _ in range(size)}
+    versions = [mktree(repo, entries)]
+    for _ in range(3):
+        for _ in range(edits):
+            kind = rng.choice(("modify", "add", "remove", "mode"))
+            if kind == "add" or not entries:
+                entries[random_name(rng) + rng.choice(("", "x", " y"))] = (rng.choice(MODES), random_sha(rng))
+                continue
+            name = rng.choice(sorted(entries))
+            if kind == "remove":
+                del entries[name]
+            elif kind == "modify":  # a new id, or one differing only in its first or last byte
+                sha = entries[name][1]
+                entries[name] = (entries[name][0], rng.choice((
+                    random_sha(rng), f"{(int(sha[:2], 16) + 1) % 256:02x}{sha[2:]}",
+                    f"{sha[:-2]}{(int(sha[-2:], 16) + 1) % 256:02x}")))
+            else:
+                entries[name] = (rng.choice(MODES), entries[name][1])
+        versions.append(mktree(repo, entries))
+    cache = objects.TreeBytes()
+    assert changes(repo, cache, None, versions[0]) == expected(repo, None, versions[0])
+    for old, new in zip(versions, versions[1:], strict=False):
+        assert changes(repo, cache, old, new) == expected(repo, old, new)
+    # and backwards (the newest version's offsets were derived, never scanned), and to nothing
+    assert changes(repo, cache, versions[-1], versions[0]) == expected(repo, versions[-1], versions[0])
+    assert changes(repo, objects.TreeBytes(), versions[-1], None) == expected(repo, versions[-1], None)
+
+
+def test_an_entry_of_the_new_tree_running_into_the_common_tail(repo: Path) -> None:
+    """Old: ``abc`` then ``yy``; new: one entry named ``abc 100644 yy`` with yy's id.
+    The new tree ends with the bytes of the old ``yy`` entry, but there they are the
+    end of a name, not an entry: the rest of the new tree must be parsed."""
+    sha0, sha1 = "11" * 20, "22" * 20
+    old = mktree(repo, {"abc": ("100644", sha0), "yy": ("100644", sha1)})
+    new = mktree(repo, {"abc 100644 yy": ("100644", sha1)})
+    cache = objects.TreeBytes()
+    assert changes(repo, cache, old, new) == expected(repo, old, new) == {
+        (b"abc", (0o100644, sha0.encode()), None),
+        (b"yy", (0o100644, sha1.encode()), None),
+        (b"abc 100644 yy", None, (0o100644, sha1.encode())),
+    }
+    assert changes(repo, cache, new, old) == expected(repo, new, old)
+
+
+def test_a_one_entry_change_parses_only_that_entry(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of it: with the old version known, a modified entry in a folder of
+    5,000 parses one entry of each version, not 10,000."""
+    rng = random.Random(7)
+    entries = {f"person-{n:05d}.toml": ("100644", random_sha(rng)) for n in range(5000)}
+    old = mktree(repo, entries)
+    entries["person-02500.toml"] = ("100644", random_sha(rng))
+    new = mktree(repo, entries)
+    cache = objects.TreeBytes()
+    cache.changes(Repo(str(repo)).object_store, None, old.encode())  # the old version, as a reload leaves it
+    parsed: list[int] = []
+    real = objects.parse_tree
+
+    def counting(raw: bytes, sha_len: int) -> list:
+        found = list(real(raw, sha_len))
+        parsed.append(len(found))
+        return found
+
+    monkeypatch.setattr(objects, "parse_tree", counting)
+    assert changes(repo, cache, old, new) == expected(repo, old, new)
+    assert sum(parsed) == 2
+
+
+def test_not_a_tree_and_a_malformed_tree_are_errors(repo: Path) -> None:
+    blob = git(repo, "hash-object", "-w", "--stdin", stdin="hello\n").strip()
+    store = Repo(str(repo)).object_store
+    with pytest.raises(GitError, match="not a tree"):
+        objects.TreeBytes().changes(store, None, blob.encode())
+
+    class Store:
+        def get_raw(self, sha: bytes) -> tuple[int, bytes]:
+            return objects.Tree.type_num, b"100644 cut\0" + b"x" * 7  # id cut short
+
+    with pytest.raises(GitError):
+        objects.TreeBytes().changes(Store(), None, b"ab" * 20)
+
+
+def test_the_cache_is_bounded_by_bytes(repo: Path) -> None:
+    rng = random.Random(3)
+    cache = objects.TreeBytes(base_bytes=0)
+    trees = [mktree(repo, {f"n{k}": ("100644", random_sha(rng)) for k in range(50)}) for _ in range(10)]
+    for old, new in zip(trees, trees[1:], strict=False):
+        changes(repo, cache, old, new)
+    one = len(ls_tree(repo, trees[0])) * (len("100644 n00\0") + 20)  # about one tree's bytes
+    assert cache._held <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten
+    assert len(cache._trees) < len(trees)
