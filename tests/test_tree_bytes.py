@@ -4,6 +4,7 @@ bytes. The oracle is git: the trees are written by ``git mktree`` and read back 
 
 from __future__ import annotations
 
+import itertools
 import random
 import subprocess
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_changes_equal_git_over_a_chain_of_versions(repo: Path, seed: int, size:
         versions.append(mktree(repo, entries))
     cache = objects.TreeBytes()
     assert changes(repo, cache, None, versions[0]) == expected(repo, None, versions[0])
-    for old, new in zip(versions, versions[1:], strict=False):
+    for old, new in itertools.pairwise(versions):
         assert changes(repo, cache, old, new) == expected(repo, old, new)
     # and backwards (the newest version's offsets were derived, never scanned), and to nothing
     assert changes(repo, cache, versions[-1], versions[0]) == expected(repo, versions[-1], versions[0])
@@ -167,7 +168,7 @@ def test_the_cache_is_bounded_by_bytes(repo: Path) -> None:
     rng = random.Random(3)
     cache = objects.TreeBytes(base_bytes=0)
     trees = [mktree(repo, {f"n{k}": ("100644", random_sha(rng)) for k in range(50)}) for _ in range(10)]
-    for old, new in zip(trees, trees[1:], strict=False):
+    for old, new in itertools.pairwise(trees):
         changes(repo, cache, old, new)
     one = len(ls_tree(repo, trees[0])) * (len("100644 n00\0") + 20)  # about one tree's bytes
     assert cache._held <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten

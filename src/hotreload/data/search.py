@@ -1,11 +1,19 @@
-"""The full-text index of one snapshot: an in-memory SQLite database with FTS5
-tables for projects (title, summary, overview), people (fullName, bio) and
-help-wanted roles (title, description), made with sqlite-utils.
+"""The full-text index of one snapshot: FTS5 tables for projects (title,
+summary, overview), people (fullName, bio) and help-wanted roles (title,
+description), each in an in-memory SQLite database of its own.
 
 An index is never changed once its snapshot is served. A new snapshot's index is
-either built from scratch or *derived*: the previous database is copied with
-SQLite's online backup API (a page copy, far cheaper than re-tokenising every
-record) and the delta is applied to the copy in one transaction.
+either built from scratch or *derived*: only the databases of the sheets that
+changed are copied, with SQLite's online backup API (a page copy, far cheaper than
+re-tokenising every record), and the delta is applied to the copy in one
+transaction; the others are shared with the previous index.
+
+The FTS5 tables are *contentless* (``content=''``): the text lives in the records
+in memory, not a second time in SQLite. A database holds the full-text index and
+a table mapping its rowids to record ids, nothing else, so the copy a one-record
+reload makes is about a third of what it was with the text kept (decision 56). A
+contentless row is removed with FTS5's ``delete`` command and the values it was
+indexed with, which are the old record's, at hand in the previous snapshot.
 
 Each database lives in SQLite's ``memdb`` VFS under a name of its own, so several
 connections can open it: the writer that builds it, then one reader per server
@@ -17,6 +25,7 @@ the database is never written once served, so their shared locks never wait.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import sqlite3
@@ -68,87 +77,148 @@ def match_expression(query: str) -> str | None:
 _NAMES = itertools.count()
 
 
-def _new_database() -> tuple[str, sqlite3.Connection]:
-    """A fresh in-memory database other connections can open by its URI."""
-    uri = f"file:/hotreload-search-{os.getpid()}-{next(_NAMES)}?vfs=memdb"
-    return uri, sqlite3.connect(uri, uri=True, check_same_thread=False)
+class _Database:
+    """One table's in-memory database, which other connections open by its URI."""
 
-
-class SearchIndex:
-    def __init__(self, uri: str, conn: sqlite3.Connection) -> None:
-        self._uri = uri
-        self._conn = conn
+    def __init__(self) -> None:
+        self.uri = f"file:/hotreload-search-{os.getpid()}-{next(_NAMES)}?vfs=memdb"
+        self.conn = sqlite3.connect(self.uri, uri=True, check_same_thread=False)
         """The connection that built the database: kept open (an in-memory database lives
-        while one of its connections does) and used to copy it into the next index."""
-        self._lock = threading.Lock()
+        while one of its connections does) and used to copy it."""
+        self.lock = threading.Lock()
         self._readers: dict[int, sqlite3.Connection] = {}
         # A sqlite3.Connection sits in a reference cycle (its statement cache), so
         # only a full GC pass would free it, and with it its in-memory database; on
         # a large, quiet heap that was one database per reload, never given back.
-        # Close them as soon as this index (shared by the snapshots using it) goes.
-        weakref.finalize(self, _close_all, conn, self._readers)
+        # Close them as soon as this database (shared by the indices using it) goes.
+        weakref.finalize(self, _close_all, self.conn, self._readers)
 
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's own read-only connection to the database."""
+    def reader(self) -> sqlite3.Connection:
+        """This thread's own read-only connection."""
         thread = threading.get_ident()
         conn = self._readers.get(thread)
         if conn is None:
-            conn = sqlite3.connect(self._uri + "&mode=ro", uri=True, check_same_thread=False)
-            with self._lock:
+            conn = sqlite3.connect(self.uri + "&mode=ro", uri=True, check_same_thread=False)
+            with self.lock:
                 self._readers[thread] = conn
         return conn
+
+    def copy(self) -> _Database:
+        copy = _Database()
+        with self.lock:
+            self.conn.backup(copy.conn)
+        return copy
+
+    def image(self) -> bytes:
+        with self.lock:
+            return self.conn.serialize()
+
+    @classmethod
+    def from_image(cls, image: bytes) -> _Database:
+        # a deserialized database is private to its connection: copy it into a shared one
+        private = sqlite3.connect(":memory:")
+        try:
+            private.deserialize(image)
+            db = cls()
+            private.backup(db.conn)
+        finally:
+            private.close()
+        return db
+
+
+def _create(db: _Database, table: SearchTable) -> None:
+    """The schema: record ids by rowid (made with sqlite-utils), and a contentless
+    FTS5 table over the searched columns (sqlite-utils makes external-content ones
+    only), FTS5's default tokenizer."""
+    sqlite_utils.Database(db.conn).table(table.name).create({"rowid": int, "id": str}, pk="rowid")
+    db.conn.execute(f"CREATE UNIQUE INDEX [{table.name}_id] ON [{table.name}] (id)")
+    columns = ", ".join(f"[{c}]" for c in table.columns)
+    db.conn.execute(f"CREATE VIRTUAL TABLE [{table.name}_fts] USING fts5({columns}, content='')")
+
+
+def _insert(db: _Database, table: SearchTable, records: Iterable[Entry]) -> None:
+    rows = [table.row(r) for r in records]
+    if not rows:
+        return
+    first = db.conn.execute(f"SELECT coalesce(max(rowid), 0) + 1 FROM [{table.name}]").fetchone()[0]
+    rowids = range(first, first + len(rows))
+    db.conn.executemany(f"INSERT INTO [{table.name}] (rowid, id) VALUES (?, ?)",
+                        zip(rowids, (row[0] for row in rows), strict=True))
+    marks = ", ".join("?" for _ in table.fields)
+    db.conn.executemany(
+        f"INSERT INTO [{table.name}_fts] (rowid, {', '.join(f'[{c}]' for c in table.columns)}) "
+        f"VALUES (?, {marks})",
+        ((rowid, *row[1:]) for rowid, row in zip(rowids, rows, strict=True)))
+
+
+def _delete(db: _Database, table: SearchTable, records: Iterable[Entry]) -> None:
+    """Remove records, given as they were indexed (a contentless row is deleted by
+    handing FTS5 the values it was indexed with)."""
+    rows = [table.row(r) for r in records]
+    if not rows:
+        return
+    found = dict(db.conn.execute(
+        f"SELECT id, rowid FROM [{table.name}] WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps([row[0] for row in rows]),)))
+    db.conn.executemany(
+        f"INSERT INTO [{table.name}_fts] ([{table.name}_fts], rowid, {', '.join(f'[{c}]' for c in table.columns)}) "
+        f"VALUES ('delete', ?, {', '.join('?' for _ in table.fields)})",
+        ((found[row[0]], *row[1:]) for row in rows))
+    db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((found[row[0]],) for row in rows))
+
+
+class SearchIndex:
+    def __init__(self, databases: Mapping[str, _Database]) -> None:
+        self._databases = dict(databases)
+        """By sheet name; shared with the indices derived from this one where unchanged."""
 
     @classmethod
     def build(cls, records: Mapping[str, Iterable[Entry]]) -> SearchIndex:
         """A new index over the records of each searched sheet (by sheet name)."""
-        uri, conn = _new_database()
-        db = sqlite_utils.Database(conn)
+        databases = {}
         for sheet, table in TABLES.items():
-            sql_table = db.table(table.name)
-            sql_table.create({"id": str, **dict.fromkeys(table.columns, str)}, pk="id")
-            cols = ("id", *table.columns)
-            sql_table.insert_all((dict(zip(cols, table.row(r), strict=True)) for r in records.get(sheet, ())),
-                                 batch_size=1000)
-            sql_table.enable_fts(list(table.columns), create_triggers=True)
-        conn.commit()
-        return cls(uri, conn)
+            db = databases[sheet] = _Database()
+            with db.conn:
+                _create(db, table)
+                _insert(db, table, records.get(sheet, ()))
+        return cls(databases)
 
-    def derive(self, deltas: Mapping[str, tuple[Sequence[str], Sequence[Entry]]]) -> SearchIndex:
-        """A new index: this one plus a delta, per sheet ``(removed keys, upserted
-        records)``. This one is left untouched."""
-        uri, conn = _new_database()
-        with self._lock:
-            self._conn.backup(conn)
-        with conn:  # one transaction; the triggers keep the FTS tables in step
-            for sheet, (removed, upserted) in deltas.items():
-                table = TABLES[sheet]
-                conn.executemany(f"DELETE FROM [{table.name}] WHERE id = ?", [(i,) for i in removed])
-                if upserted:
-                    cols = ("id", *table.columns)
-                    conn.executemany(
-                        f"INSERT OR REPLACE INTO [{table.name}] ({', '.join(f'[{c}]' for c in cols)}) "
-                        f"VALUES ({', '.join('?' for _ in cols)})",
-                        [table.row(r) for r in upserted],
-                    )
-        return SearchIndex(uri, conn)
+    def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]) -> SearchIndex:
+        """A new index: this one plus a delta, per sheet ``(records as they were
+        indexed and are gone, records new or changed)``; a changed record is in
+        both. Only the changed sheets' databases are copied; this index is left
+        untouched."""
+        databases = dict(self._databases)
+        for sheet, (gone, new) in deltas.items():
+            if not gone and not new:
+                continue
+            table, db = TABLES[sheet], self._databases[sheet].copy()
+            with db.conn:  # one transaction
+                _delete(db, table, gone)
+                _insert(db, table, new)
+            databases[sheet] = db
+        return SearchIndex(databases)
 
     def image(self) -> bytes:
-        """The database as bytes (SQLite's serialize), for the snapshot cache."""
-        with self._lock:
-            return self._conn.serialize()
+        """The databases as bytes (SQLite's serialize of each, in ``TABLES`` order,
+        each after its length as 8 bytes), for the snapshot cache."""
+        images = [self._databases[sheet].image() for sheet in TABLES]
+        return b"".join(len(image).to_bytes(8, "little") + image for image in images)
 
     @classmethod
     def from_image(cls, image: bytes) -> SearchIndex:
-        """An index from :meth:`image`'s bytes. (A deserialized database is private
-        to its connection, so it is copied into a shared one for the readers.)"""
-        private = sqlite3.connect(":memory:")
-        try:
-            private.deserialize(image)
-            uri, conn = _new_database()
-            private.backup(conn)
-        finally:
-            private.close()
-        return cls(uri, conn)
+        """An index from :meth:`image`'s bytes; raises ValueError on any other bytes."""
+        databases, at = {}, 0
+        for sheet in TABLES:
+            size = int.from_bytes(image[at:at + 8], "little")
+            part = image[at + 8:at + 8 + size]
+            if len(part) != size or size == 0:
+                raise ValueError("the search image is cut short")
+            databases[sheet] = _Database.from_image(part)
+            at += 8 + size
+        if at != len(image):
+            raise ValueError("the search image has bytes after its last database")
+        return cls(databases)
 
     def search(self, table: SearchTable, query: str) -> list[str]:
         """Ids of matching records, best match first."""
@@ -159,7 +229,7 @@ class SearchIndex:
             f"SELECT t.id FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
-        return [row[0] for row in self._reader().execute(sql, (expression,))]
+        return [row[0] for row in self._databases[table.sheet].reader().execute(sql, (expression,))]
 
 
 def _close_all(writer: sqlite3.Connection, readers: dict[int, sqlite3.Connection]) -> None:
