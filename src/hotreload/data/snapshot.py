@@ -490,37 +490,48 @@ def _apply_index(
     gone: list[Entry],
     new: list[tuple[str, Entry]],
 ) -> Mapping[Any, Any]:
-    index = dict(old)
+    """The index after a delta: the old one itself when no key's value changes (an
+    edit that keeps a record's slug), else a copy with the changed keys written once.
+    (Deleting and re-inserting an unchanged key left a hole in the dict, and a dict
+    with holes is copied entry by entry: ~30 ms instead of ~5 ms for 150,000 keys,
+    at every later reload: decision 56.)"""
+    changes: dict[Hashable, Any] = {}  # key -> new value; None: the key goes
     if spec.unique:
         for record in gone:
             key = spec.key(record)
-            if key is not None and index.get(key) == record.key:
-                del index[key]
+            if key is not None and old.get(key) == record.key:
+                changes[key] = None
         for path, record in new:
             key = spec.key(record)
             if key is None:
                 continue
-            holder = index.get(key)
+            holder = changes[key] if key in changes else old.get(key)
             if holder is not None and holder != record.key:
                 raise RecordError(path, f"{spec.label}: {key} is also used by {table.path_by_id[holder]}")
-            index[key] = record.key
-        return index
-    # multi-valued: gather per key, then write each touched key once (linear)
-    touched: dict[Hashable, tuple[set[Hashable], set[Hashable]]] = {}
-    for record in gone:
-        key = spec.key(record)
-        if key is not None:
-            touched.setdefault(key, (set(), set()))[0].add(spec.value(record))
-    for _, record in new:
-        key = spec.key(record)
-        if key is not None:
-            touched.setdefault(key, (set(), set()))[1].add(spec.value(record))
-    for key, (minus, plus) in touched.items():
-        ids = (set(index.get(key, ())) - minus) | plus
-        if ids:
-            index[key] = frozenset(ids)
+            changes[key] = record.key
+    else:
+        # multi-valued: gather per key, then write each touched key once (linear)
+        touched: dict[Hashable, tuple[set[Hashable], set[Hashable]]] = {}
+        for record in gone:
+            key = spec.key(record)
+            if key is not None:
+                touched.setdefault(key, (set(), set()))[0].add(spec.value(record))
+        for _, record in new:
+            key = spec.key(record)
+            if key is not None:
+                touched.setdefault(key, (set(), set()))[1].add(spec.value(record))
+        for key, (minus, plus) in touched.items():
+            ids = (set(old.get(key, ())) - minus) | plus
+            changes[key] = frozenset(ids) if ids else None
+    changes = {key: value for key, value in changes.items() if old.get(key) != value}
+    if not changes:
+        return old
+    index = dict(old)
+    for key, value in changes.items():
+        if value is None:
+            del index[key]
         else:
-            index.pop(key, None)
+            index[key] = value
     return index
 
 
@@ -536,6 +547,6 @@ def _derive_search(
     if not any(name in gone for name in SEARCHED_SHEETS):
         return previous.search
     return previous.search.derive({
-        name: ([r.key for r in gone[name]], [r for _, r in new[name]])
+        name: (gone[name], [r for _, r in new[name]])
         for name in SEARCHED_SHEETS if name in gone
     })
