@@ -1,6 +1,14 @@
 """TreeBytes: the entries that differ between two trees, found from their raw
 bytes. The oracle is git: the trees are written by ``git mktree`` and read back by
-``git ls-tree``, so neither side of the comparison uses our parsing."""
+``git ls-tree``, so neither side of the comparison uses our parsing.
+
+Two planted mistakes these tests do not catch, and why they are not faults: a
+common prefix and suffix that overlap (the suffix not limited by the prefix) give
+the same answer, since the middle is then empty on the old side and exactly the
+inserted bytes on the new; and a suffix one byte too long only misplaces the end
+when an entry's first byte differs alone, which needs a mode git never writes
+("100644" -> "?00644"); anything else makes the new middle unparseable and the
+rest is parsed."""
 
 from __future__ import annotations
 

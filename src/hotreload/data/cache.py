@@ -6,7 +6,7 @@ One file, ``<clone>/hotreload-snapshot.cache``::
     hotreload-snapshot 1\\n
     {"stamp": ..., "commit": ..., "tree": ..., "sha256": ..., "payload": N, "search": M}\\n
     payload: N bytes, a pickle of the snapshot's sheets, config blobs, tables and indices
-    search:  M bytes, the search database's image (SQLite's serialize)
+    search:  M bytes, the search databases' image (SQLite's serialize of each, length-prefixed)
 
 It is written to a temporary file in the same directory, flushed to disk and
 renamed over the old one, so a crash leaves the old file or the new one, never

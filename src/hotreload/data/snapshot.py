@@ -494,7 +494,7 @@ def _apply_index(
     edit that keeps a record's slug), else a copy with the changed keys written once.
     (Deleting and re-inserting an unchanged key left a hole in the dict, and a dict
     with holes is copied entry by entry: ~30 ms instead of ~5 ms for 150,000 keys,
-    at every later reload: decision 56.)"""
+    at every later reload: decision 57.)"""
     changes: dict[Hashable, Any] = {}  # key -> new value; None: the key goes
     if spec.unique:
         for record in gone:

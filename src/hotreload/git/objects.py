@@ -41,8 +41,9 @@ Entries = dict[bytes, tuple[int, bytes]]
 class TreeCache:
     """Parsed tree entries by tree id, shared by every repository in the process:
     a tree is content-addressed, so the same id means the same entries anywhere.
-    A reload then parses the big flat folders (``projects/``: one entry per
-    record) once instead of once per use. Bounded by the total number of entries
+    Path lookups and writes then parse a big flat folder (``projects/``: one entry
+    per record) once instead of once per use (a reload's diffs do not parse whole
+    folders at all: :class:`TreeBytes`). Bounded by the total number of entries
     held (least recently used out), so a few big trees cannot pile up; the bound
     grows to hold two versions of the largest tree seen plus the base bound, since
     a reload diffs the old and the new version of a flat folder (at 500k records
