@@ -36,7 +36,7 @@ STEPS = [  # (module or class, function, label), outermost first
     (transport, "objects_for_commits", "  fetch: find new objects"),
     (transport, "add_raw_objects", "  fetch: write them"),
     (reloader.Reloader, "_plan_and_build", "plan and build"),
-    (snapshot, "build_incremental", "  build"),
+    (reloader, "build_incremental", "  build"),  # by the name the reloader calls
     (snapshot, "_apply_table", "    tables"),
     (snapshot, "_apply_index", "    indices"),
     (snapshot, "_derive_search", "    search"),
