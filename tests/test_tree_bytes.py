@@ -179,5 +179,5 @@ def test_the_cache_is_bounded_by_bytes(repo: Path) -> None:
     for old, new in itertools.pairwise(trees):
         changes(repo, cache, old, new)
     one = len(ls_tree(repo, trees[0])) * (len("100644 n00\0") + 20)  # about one tree's bytes
-    assert cache._held <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten
+    assert cache._trees.held <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten
     assert len(cache._trees) < len(trees)

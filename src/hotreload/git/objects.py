@@ -17,9 +17,9 @@ import threading
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from dulwich.errors import ObjectFormatException
 from dulwich.objects import Blob, Commit, ShaFile, Tree, object_class, parse_tree
@@ -38,6 +38,44 @@ Entries = dict[bytes, tuple[int, bytes]]
 """A tree's entries: name -> (mode, hex id)."""
 
 
+SHA_BYTES = 20
+"""A SHA-1 object id in a tree entry: 20 raw bytes."""
+
+V = TypeVar("V")
+
+
+class _Bounded(Generic[V]):
+    """A thread-safe map, least recently used out, bounded by the sum of its values'
+    sizes; the bound grows to ``base + factor * size`` of the largest value seen."""
+
+    def __init__(self, base: int, factor: int, size: Callable[[V], int]) -> None:
+        self._base, self._factor, self._size = base, factor, size
+        self._max = base
+        self._items: dict[bytes, V] = {}
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: bytes) -> V | None:
+        with self._lock:
+            found = self._items.pop(key, None)
+            if found is not None:
+                self._items[key] = found  # most recently used last
+            return found
+
+    def put(self, key: bytes, value: V) -> None:
+        size = self._size(value)
+        with self._lock:
+            self._max = max(self._max, self._base + self._factor * size)
+            if key not in self._items:
+                self._items[key] = value
+                self.held += size
+            while self.held > self._max and len(self._items) > 1:
+                self.held -= self._size(self._items.pop(next(iter(self._items))))
+
+
 class TreeCache:
     """Parsed tree entries by tree id, shared by every repository in the process:
     a tree is content-addressed, so the same id means the same entries anywhere.
@@ -51,30 +89,14 @@ class TreeCache:
     at every reload). Callers must not modify a returned dict."""
 
     def __init__(self, max_entries: int = 64_000) -> None:
-        self._base = max_entries
-        self._max = max_entries
-        self._trees: dict[bytes, Entries] = {}
-        self._held = 0
-        self._lock = threading.Lock()
+        self._trees: _Bounded[Entries] = _Bounded(max_entries, 2, len)
 
     def entries(self, store: Any, sha: bytes) -> Entries:
-        with self._lock:
-            found = self._trees.pop(sha, None)
-            if found is not None:
-                self._trees[sha] = found  # most recently used last
-                return found
-        type_num, raw = get_raw(store, sha)
-        if type_num != Tree.type_num:
-            raise GitError(f"{sha.decode()} is not a tree")
-        parsed = {name: (mode, child) for name, mode, child in parse_tree(raw, 20)}  # SHA-1: 20 bytes
-        with self._lock:
-            self._max = max(self._max, self._base + 2 * len(parsed))
-            if sha not in self._trees:
-                self._trees[sha] = parsed
-                self._held += len(parsed)
-            while self._held > self._max and len(self._trees) > 1:
-                self._held -= len(self._trees.pop(next(iter(self._trees))))
-        return parsed
+        found = self._trees.get(sha)
+        if found is None:
+            found = {name: (mode, child) for name, mode, child in parse_tree(_read_tree(store, sha), SHA_BYTES)}
+            self._trees.put(sha, found)
+        return found
 
 
 TREES = TreeCache()
@@ -82,9 +104,6 @@ TREES = TreeCache()
 
 TreeChange = tuple[bytes, tuple[int, bytes] | None, tuple[int, bytes] | None]
 """A name whose entry differs between two trees: (name, before, after), None where absent."""
-
-SHA_BYTES = 20
-"""A SHA-1 object id in a tree entry: 20 raw bytes."""
 
 _CHUNK = 1 << 16
 
@@ -121,16 +140,11 @@ class TreeBytes:
     seen, enough for the current and the next version of the largest folders."""
 
     def __init__(self, base_bytes: int = 16 << 20) -> None:
-        self._base = base_bytes
-        self._max = base_bytes
-        self._trees: dict[bytes, _RawTree] = {}
-        self._held = 0
-        self._lock = threading.Lock()
+        self._trees: _Bounded[_RawTree] = _Bounded(base_bytes, 4, lambda tree: tree.size)
 
     def raw(self, store: Any, sha: bytes) -> bytes:
         """The tree's raw content (from the cache when it is there)."""
-        with self._lock:
-            found = self._trees.get(sha)
+        found = self._trees.get(sha)
         return found.raw if found is not None else _read_tree(store, sha)
 
     def changes(self, store: Any, old: bytes | None, new: bytes | None) -> list[TreeChange]:
@@ -163,29 +177,17 @@ class TreeBytes:
             tail = offsets[j:]
             if shift:
                 tail = array("q", [o + shift for o in tail])
-            self._remember(new, _RawTree(raw, offsets[:i] + array("q", added[:-1]) + tail))
+            self._trees.put(new, _RawTree(raw, offsets[:i] + array("q", added[:-1]) + tail))
         return [(name, gone.get(name), came.get(name))
                 for name in gone.keys() | came.keys() if gone.get(name) != came.get(name)]
 
     def _tree(self, store: Any, sha: bytes) -> _RawTree:
-        with self._lock:
-            found = self._trees.pop(sha, None)
-            if found is not None:
-                self._trees[sha] = found  # most recently used last
-                return found
-        raw = _read_tree(store, sha)
-        tree = _RawTree(raw, array("q", _entry_offsets(raw, 0, len(raw))))
-        self._remember(sha, tree)
-        return tree
-
-    def _remember(self, sha: bytes, tree: _RawTree) -> None:
-        with self._lock:
-            self._max = max(self._max, self._base + 4 * tree.size)
-            if sha not in self._trees:
-                self._trees[sha] = tree
-                self._held += tree.size
-            while self._held > self._max and len(self._trees) > 1:
-                self._held -= self._trees.pop(next(iter(self._trees))).size
+        found = self._trees.get(sha)
+        if found is None:
+            raw = _read_tree(store, sha)
+            found = _RawTree(raw, array("q", _entry_offsets(raw, 0, len(raw))))
+            self._trees.put(sha, found)
+        return found
 
 
 TREE_BYTES = TreeBytes()
