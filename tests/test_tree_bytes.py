@@ -181,3 +181,97 @@ def test_the_cache_is_bounded_by_bytes(repo: Path) -> None:
     one = len(ls_tree(repo, trees[0])) * (len("100644 n00\0") + 20)  # about one tree's bytes
     assert cache._trees.held <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten
     assert len(cache._trees) < len(trees)
+
+
+# -- writing a tree by splicing its raw bytes -----------------------------------------
+
+def git_expected_tree(repo: Path, base: str, changes: dict[str, str | None]) -> str:
+    """What git makes of ``base`` with each path set to a blob id (None: removed):
+    its own index, ``update-index --index-info``, ``write-tree``."""
+    env = {"GIT_INDEX_FILE": str(repo / "oracle-index"), "PATH": "/usr/bin:/bin"}
+    run = dict(cwd=repo, env=env, check=True, capture_output=True)
+    subprocess.run(["git", "--git-dir", str(repo), "read-tree", base], **run)
+    info = "".join(f"100644 {sha}\t{path}\n" if sha else f"0 {'0' * 40}\t{path}\n" for path, sha in changes.items())
+    subprocess.run(["git", "--git-dir", str(repo), "update-index", "--index-info"], input=info.encode(), **run)
+    return subprocess.run(["git", "--git-dir", str(repo), "write-tree"], **run).stdout.decode().strip()
+
+
+@pytest.fixture(scope="module")
+def wrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository for the writing tests: every object present, so ``git fsck`` can judge."""
+    path = tmp_path_factory.mktemp("writes") / "repo.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    return path
+
+
+FILE_NAMES = ("a", "a-b", "a.toml", "a b", "b", "z", "é", "x 100644 y", "people", "people.toml", "0")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 120), edits=st.integers(1, 5))
+def test_a_written_tree_is_the_tree_git_writes(wrepo: Path, seed: int, size: int, edits: int) -> None:
+    """Files added, replaced and removed at any depth, folders appearing and
+    disappearing, a file replacing a folder of the same name and back: the tree id
+    equals git's own (``write-tree``) for the same changes."""
+    repo = wrepo
+    rng = random.Random(seed)
+    blob = lambda text: git(repo, "hash-object", "-w", "--stdin", stdin=text).strip()  # noqa: E731
+    files = {}
+    for _ in range(size):  # a base tree of files in folders up to two deep
+        depth = rng.choice((0, 1, 1, 2))
+        files["/".join(rng.choice(FILE_NAMES) for _ in range(depth + 1))] = rng.choice(("one", "two", "three"))
+    paths = {}
+    for path in sorted(files):  # a path cannot be both a file and a folder
+        if not any(path.startswith(p + "/") or p.startswith(path + "/") for p in paths):
+            paths[path] = blob(files[path])
+    env = {"GIT_INDEX_FILE": str(repo / "base-index"), "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "--git-dir", str(repo), "read-tree", "--empty"], env=env, check=True)
+    info = "".join(f"100644 {sha}\t{path}\n" for path, sha in paths.items())
+    subprocess.run(["git", "--git-dir", str(repo), "update-index", "--index-info"], input=info.encode(), env=env,
+                   check=True, cwd=repo)
+    base = subprocess.run(["git", "--git-dir", str(repo), "write-tree"], env=env, check=True,
+                          capture_output=True, cwd=repo).stdout.decode().strip()
+    changes: dict[str, bytes | None] = {}
+    for _ in range(edits):
+        if paths and rng.random() < 0.4:
+            changes[rng.choice(sorted(paths))] = None  # remove an existing file
+        else:
+            depth = rng.choice((0, 1, 2))
+            path = "/".join(rng.choice(FILE_NAMES) for _ in range(depth + 1))
+            present = [p for p in paths if changes.get(p, b"") is not None] + [p for p, c in changes.items() if c]
+            if any(p.startswith(path + "/") or path.startswith(p + "/") for p in present):
+                continue  # a file where a folder is (or the reverse): git's index would refuse it too
+            changes[path] = rng.choice(("four", "five", "one")).encode()
+    store = Repo(str(repo)).object_store
+    ours = objects.write_tree_changes(store, base, changes)
+    theirs = git_expected_tree(repo, base, {p: (blob(c.decode()) if c is not None else None) for p, c in changes.items()})
+    if ours != theirs:  # show the difference, as git lists it
+        pytest.fail(f"{changes}\nours:\n{git(repo, 'ls-tree', '-r', ours)}\ngit:\n{git(repo, 'ls-tree', '-r', theirs)}")
+    git(repo, "fsck", "--no-dangling", "--strict")  # and every tree written is well-formed
+
+
+def test_removing_every_file_gives_the_empty_tree(wrepo: Path) -> None:
+    repo = wrepo
+    blob = git(repo, "hash-object", "-w", "--stdin", stdin="x").strip()
+    base = mktree(repo, {"only.toml": ("100644", blob)})
+    store = Repo(str(repo)).object_store
+    assert objects.write_tree_changes(store, base, {"only.toml": None}) == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+@pytest.mark.parametrize("case", ["folder becomes a file", "file becomes a folder"])
+def test_a_file_and_a_folder_of_one_name_replace_each_other(wrepo: Path, case: str) -> None:
+    repo = wrepo
+    one = git(repo, "hash-object", "-w", "--stdin", stdin="one").strip()
+    sub = mktree(repo, {"x.toml": ("100644", one)})
+    if case == "folder becomes a file":
+        base = mktree(repo, {"a": ("40000", sub), "a-b": ("100644", one), "a.toml": ("100644", one)})
+        changes: dict[str, bytes | None] = {"a/x.toml": None, "a": b"two"}
+    else:
+        base = mktree(repo, {"a": ("100644", one), "a-b": ("100644", one), "a.toml": ("100644", one)})
+        changes = {"a": None, "a/x.toml": b"two"}
+    two = git(repo, "hash-object", "-w", "--stdin", stdin="two").strip()
+    store = Repo(str(repo)).object_store
+    ours = objects.write_tree_changes(store, base, changes)
+    assert ours == git_expected_tree(repo, base, {p: (two if c else None) for p, c in changes.items()})
+    with pytest.raises(ValueError, match="as a file and as a folder"):
+        objects.write_tree_changes(store, base, {"a": b"two", "a/y.toml": b"two"})

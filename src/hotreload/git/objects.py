@@ -120,6 +120,8 @@ class _RawTree:
 
 
 _EMPTY_TREE = _RawTree(b"", array("q", [0]))
+EMPTY_TREE_ID = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+"""git's empty tree, which git knows without storing it."""
 
 
 class TreeBytes:
@@ -152,7 +154,7 @@ class TreeBytes:
         particular order. Remembers ``new`` with its offsets."""
         if old == new:
             return []
-        before = self._tree(store, old) if old is not None else _EMPTY_TREE
+        before = self.tree(store, old) if old is not None else _EMPTY_TREE
         raw = self.raw(store, new) if new is not None else b""
         a, offsets = before.raw, before.offsets
         limit = min(len(a), len(raw))
@@ -181,7 +183,8 @@ class TreeBytes:
         return [(name, gone.get(name), came.get(name))
                 for name in gone.keys() | came.keys() if gone.get(name) != came.get(name)]
 
-    def _tree(self, store: Any, sha: bytes) -> _RawTree:
+    def tree(self, store: Any, sha: bytes) -> _RawTree:
+        """A tree's raw bytes with its entry offsets (scanned once, then cached)."""
         found = self._trees.get(sha)
         if found is None:
             raw = _read_tree(store, sha)
@@ -585,42 +588,102 @@ def write_pack(store: Any, objects: list[Any]) -> None:
 def write_tree_changes(store: Any, base_tree: str | None, changes: Mapping[str, bytes | None]) -> str:
     """A new tree: ``base_tree`` with each path set to new content (or removed
     when None). Folders left empty disappear, as in git."""
-    tree = _write_tree(store, base_tree, changes)
+    tree = _write_tree(store, base_tree.encode() if base_tree is not None else None, changes)
     if tree is None:  # everything removed: the empty tree
-        tree = Tree()
-        add_object(store, tree)
-    return tree.id.decode()
+        return add_object(store, Tree())
+    return tree.decode()
 
 
-def _write_tree(store: Any, base_tree: str | None, changes: Mapping[str, bytes | None]) -> Tree | None:
+def _write_tree(store: Any, base_tree: bytes | None, changes: Mapping[str, bytes | None]) -> bytes | None:
+    """The id of ``base_tree`` with the changes made below it, or None when nothing
+    is left. Each folder on the way is written by splicing its changed entries into
+    its raw bytes (:func:`_splice`), so a write into a folder of 150,000 records
+    costs a few memcpys and one object, not a parse and re-serialisation of them all
+    (decision 58)."""
     by_top: dict[str, dict[str, bytes | None]] = {}
     for path, content in changes.items():
         top, _, rest = path.partition("/")
         by_top.setdefault(top, {})[rest] = content
-    entries = dict(tree_entries(store, base_tree)) if base_tree is not None else {}
+    base = TREE_BYTES.tree(store, base_tree) if base_tree not in (None, EMPTY_TREE_ID) else _EMPTY_TREE
+    edits: dict[bytes, tuple[int, bytes] | None] = {}
     for top, sub in by_top.items():
         name = top.encode("utf-8", "surrogateescape")
-        existing = entries.get(name)
-        if "" in sub:  # a file directly in this tree
-            content = sub[""]
-            if content is None:
-                entries.pop(name, None)
-            else:
-                entries[name] = (0o100644, write_loose(store, Blob.type_num, content).encode())
+        below = {path: content for path, content in sub.items() if path}
+        content = sub.get("")
+        if not below or (content is not None and all(c is None for c in below.values())):
+            # a file directly in this tree (where a folder was, the folder goes)
+            edits[name] = None if content is None else (0o100644, write_loose(store, Blob.type_num, content).encode())
             continue
-        base_sub = existing[1].decode() if existing and stat.S_ISDIR(existing[0]) else None
-        new_sub = _write_tree(store, base_sub, sub)
-        if new_sub is None:
-            entries.pop(name, None)
-        else:
-            entries[name] = (stat.S_IFDIR, new_sub.id)
-    if not entries:
+        if content is not None:
+            raise ValueError(f"{top!r} cannot be written as a file and as a folder at once")
+        existing = _find(base, name)  # a folder to change, or a file that a folder replaces
+        base_sub = existing[1] if existing is not None and stat.S_ISDIR(existing[0]) else None
+        new_sub = _write_tree(store, base_sub, below)
+        edits[name] = None if new_sub is None else (stat.S_IFDIR, new_sub)
+    raw = _splice(base, edits)
+    if not raw:
         return None
-    tree = Tree()
-    for name, (mode, sha) in entries.items():
-        tree.add(name, mode, sha)
-    add_object(store, tree)
-    return tree
+    return write_loose(store, Tree.type_num, raw).encode()
+
+
+def _entry_at(tree: _RawTree, k: int) -> tuple[bytes, int, bytes]:
+    """Entry ``k`` of a tree: (name, mode, hex id)."""
+    start = tree.offsets[k]
+    space = tree.raw.index(b" ", start)
+    nul = tree.raw.index(b"\0", space)
+    return tree.raw[space + 1:nul], int(tree.raw[start:space], 8), tree.raw[nul + 1:nul + 1 + SHA_BYTES].hex().encode()
+
+
+def _sort_key(name: bytes, mode: int) -> bytes:
+    """git's order of tree entries: by name, a folder's name as if it ended in ``/``."""
+    return name + b"/" if stat.S_ISDIR(mode) else name
+
+
+def _position(tree: _RawTree, key: bytes) -> int:
+    """How many of the tree's entries sort before ``key`` (binary search)."""
+    lo, hi = 0, len(tree.offsets) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        name, mode, _ = _entry_at(tree, mid)
+        if _sort_key(name, mode) < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _find(tree: _RawTree, name: bytes) -> tuple[int, bytes] | None:
+    """(mode, hex id) of the entry called ``name``, a file or a folder, or None."""
+    for key in (name, name + b"/"):
+        k = _position(tree, key)
+        if k < len(tree.offsets) - 1:
+            found, mode, sha = _entry_at(tree, k)
+            if found == name:
+                return mode, sha
+    return None
+
+
+def _splice(tree: _RawTree, edits: Mapping[bytes, tuple[int, bytes] | None]) -> bytes:
+    """The tree's raw bytes with each named entry replaced, added or (None) removed;
+    the rest is copied as it is."""
+    cuts: list[tuple[int, bytes, int, bytes]] = []  # (start, sort key, end, new bytes)
+    for name, entry in edits.items():
+        for key in (name, name + b"/"):  # the old entry of that name, a file or a folder
+            k = _position(tree, key)
+            if k < len(tree.offsets) - 1 and _entry_at(tree, k)[0] == name:
+                cuts.append((tree.offsets[k], b"", tree.offsets[k + 1], b""))
+        if entry is not None:
+            mode, sha = entry
+            key = _sort_key(name, mode)
+            at = tree.offsets[_position(tree, key)]
+            cuts.append((at, key, at, b"%o %s\0%s" % (mode, name, bytes.fromhex(sha.decode()))))
+    cuts.sort()  # by place; new entries at one place in git's order
+    pieces, at = [], 0
+    for start, _key, end, data in cuts:
+        pieces += [tree.raw[at:start], data]  # (an empty slice where a removal went past start)
+        at = max(at, end)
+    pieces.append(tree.raw[at:])
+    return b"".join(pieces)
 
 
 def write_commit(
