@@ -652,15 +652,19 @@ def _position(tree: _RawTree, key: bytes) -> int:
     return lo
 
 
-def _find(tree: _RawTree, name: bytes) -> tuple[int, bytes] | None:
-    """(mode, hex id) of the entry called ``name``, a file or a folder, or None."""
+def _locate(tree: _RawTree, name: bytes) -> int | None:
+    """The index of the entry called ``name``, a file or a folder, or None."""
     for key in (name, name + b"/"):
         k = _position(tree, key)
-        if k < len(tree.offsets) - 1:
-            found, mode, sha = _entry_at(tree, k)
-            if found == name:
-                return mode, sha
+        if k < len(tree.offsets) - 1 and _entry_at(tree, k)[0] == name:
+            return k
     return None
+
+
+def _find(tree: _RawTree, name: bytes) -> tuple[int, bytes] | None:
+    """(mode, hex id) of the entry called ``name``, a file or a folder, or None."""
+    k = _locate(tree, name)
+    return None if k is None else _entry_at(tree, k)[1:]
 
 
 def _splice(tree: _RawTree, edits: Mapping[bytes, tuple[int, bytes] | None]) -> bytes:
@@ -668,10 +672,9 @@ def _splice(tree: _RawTree, edits: Mapping[bytes, tuple[int, bytes] | None]) -> 
     the rest is copied as it is."""
     cuts: list[tuple[int, bytes, int, bytes]] = []  # (start, sort key, end, new bytes)
     for name, entry in edits.items():
-        for key in (name, name + b"/"):  # the old entry of that name, a file or a folder
-            k = _position(tree, key)
-            if k < len(tree.offsets) - 1 and _entry_at(tree, k)[0] == name:
-                cuts.append((tree.offsets[k], b"", tree.offsets[k + 1], b""))
+        k = _locate(tree, name)  # the old entry of that name goes, a file or a folder
+        if k is not None:
+            cuts.append((tree.offsets[k], b"", tree.offsets[k + 1], b""))
         if entry is not None:
             mode, sha = entry
             key = _sort_key(name, mode)
