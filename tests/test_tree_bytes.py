@@ -275,3 +275,13 @@ def test_a_file_and_a_folder_of_one_name_replace_each_other(wrepo: Path, case: s
     assert ours == git_expected_tree(repo, base, {p: (two if c else None) for p, c in changes.items()})
     with pytest.raises(ValueError, match="as a file and as a folder"):
         objects.write_tree_changes(store, base, {"a": b"two", "a/y.toml": b"two"})
+
+
+def test_the_empty_tree_is_known_without_being_stored(wrepo: Path) -> None:
+    repo = wrepo
+    one = git(repo, "hash-object", "-w", "--stdin", stdin="one").strip()
+    tree = mktree(repo, {"a.toml": ("100644", one)})
+    store = Repo(str(repo)).object_store
+    assert not objects.has_object(store, objects.EMPTY_TREE_ID)
+    assert objects.TreeBytes().changes(store, objects.EMPTY_TREE_ID, tree.encode()) == [
+        (b"a.toml", None, (0o100644, one.encode()))]

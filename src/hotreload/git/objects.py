@@ -197,6 +197,8 @@ TREE_BYTES = TreeBytes()
 
 
 def _read_tree(store: Any, sha: bytes) -> bytes:
+    if sha == EMPTY_TREE_ID and not has_object(store, sha):
+        return b""  # git knows the empty tree without storing it
     type_num, raw = get_raw(store, sha)
     if type_num != Tree.type_num:
         raise GitError(f"{sha.decode()} is not a tree")
@@ -561,7 +563,7 @@ def list_blobs(store: Any, tree_sha: str, prefix: str = "") -> list[BlobEntry]:
         raw = read_many(store, level)
         next_level: dict[str, list[str]] = {}
         for sha, bases in level.items():
-            for name, mode, child in parse_tree(raw[sha], 20):  # SHA-1 ids: 20 bytes
+            for name, mode, child in parse_tree(raw[sha], SHA_BYTES):
                 for base in bases:
                     text = name.decode(errors="surrogateescape")
                     path = f"{base}/{text}" if base else text
@@ -604,7 +606,7 @@ def _write_tree(store: Any, base_tree: bytes | None, changes: Mapping[str, bytes
     for path, content in changes.items():
         top, _, rest = path.partition("/")
         by_top.setdefault(top, {})[rest] = content
-    base = TREE_BYTES.tree(store, base_tree) if base_tree not in (None, EMPTY_TREE_ID) else _EMPTY_TREE
+    base = TREE_BYTES.tree(store, base_tree) if base_tree is not None else _EMPTY_TREE
     edits: dict[bytes, tuple[int, bytes] | None] = {}
     for top, sub in by_top.items():
         name = top.encode("utf-8", "surrogateescape")
