@@ -277,8 +277,9 @@ def test_a_file_and_a_folder_of_one_name_replace_each_other(wrepo: Path, case: s
         objects.write_tree_changes(store, base, {"a": b"two", "a/y.toml": b"two"})
 
 
-def test_the_empty_tree_is_known_without_being_stored(wrepo: Path) -> None:
-    repo = wrepo
+def test_the_empty_tree_is_known_without_being_stored(tmp_path: Path) -> None:
+    repo = tmp_path / "fresh.git"  # the shared repositories may hold it by now
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
     one = git(repo, "hash-object", "-w", "--stdin", stdin="one").strip()
     tree = mktree(repo, {"a.toml": ("100644", one)})
     store = Repo(str(repo)).object_store
