@@ -4,10 +4,14 @@ object is an error that names it, never wrong content."""
 
 from __future__ import annotations
 
+import random
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hotreload.git.errors import GitError
 from hotreload.git.objects import get_raw
@@ -78,6 +82,19 @@ def test_a_big_object_written_uncompressed_is_read_by_git(world: World) -> None:
         repo.close()
     assert cat_file(world.clone, sha) == (3, content)
     git("--git-dir", str(world.clone), "fsck", "--strict", "--no-dangling")
+
+
+@given(size=st.sampled_from([0, 1, 0xFFFF - 12, 0xFFFF - 11, 0xFFFF - 10, 2 * 0xFFFF - 11, 200_000]),
+       seed=st.integers(0, 2**16))
+@settings(max_examples=30, deadline=None)
+def test_a_stored_zlib_stream_inflates_to_its_data(size: int, seed: int) -> None:
+    """Stored deflate blocks as zlib itself reads them, at every block boundary (the
+    11-byte header ``blob <size>\\0`` counts: 0xFFFF - 11 fills one block exactly)."""
+    from hotreload.git.objects import stored_zlib
+
+    raw = random.Random(seed).randbytes(size)
+    header = b"blob %d\0" % size
+    assert zlib.decompress(b"".join(stored_zlib(header, raw))) == header + raw
 
 
 def test_a_store_moved_away_is_not_recreated_by_a_write(world: World, tmp_path: Path) -> None:

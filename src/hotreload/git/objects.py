@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import stat
+import struct
 import threading
 import zlib
 from array import array
@@ -278,12 +279,15 @@ STORE_UNCOMPRESSED_FROM = 1 << 20
 """Loose objects from this size (bytes) up are written without compression."""
 
 
-def write_loose(store: Any, type_num: int, raw: bytes) -> str:
+def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None) -> str:
     """Write one loose object the way git does: zlib of ``<type> <size>\\0`` and the
     content, into a unique temporary file, then renamed into place. Unlike a lock
-    file, a temporary file left by a killed process never blocks a later write."""
+    file, a temporary file left by a killed process never blocks a later write.
+
+    ``sha`` names an object copied from another store, which names it already (as
+    git's local clone trusts the store it hardlinks from); otherwise it is hashed."""
     header = object_class(type_num).type_name + b" " + str(len(raw)).encode() + b"\0"
-    hexsha = hashlib.sha1(header + raw).hexdigest()
+    hexsha = sha.decode() if sha is not None else hashlib.sha1(header + raw).hexdigest()
     folder = os.path.join(store.path, hexsha[:2])
     path = os.path.join(folder, hexsha[2:])
     if os.path.exists(path):
@@ -294,10 +298,13 @@ def write_loose(store: Any, type_num: int, raw: bytes) -> str:
         os.mkdir(folder)
     tmp = os.path.join(folder, f"tmp_obj_{os.getpid()}_{threading.get_ident()}_{hexsha[2:10]}")
     with open(tmp, "wb") as fh:
-        # git's core.looseCompression default is 1; a big object (a flat folder's tree: 6 MB
-        # at 500k records, 110 ms to deflate) is stored (level 0), which git reads the same,
-        # until upkeep packs it
-        fh.write(zlib.compress(header + raw, 1 if len(raw) < STORE_UNCOMPRESSED_FROM else 0))
+        # git's core.looseCompression default is 1; a big object (a flat folder's tree:
+        # 7.4 MB at 500k records, 110 ms to deflate) is stored uncompressed, which git
+        # reads the same, until upkeep packs it
+        if len(raw) < STORE_UNCOMPRESSED_FROM:
+            fh.write(zlib.compress(header + raw, 1))
+        else:
+            fh.writelines(stored_zlib(header, raw))
         if FSYNC:
             # durable before visible: a ref that names this object moves only after
             # it returns, and must never name a truncated file after a power loss
@@ -308,6 +315,22 @@ def write_loose(store: Any, type_num: int, raw: bytes) -> str:
     if FSYNC:
         _fsync_dir(folder)
     return hexsha
+
+
+def stored_zlib(header: bytes, raw: bytes) -> list[bytes | memoryview]:
+    """``header + raw`` as a zlib stream of stored (uncompressed) deflate blocks
+    (RFC 1950/1951), in pieces to write one after the other. ``zlib.compress(data,
+    0)`` makes the same kind of stream but copies the data through its window: 21 ms
+    for 7.4 MB against 4 ms here (decision 59)."""
+    data = memoryview(header + raw)
+    pieces: list[bytes | memoryview] = [b"\x78\x01"]  # deflate, 32 KiB window; no preset dictionary
+    for start in range(0, len(data), 0xFFFF):
+        block = data[start:start + 0xFFFF]
+        final = start + 0xFFFF >= len(data)
+        pieces.append(struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF))
+        pieces.append(block)
+    pieces.append(struct.pack(">I", zlib.adler32(data)))
+    return pieces
 
 
 FSYNC = True
@@ -368,8 +391,8 @@ def add_raw_objects(store: Any, objects: list[RawObject]) -> None:
             UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw], sha=bytes.fromhex(sha.decode()))
             for type_num, raw, sha in objects))
         return
-    for type_num, raw, _sha in objects:
-        write_loose(store, type_num, raw)
+    for type_num, raw, sha in objects:
+        write_loose(store, type_num, raw, sha)
 
 
 class LooseWritingStore:
