@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from falcon import testing
 
 from hotreload.data.records import Project, Untyped
@@ -47,7 +49,6 @@ def test_full_build_indexes_every_sheet(world: World) -> None:
 
 
 def test_duplicate_ids_and_legacy_ids_are_invalid(world: World) -> None:
-    from datetime import datetime, timezone
 
     import pytest
 
@@ -176,13 +177,13 @@ def test_answers_from_data_name_their_commit_even_when_not_found(client: testing
 def test_search_copies_are_used_only_by_the_index_they_were_started_from() -> None:
     """A derive takes database copies started early (beside the table work) only
     from its own index: a copy of another index's database would carry its rows."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import pytest
 
     from hotreload.data.search import PROJECTS, SearchIndex
 
-    when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2024, 1, 1, tzinfo=UTC)
     one = Project(id="00000000-0000-4000-8000-000000000001", slug="one", title="Lantern map",
                   created_at=when, updated_at=when)
     two = Project(id="00000000-0000-4000-8000-000000000002", slug="two", title="Lantern tour",
