@@ -49,7 +49,6 @@ def test_full_build_indexes_every_sheet(world: World) -> None:
 
 
 def test_duplicate_ids_and_legacy_ids_are_invalid(world: World) -> None:
-
     import pytest
 
     from hotreload.data.records import RecordError
