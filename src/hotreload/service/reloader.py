@@ -16,7 +16,6 @@ import datetime as dt
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hotreload.data.records import RecordError
@@ -112,32 +111,6 @@ class Reloader:
         self._flight_lock = threading.Lock()
         self._flight: _Flight | None = None
         self._seq = 0
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload",
-                                          initializer=self._mark_reload_thread)
-        """Every reload runs on this one thread, whoever asked (decision 59)."""
-        self._reload_thread: int | None = None
-
-    def _mark_reload_thread(self) -> None:
-        self._reload_thread = threading.get_ident()
-
-    def close(self) -> None:
-        """Stop the reload thread, after the reload on it (if any) has ended."""
-        self._thread.shutdown(wait=True)
-
-    def _run_on_reload_thread(self, started: float, trigger: str) -> ReloadResult:
-        """:meth:`_run` on the reload thread. glibc gives each thread its own heap
-        arena: a reload run on whichever server thread received the webhook left its
-        freed copies in that thread's arena, and four threads held four reloads' worth
-        of free memory, which only a trim after every reload handed back (and the
-        next reload faulted in again). On one thread, what a reload frees is what the
-        next one reuses. (After :meth:`close`, a late caller runs it where it is.)"""
-        if threading.get_ident() == self._reload_thread:
-            return self._run(started, trigger)
-        try:
-            future = self._thread.submit(self._run, started, trigger)
-        except RuntimeError:  # shut down
-            return self._run(started, trigger)
-        return future.result()
 
     # -- entry point --------------------------------------------------------------
 
@@ -168,7 +141,7 @@ class Reloader:
                     leader = False
             if leader:
                 try:
-                    flight.result = self._run_on_reload_thread(started, trigger)
+                    flight.result = self._run(started, trigger)
                 except BaseException as exc:
                     flight.error = exc
                 finally:

@@ -72,7 +72,6 @@ class Runtime:
             self.upkeep.stop()
         if self.push_daemon is not None:
             self.push_daemon.stop()
-        self.reloader.close()
         if self.snapshot_cache is not None and self.instance_lock is not None:
             _save_cache(self.snapshot_cache, self.holder, "stop")
         self.repo.close()
