@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from falcon import testing
 
 from hotreload.data.records import Project, Untyped
@@ -172,25 +170,3 @@ def test_answers_from_data_name_their_commit_even_when_not_found(client: testing
         assert resp.status_code in (400, 404)
         assert resp.headers["X-Data-Commit"] == snap.commit
 
-
-def test_search_copies_are_used_only_by_the_index_they_were_started_from() -> None:
-    """A derive takes database copies started early (beside the table work) only
-    from its own index: a copy of another index's database would carry its rows."""
-    from datetime import datetime
-
-    import pytest
-
-    from hotreload.data.search import PROJECTS, SearchIndex
-
-    when = datetime(2024, 1, 1, tzinfo=UTC)
-    one = Project(id="00000000-0000-4000-8000-000000000001", slug="one", title="Lantern map",
-                  created_at=when, updated_at=when)
-    two = Project(id="00000000-0000-4000-8000-000000000002", slug="two", title="Lantern tour",
-                  created_at=when, updated_at=when)
-    first = SearchIndex.build({"projects": [one]})
-    other = SearchIndex.build({"projects": [two]})
-    with pytest.raises(ValueError, match="another index"):
-        first.derive({"projects": ([], [two])}, other.start_copies(["projects"]))
-    derived = first.derive({"projects": ([], [two])}, first.start_copies(["projects", "tags"]))
-    assert sorted(derived.search(PROJECTS, "lantern")) == sorted([one.id, two.id])
-    assert first.search(PROJECTS, "lantern") == [one.id]

@@ -32,7 +32,6 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlite_utils
@@ -168,19 +167,6 @@ def _delete(db: _Database, table: SearchTable, records: Iterable[Entry]) -> None
     db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((found[row[0]],) for row in rows))
 
 
-_COPIER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-copy")
-"""One long-lived thread copies databases: its heap arena is reused from one
-reload to the next (a new thread each time would spread copies over arenas)."""
-
-
-@dataclass
-class Copies:
-    """Database copies under way, from :meth:`SearchIndex.start_copies`."""
-
-    source: SearchIndex
-    pending: dict[str, Future[_Database]]
-
-
 class SearchIndex:
     def __init__(self, databases: Mapping[str, _Database]) -> None:
         self._databases = dict(databases)
@@ -197,29 +183,16 @@ class SearchIndex:
                 _insert(db, table, records.get(sheet, ()))
         return cls(databases)
 
-    def start_copies(self, sheets: Iterable[str]) -> Copies:
-        """Start copying the databases of ``sheets`` (the searched ones among them)
-        on a worker thread, for :meth:`derive`. SQLite copies with the GIL released,
-        so the copy runs beside the rest of a build (the tables and indices) on the
-        other core instead of after it (decision 60)."""
-        wanted = [sheet for sheet in sheets if sheet in self._databases]
-        return Copies(self, {sheet: _COPIER.submit(self._databases[sheet].copy) for sheet in wanted})
-
-    def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]],
-               copies: Copies | None = None) -> SearchIndex:
+    def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]) -> SearchIndex:
         """A new index: this one plus a delta, per sheet ``(records as they were
         indexed and are gone, records new or changed)``; a changed record is in
-        both. Only the changed sheets' databases are copied (or taken from
-        ``copies``, started from this index); this index is left untouched."""
-        if copies is not None and copies.source is not self:
-            raise ValueError("the copies were started from another index")
+        both. Only the changed sheets' databases are copied; this index is left
+        untouched."""
         databases = dict(self._databases)
         for sheet, (gone, new) in deltas.items():
             if not gone and not new:
                 continue
-            started = copies.pending.pop(sheet, None) if copies is not None else None
-            table = TABLES[sheet]
-            db = started.result() if started is not None else self._databases[sheet].copy()
+            table, db = TABLES[sheet], self._databases[sheet].copy()
             with db.conn:  # one transaction
                 _delete(db, table, gone)
                 _insert(db, table, new)

@@ -35,7 +35,7 @@ from hotreload.data.records import (
     parse_record,
     parse_timestamp,
 )
-from hotreload.data.search import SEARCHED_SHEETS, Copies, SearchIndex
+from hotreload.data.search import SEARCHED_SHEETS, SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
 from hotreload.git.repo import GitRepo, readable
 
@@ -411,8 +411,6 @@ def _assemble(
     started: float,
 ) -> Snapshot:
     prev_tables: Mapping[str, Table] = previous.tables if previous else {}
-    # the changed sheets' search databases are copied while the tables are derived
-    copies = previous.search.start_copies(removed.keys() | added.keys()) if previous else None
     tables: dict[str, Table] = {}
     gone: dict[str, list[Entry]] = {}
     new: dict[str, list[tuple[str, Entry]]] = {}
@@ -435,7 +433,7 @@ def _assemble(
                 spec, indices[spec.name], tables[spec.sheet], gone[spec.sheet], new[spec.sheet]
             )
 
-    search = _derive_search(previous, tables, gone, new, copies)
+    search = _derive_search(previous, tables, gone, new)
     changed_in = {s.name: commit if previous is None or s.name in gone
                   else previous.changed_in.get(s.name, commit) for s in sheets}
     return Snapshot(
@@ -542,7 +540,6 @@ def _derive_search(
     tables: Mapping[str, Table],
     gone: Mapping[str, list[Entry]],
     new: Mapping[str, list[tuple[str, Entry]]],
-    copies: Copies | None = None,
 ) -> SearchIndex:
     if previous is None:
         return SearchIndex.build({name: tables.get(name, EMPTY_TABLE).by_id.values()
@@ -552,4 +549,4 @@ def _derive_search(
     return previous.search.derive({
         name: (gone[name], [r for _, r in new[name]])
         for name in SEARCHED_SHEETS if name in gone
-    }, copies)
+    })
