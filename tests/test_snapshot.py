@@ -169,4 +169,3 @@ def test_answers_from_data_name_their_commit_even_when_not_found(client: testing
         resp = client.simulate_get(path)
         assert resp.status_code in (400, 404)
         assert resp.headers["X-Data-Commit"] == snap.commit
-
