@@ -6,6 +6,7 @@ import itertools
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,14 @@ def missing_corpus(records: str) -> str | None:
     """What to run when ``corpus-v2-<records>.git`` is not cached, else None."""
     source = BENCH_CACHE / f"corpus-v2-{records}.git"
     return None if source.exists() else f"no corpus at {source}: run BENCH_RECORDS={records} make bench first"
+
+
+def require_corpus(records: str) -> None:
+    """Exit with status 2, saying what to run, when ``corpus-v2-<records>.git`` is not cached."""
+    missing = missing_corpus(records)
+    if missing:
+        print(missing, file=sys.stderr)
+        raise SystemExit(2)
 
 
 @contextmanager

@@ -23,15 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import edit_upstream, missing_corpus, origin_and_clone
+from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
 
 
 def main(argv: list[str]) -> int:
     records = argv[0]
-    missing = missing_corpus(records)
-    if missing:
-        print(missing, file=sys.stderr)
-        return 2
+    require_corpus(records)
     with origin_and_clone(records, "fetch-floor-") as (origin, clone):
         def fetch() -> float:
             edit_upstream(origin, 1)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import edit_upstream, missing_corpus, origin_and_clone
+from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
 from hotreload.config import Settings
 from hotreload.service.runtime import boot
 
@@ -41,10 +41,7 @@ def main(argv: list[str]) -> int:
         rss_reloads = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2:]
     records, label = argv[0], (argv[1] if len(argv) > 1 else "")
-    missing = missing_corpus(records)
-    if missing:
-        print(missing, file=sys.stderr)
-        return 2
+    require_corpus(records)
     with origin_and_clone(records, "one-record-") as (origin, clone):
         started = time.perf_counter()
         rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))

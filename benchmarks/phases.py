@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import edit_upstream, missing_corpus, origin_and_clone
+from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
 from hotreload.config import Settings
 from hotreload.data import snapshot
 from hotreload.git import reconcile, transport
@@ -65,10 +65,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("records")
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
-    missing = missing_corpus(args.records)
-    if missing:
-        print(missing, file=sys.stderr)
-        return 2
+    require_corpus(args.records)
     for owner, name, label in STEPS:
         timed(owner, name, label)
     with origin_and_clone(args.records, "phases-") as (origin, clone):

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import edit_upstream, missing_corpus, origin_and_clone
+from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
 from hotreload.config import Settings
 from hotreload.data.cache import CACHE_FILE
 from hotreload.service.runtime import boot
@@ -55,10 +55,7 @@ def main(argv: list[str]) -> int:
         one_start(argv[1], argv[2], argv[3] == "on")
         return 0
     records, label = argv[0], (argv[1] if len(argv) > 1 else "")
-    missing = missing_corpus(records)
-    if missing:
-        print(missing, file=sys.stderr)
-        return 2
+    require_corpus(records)
     with origin_and_clone(records, "restart-") as (origin, clone):
 
         def start(name: str, cache_on: bool = True) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import BENCH_CACHE, missing_corpus
+from benchmarks.changes import BENCH_CACHE, require_corpus
 from hotreload.git.repo import GitRepo
 
 WRITES = 12
@@ -27,10 +27,7 @@ WRITES = 12
 
 def main(argv: list[str]) -> int:
     records = argv[0]
-    missing = missing_corpus(records)
-    if missing:
-        print(missing, file=sys.stderr)
-        return 2
+    require_corpus(records)
     root = tempfile.mkdtemp(dir=BENCH_CACHE, prefix="write-tree-")
     try:
         clone = f"{root}/clone.git"
