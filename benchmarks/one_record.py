@@ -19,6 +19,7 @@ thread, and a benchmark on one thread would hide it.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 import time
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
         rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
         boot_s = time.perf_counter() - started
         threads = [ThreadPoolExecutor(1) for _ in range(4)]
-        rounds = iter(range(10**9))
+        rounds = itertools.count()
 
         def one_reload() -> float:
             commit = edit_upstream(origin, 1)
