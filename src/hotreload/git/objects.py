@@ -287,7 +287,12 @@ def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None)
     ``sha`` names an object copied from another store, which names it already (as
     git's local clone trusts the store it hardlinks from); otherwise it is hashed."""
     header = object_class(type_num).type_name + b" " + str(len(raw)).encode() + b"\0"
-    hexsha = sha.decode() if sha is not None else hashlib.sha1(header + raw).hexdigest()
+    if sha is not None:
+        hexsha = sha.decode()
+    else:
+        digest = hashlib.sha1(header)
+        digest.update(raw)  # not ``header + raw``: a second copy of a 7.4 MB tree, for a hash
+        hexsha = digest.hexdigest()
     folder = os.path.join(store.path, hexsha[:2])
     path = os.path.join(folder, hexsha[2:])
     if os.path.exists(path):
