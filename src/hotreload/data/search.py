@@ -31,11 +31,13 @@ import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import sqlite_utils
 
+from hotreload.data.ranking import Floats, Ints, Ranker, rankable
 from hotreload.data.records import Entry
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -65,10 +67,15 @@ TABLES: dict[str, SearchTable] = {t.sheet: t for t in (PROJECTS, PEOPLE, ROLES)}
 SEARCHED_SHEETS: tuple[str, ...] = tuple(TABLES)
 
 
+def query_words(query: str) -> list[str]:
+    """The words of a free-text query, each searched as a prefix."""
+    return _TOKEN.findall(query.lower())
+
+
 def match_expression(query: str) -> str | None:
     """A safe FTS5 query for free text: every word must occur, as a prefix.
     User input never reaches FTS5's own syntax (quotes, NEAR, column filters)."""
-    tokens = _TOKEN.findall(query.lower())
+    tokens = query_words(query)
     if not tokens:
         return None
     return " ".join(f'"{t}"*' for t in tokens)
@@ -136,41 +143,66 @@ def _create(db: _Database, table: SearchTable) -> None:
     db.conn.execute(f"CREATE VIRTUAL TABLE [{table.name}_fts] USING fts5({columns}, content='')")
 
 
-def _insert(db: _Database, table: SearchTable, records: Iterable[Entry]) -> None:
-    rows = [table.row(r) for r in records]
-    if not rows:
-        return
-    first = db.conn.execute(f"SELECT coalesce(max(rowid), 0) + 1 FROM [{table.name}]").fetchone()[0]
-    rowids = range(first, first + len(rows))
-    db.conn.executemany(f"INSERT INTO [{table.name}] (rowid, id) VALUES (?, ?)",
-                        zip(rowids, (row[0] for row in rows), strict=True))
+def _insert(db: _Database, table: SearchTable, rows: list[tuple[int, tuple[str | None, ...]]]) -> None:
+    """Index ``(rowid, row)`` pairs; a row is ``table.row(record)``."""
+    db.conn.executemany(f"INSERT OR IGNORE INTO [{table.name}] (rowid, id) VALUES (?, ?)",
+                        ((rowid, row[0]) for rowid, row in rows))
     marks = ", ".join("?" for _ in table.fields)
     db.conn.executemany(
         f"INSERT INTO [{table.name}_fts] (rowid, {', '.join(f'[{c}]' for c in table.columns)}) "
         f"VALUES (?, {marks})",
-        ((rowid, *row[1:]) for rowid, row in zip(rowids, rows, strict=True)))
+        ((rowid, *row[1:]) for rowid, row in rows))
 
 
-def _delete(db: _Database, table: SearchTable, records: Iterable[Entry]) -> None:
-    """Remove records, given as they were indexed (a contentless row is deleted by
-    handing FTS5 the values it was indexed with)."""
-    rows = [table.row(r) for r in records]
-    if not rows:
-        return
+def _apply(db: _Database, table: SearchTable, gone: Sequence[Entry], new: Sequence[Entry]
+           ) -> tuple[dict[str, int], list[tuple[int, tuple[str | None, ...]]]]:
+    """Remove ``gone`` (records as they were indexed: a contentless row is deleted
+    by handing FTS5 the values it was indexed with) and index ``new``. A record in
+    both keeps its rowid, so a rowid names one record for as long as it lives
+    (the ranker and the project facets key their arrays by it). Returns the
+    records removed for good (id -> rowid) and the (rowid, row) pairs written."""
+    old_rows, new_rows = [table.row(r) for r in gone], [table.row(r) for r in new]
     found = dict(db.conn.execute(
         f"SELECT id, rowid FROM [{table.name}] WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps([row[0] for row in rows]),)))
+        (json.dumps([row[0] for row in old_rows]),)))
     db.conn.executemany(
         f"INSERT INTO [{table.name}_fts] ([{table.name}_fts], rowid, {', '.join(f'[{c}]' for c in table.columns)}) "
         f"VALUES ('delete', ?, {', '.join('?' for _ in table.fields)})",
-        ((found[row[0]], *row[1:]) for row in rows))
-    db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((found[row[0]],) for row in rows))
+        ((found[row[0]], *row[1:]) for row in old_rows))
+    kept = {row[0] for row in new_rows}
+    removed = {record_id: rowid for record_id, rowid in found.items() if record_id not in kept}
+    db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid in removed.values()))
+    fresh = db.conn.execute(f"SELECT coalesce(max(rowid), 0) + 1 FROM [{table.name}]").fetchone()[0]
+    written = []
+    for row in new_rows:
+        rowid = found.get(row[0])
+        if rowid is None:
+            rowid, fresh = fresh, fresh + 1
+        written.append((rowid, row))
+    _insert(db, table, written)
+    return removed, written
+
+
+@dataclass(frozen=True)
+class SheetDelta:
+    """How a derived index's database for one sheet differs from its parent's."""
+    removed: dict[str, int]
+    """Record id -> rowid of the records gone for good."""
+    written: dict[str, int]
+    """Record id -> rowid of the records new or rewritten (a rewritten record keeps its rowid)."""
 
 
 class SearchIndex:
-    def __init__(self, databases: Mapping[str, _Database]) -> None:
+    def __init__(self, databases: Mapping[str, _Database], rankers: Mapping[str, Ranker] | None = None,
+                 deltas: Mapping[str, SheetDelta] | None = None) -> None:
         self._databases = dict(databases)
         """By sheet name; shared with the indices derived from this one where unchanged."""
+        self._rankers = dict(rankers or {})
+        for sheet, db in self._databases.items():
+            if sheet not in self._rankers:
+                self._rankers[sheet] = Ranker(TABLES[sheet].name, TABLES[sheet].columns, db.reader)
+        self.deltas: Mapping[str, SheetDelta] = dict(deltas or {})
+        """Per sheet changed from the index this one was derived from; empty for a built one."""
 
     @classmethod
     def build(cls, records: Mapping[str, Iterable[Entry]]) -> SearchIndex:
@@ -178,9 +210,10 @@ class SearchIndex:
         databases = {}
         for sheet, table in TABLES.items():
             db = databases[sheet] = _Database()
+            rows = [table.row(r) for r in records.get(sheet, ())]
             with db.conn:
                 _create(db, table)
-                _insert(db, table, records.get(sheet, ()))
+                _insert(db, table, list(enumerate(rows, start=1)))
         return cls(databases)
 
     def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]) -> SearchIndex:
@@ -188,16 +221,18 @@ class SearchIndex:
         indexed and are gone, records new or changed)``; a changed record is in
         both. Only the changed sheets' databases are copied; this index is left
         untouched."""
-        databases = dict(self._databases)
+        databases, rankers, changed = dict(self._databases), dict(self._rankers), {}
         for sheet, (gone, new) in deltas.items():
             if not gone and not new:
                 continue
             table, db = TABLES[sheet], self._databases[sheet].copy()
             with db.conn:  # one transaction
-                _delete(db, table, gone)
-                _insert(db, table, new)
+                removed, written = _apply(db, table, gone, new)
             databases[sheet] = db
-        return SearchIndex(databases)
+            rankers[sheet] = self._rankers[sheet].derive(
+                db.reader, removed.values(), [(rowid, row[1:]) for rowid, row in written])
+            changed[sheet] = SheetDelta(removed, {str(row[0]): rowid for rowid, row in written})
+        return SearchIndex(databases, rankers, changed)
 
     def image(self) -> bytes:
         """The databases as bytes (SQLite's serialize of each, in ``TABLES`` order,
@@ -230,6 +265,90 @@ class SearchIndex:
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
         return [row[0] for row in self._databases[table.sheet].reader().execute(sql, (expression,))]
+
+    def search_rowids(self, table: SearchTable, query: str) -> Ints:
+        """Rowids of matching records, best match first (SQLite's ranking: for any query)."""
+        expression = match_expression(query)
+        if expression is None:
+            return np.zeros(0, dtype=np.int64)
+        sql = (
+            f"SELECT f.rowid FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
+            f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
+        )
+        rows = self._databases[table.sheet].reader().execute(sql, (expression,)).fetchall()
+        return np.array([row[0] for row in rows], dtype=np.int64)
+
+    def rank(self, table: SearchTable, query: str) -> Ranked | None:
+        """Matching records in the order of :meth:`search`, ranked with arrays
+        (:mod:`hotreload.data.ranking`), or None for a query only SQLite ranks
+        (a word that is not ASCII letters and digits)."""
+        words = query_words(query)
+        if not words:
+            return Ranked(np.zeros(0, dtype=np.int64), None)
+        if not rankable(words):
+            return None
+        rowids, ranks = self._rankers[table.sheet].rank(words)
+        return Ranked(rowids, ranks)
+
+    def ids_of(self, table: SearchTable, rowids: Iterable[int]) -> dict[int, str]:
+        """Record ids by rowid."""
+        return dict(self._databases[table.sheet].reader().execute(
+            f"SELECT rowid, id FROM [{table.name}] WHERE rowid IN (SELECT value FROM json_each(?))",
+            (json.dumps([int(r) for r in rowids]),)))
+
+    def rowids_of(self, table: SearchTable, ids: Iterable[str] | None = None) -> dict[str, int]:
+        """Rowids by record id: of ``ids``, or of every record."""
+        conn = self._databases[table.sheet].reader()
+        if ids is None:
+            return dict(conn.execute(f"SELECT id, rowid FROM [{table.name}]"))
+        return dict(conn.execute(f"SELECT id, rowid FROM [{table.name}] WHERE id IN (SELECT value FROM json_each(?))",
+                                 (json.dumps(list(ids)),)))
+
+
+@dataclass(frozen=True, eq=False)
+class Ranked:
+    """Records (by rowid) in search order: by rank, then by id. Rows are sorted by
+    rank only; rows of equal rank are put in id order when a window needs them,
+    which costs the ids of those rows, not of every match."""
+
+    rowids: Ints
+    ranks: Floats | None
+    """Each row's rank, ascending (rows of equal rank in any order); None when ``rowids``
+    are in their final order."""
+
+    def __len__(self) -> int:
+        return len(self.rowids)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ranked):
+            return NotImplemented
+        if self.ranks is None or other.ranks is None:
+            return self.ranks is other.ranks and np.array_equal(self.rowids, other.rowids)
+        return np.array_equal(self.rowids, other.rowids) and np.array_equal(self.ranks, other.ranks)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def where(self, keep: np.ndarray) -> Ranked:
+        """The rows for which ``keep`` (a mask by rowid) holds, in the same order."""
+        selected = keep[self.rowids] if len(self.rowids) else np.zeros(0, dtype=np.bool_)
+        return Ranked(self.rowids[selected], None if self.ranks is None else self.ranks[selected])
+
+    def window(self, start: int, stop: int, ids_of: Callable[[Ints], Mapping[int, str]]) -> list[str]:
+        """Record ids ``start:stop`` in search order (``ids_of`` gives the ids of rowids:
+        called once, for the window and the rows tied with its ends)."""
+        stop = min(stop, len(self.rowids))
+        if start >= stop:
+            return []
+        if self.ranks is None:
+            window = self.rowids[start:stop]
+            ids = ids_of(window)
+            return [ids[r] for r in window.tolist()]
+        lo = int(np.searchsorted(self.ranks, self.ranks[start], "left"))
+        hi = int(np.searchsorted(self.ranks, self.ranks[stop - 1], "right"))
+        group = self.rowids[lo:hi]
+        ids = ids_of(group)
+        ordered = sorted(zip(self.ranks[lo:hi].tolist(), (ids[r] for r in group.tolist()), strict=True))
+        return [record_id for _, record_id in ordered[start - lo:stop - lo]]
 
 
 def _close_all(writer: sqlite3.Connection, readers: dict[int, sqlite3.Connection]) -> None:
