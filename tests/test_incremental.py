@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hotreload.api.read import _project_query, project_window
 from hotreload.corpus import WORDS, make_corpus, write_corpus
 from hotreload.data.records import (
     STAGES,
@@ -91,6 +92,12 @@ def snapshot_state(snap: Snapshot) -> dict[str, Any]:
         state[spec.name] = dict(snap.indices[spec.name])
     for word in [*WORDS[:12], "edited", "renamed", "developer"]:
         state[f"q:{word}"] = {name: snap.search.search(t, word) for name, t in TABLES.items()}  # ranked
+    handles = sorted(t.handle for t in snap.table("tags").by_id.values())[:2]  # type: ignore[attr-defined]
+    for q in [None, "data", f"{WORDS[3]} {WORDS[5]}", "edited", "new"]:  # ranked with arrays; facets
+        for stage, tagged in [(None, ()), ("prototyping", ()), (None, tuple(handles[:1])), (None, tuple(handles))]:
+            results, facets = _project_query(snap, q, stage, tagged)
+            state[f"projects:{q}:{stage}:{tagged}"] = (
+                [p.id for p in project_window(snap, results, 0, len(results))], facets)
     return state
 
 

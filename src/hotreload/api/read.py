@@ -4,18 +4,17 @@ that snapshot only; ``X-Data-Commit`` names its commit."""
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping
-from itertools import chain
 from typing import Any, cast
 
 import falcon
+import numpy as np
 
 from hotreload.api.errors import ApiError, bad_request
+from hotreload.data.facets import STAGE_CODE
 from hotreload.data.records import STAGES, TAG_NAMESPACES, Entry, Person, Project, Tag, to_json_dict
-from hotreload.data.search import PEOPLE, PROJECTS
+from hotreload.data.search import PEOPLE, PROJECTS, Ranked
 from hotreload.data.snapshot import Snapshot, SnapshotHolder
 
 TAG_HANDLE = re.compile(r"\A(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}\Z")
@@ -162,80 +161,88 @@ def person_json(snap: Snapshot, person: Person) -> dict[str, Any]:
     return {**to_json_dict(person), "tags": [t.handle for t in snap.tags_of("person", person.id)]}
 
 
-def _ordered(snap: Snapshot, sheet: str, q: str | None) -> list[Any]:
-    """Live records of a sheet: search order for ``q``, else by title/name, slug.
-    Memoised per snapshot (a pure function of it)."""
+def _people(snap: Snapshot, q: str | None) -> list[Person]:
+    """Live people: search order for ``q``, else by name, slug. Memoised per
+    snapshot (a pure function of it)."""
 
-    def compute(s: Snapshot) -> list[Any]:
-        table: Mapping[str, Any] = s.table(sheet).by_id
+    def compute(s: Snapshot) -> list[Person]:
+        table = cast(Mapping[str, Person], s.table("people").by_id)
         if q is not None:
-            found = s.search.search(PROJECTS if sheet == "projects" else PEOPLE, q)
-            records = [table[i] for i in found if i in table]
+            records = [table[i] for i in s.search.search(PEOPLE, q) if i in table]
         else:
-            records = sorted(table.values(), key=lambda r: (
-                (r.title if sheet == "projects" else r.full_name).lower(), r.slug))
+            records = sorted(table.values(), key=lambda r: (r.full_name.lower(), r.slug))
         return [r for r in records if r.deleted_at is None]
 
-    result: list[Any] = snap.cached(("ordered", sheet, q), compute, reads=(sheet,))
+    result: list[Person] = snap.cached(("ordered", "people", q), compute, reads=("people",))
     return result
 
 
+def _project_order(snap: Snapshot, q: str | None) -> Ranked:
+    """Projects (search rowids, deleted ones included) in the order a project query
+    answers: search order for ``q`` (ranked with arrays where the query allows,
+    else by SQLite), else by title, slug (memoised per snapshot)."""
+    if q is None:
+        def listing(s: Snapshot) -> Ranked:
+            rowid_of = s.search.rowids_of(PROJECTS)
+            projects = sorted(s.table("projects").by_id.values(),
+                              key=lambda p: (p.title.lower(), p.slug))  # type: ignore[attr-defined]
+            return Ranked(np.array([rowid_of[p.key] for p in projects], dtype=np.int64), None)
+
+        result: Ranked = snap.cached(("listing", "projects"), listing, reads=("projects",))
+        return result
+    ranked = snap.search.rank(PROJECTS, q)
+    return ranked if ranked is not None else Ranked(snap.search.search_rowids(PROJECTS, q), None)
+
+
 def _project_query(snap: Snapshot, q: str | None, stage: str | None,
-                   handles: tuple[str, ...]) -> tuple[list[Project], dict[str, Any]]:
-    """Matching projects and the facets, for one snapshot and one query.
+                   handles: tuple[str, ...]) -> tuple[Ranked, dict[str, Any]]:
+    """Matching projects (live ones, in order) and the facets, for one snapshot and
+    one query.
 
     A namespace's facet counts the projects that pass every other filter (the
     stage, and the tags asked for in the other namespaces), so picking a tag does
-    not hide its siblings. Counting is one C-level ``Counter`` pass over the
-    matches' tag sets in the common case (no tag asked for); with tag filters, a
-    project adds to every facet when it passes all of them, and to one facet when
-    it fails only that namespace's."""
+    not hide its siblings: a project adds to every facet when it passes all the
+    filters, and to one namespace's facet when it fails only that namespace's tags.
+    Counting runs over arrays keyed by search rowid (:mod:`hotreload.data.facets`),
+    never one project at a time."""
+    facets_data = snap.facets
     tag_index = snap.indices["tag_by_handle"]
     tags = cast(Mapping[str, Tag], snap.table("tags").by_id)
-    by_taggable = snap.indices["tags_by_taggable"]
-    wanted: dict[str, set[str | None]] = {}
+    wanted: dict[str, list[int | None]] = {}
     for handle in handles:
-        wanted.setdefault(handle.split(".", 1)[0], set()).add(tag_index.get(handle))
+        tag_id = tag_index.get(handle)
+        wanted.setdefault(handle.split(".", 1)[0], []).append(
+            facets_data.slot_of.get(tag_id) if tag_id is not None else None)
 
-    matches: list[Project] = _ordered(snap, "projects", q)
-    none: frozenset[str] = frozenset()
-    every_facet: Counter[str] = Counter()  # tag id -> projects that pass every filter
-    own_facet: dict[str, Counter[str]] = {ns: Counter() for ns in TAG_NAMESPACES}  # fail only ns's own
-    if not wanted:
-        stage_counts: Counter[str] = Counter(p.stage for p in matches)
-        results = matches if stage is None else [p for p in matches if p.stage == stage]
-        every_facet.update(chain.from_iterable(by_taggable.get(("project", p.id), none) for p in results))
-    else:
-        stage_counts = Counter()
-        results = []
-        for project in matches:
-            tag_ids = by_taggable.get(("project", project.id), none)
-            failed = [ns for ns, ids in wanted.items() if not ids <= tag_ids]
-            stage_ok = stage is None or project.stage == stage
-            if not failed:
-                stage_counts[project.stage] += 1
-                if stage_ok:
-                    results.append(project)
-                    every_facet.update(tag_ids)
-            elif len(failed) == 1 and stage_ok:
-                own_facet[failed[0]].update(tag_ids)
-
-    facet_counts: dict[str, Counter[str]] = {ns: Counter() for ns in TAG_NAMESPACES}
-    for counts, only in [(every_facet, None), *((c, ns) for ns, c in own_facet.items())]:
-        for tag_id, n in counts.items():
-            tag = tags.get(tag_id)
-            if tag is not None and (only is None or tag.namespace == only):
-                facet_counts[tag.namespace][tag_id] += n
-    facets: dict[str, Any] = {
-        FACET_NAMES[ns]: [
-            {"handle": t.handle, "slug": t.slug, "title": t.title, "count": n}
-            for t, n in heapq.nsmallest(FACET_SIZE, ((tags[i], n) for i, n in counts.items()),
-                                        key=lambda tn: (-tn[1], tn[0].handle))
-        ]
-        for ns, counts in facet_counts.items()
+    matches = _project_order(snap, q).where(facets_data.live)
+    matched = facets_data.mask(matches.rowids)
+    stage_ok = facets_data.stage == STAGE_CODE[stage] if stage is not None else np.ones_like(matched)
+    passes = {ns: facets_data.has_all(slots) for ns, slots in wanted.items()}
+    passing = np.logical_and.reduce([matched, *passes.values()])
+    stage_counts = facets_data.stage_counts(passing)
+    every_facet = facets_data.tag_counts(passing & stage_ok)
+    own_facet = {  # projects failing only this namespace's tags
+        ns: facets_data.tag_counts(np.logical_and.reduce(
+            [matched, stage_ok, ~passes[ns], *(m for other, m in passes.items() if other != ns)]))
+        for ns in wanted
     }
-    facets["byStage"] = [{"stage": s, "count": stage_counts[s]} for s in STAGES if stage_counts[s]]
-    return results, facets
+
+    facets: dict[str, Any] = {}
+    for ns in TAG_NAMESPACES:
+        counts = every_facet + own_facet[ns] if ns in own_facet else every_facet
+        facets[FACET_NAMES[ns]] = [
+            {"handle": tag.handle, "slug": tag.slug, "title": tag.title, "count": n}
+            for tag, n in ((tags[tag_id], n) for tag_id, n in facets_data.top(counts, ns, FACET_SIZE))
+        ]
+    facets["byStage"] = [{"stage": s, "count": int(n)} for s, n in zip(STAGES, stage_counts, strict=True) if n]
+    return matches.where(passing & stage_ok), facets
+
+
+def project_window(snap: Snapshot, results: Ranked, start: int, stop: int) -> list[Project]:
+    """Projects ``start:stop`` of a query's results."""
+    table = snap.table("projects").by_id
+    return [cast(Project, table[i])
+            for i in results.window(start, stop, lambda r: snap.search.ids_of(PROJECTS, r.tolist()))]
 
 
 class ProjectsResource:
@@ -259,7 +266,7 @@ class ProjectsResource:
         results, facets = snap.cached(("projects", q, stage, handles),
                                       lambda s: _project_query(s, q, stage, handles), reads=PROJECT_QUERY_READS)
         start = (page - 1) * per_page
-        data = [project_json(snap, p) for p in results[start:start + per_page]]
+        data = [project_json(snap, p) for p in project_window(snap, results, start, start + per_page)]
         _ok(resp, snap, data, {"total": len(results), "page": page, "perPage": per_page,
                                "facets": facets})
 
@@ -294,7 +301,7 @@ class PeopleResource:
             found = _by_legacy_id(snap, "person_by_legacy_id", "people", legacy_id)
             people = [found] if found else []
         else:
-            people = _ordered(snap, "people", req.get_param("q"))
+            people = _people(snap, req.get_param("q"))
         page_of(resp, snap, pages, people, lambda p: person_json(snap, p))
 
 

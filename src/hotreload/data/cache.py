@@ -48,6 +48,7 @@ import msgspec
 
 from hotreload import __version__
 from hotreload.data import records, search, sheets, snapshot
+from hotreload.data.facets import ProjectFacets
 from hotreload.data.search import SearchIndex
 from hotreload.data.snapshot import Changes, Snapshot
 from hotreload.git.repo import GitRepo
@@ -196,8 +197,9 @@ def _decode(commit: str, tree: str, payload: bytes, image: bytes, started: float
         if enabled:
             gc.enable()
     search_index = SearchIndex.from_image(image)
+    facets = ProjectFacets.of_snapshot(None, tables, indices, search_index, {}, {})
     return Snapshot(commit=commit, tree=tree, sheets=sheet_configs, config_blobs=config_blobs,
-                    tables=tables, indices=indices, search=search_index,
+                    tables=tables, indices=indices, search=search_index, facets=facets,
                     changes=Changes(added=sum(len(t) for t in tables.values())),
                     build_ms=(time.perf_counter() - started) * 1000,
                     changed_in={s.name: commit for s in sheet_configs})

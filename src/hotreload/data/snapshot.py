@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from hotreload.data.facets import ProjectFacets
 from hotreload.data.records import (
     RECORD_TYPES,
     Entry,
@@ -190,6 +191,8 @@ class Snapshot:
     tables: Mapping[str, Table]
     indices: Mapping[str, Mapping[Any, Any]]
     search: SearchIndex
+    facets: ProjectFacets
+    """What project searches count (stages, tags), by project search rowid."""
     changes: Changes = field(default=Changes())
     """What changed from the snapshot this one was derived from (all added for a full build)."""
     build_ms: float = 0.0
@@ -434,6 +437,7 @@ def _assemble(
             )
 
     search = _derive_search(previous, tables, gone, new)
+    facets = ProjectFacets.of_snapshot(previous, tables, indices, search, gone, new)
     changed_in = {s.name: commit if previous is None or s.name in gone
                   else previous.changed_in.get(s.name, commit) for s in sheets}
     return Snapshot(
@@ -444,6 +448,7 @@ def _assemble(
         tables=tables,
         indices=indices,
         search=search,
+        facets=facets,
         changes=Changes(n_added, n_modified, n_deleted),
         build_ms=(time.perf_counter() - started) * 1000,
         incremental=previous is not None,
