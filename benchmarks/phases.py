@@ -5,6 +5,7 @@ round and the medians::
 
     .venv/bin/python benchmarks/phases.py 500000      # corpus .bench-cache/corpus-v2-500000.git
     .venv/bin/python benchmarks/phases.py 50000 --rounds 15
+    .venv/bin/python benchmarks/phases.py 500000 --searched   # every corpus word searched first
 
 The corpus is made by the benchmarks (``make bench``, or ``BENCH_RECORDS=N``).
 """
@@ -24,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
 from hotreload.config import Settings
+from hotreload.corpus import WORDS
 from hotreload.data import snapshot
+from hotreload.data.facets import ProjectFacets
+from hotreload.data.search import PROJECTS
 from hotreload.git import reconcile, transport
 from hotreload.service import reloader
 from hotreload.service.runtime import boot
@@ -40,6 +44,7 @@ STEPS = [  # (module or class, function, label), outermost first
     (snapshot, "_apply_table", "    tables"),
     (snapshot, "_apply_index", "    indices"),
     (snapshot, "_derive_search", "    search"),
+    (ProjectFacets, "of_snapshot", "    project facets"),
     (snapshot.Snapshot, "warm_from", "  warm"),
     (reconcile, "apply", "apply (under the lock)"),
     (reloader, "release_free_memory", "post-swap collection"),
@@ -64,6 +69,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("records")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--searched", action="store_true",
+                        help="search every corpus word before the reloads, so each reload patches the "
+                             "ranker's learnt postings (as on a replica serving searches)")
     args = parser.parse_args(argv)
     require_corpus(args.records)
     for owner, name, label in STEPS:
@@ -73,6 +81,9 @@ def main(argv: list[str]) -> int:
         rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
         print(f"{args.records} records: cold start {time.perf_counter() - started:.1f} s", flush=True)
         try:
+            if args.searched:
+                for word in WORDS:
+                    rt.holder.current.search.rank(PROJECTS, word)
             for _ in range(2):
                 rt.reloader.reload(edit_upstream(origin, 1))
             rounds = []
