@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hotreload.data.ranking import found_at
 from hotreload.data.records import STAGES, TAG_NAMESPACES, Entry
 from hotreload.data.search import SheetDelta
 
@@ -178,21 +179,15 @@ class ProjectFacets:
 def _without(keys: Ints, drop: list[int]) -> Ints:
     if not drop:
         return keys
-    gone = np.unique(np.array(drop, dtype=np.int64))
-    at = np.searchsorted(keys, gone)
-    inside = at < len(keys)
-    at = at[inside][keys[at[inside]] == gone[inside]]
-    return np.delete(keys, at)
+    at, present = found_at(keys, np.unique(np.array(drop, dtype=np.int64)))
+    return np.delete(keys, at[present])
 
 
 def _with(keys: Ints, add: list[int]) -> Ints:
     if not add:
         return keys
     extra = np.unique(np.array(add, dtype=np.int64))
-    at = np.searchsorted(keys, extra)
-    inside = at < len(keys)
-    present = np.zeros(len(extra), dtype=np.bool_)
-    present[inside] = keys[at[inside]] == extra[inside]
+    at, present = found_at(keys, extra)
     return np.insert(keys, at[~present], extra[~present])
 
 

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -233,12 +234,21 @@ def _token_counts(columns: Sequence[str], written: Sequence[tuple[int, tuple[str
     return _Counts(terms, lengths)
 
 
+def found_at(ascending: npt.NDArray[Any], values: npt.NDArray[Any]) -> tuple[Ints, npt.NDArray[np.bool_]]:
+    """Where each of ``values`` sits, or would be inserted, in the ascending array, and
+    whether it is there."""
+    at = np.searchsorted(ascending, values)
+    present = np.zeros(len(values), dtype=np.bool_)
+    inside = at < len(ascending)
+    present[inside] = ascending[at[inside]] == values[inside]
+    return at, present
+
+
 def _patch(p: Postings, touched: Ints, add_rowids: Int32s, add_counts: Int32s) -> Postings:
     """``p`` without the rows in ``touched`` and with the given ones; ``p`` itself
     when none of them is in it."""
-    at = np.searchsorted(p.rowids, touched)
-    inside = at < len(p.rowids)
-    at = at[inside][p.rowids[at[inside]] == touched[inside]]
+    at, present = found_at(p.rowids, touched)
+    at = at[present]
     if not at.size and not add_rowids.size:
         return p
     rowids, counts = np.delete(p.rowids, at), np.delete(p.counts, at)
