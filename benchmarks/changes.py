@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hotreload.corpus import WORDS
+from hotreload.data.search import PROJECTS
+from hotreload.data.snapshot import Snapshot
 from hotreload.git.repo import GitRepo, Signature, branch_ref
 
 _round = itertools.count()
@@ -51,6 +54,13 @@ def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
         return commit
     finally:
         repo.close()
+
+
+def learn_every_word(snapshot: Snapshot) -> None:
+    """Search each corpus word once, so the project ranker has learnt every word's
+    postings and each later reload patches them (as on a replica serving searches)."""
+    for word in WORDS:
+        snapshot.search.rank(PROJECTS, word)
 
 
 BENCH_CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"

@@ -5,6 +5,7 @@ them side by side (each from its own worktree)::
 
     .venv/bin/python benchmarks/one_record.py 500000           # corpus .bench-cache/corpus-v2-500000.git
     .venv/bin/python benchmarks/one_record.py 500000 --rss 100 # then RSS across 100 more reloads
+    .venv/bin/python benchmarks/one_record.py 500000 --searched --rss 100  # every corpus word searched first
     git worktree add /tmp/before <rev> && ln -s $PWD/.bench-cache /tmp/before/
     (cd /tmp/before && PYTHONPATH=src:. ../main/.venv/bin/python benchmarks/one_record.py 500000 before)
 
@@ -30,13 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
+from benchmarks.changes import edit_upstream, learn_every_word, origin_and_clone, require_corpus
 from hotreload.config import Settings
 from hotreload.service.runtime import boot
 
 
 def main(argv: list[str]) -> int:
     rss_reloads = 0
+    searched = "--searched" in argv
+    argv = [a for a in argv if a != "--searched"]
     if "--rss" in argv:
         at = argv.index("--rss")
         rss_reloads = int(argv[at + 1])
@@ -55,6 +58,8 @@ def main(argv: list[str]) -> int:
             return threads[next(rounds) % 4].submit(rt.reloader.reload, commit).result().duration_ms
 
         try:
+            if searched:
+                learn_every_word(rt.holder.current)
             for _ in range(2):
                 one_reload()
             times = [one_reload() for _ in range(9)]

@@ -23,12 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
+from benchmarks.changes import edit_upstream, learn_every_word, origin_and_clone, require_corpus
 from hotreload.config import Settings
-from hotreload.corpus import WORDS
 from hotreload.data import snapshot
 from hotreload.data.facets import ProjectFacets
-from hotreload.data.search import PROJECTS
 from hotreload.git import reconcile, transport
 from hotreload.service import reloader
 from hotreload.service.runtime import boot
@@ -82,8 +80,7 @@ def main(argv: list[str]) -> int:
         print(f"{args.records} records: cold start {time.perf_counter() - started:.1f} s", flush=True)
         try:
             if args.searched:
-                for word in WORDS:
-                    rt.holder.current.search.rank(PROJECTS, word)
+                learn_every_word(rt.holder.current)
             for _ in range(2):
                 rt.reloader.reload(edit_upstream(origin, 1))
             rounds = []

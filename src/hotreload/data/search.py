@@ -6,7 +6,9 @@ An index is never changed once its snapshot is served. A new snapshot's index is
 either built from scratch or *derived*: only the databases of the sheets that
 changed are copied, with SQLite's online backup API (a page copy, far cheaper than
 re-tokenising every record), and the delta is applied to the copy in one
-transaction; the others are shared with the previous index.
+transaction; the others are shared with the previous index. A record keeps its
+rowid while it lives, and each database has a :class:`~hotreload.data.ranking.Ranker`
+that ranks word-prefix searches with arrays, derived alongside it (decision 61).
 
 The FTS5 tables are *contentless* (``content=''``): the text lives in the records
 in memory, not a second time in SQLite. A database holds the full-text index and
@@ -33,6 +35,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import sqlite_utils
@@ -255,28 +258,25 @@ class SearchIndex:
             raise ValueError("the search image has bytes after its last database")
         return cls(databases)
 
-    def search(self, table: SearchTable, query: str) -> list[str]:
-        """Ids of matching records, best match first."""
+    def _by_sqlite(self, table: SearchTable, query: str, column: str) -> list[Any]:
+        """``column`` (of the FTS5 table ``f`` or the id table ``t``) of each match, in
+        SQLite's order: rank, then id."""
         expression = match_expression(query)
         if expression is None:
             return []
         sql = (
-            f"SELECT t.id FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
+            f"SELECT {column} FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
         return [row[0] for row in self._databases[table.sheet].reader().execute(sql, (expression,))]
 
+    def search(self, table: SearchTable, query: str) -> list[str]:
+        """Ids of matching records, best match first."""
+        return self._by_sqlite(table, query, "t.id")
+
     def search_rowids(self, table: SearchTable, query: str) -> Ints:
         """Rowids of matching records, best match first (SQLite's ranking: for any query)."""
-        expression = match_expression(query)
-        if expression is None:
-            return np.zeros(0, dtype=np.int64)
-        sql = (
-            f"SELECT f.rowid FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
-            f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
-        )
-        rows = self._databases[table.sheet].reader().execute(sql, (expression,)).fetchall()
-        return np.array([row[0] for row in rows], dtype=np.int64)
+        return np.array(self._by_sqlite(table, query, "f.rowid"), dtype=np.int64)
 
     def rank(self, table: SearchTable, query: str) -> Ranked | None:
         """Matching records in the order of :meth:`search`, ranked with arrays
