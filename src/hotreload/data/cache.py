@@ -5,7 +5,8 @@ One file, ``<clone>/hotreload-snapshot.cache``::
 
     hotreload-snapshot 1\\n
     {"stamp": ..., "commit": ..., "tree": ..., "sha256": ..., "payload": N, "search": M}\\n
-    payload: N bytes, a pickle of the snapshot's sheets, config blobs, tables and indices
+    payload: N bytes, a pickle of the snapshot's sheets, config blobs, tables, indices and
+             project facets (their arrays keyed by the search image's rowids)
     search:  M bytes, the search databases' image (SQLite's serialize of each, length-prefixed)
 
 It is written to a temporary file in the same directory, flushed to disk and
@@ -47,7 +48,7 @@ from typing import IO, Any
 import msgspec
 
 from hotreload import __version__
-from hotreload.data import records, search, sheets, snapshot
+from hotreload.data import facets, records, search, sheets, snapshot
 from hotreload.data.facets import ProjectFacets
 from hotreload.data.search import SearchIndex
 from hotreload.data.snapshot import Changes, Snapshot
@@ -65,7 +66,7 @@ def code_stamp() -> str:
     sheets, snapshot, search, this one), the package, msgspec, Python and SQLite
     versions. Any change to any of them makes every cache written before stale."""
     digest = hashlib.sha256()
-    for module in (records, sheets, snapshot, search, sys.modules[__name__]):
+    for module in (records, sheets, snapshot, search, facets, sys.modules[__name__]):
         with open(module.__file__ or "", "rb") as source:
             digest.update(source.read())
     digest.update(f"{__version__} {msgspec.__version__} {sys.version} {sqlite3.sqlite_version}".encode())
@@ -159,7 +160,9 @@ class SnapshotCache:
 
 
 def _payload(snap: Snapshot) -> tuple[Any, ...]:
-    return (snap.sheets, dict(snap.config_blobs), dict(snap.tables), dict(snap.indices))
+    # the facets go in built (0.6 s to build from the tables at 500k records, against a 4.5 s
+    # unchanged restart); their rowids are the search image's, saved from the same snapshot
+    return (snap.sheets, dict(snap.config_blobs), dict(snap.tables), dict(snap.indices), snap.facets)
 
 
 def _read_header(handle: IO[bytes]) -> Mapping[str, Any]:
@@ -192,14 +195,15 @@ def _decode(commit: str, tree: str, payload: bytes, image: bytes, started: float
     enabled = gc.isenabled()
     gc.disable()  # a million new objects would start a collection every 700 of them
     try:
-        sheet_configs, config_blobs, tables, indices = pickle.loads(payload)  # see module docstring
+        sheet_configs, config_blobs, tables, indices, project_facets = pickle.loads(payload)  # see the docstring
     finally:
         if enabled:
             gc.enable()
+    if not isinstance(project_facets, ProjectFacets):
+        raise ValueError("the payload's facets are not project facets")
     search_index = SearchIndex.from_image(image)
-    facets = ProjectFacets.of_snapshot(None, tables, indices, search_index, {}, {})
     return Snapshot(commit=commit, tree=tree, sheets=sheet_configs, config_blobs=config_blobs,
-                    tables=tables, indices=indices, search=search_index, facets=facets,
+                    tables=tables, indices=indices, search=search_index, facets=project_facets,
                     changes=Changes(added=sum(len(t) for t in tables.values())),
                     build_ms=(time.perf_counter() - started) * 1000,
                     changed_in={s.name: commit for s in sheet_configs})

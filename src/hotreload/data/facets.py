@@ -52,6 +52,10 @@ class ProjectFacets:
     def size(self) -> int:
         return len(self.live)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle keeps (the snapshot cache): not the key parts, made again on use."""
+        return {k: v for k, v in self.__dict__.items() if k != "_key_parts"}
+
     @functools.cached_property
     def _key_parts(self) -> tuple[Ints, Ints]:
         """The assignments' rowids and slots (two arrays, made on first count)."""
