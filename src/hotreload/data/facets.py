@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from hotreload.data.ranking import found_at
 from hotreload.data.records import STAGES, TAG_NAMESPACES, Entry
-from hotreload.data.search import SheetDelta
+from hotreload.data.search import PROJECTS, SheetDelta
 
 Ints = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
@@ -33,6 +33,8 @@ NAMESPACE_CODE = {ns: code for code, ns in enumerate(TAG_NAMESPACES)}
 
 @dataclass(frozen=True)
 class ProjectFacets:
+    """One snapshot's project facets (never changed once built; see the module)."""
+
     stage: npt.NDArray[np.int8]
     """Stage code by project rowid (``NO_STAGE`` where no project is)."""
     live: Mask
@@ -128,8 +130,6 @@ class ProjectFacets:
                     gone: Mapping[str, list[Entry]], new: Mapping[str, list[tuple[str, Entry]]]) -> ProjectFacets:
         """A snapshot's facets: derived from ``previous`` (a snapshot, or None for a
         full build) with the delta ``_assemble`` applies."""
-        from hotreload.data.search import PROJECTS
-
         projects = tables["projects"].by_id if "projects" in tables else {}
         tags = tables["tags"].by_id if "tags" in tables else {}
         if previous is None:
