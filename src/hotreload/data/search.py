@@ -296,13 +296,9 @@ class SearchIndex:
             f"SELECT rowid, id FROM [{table.name}] WHERE rowid IN (SELECT value FROM json_each(?))",
             (json.dumps([int(r) for r in rowids]),)))
 
-    def rowids_of(self, table: SearchTable, ids: Iterable[str] | None = None) -> dict[str, int]:
-        """Rowids by record id: of ``ids``, or of every record."""
-        conn = self._databases[table.sheet].reader()
-        if ids is None:
-            return dict(conn.execute(f"SELECT id, rowid FROM [{table.name}]"))
-        return dict(conn.execute(f"SELECT id, rowid FROM [{table.name}] WHERE id IN (SELECT value FROM json_each(?))",
-                                 (json.dumps(list(ids)),)))
+    def rowids_of(self, table: SearchTable) -> dict[str, int]:
+        """The rowid of every record, by record id."""
+        return dict(self._databases[table.sheet].reader().execute(f"SELECT id, rowid FROM [{table.name}]"))
 
 
 @dataclass(frozen=True, eq=False)
