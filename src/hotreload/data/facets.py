@@ -67,10 +67,10 @@ class ProjectFacets:
 
     @classmethod
     def build(cls, projects: Iterable[Entry], tags_by_project: Mapping[Any, frozenset[str]],
-              rowid_of: Mapping[str, int], tags: Mapping[str, Any]) -> ProjectFacets:
+              rowid_of: dict[str, int], tags: Mapping[str, Any]) -> ProjectFacets:
         empty = cls(np.full(0, NO_STAGE, dtype=np.int8), np.zeros(0, dtype=np.bool_),
                     np.zeros(0, dtype=np.int64), {}, [], np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64), {})
-        return empty.derive(SheetDelta({}, dict(rowid_of)), {}, list(projects), [], [], tags_by_project, tags, True)
+        return empty.derive(SheetDelta({}, rowid_of), {}, list(projects), [], [], tags_by_project, tags, True)
 
     def derive(self, delta: SheetDelta | None, previous: Mapping[str, Entry], projects: Sequence[Entry],
                gone_assignments: Sequence[Any], new_assignments: Sequence[Any],
