@@ -51,13 +51,12 @@ class Table:
     by_id: Mapping[str, Entry]
     path_by_id: Mapping[str, str]
     id_by_path: Mapping[str, str]
-    blob_by_path: Mapping[str, str]
 
     def __len__(self) -> int:
         return len(self.by_id)
 
 
-EMPTY_TABLE = Table({}, {}, {}, {})
+EMPTY_TABLE = Table({}, {}, {})
 
 
 @dataclass(frozen=True)
@@ -344,7 +343,7 @@ def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, 
     return tuple(sheets), blobs
 
 
-Added = dict[str, dict[str, tuple[str, Entry]]]  # sheet -> path -> (blob sha, record)
+Added = dict[str, dict[str, Entry]]  # sheet -> path -> record
 Removed = dict[str, set[str]]  # sheet -> paths
 
 
@@ -369,7 +368,7 @@ def build_full(repo: GitRepo, commit: str) -> Snapshot:
     contents = repo.read_many({sha for _, _, sha in owned})  # in pack order: see git/repo.py
     added: Added = {sheet.name: {} for sheet in sheets}
     for sheet, path, sha in owned:
-        added[sheet.name][path] = (sha, parse_record(sheet, path, contents[sha]))
+        added[sheet.name][path] = parse_record(sheet, path, contents[sha])
     return _assemble(None, commit, tree, sheets, config_blobs, {}, added, started)
 
 
@@ -399,7 +398,7 @@ def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapsho
     contents = repo.read_many({sha for _, _, sha in new_blobs})
     added: Added = {}
     for sheet, path, sha in new_blobs:
-        added.setdefault(sheet.name, {})[path] = (sha, parse_record(sheet, path, contents[sha]))
+        added.setdefault(sheet.name, {})[path] = parse_record(sheet, path, contents[sha])
     return _assemble(previous, commit, tree, sheets, previous.config_blobs, removed, added, started)
 
 
@@ -457,35 +456,34 @@ def _assemble(
 
 
 def _apply_table(
-    old: Table, removed_paths: set[str], added: Mapping[str, tuple[str, Entry]]
+    old: Table, removed_paths: set[str], added: Mapping[str, Entry]
 ) -> tuple[Table, list[Entry], list[tuple[str, Entry]]]:
-    by_id, blob_by_path = dict(old.by_id), dict(old.blob_by_path)
-    if removed_paths == added.keys() and all(old.id_by_path[p] == r.key for p, (_, r) in added.items()):
+    by_id = dict(old.by_id)
+    if removed_paths == added.keys() and all(old.id_by_path[p] == r.key for p, r in added.items()):
         # records edited in place (same path, same key): the path <-> key maps are
         # unchanged and shared, not copied (half the copying of a one-record reload)
         gone = [by_id[old.id_by_path[p]] for p in removed_paths]
         new = []
-        for path, (sha, record) in sorted(added.items()):
-            by_id[record.key], blob_by_path[path] = record, sha
+        for path, record in sorted(added.items()):
+            by_id[record.key] = record
             new.append((path, record))
-        return Table(by_id, old.path_by_id, old.id_by_path, blob_by_path), gone, new
+        return Table(by_id, old.path_by_id, old.id_by_path), gone, new
     path_by_id, id_by_path = dict(old.path_by_id), dict(old.id_by_path)
     gone = []
     for path in removed_paths:
         record_id = id_by_path.pop(path)
-        blob_by_path.pop(path)
         gone.append(by_id.pop(record_id))
         del path_by_id[record_id]
     new = []
-    for path, (sha, record) in sorted(added.items()):
+    for path, record in sorted(added.items()):
         key = record.key
         other = path_by_id.get(key)
         if other is not None:
             raise RecordError(path, f"{record.KEY_FIELD}: {key} is also the {record.KEY_FIELD} of {other}")
         by_id[key], path_by_id[key] = record, path
-        id_by_path[path], blob_by_path[path] = key, sha
+        id_by_path[path] = key
         new.append((path, record))
-    return Table(by_id, path_by_id, id_by_path, blob_by_path), gone, new
+    return Table(by_id, path_by_id, id_by_path), gone, new
 
 
 def _apply_index(

@@ -179,7 +179,10 @@ class Writer:
                 old_path = table.path_by_id[old.id]
                 if old_path != new_path:
                     changes[old_path] = None
-                changes[new_path] = edit_toml(self.repo.read_blob(table.blob_by_path[old_path]), edits)
+                stored = self.repo.read_path(base.tree, old_path)
+                if stored is None:  # the table says it is there: a snapshot not of its own tree
+                    raise RuntimeError(f"{old_path} is not in the tree of {base.commit}")
+                changes[new_path] = edit_toml(stored, edits)
                 changes.update(_slug_history(base, spec, old, new, self.now()))
             tree = self.repo.write_tree_changes(base.tree, changes)
             signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
