@@ -177,6 +177,29 @@ def test_without_a_commit_graph_the_first_question_pays_once(tmp_path: Path) -> 
         repo.close()
 
 
+def test_a_commit_another_thread_settles_meanwhile_is_answered(tmp_path: Path) -> None:
+    """Two reloads asking about the same new commit: the second's lookup misses, then the
+    first settles it before the second's walk starts, which finds it known. (A burst of
+    webhooks answered 500 with a KeyError here.)"""
+    path = tmp_path / "race.git"
+    ids = _linear(path, 5)
+    repo = GitRepo(str(path))
+    try:
+        history = repo.history
+        real_lookup, misses = history._lookup, iter([True])
+
+        def lookup_after_the_other_thread(sha: bytes) -> object:
+            if next(misses, False):  # the second thread's first look: not known yet ...
+                repo.is_ancestor(ids[0], ids[-1])  # ... and the first thread settles it now
+                return None
+            return real_lookup(sha)
+
+        history._lookup = lookup_after_the_other_thread  # type: ignore[method-assign]
+        assert history.node(repo.store, ids[-1].encode())[0] == 5
+    finally:
+        repo.close()
+
+
 def test_an_unreadable_commit_graph_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "bad.git"
     ids = _linear(path, 20)

@@ -146,7 +146,11 @@ class History:
         settled = self._settle([sha], lambda commit: self._read_parents(store, commit))
         with self._lock:
             self._computed.update(settled)
-        return settled[sha]
+        # another thread may have settled it since the lookup above (then _settle found it known)
+        found = settled.get(sha) or self._lookup(sha)
+        if found is None:
+            raise GitError(f"commit {sha.decode()} has no generation after settling it")
+        return found
 
     def generations(self, parents_of: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, int]:
         """Generation numbers of the commits in ``parents_of`` (every parent is
