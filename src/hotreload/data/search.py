@@ -139,9 +139,10 @@ class _Database:
 def _create(db: _Database, table: SearchTable) -> None:
     """The schema: record ids by rowid (made with sqlite-utils), and a contentless
     FTS5 table over the searched columns (sqlite-utils makes external-content ones
-    only), FTS5's default tokenizer."""
+    only), FTS5's default tokenizer. Rowids by record id are kept in memory
+    (:class:`SearchIndex`), not as an index here: that index was a third of the
+    pages a reload copies (decision 63)."""
     sqlite_utils.Database(db.conn).table(table.name).create({"rowid": int, "id": str}, pk="rowid")
-    db.conn.execute(f"CREATE UNIQUE INDEX [{table.name}_id] ON [{table.name}] (id)")
     columns = ", ".join(f"[{c}]" for c in table.columns)
     db.conn.execute(f"CREATE VIRTUAL TABLE [{table.name}_fts] USING fts5({columns}, content='')")
 
@@ -157,28 +158,27 @@ def _insert(db: _Database, table: SearchTable, rows: list[tuple[int, tuple[str |
         ((rowid, *row[1:]) for rowid, row in rows))
 
 
-def _apply(db: _Database, table: SearchTable, gone: Sequence[Entry], new: Sequence[Entry]
-           ) -> tuple[dict[str, int], list[tuple[int, tuple[str | None, ...]]]]:
+def _apply(db: _Database, table: SearchTable, gone: Sequence[Entry], new: Sequence[Entry],
+           rowid_of: Mapping[str, int]) -> tuple[dict[str, int], list[tuple[int, tuple[str | None, ...]]]]:
     """Remove ``gone`` (records as they were indexed: a contentless row is deleted
-    by handing FTS5 the values it was indexed with) and index ``new``. A record in
-    both keeps its rowid, so a rowid names one record for as long as it lives
-    (the ranker and the project facets key their arrays by it). Returns the
-    records removed for good (id -> rowid) and the (rowid, row) pairs written."""
+    by handing FTS5 the values it was indexed with) and index ``new``; ``rowid_of``
+    is the database's rowid by record id. A record in both keeps its rowid, so a
+    rowid names one record for as long as it lives (the ranker and the project
+    facets key their arrays by it). Returns the records removed for good
+    (id -> rowid) and the (rowid, row) pairs written."""
     old_rows, new_rows = [table.row(r) for r in gone], [table.row(r) for r in new]
-    found = dict(db.conn.execute(
-        f"SELECT id, rowid FROM [{table.name}] WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps([row[0] for row in old_rows]),)))
+    found = {str(row[0]): rowid_of[str(row[0])] for row in old_rows}
     db.conn.executemany(
         f"INSERT INTO [{table.name}_fts] ([{table.name}_fts], rowid, {', '.join(f'[{c}]' for c in table.columns)}) "
         f"VALUES ('delete', ?, {', '.join('?' for _ in table.fields)})",
-        ((found[row[0]], *row[1:]) for row in old_rows))
+        ((found[str(row[0])], *row[1:]) for row in old_rows))
     kept = {row[0] for row in new_rows}
     removed = {record_id: rowid for record_id, rowid in found.items() if record_id not in kept}
     db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid in removed.values()))
     fresh = db.conn.execute(f"SELECT coalesce(max(rowid), 0) + 1 FROM [{table.name}]").fetchone()[0]
     written = []
     for row in new_rows:
-        rowid = found.get(row[0])
+        rowid = found.get(str(row[0]))
         if rowid is None:
             rowid, fresh = fresh, fresh + 1
         written.append((rowid, row))
@@ -197,9 +197,16 @@ class SheetDelta:
 
 class SearchIndex:
     def __init__(self, databases: Mapping[str, _Database], rankers: Mapping[str, Ranker] | None = None,
-                 deltas: Mapping[str, SheetDelta] | None = None) -> None:
+                 deltas: Mapping[str, SheetDelta] | None = None,
+                 rowids: Mapping[str, Mapping[str, int]] | None = None) -> None:
         self._databases = dict(databases)
         """By sheet name; shared with the indices derived from this one where unchanged."""
+        self._rowids = dict(rowids or {})
+        """Per sheet, each record's rowid by id (read from the database when not given);
+        shared with the derived indices until a record comes or goes."""
+        for sheet, db in self._databases.items():
+            if sheet not in self._rowids:
+                self._rowids[sheet] = dict(db.conn.execute(f"SELECT id, rowid FROM [{TABLES[sheet].name}]"))
         self._rankers = dict(rankers or {})
         for sheet, db in self._databases.items():
             if sheet not in self._rankers:
@@ -224,18 +231,23 @@ class SearchIndex:
         indexed and are gone, records new or changed)``; a changed record is in
         both. Only the changed sheets' databases are copied; this index is left
         untouched."""
-        databases, rankers, changed = dict(self._databases), dict(self._rankers), {}
+        databases, rankers, rowids, changed = dict(self._databases), dict(self._rankers), dict(self._rowids), {}
         for sheet, (gone, new) in deltas.items():
             if not gone and not new:
                 continue
             table, db = TABLES[sheet], self._databases[sheet].copy()
             with db.conn:  # one transaction
-                removed, written = _apply(db, table, gone, new)
+                removed, written = _apply(db, table, gone, new, rowids[sheet])
             databases[sheet] = db
+            if removed or any(str(row[0]) not in rowids[sheet] for _, row in written):
+                rowid_of = rowids[sheet] = dict(rowids[sheet])  # a record came or went
+                for record_id in removed:
+                    del rowid_of[record_id]
+                rowid_of.update((str(row[0]), rowid) for rowid, row in written)
             rankers[sheet] = self._rankers[sheet].derive(
                 db.reader, removed.values(), [(rowid, row[1:]) for rowid, row in written])
             changed[sheet] = SheetDelta(removed, {str(row[0]): rowid for rowid, row in written})
-        return SearchIndex(databases, rankers, changed)
+        return SearchIndex(databases, rankers, changed, rowids)
 
     def image(self) -> bytes:
         """The databases as bytes (SQLite's serialize of each, in ``TABLES`` order,
@@ -297,8 +309,8 @@ class SearchIndex:
             (json.dumps([int(r) for r in rowids]),)))
 
     def rowids_of(self, table: SearchTable) -> dict[str, int]:
-        """The rowid of every record, by record id."""
-        return dict(self._databases[table.sheet].reader().execute(f"SELECT id, rowid FROM [{table.name}]"))
+        """The rowid of every record, by record id (a copy)."""
+        return dict(self._rowids[table.sheet])
 
 
 @dataclass(frozen=True, eq=False)
