@@ -251,14 +251,17 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
         if tree_id == parent_id or tree_id in seen or receiver_has(tree_id):
             return
         seen.add(tree_id)
-        missing.append((Tree.type_num, TREE_BYTES.raw(src, tree_id), tree_id))
         if parent_id is not None and not has_object(src, parent_id):
             parent_id = None
         # entries unchanged from the parent are skipped (the receiver has them); the
         # changed ones are found from the raw bytes of both versions, without parsing
         # the rest (decision 55: parsing both versions of ``people/`` at 500k records
-        # held the GIL ~100-200 ms a fetch, and every reader waited for it)
-        for _name, before, after in TREE_BYTES.changes(src, parent_id, tree_id):
+        # held the GIL ~100-200 ms a fetch, and every reader waited for it). Found
+        # first: that reads the new tree and keeps it, so taking its bytes reads it
+        # no second time (inflating 7.4 MB again, ~5 ms at 500k records)
+        changes = TREE_BYTES.changes(src, parent_id, tree_id)
+        missing.append((Tree.type_num, TREE_BYTES.raw(src, tree_id), tree_id))
+        for _name, before, after in changes:
             if after is None:
                 continue  # removed: nothing to send
             mode, sha = after
