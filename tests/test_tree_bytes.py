@@ -207,6 +207,46 @@ def wrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 FILE_NAMES = ("a", "a-b", "a.toml", "a b", "b", "z", "é", "x 100644 y", "people", "people.toml", "0")
 
 
+def random_tree(repo: Path, rng: random.Random, size: int) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A tree of ``size`` files (fewer where a path would be a file and a folder) in folders up
+    to two deep, written by git's own index: (its id, blob id by path, text by path)."""
+    files = {}
+    for _ in range(size):
+        depth = rng.choice((0, 1, 1, 2))
+        files["/".join(rng.choice(FILE_NAMES) for _ in range(depth + 1))] = rng.choice(("one", "two", "three"))
+    paths = {}
+    for path in sorted(files):  # a path cannot be both a file and a folder
+        if not any(path.startswith(p + "/") or p.startswith(path + "/") for p in paths):
+            paths[path] = git(repo, "hash-object", "-w", "--stdin", stdin=files[path]).strip()
+    env = {"GIT_INDEX_FILE": str(repo / "base-index"), "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "--git-dir", str(repo), "read-tree", "--empty"], env=env, check=True)
+    info = "".join(f"100644 {sha}\t{path}\n" for path, sha in paths.items())
+    subprocess.run(["git", "--git-dir", str(repo), "update-index", "--index-info"], input=info.encode(), env=env,
+                   check=True, cwd=repo)
+    base = subprocess.run(["git", "--git-dir", str(repo), "write-tree"], env=env, check=True,
+                          capture_output=True, cwd=repo).stdout.decode().strip()
+    return base, paths, {path: files[path] for path in paths}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 120))
+def test_read_file_finds_what_git_wrote_and_nothing_else(wrepo: Path, seed: int, size: int) -> None:
+    """Every file of a tree git wrote reads back as its text; a folder, a path below a file
+    and a name that is not there are None."""
+    rng = random.Random(seed)
+    base, paths, texts = random_tree(wrepo, rng, size)
+    store = Repo(str(wrepo)).object_store
+    for path in paths:
+        assert objects.read_file(store, base, path) == texts[path].encode(), path
+        assert objects.read_file(store, base, path + "/a") is None  # below a file
+    folders = {path.rsplit("/", 1)[0] for path in paths if "/" in path}
+    for folder in folders:
+        assert objects.read_file(store, base, folder) is None
+    for path in {"/".join(rng.choice(FILE_NAMES) for _ in range(rng.choice((1, 2, 3)))) for _ in range(20)}:
+        if path not in paths:
+            assert objects.read_file(store, base, path) is None, path
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32), size=st.integers(0, 120), edits=st.integers(1, 5))
 def test_a_written_tree_is_the_tree_git_writes(wrepo: Path, seed: int, size: int, edits: int) -> None:
@@ -216,21 +256,7 @@ def test_a_written_tree_is_the_tree_git_writes(wrepo: Path, seed: int, size: int
     repo = wrepo
     rng = random.Random(seed)
     blob = lambda text: git(repo, "hash-object", "-w", "--stdin", stdin=text).strip()  # noqa: E731
-    files = {}
-    for _ in range(size):  # a base tree of files in folders up to two deep
-        depth = rng.choice((0, 1, 1, 2))
-        files["/".join(rng.choice(FILE_NAMES) for _ in range(depth + 1))] = rng.choice(("one", "two", "three"))
-    paths = {}
-    for path in sorted(files):  # a path cannot be both a file and a folder
-        if not any(path.startswith(p + "/") or p.startswith(path + "/") for p in paths):
-            paths[path] = blob(files[path])
-    env = {"GIT_INDEX_FILE": str(repo / "base-index"), "PATH": "/usr/bin:/bin"}
-    subprocess.run(["git", "--git-dir", str(repo), "read-tree", "--empty"], env=env, check=True)
-    info = "".join(f"100644 {sha}\t{path}\n" for path, sha in paths.items())
-    subprocess.run(["git", "--git-dir", str(repo), "update-index", "--index-info"], input=info.encode(), env=env,
-                   check=True, cwd=repo)
-    base = subprocess.run(["git", "--git-dir", str(repo), "write-tree"], env=env, check=True,
-                          capture_output=True, cwd=repo).stdout.decode().strip()
+    base, paths, _ = random_tree(repo, rng, size)
     changes: dict[str, bytes | None] = {}
     for _ in range(edits):
         if paths and rng.random() < 0.4:

@@ -212,6 +212,9 @@ class GitRepo:
     def read_path(self, tree_sha: str, path: str) -> bytes | None:
         return objects.read_path(self.store, tree_sha, path)
 
+    def read_file(self, tree_sha: str, path: str) -> bytes | None:
+        return objects.read_file(self.store, tree_sha, path)
+
     def subtree(self, tree_sha: str, path: str) -> str | None:
         return objects.subtree(self.store, tree_sha, path)
 

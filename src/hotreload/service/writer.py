@@ -179,7 +179,7 @@ class Writer:
                 old_path = table.path_by_id[old.id]
                 if old_path != new_path:
                     changes[old_path] = None
-                stored = self.repo.read_path(base.tree, old_path)
+                stored = self.repo.read_file(base.tree, old_path)
                 if stored is None:  # the table says it is there: a snapshot not of its own tree
                     raise RuntimeError(f"{old_path} is not in the tree of {base.commit}")
                 changes[new_path] = edit_toml(stored, edits)
