@@ -229,12 +229,11 @@ def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps
             incremental = build_incremental(repo, snap, commit)
             full = build_full(repo, commit)
             assert snapshot_state(incremental) == snapshot_state(full)
-            for sheet, table in incremental.tables.items():  # changedIn moves only with the sheet's records
-                moved = blobs(repo, incremental.tree, table) != blobs(repo, snap.tree, snap.table(sheet))
+            for sheet, table in incremental.tables.items():
+                new_blobs, old_blobs = blobs(repo, incremental.tree, table), blobs(repo, snap.tree, snap.table(sheet))
+                moved = new_blobs != old_blobs  # changedIn moves only with the sheet's records
                 assert incremental.changed_in[sheet] == (commit if moved else snap.changed_in[sheet]), sheet
-            for sheet, table in incremental.tables.items():  # unchanged records are shared, not copied
-                old_blobs = blobs(repo, snap.tree, snap.table(sheet))
-                for path, blob in blobs(repo, incremental.tree, table).items():
+                for path, blob in new_blobs.items():  # unchanged records are shared, not copied
                     old_key = snap.table(sheet).id_by_path.get(path)
                     if old_key is not None and old_blobs.get(path) == blob:
                         assert table.by_id[table.id_by_path[path]] is snap.table(sheet).by_id[old_key]
