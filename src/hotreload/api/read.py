@@ -183,7 +183,7 @@ def _project_order(snap: Snapshot, q: str | None) -> Ranked:
     else by SQLite), else by title, slug (memoised per snapshot)."""
     if q is None:
         def listing(s: Snapshot) -> Ranked:
-            rowid_of = s.facets.rowid_of
+            rowid_of = s.search.rowid_map(PROJECTS)
             projects = sorted(s.table("projects").by_id.values(),
                               key=lambda p: (p.title.lower(), p.slug))  # type: ignore[attr-defined]
             return Ranked(np.array([rowid_of[p.key] for p in projects], dtype=np.int64), None)

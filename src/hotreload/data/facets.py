@@ -49,8 +49,6 @@ class ProjectFacets:
     """Slot -> the tag's namespace code (-1: no such tag in the snapshot's tags)."""
     tag_order: Ints
     """Slot -> the rank of the tag's handle among the handles of the slotted tags."""
-    rowid_of: Mapping[str, int]
-    """Project id -> its search rowid, for every project (copied only when one comes or goes)."""
 
     @property
     def size(self) -> int:
@@ -67,26 +65,25 @@ class ProjectFacets:
 
     @classmethod
     def build(cls, projects: Iterable[Entry], tags_by_project: Mapping[Any, frozenset[str]],
-              rowid_of: dict[str, int], tags: Mapping[str, Any]) -> ProjectFacets:
+              rowid_of: Mapping[str, int], tags: Mapping[str, Any]) -> ProjectFacets:
         empty = cls(np.full(0, NO_STAGE, dtype=np.int8), np.zeros(0, dtype=np.bool_),
-                    np.zeros(0, dtype=np.int64), {}, [], np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64), {})
-        return empty.derive(SheetDelta({}, rowid_of), {}, list(projects), [], [], tags_by_project, tags, True)
+                    np.zeros(0, dtype=np.int64), {}, [], np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64))
+        return empty.derive(SheetDelta({}, rowid_of), {}, list(projects), [], [], tags_by_project, tags, True,
+                            rowid_of)
 
     def derive(self, delta: SheetDelta | None, previous: Mapping[str, Entry], projects: Sequence[Entry],
                gone_assignments: Sequence[Any], new_assignments: Sequence[Any],
                tags_by_project: Mapping[Any, frozenset[str]], tags: Mapping[str, Any],
-               tags_changed: bool) -> ProjectFacets:
+               tags_changed: bool, rowid_of: Mapping[str, int]) -> ProjectFacets:
         """These facets after a snapshot's changes: ``delta`` is the projects' search
         delta (None: no project changed), ``previous`` the projects before,
         ``projects`` the records new or rewritten, the assignments gone and new
         (of any taggable type), ``tags_by_project`` the new snapshot's
-        ``tags_by_taggable`` index and ``tags`` its tags by id."""
+        ``tags_by_taggable`` index, ``tags`` its tags by id and ``rowid_of`` its
+        search index's rowid by project id."""
         if delta is None and not gone_assignments and not new_assignments and not tags_changed:
             return self
-        stage, live, keys, rowid_of = self.stage, self.live, self.keys, self.rowid_of
-        if delta is not None and (delta.removed or any(k not in rowid_of for k in delta.written)):
-            rowid_of = {k: r for k, r in rowid_of.items() if k not in delta.removed}
-            rowid_of.update(delta.written)
+        stage, live, keys = self.stage, self.live, self.keys
         grown: tuple[dict[str, int], list[str]] | None = None  # the slots, copied on the first new tag
         drop: list[int] = []
         add: list[int] = []
@@ -126,8 +123,7 @@ class ProjectFacets:
         namespace, order = self.tag_namespace, self.tag_order
         if tags_changed or grown:
             namespace, order = _tag_arrays(tag_ids, tags)
-        return ProjectFacets(stage, live, _with(_without(keys, drop), add), slot_of, tag_ids, namespace, order,
-                             rowid_of)
+        return ProjectFacets(stage, live, _with(_without(keys, drop), add), slot_of, tag_ids, namespace, order)
 
     @classmethod
     def of_snapshot(cls, previous: Any, tables: Mapping[str, Any], indices: Mapping[str, Any], search: Any,
@@ -137,13 +133,13 @@ class ProjectFacets:
         projects = tables["projects"].by_id if "projects" in tables else {}
         tags = tables["tags"].by_id if "tags" in tables else {}
         if previous is None:
-            return cls.build(projects.values(), indices["tags_by_taggable"], search.rowids_of(PROJECTS), tags)
+            return cls.build(projects.values(), indices["tags_by_taggable"], search.rowid_map(PROJECTS), tags)
         facets: ProjectFacets = previous.facets
         return facets.derive(
             search.deltas["projects"] if "projects" in gone else None,
             previous.table("projects").by_id, [r for _, r in new.get("projects", [])],
             gone.get("tag-assignments", []), [r for _, r in new.get("tag-assignments", [])],
-            indices["tags_by_taggable"], tags, "tags" in gone)
+            indices["tags_by_taggable"], tags, "tags" in gone, search.rowid_map(PROJECTS))
 
     # -- counting ------------------------------------------------------------
 

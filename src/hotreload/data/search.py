@@ -189,9 +189,9 @@ def _apply(db: _Database, table: SearchTable, gone: Sequence[Entry], new: Sequen
 @dataclass(frozen=True)
 class SheetDelta:
     """How a derived index's database for one sheet differs from its parent's."""
-    removed: dict[str, int]
+    removed: Mapping[str, int]
     """Record id -> rowid of the records gone for good."""
-    written: dict[str, int]
+    written: Mapping[str, int]
     """Record id -> rowid of the records new or rewritten (a rewritten record keeps its rowid)."""
 
 
@@ -239,14 +239,15 @@ class SearchIndex:
             with db.conn:  # one transaction
                 removed, written = _apply(db, table, gone, new, rowids[sheet])
             databases[sheet] = db
-            if removed or any(str(row[0]) not in rowids[sheet] for _, row in written):
+            written_ids = {str(row[0]): rowid for rowid, row in written}
+            if removed or any(record_id not in rowids[sheet] for record_id in written_ids):
                 rowid_of = rowids[sheet] = dict(rowids[sheet])  # a record came or went
                 for record_id in removed:
                     del rowid_of[record_id]
-                rowid_of.update((str(row[0]), rowid) for rowid, row in written)
+                rowid_of.update(written_ids)
             rankers[sheet] = self._rankers[sheet].derive(
                 db.reader, removed.values(), [(rowid, row[1:]) for rowid, row in written])
-            changed[sheet] = SheetDelta(removed, {str(row[0]): rowid for rowid, row in written})
+            changed[sheet] = SheetDelta(removed, written_ids)
         return SearchIndex(databases, rankers, changed, rowids)
 
     def image(self) -> bytes:
@@ -308,9 +309,10 @@ class SearchIndex:
             f"SELECT rowid, id FROM [{table.name}] WHERE rowid IN (SELECT value FROM json_each(?))",
             (json.dumps([int(r) for r in rowids]),)))
 
-    def rowids_of(self, table: SearchTable) -> dict[str, int]:
-        """The rowid of every record, by record id (a copy)."""
-        return dict(self._rowids[table.sheet])
+    def rowid_map(self, table: SearchTable) -> Mapping[str, int]:
+        """The rowid of every record, by record id (shared with the derived indices
+        until a record comes or goes: do not modify)."""
+        return self._rowids[table.sheet]
 
 
 @dataclass(frozen=True, eq=False)
