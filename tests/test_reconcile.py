@@ -185,6 +185,27 @@ def test_fast_forward_and_push_over_the_git_protocol(daemon_world: tuple[World, 
     repo.close()
 
 
+def test_a_network_fetch_unpacks_a_small_pack_and_keeps_a_big_one(daemon_world: tuple[World, str]) -> None:
+    """Decision 65: fewer than 100 objects come in loose (git's fetch.unpackLimit), as
+    git stores them (fsck), a bigger fetch stays one pack."""
+    world, url = daemon_world
+    repo = GitRepo(str(world.clone))
+    packs = set((world.clone / "objects" / "pack").glob("*.pack"))
+    tip = world.commit_upstream({"projects/aa-net.toml": project_toml("aa-net", "Net")})
+    assert reconcile(repo, url, "published", clock).outcome is Outcome.FAST_FORWARDED
+    assert set((world.clone / "objects" / "pack").glob("*.pack")) == packs
+    assert (world.clone / "objects" / tip[:2] / tip[2:]).is_file()
+    git("--git-dir", str(world.clone), "fsck", "--strict", "--no-progress")
+    many = {f"projects/bulk-{n:03d}.toml": project_toml(f"bulk-{n:03d}", f"Bulk {n}") for n in range(120)}
+    tip = world.commit_upstream(many)
+    assert reconcile(repo, url, "published", clock).outcome is Outcome.FAST_FORWARDED
+    assert len(set((world.clone / "objects" / "pack").glob("*.pack")) - packs) == 1
+    assert not (world.clone / "objects" / tip[:2] / tip[2:]).exists()
+    git("--git-dir", str(world.clone), "fsck", "--strict", "--no-progress")
+    assert world.clone_head() == tip
+    repo.close()
+
+
 def test_fetch_copies_everything_when_a_tree_repeats(world: World, repo: GitRepo) -> None:
     """Found by the stateful model: add X, add Y, delete Y makes the tip's tree
     equal to an older commit's tree; the change-sized fetch once missed X's blob."""

@@ -150,6 +150,11 @@ class TreeBytes:
         found = self._trees.get(sha)
         return found.raw if found is not None else _read_tree(store, sha)
 
+    def cached(self, sha: bytes) -> bytes | None:
+        """The tree's raw content if it is in the cache, else None."""
+        found = self._trees.get(sha)
+        return found.raw if found is not None else None
+
     def changes(self, store: Any, old: bytes | None, new: bytes | None) -> list[TreeChange]:
         """The entries that differ between two trees (None: the empty tree), in no
         particular order. Remembers ``new`` with its offsets."""

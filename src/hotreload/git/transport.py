@@ -24,8 +24,17 @@ from dulwich.objects import Tree
 from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
+from hotreload.git import unpack
 from hotreload.git.errors import PushRejected, TransportError
-from hotreload.git.objects import TREE_BYTES, ZERO_SHA, RawObject, add_raw_objects, get_raw, has_object
+from hotreload.git.objects import (
+    LOOSE_OBJECT_LIMIT,
+    TREE_BYTES,
+    ZERO_SHA,
+    RawObject,
+    add_raw_objects,
+    get_raw,
+    has_object,
+)
 
 
 def redact(location: str) -> str:
@@ -63,7 +72,7 @@ def fetch_branch(repo: Repo, remote: str, branch: str, haves: Iterator[str] | No
 
     try:
         client, path = get_transport_and_path(remote)
-        target: Any = repo if haves is None else _WithHaves(repo, BoundedHaves(haves))
+        target: Any = _Receiving(repo, None if haves is None else BoundedHaves(haves))
         result = client.fetch(path, target, determine_wants=determine_wants)
     except Exception as exc:
         raise TransportError(f"fetch from {redact(remote)} failed: {_reason(exc, remote)}") from None
@@ -322,18 +331,66 @@ class BoundedHaves:
         """Likewise for a NAK."""
 
 
-class _WithHaves:
-    """A repository as dulwich's ``fetch`` sees it, negotiating with our haves."""
+class _Receiving:
+    """A repository as dulwich's ``fetch`` sees it: negotiating with our haves (when
+    given), and unpacking a small received pack into loose objects itself."""
 
-    def __init__(self, repo: Repo, haves: BoundedHaves) -> None:
+    def __init__(self, repo: Repo, haves: BoundedHaves | None) -> None:
         self._repo = repo
         self._haves = haves
+        self.object_store = _ReceivingStore(repo.object_store)
 
-    def get_graph_walker(self, heads: Any = None) -> BoundedHaves:
-        return self._haves
+    def get_graph_walker(self, heads: Any = None) -> Any:
+        return self._haves if self._haves is not None else self._repo.get_graph_walker(heads)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._repo, name)
+
+
+class _ReceivingStore:
+    """The clone's object store, except that a thin pack of fewer than
+    :data:`~hotreload.git.objects.LOOSE_OBJECT_LIMIT` objects (a one-record fetch is
+    four) is unpacked into loose objects here (:mod:`hotreload.git.unpack`, decision
+    65); a bigger one goes to dulwich, which keeps it as a pack."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def add_thin_pack(self, read_all: Callable[..., bytes], read_some: Any, progress: Any = None) -> Any:
+        head = read_all(12)
+        if unpack.pack_object_count(head) >= LOOSE_OBJECT_LIMIT:  # read on from the spooled file
+            return self._store.add_thin_pack(_Prepended(head, read_all).read, None, progress=progress)
+        add_raw_objects(self._store, unpack.unpack(head + read_all(), self._base))
+        return None
+
+    def _base(self, binary: bytes) -> tuple[int, bytes] | None:
+        sha = binary.hex().encode()
+        cached = TREE_BYTES.cached(sha)  # a folder's previous version, as a reload just read it
+        if cached is not None:
+            return Tree.type_num, cached
+        try:
+            return get_raw(self._store, sha)
+        except KeyError:
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _Prepended:
+    """A reader that gives ``head`` first, then what ``read`` gives."""
+
+    def __init__(self, head: bytes, read: Callable[..., bytes]) -> None:
+        self._head, self._read = head, read
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return self._read(size)
+        if size < 0:
+            data, self._head = self._head + self._read(), b""
+            return data
+        data, self._head = self._head[:size], self._head[size:]
+        return data + self._read(size - len(data)) if len(data) < size else data
 
 
 def _reason(exc: BaseException, remote: str) -> str:
