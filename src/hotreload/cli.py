@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
@@ -69,10 +70,12 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
     started = time.perf_counter()
     late = _LateApp()
     try:
-        # bodies over the largest route limit are refused by waitress unread
+        # bodies over the largest route limit are refused by waitress unread; poll(), not
+        # select(), which raises (and ended waitress's loop) once a socket's descriptor
+        # number passes 1023 (decision 66)
         server = waitress.create_server(late, host=host, port=port, threads=threads,
                                         ident="hotreload", clear_untrusted_proxy_headers=True,
-                                        max_request_body_size=MAX_REQUEST_BODY)
+                                        max_request_body_size=MAX_REQUEST_BODY, asyncore_use_poll=True)
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
     try:
@@ -82,8 +85,11 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
         return _fail(str(exc))
     late.app = create_app(runtime)
 
+    stopping = threading.Event()
+
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("stopping (signal %d)", signum)
+        stopping.set()
         server.close()
 
     signal.signal(signal.SIGTERM, stop)
@@ -95,11 +101,16 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
         print(banner, file=sys.stderr, flush=True)
     try:
         server.run()
-    except (OSError, ValueError):
-        pass  # closed by the signal handler
+    except (OSError, ValueError) as exc:
+        if not stopping.is_set():  # not closed by the signal handler
+            log.error("the server's listening loop failed: %s; stopping, with exit status 1, so that a "
+                      "supervisor restarts the service", exc, exc_info=True)
+    else:
+        if not stopping.is_set():
+            log.error("the server's listening loop ended by itself; stopping, with exit status 1")
     finally:
         runtime.close()
-    return 0
+    return 0 if stopping.is_set() else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -87,13 +87,14 @@ class GitRepo:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
-        self._opened: list[Repo] = []
+        self._opened: list[tuple[threading.Thread, Repo]] = []
+        """Each thread's ``Repo`` (its own pack files and maps), with the thread that has it."""
         self._opened_lock = threading.Lock()
         # our own threads write refs too (the reloader, the writer, the push daemon's
         # tracking ref); dulwich's ref lock files would make one of them fail
         self._ref_lock = threading.Lock()
         self.history = History(os.path.join(path, "objects"))
-        repo = self._open()  # fail early, in the caller's thread
+        repo = self._open_new()  # fail early, in the caller's thread
         if not repo.bare:
             repo.close()
             raise NotABareRepository(f"{path} is a git work tree, not a bare repository")
@@ -101,6 +102,19 @@ class GitRepo:
         _LIVE.add(self)
 
     def _open(self) -> Repo:
+        """A ``Repo`` for this thread: one a finished thread left, or a new one.
+        Threads come and go (a reload on its own thread for each read that asks for a
+        commit not served yet); each new one opening the pack files again, kept until
+        :meth:`close`, ran a server out of file descriptors (decision 66)."""
+        me = threading.current_thread()
+        with self._opened_lock:
+            for at, (thread, repo) in enumerate(self._opened):
+                if not thread.is_alive():
+                    self._opened[at] = (me, repo)
+                    return repo
+        return self._open_new()
+
+    def _open_new(self) -> Repo:
         try:
             repo = Repo(self.path)
         except NotGitRepository:
@@ -108,7 +122,7 @@ class GitRepo:
         repo.object_store.delta_base_cache_limit = PACK_CACHE_BYTES  # before any pack is opened
         repo.object_store.fsync_object_files = True  # packs too: durable before any ref names them
         with self._opened_lock:
-            self._opened.append(repo)
+            self._opened.append((threading.current_thread(), repo))
         return repo
 
     def remove_stale_locks(self) -> list[str]:
@@ -130,7 +144,7 @@ class GitRepo:
         """Close every thread's ``Repo`` (pack files and their maps)."""
         with self._opened_lock:
             opened, self._opened = self._opened, []
-        for repo in opened:
+        for _thread, repo in opened:
             repo.close()
         self._local = threading.local()
 
