@@ -16,31 +16,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
+from benchmarks.phases import SPENT, timed
 from hotreload.config import Settings
 from hotreload.git import transport
 from hotreload.service.runtime import boot
 from simulator.server import GitDaemon
-
-FETCH_MS: list[float] = []
-
-
-def _timed_fetch() -> None:
-    real = transport.fetch_branch
-
-    def fetch_branch(*args, **kwargs):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        try:
-            return real(*args, **kwargs)
-        finally:
-            FETCH_MS.append((time.perf_counter() - started) * 1000)
-
-    transport.fetch_branch = fetch_branch  # type: ignore[assignment]
 
 
 def main(argv: list[str]) -> int:
@@ -49,7 +34,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     require_corpus(args.records)
-    _timed_fetch()
+    timed(transport, "fetch_branch", "fetch")  # the transport's own fetch, under the reloader's
     with origin_and_clone(args.records, "network-") as (origin, clone):
         daemon = GitDaemon(Path(origin).parent)
         try:
@@ -61,11 +46,11 @@ def main(argv: list[str]) -> int:
                 totals, fetches = [], []
                 for n in range(args.rounds):
                     commit = edit_upstream(origin, 1)
-                    FETCH_MS.clear()
+                    SPENT.clear()
                     result = rt.reloader.reload(commit)
                     assert result.outcome == "fast-forwarded", result
                     totals.append(result.duration_ms)
-                    fetches.append(sum(FETCH_MS))
+                    fetches.append(SPENT["fetch"])
                     print(f"round {n + 1}: {result.duration_ms:.0f} ms (fetch {fetches[-1]:.0f} ms)", flush=True)
             finally:
                 rt.close()
