@@ -286,6 +286,20 @@ tree, which deflate (level 1) writes 3-4x slower than the same bytes stored, fsy
 included (decision 64); records and small trees stay compressed."""
 
 
+def object_header(type_num: int, size: int) -> bytes:
+    """git's ``<type> <size>\\0``: what an object's id hashes before its content, and
+    what a loose object's file holds before it."""
+    return object_class(type_num).type_name + b" " + str(size).encode() + b"\0"
+
+
+def object_id(type_num: int, raw: bytes) -> bytes:
+    """The id git gives the object (hex), without copying ``raw``: ``header + raw``
+    would be a second copy of a 7.4 MB tree, for a hash."""
+    digest = hashlib.sha1(object_header(type_num, len(raw)))
+    digest.update(raw)
+    return digest.hexdigest().encode()
+
+
 def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None) -> str:
     """Write one loose object the way git does: zlib of ``<type> <size>\\0`` and the
     content, into a unique temporary file, then renamed into place. Unlike a lock
@@ -293,13 +307,8 @@ def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None)
 
     ``sha`` names an object copied from another store, which names it already (as
     git's local clone trusts the store it hardlinks from); otherwise it is hashed."""
-    header = object_class(type_num).type_name + b" " + str(len(raw)).encode() + b"\0"
-    if sha is not None:
-        hexsha = sha.decode()
-    else:
-        digest = hashlib.sha1(header)
-        digest.update(raw)  # not ``header + raw``: a second copy of a 7.4 MB tree, for a hash
-        hexsha = digest.hexdigest()
+    header = object_header(type_num, len(raw))
+    hexsha = sha.decode() if sha is not None else object_id(type_num, raw).decode()
     folder = os.path.join(store.path, hexsha[:2])
     path = os.path.join(folder, hexsha[2:])
     if os.path.exists(path):

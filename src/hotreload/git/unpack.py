@@ -22,14 +22,11 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable
 
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Commit, Tag, Tree, object_class
 from dulwich.pack import DELTA_TYPES, OFS_DELTA, REF_DELTA, UnpackedObject, apply_delta, unpack_object_at
 
 from hotreload.git.errors import GitError
-from hotreload.git.objects import RawObject
-
-TAG = 4
-_TYPE_NAMES = {Commit.type_num: b"commit", Tree.type_num: b"tree", Blob.type_num: b"blob", TAG: b"tag"}
+from hotreload.git.objects import RawObject, object_id
 
 
 def pack_object_count(data: bytes) -> int:
@@ -80,12 +77,11 @@ def unpack(data: bytes, base_of: Callable[[bytes], tuple[int, bytes] | None]) ->
                     left.append((at, unpacked))
                     continue
                 type_num, raw = base[0], b"".join(apply_delta(base[1], unpacked.decomp_chunks))
-            if type_num not in _TYPE_NAMES:
+            if object_class(type_num) is None:
                 raise GitError(f"the pack the remote sent holds an object of unknown type {type_num}")
-            digest = hashlib.sha1(_TYPE_NAMES[type_num] + b" " + str(len(raw)).encode() + b"\0")
-            digest.update(raw)
-            by_offset[at] = by_id[digest.digest()] = (type_num, raw)
-            found.append((type_num, raw, digest.hexdigest().encode()))
+            sha = object_id(type_num, raw)
+            by_offset[at] = by_id[bytes.fromhex(sha.decode())] = (type_num, raw)
+            found.append((type_num, raw, sha))
         if len(left) == len(waiting):
             missing = ", ".join(sorted({where.hex() if isinstance(where, bytes) else f"offset {where}"
                                         for where in (_base(at, u) for at, u in left)}))
@@ -127,7 +123,7 @@ def write_order(objects: Iterable[RawObject]) -> list[RawObject]:
     return [*by_kind.get(Blob.type_num, []),
             *_post_order(trees, tree_needs),
             *_post_order(commits, commit_needs),
-            *by_kind.get(TAG, [])]
+            *by_kind.get(Tag.type_num, [])]
 
 
 def _post_order(nodes: dict[bytes, RawObject], needs: Callable[[RawObject], list[bytes]]) -> list[RawObject]:
