@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hotreload.git import transport
 from hotreload.git.reconcile import Outcome, conflict_branch_name, reconcile
 from hotreload.git.repo import GitRepo, Signature, redact
 from tests.conftest import World, git, make_world, project_toml
@@ -203,6 +204,37 @@ def test_a_network_fetch_unpacks_a_small_pack_and_keeps_a_big_one(daemon_world: 
     assert not (world.clone / "objects" / tip[:2] / tip[2:]).exists()
     git("--git-dir", str(world.clone), "fsck", "--strict", "--no-progress")
     assert world.clone_head() == tip
+    repo.close()
+
+
+def test_a_push_over_the_network_sends_changed_folders_as_deltas(
+        daemon_world: tuple[World, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decision 67: a tree with a previous version goes as a delta against it (a thin
+    pack, as git push sends); git, receiving it, stores exactly our commit (fsck)."""
+    world, url = daemon_world
+    sent: list[tuple[int, bytes | int | None]] = []
+    real = transport.pack_records
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for record in real(*args, **kwargs):
+            sent.append((record.pack_type_num, record.delta_base))
+            yield record
+
+    monkeypatch.setattr(transport, "pack_records", recording)
+    repo = GitRepo(str(world.clone))
+    parent = repo.branch_commit("published")
+    assert parent is not None
+    mine = local_commit(repo, {"projects/aa-mine.toml": project_toml("aa-mine", "Mine"),
+                               "people/zz-new.toml": 'slug = "zz-new"\nfullName = "New Person"\n'})
+    assert reconcile(repo, url, "published", clock).outcome is Outcome.PUSHED_AHEAD
+    assert world.origin_head() == mine
+    git("--git-dir", str(world.origin), "fsck", "--strict", "--no-progress")
+    old_trees = {git("--git-dir", str(world.clone), "rev-parse", f"{parent}:{folder}").strip()
+                 for folder in ("", "projects", "people")}  # the root and the two folders, as they were
+    deltas = [base for kind, base in sent if kind == 7]
+    assert len(deltas) == 3 and {b.hex() for b in deltas if isinstance(b, bytes)} == old_trees
+    assert git("--git-dir", str(world.origin), "diff-tree", "-r", "--name-only", parent, mine).split() == [
+        "people/zz-new.toml", "projects/aa-mine.toml"]
     repo.close()
 
 

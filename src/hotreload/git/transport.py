@@ -21,7 +21,7 @@ from dulwich.client import get_transport_and_path
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
 from dulwich.objects import Tree
-from dulwich.pack import UnpackedObject
+from dulwich.pack import REF_DELTA, UnpackedObject, create_delta
 from dulwich.repo import Repo
 
 from hotreload.git import unpack
@@ -164,10 +164,9 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
         candidates = seen_on_remote + sorted(set(have) - set(seen_on_remote))  # the ref's own tip first
         known = [h.decode() for h in candidates if h != ZERO_SHA and has_object(store, h)]
         commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
-        objects = objects_for_commits(store, commits, lambda sha: False)
-        return len(objects), (
-            UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw], sha=bytes.fromhex(sha.decode()))
-            for type_num, raw, sha in objects)
+        bases: dict[bytes, bytes] = {}
+        objects = objects_for_commits(store, commits, lambda sha: False, bases)
+        return len(objects), pack_records(store, objects, bases, ofs_delta)
 
     try:
         client, path = get_transport_and_path(remote)
@@ -182,6 +181,28 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
         if "fast-forward" in error or "fetch first" in error or "unable to set" in error:
             raise PushRejected(f"push to {redact(remote)} rejected: {error}")
         raise TransportError(f"push to {redact(remote)} failed: {error}")
+
+
+def pack_records(store: Any, objects: Sequence[RawObject], bases: Mapping[bytes, bytes],
+                 ofs_delta: bool) -> Iterator[UnpackedObject]:
+    """The records of a pack to send: each tree with a previous version as a delta
+    against it (dulwich's ``create_delta``), as ``git push`` sends a thin pack, when
+    the delta is under half the tree; every other object whole. A folder's tree is
+    its whole listing (7.4 MB for 150,000 records), which a push deflated at zlib's
+    default level (180 ms, 3.9 MB sent) for a one-entry change; the delta is a few
+    hundred bytes, made in ~6 ms (decision 67). A base sent in the same pack comes
+    before (parents first) and is written as an offset, if the server takes those;
+    otherwise only bases the receiver has are used."""
+    in_pack = {sha for _, _, sha in objects}
+    for type_num, raw, sha in objects:
+        base = bases.get(sha)
+        if base is not None and (ofs_delta or base not in in_pack):
+            delta = b"".join(create_delta(TREE_BYTES.raw(store, base), raw))
+            if len(delta) < len(raw) // 2:
+                yield UnpackedObject(REF_DELTA, delta_base=bytes.fromhex(base.decode()), decomp_chunks=[delta],
+                                     sha=bytes.fromhex(sha.decode()))
+                continue
+        yield UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw], sha=bytes.fromhex(sha.decode()))
 
 
 def local_remote_path(remote: str) -> str | None:
@@ -233,8 +254,8 @@ def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
     return len(missing)
 
 
-def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callable[[bytes], bool]
-                        ) -> list[RawObject]:
+def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callable[[bytes], bool],
+                        bases: dict[bytes, bytes] | None = None) -> list[RawObject]:
     """The objects a receiver needs for ``commits`` (parents before children),
     given that it has every commit they build on: each commit's tree is walked
     against its first parent's, skipping every entry identical to the parent's
@@ -248,7 +269,11 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
     commit's tree, first met relative to the wrong parent, and X's blob would
     never be sent.) The list is ordered so an object comes only after everything
     it points to (blobs and trees children-first, then the commit): a process
-    killed mid-copy never leaves a tree or commit whose closure is incomplete."""
+    killed mid-copy never leaves a tree or commit whose closure is incomplete.
+
+    ``bases``, when given, is filled with each tree sent that has a previous version
+    (the same folder in its commit's first parent): tree id -> that version's id,
+    which the receiver has or is sent first."""
     missing: list[RawObject] = []
     seen: set[bytes] = set()
 
@@ -270,6 +295,8 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
         # no second time (inflating 7.4 MB again, ~5 ms at 500k records)
         changes = TREE_BYTES.changes(src, parent_id, tree_id)
         missing.append((Tree.type_num, TREE_BYTES.raw(src, tree_id), tree_id))
+        if bases is not None and parent_id is not None:
+            bases[tree_id] = parent_id
         for _name, before, after in changes:
             if after is None:
                 continue  # removed: nothing to send
