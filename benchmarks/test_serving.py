@@ -3,6 +3,7 @@ reloads; (e) steady and peak RSS of the server process around reloads."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 from benchmarks.changes import edit_upstream
 from benchmarks.conftest import Pair
 from hotreload.git.repo import GitRepo, branch_ref
-from simulator.server import ServerProcess
+from simulator.server import GitDaemon, ServerProcess
 
 SECRET = "x" * 40
 PATHS = ["/api/projects?q=transit&perPage=20", "/api/projects?perPage=20&tag=topic.transit",
@@ -23,10 +24,19 @@ PATHS = ["/api/projects?q=transit&perPage=20", "/api/projects?perPage=20&tag=top
 
 @pytest.fixture(scope="module")
 def server(pair: Pair) -> Iterator[ServerProcess]:
-    env = {"CFP_DATA_REPO_PATH": str(pair.clone), "CFP_DATA_REMOTE": str(pair.origin),
+    """The service on the pair's clone. Its remote is the origin's local path, or with
+    ``BENCH_TRANSPORT=git`` the origin served by ``git daemon`` on loopback (the
+    network client's fetch, as from a git host)."""
+    daemon = GitDaemon(pair.root) if os.environ.get("BENCH_TRANSPORT") == "git" else None
+    env = {"CFP_DATA_REPO_PATH": str(pair.clone),
+           "CFP_DATA_REMOTE": daemon.url(pair.origin.name) if daemon else str(pair.origin),
            "CFP_DATA_BRANCH": "published", "CFP_DATA_RELOAD_SECRET": SECRET}
-    with ServerProcess(env, threads=8).start(timeout=300) as proc:  # started once: __enter__ reuses it
-        yield proc
+    try:
+        with ServerProcess(env, threads=8).start(timeout=300) as proc:  # started once: __enter__ reuses it
+            yield proc
+    finally:
+        if daemon:
+            daemon.stop()
 
 
 def percentile(values: list[float], p: float) -> float:
