@@ -33,9 +33,11 @@ def index(doc: dict[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
         name = bench["name"]
         test = name.split("[")[0]
         params = re.search(r"\[(.*)\]", name)
-        parts = params.group(1).split("-", 1) if params else [""]
-        size = parts[0]
-        variant = parts[1] if len(parts) > 1 else ""
+        parts = params.group(1).split("-") if params else []
+        # the corpus size is the part like "5k", wherever the test's ids put it ("5k-idle",
+        # "fast-import-5k"); the rest, in order, is the variant
+        size = next((part for part in parts if re.fullmatch(r"\d+k", part)), "")
+        variant = "-".join(part for part in parts if part != size)
         out[(test, size, variant)] = {"median_ms": bench["stats"]["median"] * 1000,
                                       "extra": bench.get("extra_info", {})}
     return out
