@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dulwich.client
 import pytest
 
 from hotreload.git import transport
@@ -235,6 +236,39 @@ def test_a_push_over_the_network_sends_changed_folders_as_deltas(
     assert len(deltas) == 3 and {b.hex() for b in deltas if isinstance(b, bytes)} == old_trees
     assert git("--git-dir", str(world.origin), "diff-tree", "-r", "--name-only", parent, mine).split() == [
         "people/zz-new.toml", "projects/aa-mine.toml"]
+    repo.close()
+
+
+def test_a_push_to_a_server_that_says_no_thin_sends_no_delta_against_its_objects(
+        daemon_world: tuple[World, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server advertising ``no-thin`` cannot complete a thin pack: every tree goes
+    whole (two commits pushed, so a base inside the pack could still be used)."""
+    world, url = daemon_world
+    real_read = dulwich.client.read_pkt_refs_v1
+
+    def advertising_no_thin(*args, **kwargs):  # type: ignore[no-untyped-def]
+        refs, capabilities = real_read(*args, **kwargs)
+        return refs, {*capabilities, b"no-thin"}
+
+    monkeypatch.setattr(dulwich.client, "read_pkt_refs_v1", advertising_no_thin)
+    sent: list[tuple[bytes | int | None, bytes]] = []
+    real = transport.pack_records
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for record in real(*args, **kwargs):
+            sent.append((record.delta_base, record.sha()))
+            yield record
+
+    monkeypatch.setattr(transport, "pack_records", recording)
+    repo = GitRepo(str(world.clone))
+    local_commit(repo, {"projects/aa-one.toml": project_toml("aa-one", "One")})
+    mine = local_commit(repo, {"projects/aa-two.toml": project_toml("aa-two", "Two")}, when=1_750_000_100)
+    assert reconcile(repo, url, "published", clock).outcome is Outcome.PUSHED_AHEAD
+    assert world.origin_head() == mine
+    git("--git-dir", str(world.origin), "fsck", "--strict", "--no-progress")
+    in_pack = {sha for _, sha in sent}
+    bases = [base for base, _ in sent if base is not None]
+    assert bases and all(base in in_pack for base in bases)  # deltas only against the first commit's trees
     repo.close()
 
 

@@ -158,6 +158,22 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
             raise non_fast_forward(current)
         return {remote_ref: new}
 
+    server_says_no_thin = False
+
+    def heeding_no_thin(client: Any) -> None:
+        """Note the server's ``no-thin`` (it cannot complete a thin pack), which dulwich
+        reads past: then no delta is sent against an object outside the pack."""
+        negotiate = getattr(client, "_negotiate_receive_pack_capabilities", None)
+        if negotiate is None:
+            return
+
+        def negotiating(server_capabilities: Any) -> Any:
+            nonlocal server_says_no_thin
+            server_says_no_thin = b"no-thin" in server_capabilities
+            return negotiate(server_capabilities)
+
+        client._negotiate_receive_pack_capabilities = negotiating
+
     store = repo.object_store
 
     def generate_pack_data(have: Any, want: Any, *, ofs_delta: bool = False, progress: Any = None) -> Any:
@@ -166,10 +182,11 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
         commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
         bases: dict[bytes, bytes] = {}
         objects = objects_for_commits(store, commits, lambda sha: False, bases)
-        return len(objects), pack_records(store, objects, bases, ofs_delta)
+        return len(objects), pack_records(store, objects, bases, ofs_delta, thin=not server_says_no_thin)
 
     try:
         client, path = get_transport_and_path(remote)
+        heeding_no_thin(client)
         result = client.send_pack(path.encode() if isinstance(path, str) else path,
                                   update_refs, generate_pack_data)
     except PushRejected:
@@ -184,19 +201,20 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
 
 
 def pack_records(store: Any, objects: Sequence[RawObject], bases: Mapping[bytes, bytes],
-                 ofs_delta: bool) -> Iterator[UnpackedObject]:
+                 ofs_delta: bool, thin: bool = True) -> Iterator[UnpackedObject]:
     """The records of a pack to send: each tree with a previous version as a delta
     against it (dulwich's ``create_delta``), as ``git push`` sends a thin pack, when
     the delta is under half the tree; every other object whole. A folder's tree is
     its whole listing (7.4 MB for 150,000 records), which a push deflated at zlib's
     default level (180 ms, 3.9 MB sent) for a one-entry change; the delta is a few
     hundred bytes, made in ~6 ms (decision 67). A base sent in the same pack comes
-    before (parents first) and is written as an offset, if the server takes those;
-    otherwise only bases the receiver has are used."""
+    before (parents first) and is written as an offset, if the server takes those
+    (``ofs_delta``); a base the receiver has makes the pack thin, unless the server
+    cannot complete one (``thin`` False: it advertised ``no-thin``)."""
     in_pack = {sha for _, _, sha in objects}
     for type_num, raw, sha in objects:
         base = bases.get(sha)
-        if base is not None and (ofs_delta or base not in in_pack):
+        if base is not None and (ofs_delta if base in in_pack else thin):
             delta = b"".join(create_delta(TREE_BYTES.raw(store, base), raw))
             if len(delta) < len(raw) // 2:
                 yield UnpackedObject(REF_DELTA, delta_base=bytes.fromhex(base.decode()), decomp_chunks=[delta],
