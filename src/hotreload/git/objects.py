@@ -147,8 +147,8 @@ class TreeBytes:
 
     def raw(self, store: Any, sha: bytes) -> bytes:
         """The tree's raw content (from the cache when it is there)."""
-        found = self._trees.get(sha)
-        return found.raw if found is not None else _read_tree(store, sha)
+        found = self.cached(sha)
+        return found if found is not None else _read_tree(store, sha)
 
     def cached(self, sha: bytes) -> bytes | None:
         """The tree's raw content if it is in the cache, else None."""
