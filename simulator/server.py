@@ -6,6 +6,7 @@ driven only through its CLI and HTTP, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +77,11 @@ class ServerProcess:
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = ""
-        self.log_path = tempfile.mktemp(prefix="hotreload-serve-", suffix=".log")
+        fd, self.log_path = tempfile.mkstemp(prefix="hotreload-serve-", suffix=".log")
+        os.close(fd)
+        # readable after stop() (a test reads what the server said), removed with this
+        # object or at exit: a test run used to leave ~60 logs in /tmp
+        weakref.finalize(self, _remove, self.log_path)
 
     def start(self, timeout: float = 120.0) -> ServerProcess:
         full_env = {**os.environ, **self.env}
@@ -134,6 +140,11 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def free_ports(n: int) -> list[int]:

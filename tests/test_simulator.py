@@ -96,3 +96,19 @@ def test_a_started_server_used_as_a_context_is_not_started_twice(world: object) 
         assert same is server and same.proc is first
         assert same.get("/api/health").status == 200
     assert first is not None and first.poll() is not None  # stopped on exit
+
+
+def test_a_server_log_is_readable_after_stop_and_removed_with_its_process_object(world: object) -> None:
+    """Each server's log was a file left in the temporary folder, ~60 per test run."""
+    import gc
+    import os
+
+    from simulator.server import ServerProcess
+
+    server = ServerProcess(world.env()).start()  # type: ignore[attr-defined]
+    path = server.log_path
+    server.stop()
+    assert "serving published" in server.log()  # still there for the test to read
+    del server
+    gc.collect()
+    assert not os.path.exists(path)
