@@ -3,7 +3,7 @@
 A project search answers with the total and the facets of *every* match (projects
 per stage, per tag), so counting them one project at a time in Python cost more
 than ranking at 500,000 records. :class:`ProjectFacets` keeps, per project rowid
-(a rowid names one record for as long as it lives: ``search._apply``), its stage
+(a rowid names one record for as long as it lives: ``search._Sheet.derive``), its stage
 and whether it is live, and every (project, tag) assignment as one sorted int64
 ``rowid << 32 | tag slot``; counting is then a few numpy passes. A snapshot's
 facets are derived from the previous snapshot's with the records that changed.

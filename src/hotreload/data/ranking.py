@@ -9,12 +9,14 @@ whole table. So for a query of word prefixes (``"data"* "maps"*``) the ranking
 needs, per prefix, the rows containing it with their counts (its *postings*), and
 per row its length; the rest is arithmetic over arrays.
 
-A :class:`Ranker` keeps those for one table's database: row lengths from FTS5's
-own ``docsize`` table, and the postings of each prefix asked for, read once from
-FTS5's ``fts5vocab`` instance table (the tokens FTS5 itself indexed, so nothing is
-tokenised twice). A derived database's ranker patches its parent's arrays with
-the rows that changed (their counts from a scratch FTS5 table holding only those
-rows), instead of reading them again.
+A :class:`Ranker` keeps those for one table, whose rows are in one or more
+databases (:class:`Segment`: a base and a delta, decision 68): row lengths from
+FTS5's own ``docsize`` tables, and the postings of each prefix asked for, read
+once from FTS5's ``fts5vocab`` instance tables (the tokens FTS5 itself indexed,
+so nothing is tokenised twice), the masked rows of each left out. A derived
+table's ranker patches its parent's arrays with the rows that changed (their
+counts from a scratch FTS5 table holding only those rows), instead of reading
+them again.
 
 The arithmetic is FTS5's, operation for operation (``fts5Bm25Function`` in
 ``fts5_aux.c``), in IEEE double precision, so the ranks are the very values SQLite
@@ -24,6 +26,7 @@ that against SQLite's own ``ORDER BY rank`` (decision 61).
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 import threading
@@ -63,6 +66,21 @@ class Postings:
     """How many of the row's tokens start with the prefix."""
 
 
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """One database of a table's rows: ``connect`` gives this thread's connection to
+    it; its rows at ``masked`` rowids are not live (a later segment may hold them)."""
+    connect: Callable[[], sqlite3.Connection]
+    masked: Ints
+
+    def hides(self, rowid: int) -> bool:
+        return bool(self.masked.size) and rowid in self._masked_set
+
+    @functools.cached_property
+    def _masked_set(self) -> frozenset[int]:
+        return frozenset(self.masked.tolist())
+
+
 @dataclass(frozen=True)
 class _Lengths:
     doc_len: Floats
@@ -91,12 +109,12 @@ class Ranker:
     Immutable like the database it ranks, except for what it learns lazily
     (the lengths on first use, each prefix's postings on first ask), under a lock."""
 
-    def __init__(self, name: str, columns: Sequence[str], connect: Callable[[], sqlite3.Connection],
+    def __init__(self, name: str, columns: Sequence[str], segments: Sequence[Segment],
                  lengths: _Lengths | None = None, postings: dict[str, Postings] | None = None) -> None:
         self._name = name
         self._columns = tuple(columns)
-        self._connect = connect
-        """This thread's read-only connection to the database."""
+        self._segments = tuple(segments)
+        """The databases holding the table's rows, read in order (decision 68)."""
         self._lengths = lengths
         self._postings: dict[str, Postings] = postings or {}
         self._lock = threading.Lock()
@@ -106,26 +124,37 @@ class Ranker:
     def _state(self) -> _Lengths:
         with self._lock:
             if self._lengths is None:
-                sizes = self._connect().execute(f"SELECT id, sz FROM [{self._name}_fts_docsize]").fetchall()
-                doc_len = np.zeros(max((r for r, _ in sizes), default=0) + 1)
-                present = np.zeros(len(doc_len), dtype=np.bool_)
-                for rowid, size in sizes:
-                    doc_len[rowid], present[rowid] = _total(size), True
-                self._lengths = _Lengths(doc_len, present, len(sizes), int(doc_len.sum()))
+                sql = f"SELECT id, sz FROM [{self._name}_fts_docsize]"
+                parts = [(segment, segment.connect().execute(sql).fetchall()) for segment in self._segments]
+                size = max((r for _, sizes in parts for r, _ in sizes), default=0) + 1
+                doc_len, present = np.zeros(size), np.zeros(size, dtype=np.bool_)
+                for segment, sizes in parts:
+                    for rowid, size_of in sizes:
+                        if not segment.hides(rowid):
+                            doc_len[rowid], present[rowid] = _total(size_of), True
+                self._lengths = _Lengths(doc_len, present, int(np.count_nonzero(present)), int(doc_len.sum()))
             return self._lengths
 
     def _posting(self, prefix: str) -> Postings:
         with self._lock:
             found = self._postings.pop(prefix, None)
             if found is None:
-                conn = self._connect()
-                conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.[{self._name}_vocab] "
-                             f"USING fts5vocab(main, [{self._name}_fts], instance)")
-                # one row per occurrence, counted per row with bincount: 1.4x faster at
-                # 50k records than SQLite's GROUP BY, which sorts them first
-                occurrences = conn.execute(f"SELECT doc FROM temp.[{self._name}_vocab] WHERE term >= ? AND term <= ?",
-                                           (prefix, prefix + "\U0010ffff"))
-                per_row = np.bincount(np.fromiter((row[0] for row in occurrences), dtype=np.int64))
+                per_row = np.zeros(0, dtype=np.int64)
+                for segment in self._segments:
+                    conn = segment.connect()
+                    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.[{self._name}_vocab] "
+                                 f"USING fts5vocab(main, [{self._name}_fts], instance)")
+                    # one row per occurrence, counted per row with bincount: 1.4x faster at
+                    # 50k records than SQLite's GROUP BY, which sorts them first
+                    occurrences = conn.execute(f"SELECT doc FROM temp.[{self._name}_vocab] "
+                                               "WHERE term >= ? AND term <= ?", (prefix, prefix + "\U0010ffff"))
+                    counts = np.bincount(np.fromiter((row[0] for row in occurrences), dtype=np.int64))
+                    counts[segment.masked[segment.masked < len(counts)]] = 0
+                    if len(counts) > len(per_row):
+                        counts[:len(per_row)] += per_row
+                        per_row = counts
+                    else:
+                        per_row[:len(counts)] += counts
                 rowids = np.flatnonzero(per_row)
                 found = Postings(rowids.astype(np.int32), per_row[rowids].astype(np.int32))
             self._postings[prefix] = found  # most recently used last
@@ -136,7 +165,7 @@ class Ranker:
 
     # -- deriving ------------------------------------------------------------
 
-    def derive(self, connect: Callable[[], sqlite3.Connection], removed: Iterable[int],
+    def derive(self, segments: Sequence[Segment], removed: Iterable[int],
                written: Sequence[tuple[int, tuple[str | None, ...]]]) -> Ranker:
         """The ranker of a database derived from this one's: rows ``removed`` (by
         rowid) are gone, rows ``written`` (rowid, column values) are new or
@@ -144,7 +173,7 @@ class Ranker:
         a ranker that learnt nothing yields one that learns from its own database."""
         with self._lock:
             lengths, postings = self._lengths, dict(self._postings)
-        derived = Ranker(self._name, self._columns, connect)
+        derived = Ranker(self._name, self._columns, segments)
         if lengths is None:
             return derived
         dropped = np.fromiter(removed, dtype=np.int64)

@@ -1,19 +1,23 @@
 """The full-text index of one snapshot: FTS5 tables for projects (title,
 summary, overview), people (fullName, bio) and help-wanted roles (title,
-description), each in an in-memory SQLite database of its own.
+description), each in in-memory SQLite databases of its own.
 
 An index is never changed once its snapshot is served. A new snapshot's index is
-either built from scratch or *derived*: only the databases of the sheets that
-changed are copied, with SQLite's online backup API (a page copy, far cheaper than
-re-tokenising every record), and the delta is applied to the copy in one
-transaction; the others are shared with the previous index. A record keeps its
-rowid while it lives, and each database has a :class:`~hotreload.data.ranking.Ranker`
-that ranks word-prefix searches with arrays, derived alongside it (decision 61).
+either built from scratch or *derived*, in time that follows the change: each
+sheet is a *base* database, shared by every index derived from it, and a small
+*delta* database holding the current rows of the records written since, with the
+base rows they replace or remove masked out (decision 68). A derivation copies
+the delta and applies the change to it in one transaction; once the delta passes
+1/32 of the base it is folded into a new base. A record keeps its rowid while it
+lives, and each sheet has a :class:`~hotreload.data.ranking.Ranker` that ranks
+searches with arrays over both databases, derived alongside it (decision 61).
+Every query whose words FTS5 reads as one token each is ranked there; the rest
+(a word FTS5 splits, like ``foo_bar``) read the base and delta merged into one
+database, made on first ask.
 
 The FTS5 tables are *contentless* (``content=''``): the text lives in the records
 in memory, not a second time in SQLite. A database holds the full-text index and
-a table mapping its rowids to record ids, nothing else, so the copy a one-record
-reload makes is about a third of what it was with the text kept (decision 56). A
+a table mapping its rowids to record ids, nothing else (decision 56). A
 contentless row is removed with FTS5's ``delete`` command and the values it was
 indexed with, which are the old record's, at hand in the previous snapshot.
 
@@ -26,8 +30,8 @@ the database is never written once served, so their shared locks never wait.
 
 from __future__ import annotations
 
+import functools
 import itertools
-import json
 import os
 import re
 import sqlite3
@@ -40,10 +44,13 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from hotreload.data.ranking import Floats, Ints, Ranker, rankable
+from hotreload.data.ranking import Floats, Ints, Ranker, Segment, rankable
 from hotreload.data.records import Entry
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+
+Row = tuple[str | None, ...]
+"""A record as its table indexes it: ``SearchTable.row``, the id then each column."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class SearchTable:
     def columns(self) -> tuple[str, ...]:
         return tuple(column for column, _ in self.fields)
 
-    def row(self, record: Entry) -> tuple[str | None, ...]:
+    def row(self, record: Entry) -> Row:
         return (record.key, *(getattr(record, attr) for _, attr in self.fields))
 
 
@@ -84,6 +91,45 @@ def match_expression(query: str) -> str | None:
     return " ".join(f'"{t}"*' for t in tokens)
 
 
+def prefix_tokens(words: Sequence[str]) -> list[str] | None:
+    """The token FTS5 searches each query word as (a prefix: ``"word"*``), or None
+    when a word is not exactly one token to FTS5 (``foo_bar`` is two, ``_`` none),
+    which only SQLite's phrase matching answers. Words of ASCII letters and digits
+    are their own token; any other is put through FTS5's tokenizer (``café`` is
+    ``cafe``)."""
+    if rankable(words):
+        return list(words)
+    found = []
+    for word in words:
+        tokens = _fts5_tokens(word)
+        if len(tokens) != 1:
+            return None
+        found.append(tokens[0])
+    return found
+
+
+_TOKENIZER_LOCK = threading.Lock()
+_TOKENIZER: list[sqlite3.Connection] = []
+
+
+@functools.lru_cache(maxsize=4096)
+def _fts5_tokens(word: str) -> tuple[str, ...]:
+    """``word`` as FTS5's default tokenizer (the search tables') reads it: the row
+    is indexed in a scratch table and its tokens read back in order."""
+    with _TOKENIZER_LOCK:
+        if not _TOKENIZER:
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
+            conn.execute("CREATE VIRTUAL TABLE words USING fts5(word)")
+            conn.execute("CREATE VIRTUAL TABLE tokens USING fts5vocab(words, instance)")
+            _TOKENIZER.append(conn)
+        conn = _TOKENIZER[0]
+        with conn:
+            conn.execute("INSERT INTO words (rowid, word) VALUES (1, ?)", (word,))
+            tokens = tuple(term for (term,) in conn.execute("SELECT term FROM tokens ORDER BY offset"))
+            conn.execute("DELETE FROM words")
+        return tokens
+
+
 _NAMES = itertools.count()
 
 
@@ -97,6 +143,7 @@ class _Database:
         while one of its connections does) and used to copy it."""
         self.lock = threading.Lock()
         self._readers: dict[int, sqlite3.Connection] = {}
+        self._ids: np.ndarray | None = None
         # A sqlite3.Connection sits in a reference cycle (its statement cache), so
         # only a full GC pass would free it, and with it its in-memory database; on
         # a large, quiet heap that was one database per reload, never given back.
@@ -112,6 +159,35 @@ class _Database:
             with self.lock:
                 self._readers[thread] = conn
         return conn
+
+    def ids(self, table: SearchTable) -> np.ndarray:
+        """Record ids by rowid (an object array; None where no row is), read on first
+        ask: a served database never changes."""
+        with self.lock:
+            if self._ids is None:
+                rows = self.conn.execute(f"SELECT rowid, id FROM [{table.name}]").fetchall()
+                ids = np.full(max((r for r, _ in rows), default=0) + 1, None, dtype=object)
+                for rowid, record_id in rows:
+                    ids[rowid] = record_id
+                self._ids = ids
+            return self._ids
+
+    def carry_ids(self, source: _Database, masked: Iterable[int], written: Mapping[int, Row], size: int) -> None:
+        """Take ``source``'s ids by rowid, if it has read them, less ``masked`` and plus
+        ``written``: this database is ``source`` with that change (a pointer copy,
+        not a read of every row)."""
+        with source.lock:
+            known = source._ids
+        if known is None:
+            return
+        ids = np.full(max(size, len(known)), None, dtype=object)
+        ids[:len(known)] = known
+        for rowid in masked:
+            ids[rowid] = None
+        for rowid, row in written.items():
+            ids[rowid] = row[0]
+        with self.lock:
+            self._ids = ids
 
     def copy(self) -> _Database:
         copy = _Database()
@@ -158,32 +234,135 @@ def _insert(db: _Database, table: SearchTable, rows: list[tuple[int, tuple[str |
         ((rowid, *row[1:]) for rowid, row in rows))
 
 
-def _apply(db: _Database, table: SearchTable, gone: Sequence[Entry], new: Sequence[Entry],
-           rowid_of: Mapping[str, int]) -> tuple[dict[str, int], list[tuple[int, tuple[str | None, ...]]]]:
-    """Remove ``gone`` (records as they were indexed: a contentless row is deleted
-    by handing FTS5 the values it was indexed with) and index ``new``; ``rowid_of``
-    is the database's rowid by record id. A record in both keeps its rowid, so a
-    rowid names one record for as long as it lives (the ranker and the project
-    facets key their arrays by it). Returns the records removed for good
-    (id -> rowid) and the (rowid, row) pairs written."""
-    old_rows, new_rows = [table.row(r) for r in gone], [table.row(r) for r in new]
-    found = {str(row[0]): rowid_of[str(row[0])] for row in old_rows}
+def _delete(db: _Database, table: SearchTable, rows: Iterable[tuple[int, Row]]) -> None:
+    """Remove rows by rowid: a contentless FTS5 row is deleted by handing FTS5 the
+    values it was indexed with (``rows``: rowid and ``table.row(record)`` as indexed)."""
+    rows = list(rows)
+    columns = ", ".join(f"[{c}]" for c in table.columns)
     db.conn.executemany(
-        f"INSERT INTO [{table.name}_fts] ([{table.name}_fts], rowid, {', '.join(f'[{c}]' for c in table.columns)}) "
+        f"INSERT INTO [{table.name}_fts] ([{table.name}_fts], rowid, {columns}) "
         f"VALUES ('delete', ?, {', '.join('?' for _ in table.fields)})",
-        ((found[str(row[0])], *row[1:]) for row in old_rows))
-    kept = {row[0] for row in new_rows}
-    removed = {record_id: rowid for record_id, rowid in found.items() if record_id not in kept}
-    db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid in removed.values()))
-    fresh = db.conn.execute(f"SELECT coalesce(max(rowid), 0) + 1 FROM [{table.name}]").fetchone()[0]
-    written = []
-    for row in new_rows:
-        rowid = found.get(str(row[0]))
-        if rowid is None:
-            rowid, fresh = fresh, fresh + 1
-        written.append((rowid, row))
-    _insert(db, table, written)
-    return removed, written
+        ((rowid, *row[1:]) for rowid, row in rows))
+    db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid, _ in rows))
+
+
+COMPACT_SHARE = 32
+"""A sheet's delta is folded into a new base once the rows it holds or hides pass
+1/32 of the base's rows (and :data:`COMPACT_MIN`): a reload then copies the base,
+as every reload did before decision 68, so that copy is paid once per that many
+changed rows, not once per reload."""
+COMPACT_MIN = 256
+
+_EMPTY: Ints = np.zeros(0, dtype=np.int64)
+
+
+class _Sheet:
+    """One sheet's full-text index, in two parts (decision 68):
+
+    * ``base``, a database never written once served, shared by every index derived
+      from the one that built it;
+    * ``delta``, a small database holding the current rows of the records written
+      since (new or rewritten, each at its rowid), with ``masked``, the base rows no
+      longer live (removed, or rewritten into the delta).
+
+    A one-record reload copies the delta, not the base, so it costs the size of what
+    changed since the base, not of the sheet. The ranker (:class:`Ranker`) reads both
+    parts; a query only SQLite can rank reads both merged into one database, made on
+    first ask (:meth:`merged`)."""
+
+    def __init__(self, table: SearchTable, base: _Database, base_rows: int, next_rowid: int,
+                 delta: _Database | None = None, masked: Mapping[int, Row] | None = None,
+                 written: Mapping[int, Row] | None = None) -> None:
+        self.table = table
+        self.base = base
+        self.base_rows = base_rows
+        """Rows in the base database, masked ones included."""
+        self.next_rowid = next_rowid
+        """The rowid the next new record gets (rowids are never reused within a lineage)."""
+        self.delta = delta
+        self.masked: Mapping[int, Row] = masked or {}
+        """Base rowid -> the values the base indexed that row with (to delete it when merging)."""
+        self.written: Mapping[int, Row] = written or {}
+        """Delta rowid -> its values (``table.row(record)``)."""
+        self._merged: _Database | None = base if delta is None and not self.masked else None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def built(cls, table: SearchTable, db: _Database, rowids: Mapping[str, int]) -> _Sheet:
+        return cls(table, db, len(rowids), max(rowids.values(), default=0) + 1)
+
+    def segments(self) -> list[Segment]:
+        """What the ranker reads: the base without its masked rows, then the delta."""
+        found = [Segment(self.base.reader, np.fromiter(self.masked, dtype=np.int64, count=len(self.masked)))]
+        if self.delta is not None:
+            found.append(Segment(self.delta.reader, _EMPTY))
+        return found
+
+    def merged(self) -> _Database:
+        """The sheet as one database, base and delta merged: made on first ask, then kept."""
+        with self._lock:
+            if self._merged is None:
+                db = self.base.copy()
+                with db.conn:
+                    _delete(db, self.table, self.masked.items())
+                    _insert(db, self.table, sorted(self.written.items()))
+                self._merged = db
+            return self._merged
+
+    def ids_of(self, rowids: Iterable[int]) -> dict[int, str]:
+        """Record ids by rowid, of live rows."""
+        base, written, ids = self.base.ids(self.table), self.written, {}
+        for rowid in rowids:
+            row = written.get(rowid)
+            ids[rowid] = str(row[0]) if row is not None else base[rowid]
+        return ids
+
+    def derive(self, gone: Sequence[Entry], new: Sequence[Entry], rowid_of: Mapping[str, int]
+               ) -> tuple[_Sheet, dict[str, int], list[tuple[int, Row]]]:
+        """This sheet less ``gone`` (records as they were indexed) plus ``new`` (a
+        changed record is in both); ``rowid_of`` is the rowid by record id. A record
+        in both keeps its rowid, so a rowid names one record for as long as it lives
+        (the ranker and the project facets key their arrays by it). Returns the new
+        sheet, the records removed for good (id -> rowid) and the (rowid, row) pairs
+        written. This sheet is left untouched."""
+        table = self.table
+        old_rows, new_rows = [table.row(r) for r in gone], [table.row(r) for r in new]
+        found = {str(row[0]): rowid_of[str(row[0])] for row in old_rows}
+        kept = {str(row[0]) for row in new_rows}
+        removed = {record_id: rowid for record_id, rowid in found.items() if record_id not in kept}
+        fresh = self.next_rowid
+        written: list[tuple[int, Row]] = []
+        for row in new_rows:
+            rowid = found.get(str(row[0]))
+            if rowid is None:
+                rowid, fresh = fresh, fresh + 1
+            written.append((rowid, row))
+        masked, delta_rows = dict(self.masked), dict(self.written)
+        from_delta = []
+        for row in old_rows:
+            rowid = found[str(row[0])]
+            if rowid in delta_rows:
+                from_delta.append((rowid, delta_rows.pop(rowid)))
+            else:
+                masked[rowid] = row  # live in the base until now: as the base indexed it
+        delta_rows.update(written)
+        if len(masked) + len(delta_rows) > max(COMPACT_MIN, self.base_rows // COMPACT_SHARE):
+            base = self.base.copy()  # fold everything into a new base
+            with base.conn:
+                _delete(base, table, masked.items())
+                _insert(base, table, sorted(delta_rows.items()))
+            base.carry_ids(self.base, masked, delta_rows, fresh)
+            rows = self.base_rows - len(masked) + len(delta_rows)
+            return _Sheet(table, base, rows, fresh), removed, written
+        if self.delta is not None:
+            delta = self.delta.copy()
+        else:
+            delta = _Database()
+            _create(delta, table)
+        with delta.conn:  # one transaction
+            _delete(delta, table, from_delta)
+            _insert(delta, table, written)
+        return _Sheet(table, self.base, self.base_rows, fresh, delta, masked, delta_rows), removed, written
 
 
 @dataclass(frozen=True)
@@ -196,23 +375,28 @@ class SheetDelta:
 
 
 class SearchIndex:
-    def __init__(self, databases: Mapping[str, _Database], rankers: Mapping[str, Ranker] | None = None,
+    def __init__(self, sheets: Mapping[str, _Sheet], rankers: Mapping[str, Ranker] | None = None,
                  deltas: Mapping[str, SheetDelta] | None = None,
                  rowids: Mapping[str, Mapping[str, int]] | None = None) -> None:
-        self._databases = dict(databases)
+        self._sheets = dict(sheets)
         """By sheet name; shared with the indices derived from this one where unchanged."""
         self._rowids = dict(rowids or {})
-        """Per sheet, each record's rowid by id (read from the database when not given);
-        shared with the derived indices until a record comes or goes."""
-        for sheet, db in self._databases.items():
-            if sheet not in self._rowids:
-                self._rowids[sheet] = dict(db.conn.execute(f"SELECT id, rowid FROM [{TABLES[sheet].name}]"))
+        """Per sheet, each record's rowid by id; shared with the derived indices until
+        a record comes or goes."""
         self._rankers = dict(rankers or {})
-        for sheet, db in self._databases.items():
+        for sheet, part in self._sheets.items():
             if sheet not in self._rankers:
-                self._rankers[sheet] = Ranker(TABLES[sheet].name, TABLES[sheet].columns, db.reader)
+                self._rankers[sheet] = Ranker(TABLES[sheet].name, TABLES[sheet].columns, part.segments())
         self.deltas: Mapping[str, SheetDelta] = dict(deltas or {})
         """Per sheet changed from the index this one was derived from; empty for a built one."""
+
+    @classmethod
+    def _of_databases(cls, databases: Mapping[str, _Database]) -> SearchIndex:
+        sheets, rowids = {}, {}
+        for sheet, db in databases.items():
+            rowids[sheet] = dict(db.conn.execute(f"SELECT id, rowid FROM [{TABLES[sheet].name}]"))
+            sheets[sheet] = _Sheet.built(TABLES[sheet], db, rowids[sheet])
+        return cls(sheets, rowids=rowids)
 
     @classmethod
     def build(cls, records: Mapping[str, Iterable[Entry]]) -> SearchIndex:
@@ -224,21 +408,20 @@ class SearchIndex:
             with db.conn:
                 _create(db, table)
                 _insert(db, table, list(enumerate(rows, start=1)))
-        return cls(databases)
+        return cls._of_databases(databases)
 
     def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]) -> SearchIndex:
         """A new index: this one plus a delta, per sheet ``(records as they were
         indexed and are gone, records new or changed)``; a changed record is in
-        both. Only the changed sheets' databases are copied; this index is left
+        both. A changed sheet's delta database is copied and changed (its base only
+        when the delta has grown past :data:`COMPACT_SHARE`); this index is left
         untouched."""
-        databases, rankers, rowids, changed = dict(self._databases), dict(self._rankers), dict(self._rowids), {}
+        sheets, rankers, rowids, changed = dict(self._sheets), dict(self._rankers), dict(self._rowids), {}
         for sheet, (gone, new) in deltas.items():
             if not gone and not new:
                 continue
-            table, db = TABLES[sheet], self._databases[sheet].copy()
-            with db.conn:  # one transaction
-                removed, written = _apply(db, table, gone, new, rowids[sheet])
-            databases[sheet] = db
+            part, removed, written = self._sheets[sheet].derive(gone, new, rowids[sheet])
+            sheets[sheet] = part
             written_ids = {str(row[0]): rowid for rowid, row in written}
             if removed or any(record_id not in rowids[sheet] for record_id in written_ids):
                 rowid_of = rowids[sheet] = dict(rowids[sheet])  # a record came or went
@@ -246,14 +429,14 @@ class SearchIndex:
                     del rowid_of[record_id]
                 rowid_of.update(written_ids)
             rankers[sheet] = self._rankers[sheet].derive(
-                db.reader, removed.values(), [(rowid, row[1:]) for rowid, row in written])
+                part.segments(), removed.values(), [(rowid, row[1:]) for rowid, row in written])
             changed[sheet] = SheetDelta(removed, written_ids)
-        return SearchIndex(databases, rankers, changed, rowids)
+        return SearchIndex(sheets, rankers, changed, rowids)
 
     def image(self) -> bytes:
-        """The databases as bytes (SQLite's serialize of each, in ``TABLES`` order,
-        each after its length as 8 bytes), for the snapshot cache."""
-        images = [self._databases[sheet].image() for sheet in TABLES]
+        """The databases as bytes (SQLite's serialize of each sheet's merged database,
+        in ``TABLES`` order, each after its length as 8 bytes), for the snapshot cache."""
+        images = [self._sheets[sheet].merged().image() for sheet in TABLES]
         return b"".join(len(image).to_bytes(8, "little") + image for image in images)
 
     @classmethod
@@ -269,11 +452,11 @@ class SearchIndex:
             at += 8 + size
         if at != len(image):
             raise ValueError("the search image has bytes after its last database")
-        return cls(databases)
+        return cls._of_databases(databases)
 
     def _by_sqlite(self, table: SearchTable, query: str, column: str) -> list[Any]:
         """``column`` (of the FTS5 table ``f`` or the id table ``t``) of each match, in
-        SQLite's order: rank, then id."""
+        SQLite's order: rank, then id. Reads the sheet's merged database."""
         expression = match_expression(query)
         if expression is None:
             return []
@@ -281,11 +464,14 @@ class SearchIndex:
             f"SELECT {column} FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
-        return [row[0] for row in self._databases[table.sheet].reader().execute(sql, (expression,))]
+        return [row[0] for row in self._sheets[table.sheet].merged().reader().execute(sql, (expression,))]
 
     def search(self, table: SearchTable, query: str) -> list[str]:
-        """Ids of matching records, best match first."""
-        return self._by_sqlite(table, query, "t.id")
+        """Ids of matching records, best match first (rank, then id)."""
+        ranked = self.rank(table, query)
+        if ranked is None:
+            return self._by_sqlite(table, query, "t.id")
+        return ranked.window(0, len(ranked), lambda rowids: self.ids_of(table, rowids.tolist()))
 
     def search_rowids(self, table: SearchTable, query: str) -> Ints:
         """Rowids of matching records, best match first (SQLite's ranking: for any query)."""
@@ -294,20 +480,19 @@ class SearchIndex:
     def rank(self, table: SearchTable, query: str) -> Ranked | None:
         """Matching records in the order of :meth:`search`, ranked with arrays
         (:mod:`hotreload.data.ranking`), or None for a query only SQLite ranks
-        (a word that is not ASCII letters and digits)."""
+        (a word FTS5 reads as several tokens, or none)."""
         words = query_words(query)
         if not words:
             return Ranked(np.zeros(0, dtype=np.int64), None)
-        if not rankable(words):
+        prefixes = prefix_tokens(words)
+        if prefixes is None:
             return None
-        rowids, ranks = self._rankers[table.sheet].rank(words)
+        rowids, ranks = self._rankers[table.sheet].rank(prefixes)
         return Ranked(rowids, ranks)
 
     def ids_of(self, table: SearchTable, rowids: Iterable[int]) -> dict[int, str]:
         """Record ids by rowid."""
-        return dict(self._databases[table.sheet].reader().execute(
-            f"SELECT rowid, id FROM [{table.name}] WHERE rowid IN (SELECT value FROM json_each(?))",
-            (json.dumps([int(r) for r in rowids]),)))
+        return self._sheets[table.sheet].ids_of(int(r) for r in rowids)
 
     def rowid_map(self, table: SearchTable) -> Mapping[str, int]:
         """The rowid of every record, by record id (shared with the derived indices
