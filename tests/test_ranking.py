@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.data import search
-from hotreload.data.ranking import _total
+from hotreload.data.ranking import _row_lengths, _total
 from hotreload.data.search import PROJECTS, SearchIndex, match_expression, prefix_tokens, query_words
 
 VOCABULARY = ["data", "database", "dat", "map", "maps", "mapping", "open", "opened", "x1", "x10", "bus", "café"]
@@ -126,6 +126,16 @@ def test_row_lengths_decode_fts5_varints() -> None:
     assert _total(bytes([3, 0, 127])) == 130
     assert _total(bytes([0x81, 0x00, 5])) == 128 + 5  # 128 is two bytes: 0x81 0x00
     assert _total(b"") == 0
+
+
+def test_row_lengths_are_each_rows_varints_summed() -> None:
+    small = [(3, bytes([1, 2, 3])), (7, bytes([0, 0, 9])), (4, bytes([127, 1, 0]))]
+    rowids, totals = _row_lengths(small)
+    assert rowids.tolist() == [3, 7, 4] and totals.tolist() == [6.0, 9.0, 128.0]
+    rowids, totals = _row_lengths([*small, (9, bytes([0x81, 0x00, 5]))])  # one two-byte varint: row by row
+    assert totals.tolist() == [6.0, 9.0, 128.0, 133.0]
+    rowids, totals = _row_lengths([])
+    assert rowids.tolist() == [] and totals.tolist() == []
 
 
 def test_ties_are_put_in_id_order_only_around_the_window() -> None:

@@ -26,7 +26,6 @@ that against SQLite's own ``ORDER BY rank`` (decision 61).
 
 from __future__ import annotations
 
-import functools
 import math
 import sqlite3
 import threading
@@ -73,13 +72,6 @@ class Segment:
     connect: Callable[[], sqlite3.Connection]
     masked: Ints
 
-    def hides(self, rowid: int) -> bool:
-        return bool(self.masked.size) and rowid in self._masked_set
-
-    @functools.cached_property
-    def _masked_set(self) -> frozenset[int]:
-        return frozenset(self.masked.tolist())
-
 
 @dataclass(frozen=True)
 class _Lengths:
@@ -89,6 +81,20 @@ class _Lengths:
     """Whether a row has the rowid (a row may have no tokens)."""
     rows: int
     tokens: int
+
+
+def _row_lengths(sizes: Sequence[tuple[int, bytes]]) -> tuple[Ints, Floats]:
+    """Rowids and lengths of FTS5 ``docsize`` rows: each row's varints summed at once
+    with numpy when every one is a single byte (below 128 tokens a column), which a
+    loop over 150,000 rows took ~250 ms to do; else row by row."""
+    rowids = np.fromiter((rowid for rowid, _ in sizes), dtype=np.int64, count=len(sizes))
+    data = np.frombuffer(b"".join(size for _, size in sizes), dtype=np.uint8)
+    if data.size and int(data.max()) < 0x80:
+        lengths = np.fromiter((len(size) for _, size in sizes), dtype=np.int64, count=len(sizes))
+        if int(lengths.min()) > 0:  # reduceat needs every row to have bytes of its own
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            return rowids, np.add.reduceat(data.astype(np.int64), starts).astype(np.float64)
+    return rowids, np.array([float(_total(size)) for _, size in sizes], dtype=np.float64)
 
 
 def _total(size: bytes) -> int:
@@ -125,13 +131,15 @@ class Ranker:
         with self._lock:
             if self._lengths is None:
                 sql = f"SELECT id, sz FROM [{self._name}_fts_docsize]"
-                parts = [(segment, segment.connect().execute(sql).fetchall()) for segment in self._segments]
-                size = max((r for _, sizes in parts for r, _ in sizes), default=0) + 1
+                parts = []
+                for segment in self._segments:
+                    rowids, totals = _row_lengths(segment.connect().execute(sql).fetchall())
+                    live = ~np.isin(rowids, segment.masked)
+                    parts.append((rowids[live], totals[live]))
+                size = max((int(rowids.max(initial=0)) for rowids, _ in parts), default=0) + 1
                 doc_len, present = np.zeros(size), np.zeros(size, dtype=np.bool_)
-                for segment, sizes in parts:
-                    for rowid, size_of in sizes:
-                        if not segment.hides(rowid):
-                            doc_len[rowid], present[rowid] = _total(size_of), True
+                for rowids, totals in parts:
+                    doc_len[rowids], present[rowids] = totals, True
                 self._lengths = _Lengths(doc_len, present, int(np.count_nonzero(present)), int(doc_len.sum()))
             return self._lengths
 

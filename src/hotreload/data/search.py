@@ -143,7 +143,6 @@ class _Database:
         while one of its connections does) and used to copy it."""
         self.lock = threading.Lock()
         self._readers: dict[int, sqlite3.Connection] = {}
-        self._ids: np.ndarray | None = None
         # A sqlite3.Connection sits in a reference cycle (its statement cache), so
         # only a full GC pass would free it, and with it its in-memory database; on
         # a large, quiet heap that was one database per reload, never given back.
@@ -159,35 +158,6 @@ class _Database:
             with self.lock:
                 self._readers[thread] = conn
         return conn
-
-    def ids(self, table: SearchTable) -> np.ndarray:
-        """Record ids by rowid (an object array; None where no row is), read on first
-        ask: a served database never changes."""
-        with self.lock:
-            if self._ids is None:
-                rows = self.conn.execute(f"SELECT rowid, id FROM [{table.name}]").fetchall()
-                ids = np.full(max((r for r, _ in rows), default=0) + 1, None, dtype=object)
-                for rowid, record_id in rows:
-                    ids[rowid] = record_id
-                self._ids = ids
-            return self._ids
-
-    def carry_ids(self, source: _Database, masked: Iterable[int], written: Mapping[int, Row], size: int) -> None:
-        """Take ``source``'s ids by rowid, if it has read them, less ``masked`` and plus
-        ``written``: this database is ``source`` with that change (a pointer copy,
-        not a read of every row)."""
-        with source.lock:
-            known = source._ids
-        if known is None:
-            return
-        ids = np.full(max(size, len(known)), None, dtype=object)
-        ids[:len(known)] = known
-        for rowid in masked:
-            ids[rowid] = None
-        for rowid, row in written.items():
-            ids[rowid] = row[0]
-        with self.lock:
-            self._ids = ids
 
     def copy(self) -> _Database:
         copy = _Database()
@@ -270,11 +240,13 @@ class _Sheet:
     parts; a query only SQLite can rank reads both merged into one database, made on
     first ask (:meth:`merged`)."""
 
-    def __init__(self, table: SearchTable, base: _Database, base_rows: int, next_rowid: int,
-                 delta: _Database | None = None, masked: Mapping[int, Row] | None = None,
+    def __init__(self, table: SearchTable, base: _Database, base_ids: np.ndarray, base_rows: int,
+                 next_rowid: int, delta: _Database | None = None, masked: Mapping[int, Row] | None = None,
                  written: Mapping[int, Row] | None = None) -> None:
         self.table = table
         self.base = base
+        self.base_ids = base_ids
+        """The base's record ids by rowid (an object array, None where no row is)."""
         self.base_rows = base_rows
         """Rows in the base database, masked ones included."""
         self.next_rowid = next_rowid
@@ -289,7 +261,12 @@ class _Sheet:
 
     @classmethod
     def built(cls, table: SearchTable, db: _Database, rowids: Mapping[str, int]) -> _Sheet:
-        return cls(table, db, len(rowids), max(rowids.values(), default=0) + 1)
+        """A sheet of ``db`` alone, whose records have ``rowids`` (by id: the same
+        strings serve as the ids by rowid)."""
+        next_rowid = max(rowids.values(), default=0) + 1
+        ids = np.full(next_rowid, None, dtype=object)
+        ids[np.fromiter(rowids.values(), dtype=np.int64, count=len(rowids))] = list(rowids)
+        return cls(table, db, ids, len(rowids), next_rowid)
 
     def segments(self) -> list[Segment]:
         """What the ranker reads: the base without its masked rows, then the delta."""
@@ -311,7 +288,7 @@ class _Sheet:
 
     def id_array(self, rowids: Ints) -> np.ndarray:
         """The record id of each of ``rowids`` (live rows), as an object array."""
-        base = self.base.ids(self.table)
+        base = self.base_ids
         inside = rowids < len(base)
         ids = np.full(len(rowids), None, dtype=object)
         ids[inside] = base[rowids[inside]]
@@ -323,7 +300,7 @@ class _Sheet:
 
     def ids_of(self, rowids: Iterable[int]) -> dict[int, str]:
         """Record ids by rowid, of live rows."""
-        base, written, ids = self.base.ids(self.table), self.written, {}
+        base, written, ids = self.base_ids, self.written, {}
         for rowid in rowids:
             row = written.get(rowid)
             ids[rowid] = str(row[0]) if row is not None else base[rowid]
@@ -363,9 +340,13 @@ class _Sheet:
             with base.conn:
                 _delete(base, table, masked.items())
                 _insert(base, table, sorted(delta_rows.items()))
-            base.carry_ids(self.base, masked, delta_rows, fresh)
+            ids = np.full(fresh, None, dtype=object)  # the new base's: a pointer copy, patched
+            ids[:len(self.base_ids)] = self.base_ids
+            ids[np.fromiter(masked, dtype=np.int64, count=len(masked))] = None
+            for rowid, row in delta_rows.items():
+                ids[rowid] = row[0]
             rows = self.base_rows - len(masked) + len(delta_rows)
-            return _Sheet(table, base, rows, fresh), removed, written
+            return _Sheet(table, base, ids, rows, fresh), removed, written
         if self.delta is not None:
             delta = self.delta.copy()
         else:
@@ -374,7 +355,8 @@ class _Sheet:
         with delta.conn:  # one transaction
             _delete(delta, table, from_delta)
             _insert(delta, table, written)
-        return _Sheet(table, self.base, self.base_rows, fresh, delta, masked, delta_rows), removed, written
+        return _Sheet(table, self.base, self.base_ids, self.base_rows, fresh, delta, masked, delta_rows), \
+            removed, written
 
 
 @dataclass(frozen=True)
