@@ -325,7 +325,7 @@ def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None)
         if len(raw) < STORE_UNCOMPRESSED_FROM:
             fh.write(zlib.compress(header + raw, 1))
         else:
-            fh.writelines(stored_zlib(header, raw))
+            _write_stored(fh, header, raw)
         if FSYNC:
             # durable before visible: a ref that names this object moves only after
             # it returns, and must never name a truncated file after a power loss
@@ -338,20 +338,40 @@ def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None)
     return hexsha
 
 
-def stored_zlib(header: bytes, raw: bytes) -> list[bytes | memoryview]:
+def stored_zlib(header: bytes, raw: bytes, adler: int | None = None) -> list[bytes | memoryview]:
     """``header + raw`` as a zlib stream of stored (uncompressed) deflate blocks
     (RFC 1950/1951), in pieces to write one after the other. ``zlib.compress(data,
     0)`` makes the same kind of stream but copies the data through its window: 21 ms
-    for 7.4 MB against 4 ms here (decision 59)."""
-    data = memoryview(header + raw)
+    for 7.4 MB against 4 ms here (decision 59). Only the first block is copied (the
+    header joined to the start of ``raw``); the rest are views of ``raw``. ``adler``:
+    the stream's checksum, when the caller has computed it (:func:`_write_stored`)."""
+    first = 0xFFFF - len(header)
+    data = memoryview(raw)
     pieces: list[bytes | memoryview] = [b"\x78\x01"]  # deflate, 32 KiB window; no preset dictionary
-    for start in range(0, len(data), 0xFFFF):
-        block = data[start:start + 0xFFFF]
-        final = start + 0xFFFF >= len(data)
-        pieces.append(struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF))
+    blocks: list[bytes | memoryview] = [header + raw[:first]]
+    blocks.extend(data[start:start + 0xFFFF] for start in range(first, len(raw), 0xFFFF))
+    for n, block in enumerate(blocks):
+        pieces.append(struct.pack("<BHH", n == len(blocks) - 1, len(block), len(block) ^ 0xFFFF))
         pieces.append(block)
-    pieces.append(struct.pack(">I", zlib.adler32(data)))
+    if adler is None:
+        adler = zlib.adler32(raw, zlib.adler32(header))
+    pieces.append(struct.pack(">I", adler))
     return pieces
+
+
+def _write_stored(fh: Any, header: bytes, raw: bytes) -> None:
+    """Write :func:`stored_zlib`'s stream, its checksum computed on a thread of its own
+    meanwhile (``zlib.adler32`` lets the GIL go): the 7.4 MB tree of a 150,000-record
+    folder took 2.1 ms to checksum and 3.1 ms to write, one after the other."""
+    found: list[int] = []
+    summing = threading.Thread(target=lambda: found.append(zlib.adler32(raw, zlib.adler32(header))))
+    summing.start()
+    try:
+        pieces = stored_zlib(header, raw, adler=0)
+        fh.writelines(pieces[:-1])
+    finally:
+        summing.join()
+    fh.write(struct.pack(">I", found[0]))
 
 
 FSYNC = True
