@@ -113,3 +113,33 @@ def test_a_store_moved_away_is_not_recreated_by_a_write(world: World, tmp_path: 
     finally:
         repo.close()
         away.rename(world.origin)
+
+
+def test_objects_written_together_appear_only_whole_and_leave_nothing_on_a_failure(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write_loose_many`` writes every file, fsyncs them side by side, then renames
+    them in order: a failure while writing leaves none of them visible and no
+    temporary file, and a batch that completes is what git reads."""
+    from hotreload.git import objects
+
+    store = GitRepo(str(world.clone)).store
+    contents = [f"blob {i}\n".encode() * (1 + (i % 2) * 5000) for i in range(5)]  # small (deflated), big (stored)
+    batch = [(3, raw, objects.object_id(3, raw)) for raw in contents]
+    before = {p for p in (world.clone / "objects").rglob("*") if p.is_file()}
+    real, calls = objects.zlib.compress, []
+
+    def failing(data: bytes, level: int = -1) -> bytes:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(data, level)
+
+    monkeypatch.setattr(objects.zlib, "compress", failing)
+    with pytest.raises(OSError, match="disk full"):
+        objects.write_loose_many(store, batch)
+    monkeypatch.setattr(objects.zlib, "compress", real)
+    assert {p for p in (world.clone / "objects").rglob("*") if p.is_file()} == before
+    objects.write_loose_many(store, batch)
+    for type_num, raw, sha in batch:
+        assert cat_file(world.clone, sha.decode()) == (type_num, raw)
+    assert not list((world.clone / "objects").rglob("tmp_obj_*"))
