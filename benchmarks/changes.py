@@ -11,7 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from hotreload.config import Settings
 from hotreload.corpus import WORDS
 from hotreload.data.search import PROJECTS
 from hotreload.data.snapshot import Snapshot
@@ -93,3 +95,10 @@ def origin_and_clone(records: str, prefix: str) -> Iterator[tuple[str, str]]:
         yield origin, clone
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_settings(clone: str, origin: str, **extra: Any) -> Settings:
+    """A benchmark's service settings: ``clone`` serving ``published`` of ``origin``,
+    no upkeep or polling to run beside what is measured."""
+    return Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0,
+                    **extra)

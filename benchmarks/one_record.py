@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import edit_upstream, learn_every_word, origin_and_clone, require_corpus
-from hotreload.config import Settings
+from benchmarks.changes import bench_settings, edit_upstream, learn_every_word, origin_and_clone, require_corpus
 from hotreload.service.runtime import boot
 
 
@@ -48,7 +47,7 @@ def main(argv: list[str]) -> int:
     require_corpus(records)
     with origin_and_clone(records, "one-record-") as (origin, clone):
         started = time.perf_counter()
-        rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
+        rt = boot(bench_settings(clone, origin))
         boot_s = time.perf_counter() - started
         threads = [ThreadPoolExecutor(1) for _ in range(4)]
         rounds = itertools.count()

@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import origin_and_clone, require_corpus
-from hotreload.config import Settings
+from benchmarks.changes import bench_settings, origin_and_clone, require_corpus
 from hotreload.corpus import WORDS
 from hotreload.data.search import PEOPLE, ROLES
 from hotreload.service.runtime import boot
@@ -34,7 +33,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     require_corpus(args.records)
     with origin_and_clone(args.records, "people-search-") as (origin, clone):
-        rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
+        rt = boot(bench_settings(clone, origin))
         try:
             snap = rt.holder.current
             rng = random.Random(1)

@@ -23,8 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import edit_upstream, learn_every_word, origin_and_clone, require_corpus
-from hotreload.config import Settings
+from benchmarks.changes import bench_settings, edit_upstream, learn_every_word, origin_and_clone, require_corpus
 from hotreload.data import snapshot
 from hotreload.data.facets import ProjectFacets
 from hotreload.git import reconcile, transport
@@ -76,7 +75,7 @@ def main(argv: list[str]) -> int:
         timed(owner, name, label)
     with origin_and_clone(args.records, "phases-") as (origin, clone):
         started = time.perf_counter()
-        rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
+        rt = boot(bench_settings(clone, origin))
         print(f"{args.records} records: cold start {time.perf_counter() - started:.1f} s", flush=True)
         try:
             if args.searched:

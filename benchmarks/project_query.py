@@ -21,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import origin_and_clone, require_corpus
+from benchmarks.changes import bench_settings, origin_and_clone, require_corpus
 from hotreload.api.read import _project_query, project_window
-from hotreload.config import Settings
 from hotreload.corpus import WORDS
 from hotreload.service.runtime import boot
 
@@ -36,7 +35,7 @@ def main(argv: list[str]) -> int:
     require_corpus(args.records)
     with origin_and_clone(args.records, "project-query-") as (origin, clone):
         started = time.perf_counter()
-        rt = boot(Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0))
+        rt = boot(bench_settings(clone, origin))
         print(f"{args.records} records: cold start {time.perf_counter() - started:.1f} s", flush=True)
         try:
             snap = rt.holder.current

@@ -29,16 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import edit_upstream, origin_and_clone, require_corpus
-from hotreload.config import Settings
+from benchmarks.changes import bench_settings, edit_upstream, origin_and_clone, require_corpus
 from hotreload.data.cache import CACHE_FILE
 from hotreload.service.runtime import boot
 
 
 def one_start(clone: str, origin: str, cache_on: bool) -> None:
     """In a process of its own (a restart is a new process): boot, then stop."""
-    settings = Settings(clone, origin, "published", "x" * 40, None, upkeep_seconds=0, poll_seconds=0,
-                        snapshot_cache=cache_on)
+    settings = bench_settings(clone, origin, snapshot_cache=cache_on)
     started = time.perf_counter()
     runtime = boot(settings)
     took = time.perf_counter() - started
