@@ -216,6 +216,15 @@ def _delete(db: _Database, table: SearchTable, rows: Iterable[tuple[int, Row]]) 
     db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid, _ in rows))
 
 
+def _merge(base: _Database, table: SearchTable, masked: Mapping[int, Row], written: Mapping[int, Row]) -> _Database:
+    """A copy of ``base`` without its ``masked`` rows and with the ``written`` ones."""
+    db = base.copy()
+    with db.conn:
+        _delete(db, table, masked.items())
+        _insert(db, table, sorted(written.items()))
+    return db
+
+
 COMPACT_SHARE = 32
 """A sheet's delta is folded into a new base once the rows it holds or hides pass
 1/32 of the base's rows (and :data:`COMPACT_MIN`): a reload then copies the base,
@@ -279,11 +288,7 @@ class _Sheet:
         """The sheet as one database, base and delta merged: made on first ask, then kept."""
         with self._lock:
             if self._merged is None:
-                db = self.base.copy()
-                with db.conn:
-                    _delete(db, self.table, self.masked.items())
-                    _insert(db, self.table, sorted(self.written.items()))
-                self._merged = db
+                self._merged = _merge(self.base, self.table, self.masked, self.written)
             return self._merged
 
     def id_array(self, rowids: Ints) -> np.ndarray:
@@ -300,11 +305,8 @@ class _Sheet:
 
     def ids_of(self, rowids: Iterable[int]) -> dict[int, str]:
         """Record ids by rowid, of live rows."""
-        base, written, ids = self.base_ids, self.written, {}
-        for rowid in rowids:
-            row = written.get(rowid)
-            ids[rowid] = str(row[0]) if row is not None else base[rowid]
-        return ids
+        asked = np.fromiter(rowids, dtype=np.int64)
+        return dict(zip(asked.tolist(), self.id_array(asked).tolist(), strict=True))
 
     def derive(self, gone: Sequence[Entry], new: Sequence[Entry], rowid_of: Mapping[str, int]
                ) -> tuple[_Sheet, dict[str, int], list[tuple[int, Row]]]:
@@ -336,10 +338,7 @@ class _Sheet:
                 masked[rowid] = row  # live in the base until now: as the base indexed it
         delta_rows.update(written)
         if len(masked) + len(delta_rows) > max(COMPACT_MIN, self.base_rows // COMPACT_SHARE):
-            base = self.base.copy()  # fold everything into a new base
-            with base.conn:
-                _delete(base, table, masked.items())
-                _insert(base, table, sorted(delta_rows.items()))
+            base = _merge(self.base, table, masked, delta_rows)  # fold everything into a new base
             ids = np.full(fresh, None, dtype=object)  # the new base's: a pointer copy, patched
             ids[:len(self.base_ids)] = self.base_ids
             ids[np.fromiter(masked, dtype=np.int64, count=len(masked))] = None
