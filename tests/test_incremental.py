@@ -7,12 +7,14 @@ import tempfile
 import tomllib
 import uuid
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.api.read import _project_query, project_window
 from hotreload.corpus import WORDS, make_corpus, write_corpus
+from hotreload.data import search
 from hotreload.data.records import (
     STAGES,
     HelpWantedInterest,
@@ -218,17 +220,24 @@ change_sets = st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16), records=st.integers(10, 60), steps=change_sets)
-def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+@given(seed=st.integers(0, 2**16), records=st.integers(10, 60), steps=change_sets,
+       fold_after=st.sampled_from([0, 4, 10_000]))
+def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]],
+                                                  fold_after: int) -> None:
+    """``fold_after``: the search deltas are folded into their bases at every step,
+    after a few changed rows, or never (decision 68)."""
+    with tempfile.TemporaryDirectory() as tmp, patch.object(search, "COMPACT_MIN", fold_after):
         write_corpus(f"{tmp}/r.git", make_corpus(records, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")
         snap = build_full(repo, repo.branch_commit("published") or "")
+        quiet = snap  # a lineage never searched: its rankers learn only from its databases
         for i, ops in enumerate(steps):
             commit = apply_ops(repo, snap, ops, seed + i)
             incremental = build_incremental(repo, snap, commit)
             full = build_full(repo, commit)
             assert snapshot_state(incremental) == snapshot_state(full)
+            assert snapshot_state(build_incremental(repo, quiet, commit)) == snapshot_state(full)
+            quiet = build_incremental(repo, quiet, commit)
             for sheet, table in incremental.tables.items():
                 new_blobs, old_blobs = blobs(repo, incremental.tree, table), blobs(repo, snap.tree, snap.table(sheet))
                 moved = new_blobs != old_blobs  # changedIn moves only with the sheet's records
