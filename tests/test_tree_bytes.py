@@ -312,3 +312,27 @@ def test_the_empty_tree_is_known_without_being_stored(tmp_path: Path) -> None:
     assert not objects.has_object(store, objects.EMPTY_TREE_ID)
     assert objects.TreeBytes().changes(store, objects.EMPTY_TREE_ID, tree.encode()) == [
         (b"a.toml", None, (0o100644, one.encode()))]
+
+
+def _naive_prefix(a: bytes, b: bytes, limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(head=st.binary(max_size=40), mid_a=st.binary(max_size=12), mid_b=st.binary(max_size=12),
+       tail=st.binary(max_size=40), chunk=st.sampled_from([1, 3, 8, 1 << 16]), data=st.data())
+def test_common_prefix_and_suffix_count_equal_bytes_one_by_one(
+        head: bytes, mid_a: bytes, mid_b: bytes, tail: bytes, chunk: int, data: st.DataObject,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunked memcmp search against a count made one byte at a time, with chunks
+    shorter than, equal to and longer than the strings."""
+    monkeypatch.setattr(objects, "_CHUNK", chunk)
+    a, b = head + mid_a + tail, head + mid_b + tail
+    limit = data.draw(st.integers(0, min(len(a), len(b))))
+    prefix = objects._common_prefix(a, b, limit)
+    assert prefix == _naive_prefix(a, b, limit)
+    rest = data.draw(st.integers(0, min(len(a), len(b))))
+    assert objects._common_suffix(a, b, rest) == _naive_prefix(a[::-1], b[::-1], rest)

@@ -240,14 +240,16 @@ def _parse_entries(raw: bytes, start: int, end: int) -> Entries:
 
 def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
     """How many leading bytes ``a`` and ``b`` share, up to ``limit``: compared a chunk
-    at a time (each a memcmp), then by halves inside the chunk that differs."""
-    lo = 0
-    while lo + _CHUNK <= limit and a[lo:lo + _CHUNK] == b[lo:lo + _CHUNK]:
+    at a time, then by halves inside the chunk that differs. Each comparison is one
+    memcmp of ``a`` against a memoryview of ``b`` (``startswith``): slicing both
+    copied every chunk twice first, 2x the time of the compare itself."""
+    view, lo = memoryview(b), 0
+    while lo + _CHUNK <= limit and a.startswith(view[lo:lo + _CHUNK], lo):
         lo += _CHUNK
     hi = min(lo + _CHUNK, limit)  # the first difference is in [lo, hi]; hi: none before
     while lo < hi:
         mid = (lo + hi) // 2
-        if a[lo:mid + 1] == b[lo:mid + 1]:
+        if a.startswith(view[lo:mid + 1], lo):
             lo = mid + 1
         else:
             hi = mid
@@ -256,13 +258,13 @@ def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
 
 def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """How many trailing bytes ``a`` and ``b`` share, up to ``limit``."""
-    la, lb, k = len(a), len(b), 0
-    while k + _CHUNK <= limit and a[la - k - _CHUNK:la - k] == b[lb - k - _CHUNK:lb - k]:
+    view, la, lb, k = memoryview(b), len(a), len(b), 0
+    while k + _CHUNK <= limit and a.endswith(view[lb - k - _CHUNK:lb - k], 0, la - k):
         k += _CHUNK
     hi = min(k + _CHUNK, limit)
     while k < hi:
         mid = (k + hi) // 2
-        if a[la - mid - 1:la - k] == b[lb - mid - 1:lb - k]:
+        if a.endswith(view[lb - mid - 1:lb - k], 0, la - k):
             k = mid + 1
         else:
             hi = mid
