@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hotreload.api.read import _project_query, project_window
 from hotreload.corpus import WORDS, make_corpus, write_corpus
-from hotreload.data import search
+from hotreload.data import layered, search
 from hotreload.data.records import (
     STAGES,
     HelpWantedInterest,
@@ -88,10 +88,11 @@ def test_flat_fast_path_agrees_with_tomllib_whenever_it_answers(lines: list[str]
 def snapshot_state(snap: Snapshot) -> dict[str, Any]:
     state: dict[str, Any] = {"tree": snap.tree, "counts": snap.record_counts()}
     for name, table in snap.tables.items():
-        state[f"{name}.by_id"] = dict(table.by_id)
-        state[f"{name}.paths"] = (dict(table.path_by_id), dict(table.id_by_path))
+        state[f"{name}.by_id"] = dict(table.by_id), len(table.by_id)
+        state[f"{name}.paths"] = (dict(table.path_by_id), len(table.path_by_id),
+                                  dict(table.id_by_path), len(table.id_by_path))
     for spec in INDEX_SPECS:
-        state[spec.name] = dict(snap.indices[spec.name])
+        state[spec.name] = dict(snap.indices[spec.name]), len(snap.indices[spec.name])
     for word in [*WORDS[:12], "edited", "renamed", "developer"]:
         state[f"q:{word}"] = {name: snap.search.search(t, word) for name, t in TABLES.items()}  # ranked
     handles = sorted(t.handle for t in snap.table("tags").by_id.values())[:2]  # type: ignore[attr-defined]
@@ -224,9 +225,11 @@ change_sets = st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9
        fold_after=st.sampled_from([0, 4, 10_000]))
 def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]],
                                                   fold_after: int) -> None:
-    """``fold_after``: the search deltas are folded into their bases at every step,
-    after a few changed rows, or never (decision 68)."""
-    with tempfile.TemporaryDirectory() as tmp, patch.object(search, "COMPACT_MIN", fold_after):
+    """``fold_after``: the search deltas (decision 68) and the tables' and indices'
+    layered changes (decision 71) are folded into their bases at every step, after a
+    few changed rows, or never."""
+    with (tempfile.TemporaryDirectory() as tmp, patch.object(search, "COMPACT_MIN", fold_after),
+          patch.object(layered, "FOLD_MIN", fold_after)):
         write_corpus(f"{tmp}/r.git", make_corpus(records, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")
         snap = build_full(repo, repo.branch_commit("published") or "")
