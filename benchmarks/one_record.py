@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +34,27 @@ import psutil
 
 from benchmarks.changes import bench_settings, edit_upstream, learn_every_word, origin_and_clone, require_corpus
 from hotreload.service.runtime import boot
+
+
+class _PeakSampler:
+    """The highest resident size seen while it runs, sampled every 2 ms from a thread:
+    what a reload's transient memory adds, which a sample between reloads misses."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process, self.peak, self._stop = process, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self.process.memory_info().rss / 2**20)
+
+    def __enter__(self) -> _PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def main(argv: list[str]) -> int:
@@ -61,18 +83,27 @@ def main(argv: list[str]) -> int:
                 learn_every_word(rt.holder.current)
             for _ in range(2):
                 one_reload()
-            times = [one_reload() for _ in range(9)]
+            process = psutil.Process()
+            times, timed_rss = [], []
+            for _ in range(9):
+                times.append(one_reload())
+                timed_rss.append(process.memory_info().rss / 2**20)
             if rss_reloads:
-                process = psutil.Process()
-                steady = process.memory_info().rss / 2**20
-                marks = []
-                for i in range(rss_reloads):
-                    one_reload()
-                    if (i + 1) % 25 == 0:
-                        marks.append(round(process.memory_info().rss / 2**20))
-                after = process.memory_info().rss / 2**20
-                print(f"{label} {records} records: RSS {steady:.0f} MB steady, {after:.0f} MB after {rss_reloads} "
-                      f"more one-record reloads ({after / steady:.2f}x); every 25: {marks}")
+                # the envelope, not one sample: the heap is trimmed only every few reloads
+                # (decision 72), so one sample depends on where in that cycle it falls
+                steady = max(timed_rss)
+                sampler = _PeakSampler(process)
+                after_each = []
+                with sampler:
+                    for _ in range(rss_reloads):
+                        one_reload()
+                        after_each.append(process.memory_info().rss / 2**20)
+                after = max(after_each[-10:])
+                marks = [round(max(after_each[i:i + 25])) for i in range(0, rss_reloads, 25)]
+                print(f"{label} {records} records: RSS {steady:.0f} MB steady (the most after any of the 9 "
+                      f"timed reloads), {after:.0f} MB after {rss_reloads} more one-record reloads (the most "
+                      f"after any of the last 10: {after / steady:.2f}x); the most per 25: {marks}; peak while "
+                      f"reloading {sampler.peak:.0f} MB ({sampler.peak / steady:.2f}x)")
         finally:
             for thread in threads:
                 thread.shutdown()

@@ -273,12 +273,13 @@ class Reloader:
             # refs moved: recount what is pending, and retry (with backoff) a push that failed
             self.push_daemon.notify()
         rebuilt = snapshot is not None
+        built_in_full = snapshot is not None and not snapshot.incremental
         old_commit = base.commit
         changes = snapshot.changes if snapshot is not None else Changes()
         warmed, carried, warm_ms = snapshot.memo.warmed if snapshot is not None else (0, 0, 0.0)
         if rebuilt:
             del base, snapshot  # drop our references to the old snapshot, then trim
-            release_free_memory()
+            release_free_memory(force=built_in_full)
         return ReloadResult(
             outcome=str(result.outcome),
             no_changes=result.outcome is Outcome.IN_SYNC and not rebuilt,
