@@ -274,6 +274,21 @@ def test_a_written_tree_is_the_tree_git_writes(wrepo: Path, seed: int, size: int
     if ours != theirs:  # show the difference, as git lists it
         pytest.fail(f"{changes}\nours:\n{git(repo, 'ls-tree', '-r', ours)}\ngit:\n{git(repo, 'ls-tree', '-r', theirs)}")
     git(repo, "fsck", "--no-dangling", "--strict")  # and every tree written is well-formed
+    # each tree written is remembered with offsets carried over from its base: they must be
+    # where git's bytes put each entry (scanned here, one entry at a time)
+    trees = [ours] + [line.split()[2] for line in git(repo, "ls-tree", "-r", "-t", ours).splitlines()
+                      if line.split()[1] == "tree"]
+    for sha in trees:
+        remembered = objects.TREE_BYTES._trees.get(sha.encode())
+        if remembered is None:
+            continue  # a folder the write did not touch
+        raw = subprocess.run(["git", "-C", str(repo), "cat-file", "tree", sha], capture_output=True,
+                             check=True).stdout
+        starts, at = [], 0
+        while at < len(raw):
+            starts.append(at)
+            at = raw.index(b"\0", at) + 21
+        assert remembered.raw == raw and list(remembered.offsets) == [*starts, len(raw)], sha
 
 
 def test_removing_every_file_gives_the_empty_tree(wrepo: Path) -> None:
