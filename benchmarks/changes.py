@@ -17,6 +17,7 @@ from hotreload.config import Settings
 from hotreload.corpus import WORDS
 from hotreload.data.search import PROJECTS
 from hotreload.data.snapshot import Snapshot
+from hotreload.git.objects import TreeBytes
 from hotreload.git.repo import GitRepo, Signature, branch_ref
 
 _round = itertools.count()
@@ -30,6 +31,11 @@ def record_blobs(repo: GitRepo, tree: str, sheets: tuple[str, ...] = ("projects"
         if root:
             blobs.update((e.path, e.sha) for e in repo.list_blobs(root, sheet))
     return blobs
+
+
+_UPSTREAM_TREES = TreeBytes()
+"""The outside author's own tree cache: it is another process, whose trees the service
+must read from the remote (a write remembers the trees it makes: decision 73)."""
 
 
 def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
@@ -49,7 +55,7 @@ def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
             for key in (b'title = "', b'fullName = "'):
                 data = data.replace(key, key + f"Round {n} ".encode(), 1)
             changes[path] = data
-        new_tree = repo.write_tree_changes(tree, changes)
+        new_tree = repo.write_tree_changes(tree, changes, _UPSTREAM_TREES)
         commit = repo.write_commit(new_tree, [parent], f"bench edit {n}\n",
                                    Signature(b"Bench <bench@example.org>", 1_700_000_000 + n, 0))
         assert repo.cas_ref(branch_ref("published"), parent, commit)

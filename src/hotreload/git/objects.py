@@ -751,26 +751,33 @@ def write_pack(store: Any, objects: list[Any]) -> None:
     store.add_objects([(obj, None) for obj in objects])
 
 
-def write_tree_changes(store: Any, base_tree: str | None, changes: Mapping[str, bytes | None]) -> str:
+def write_tree_changes(store: Any, base_tree: str | None, changes: Mapping[str, bytes | None],
+                       cache: TreeBytes | None = None) -> str:
     """A new tree: ``base_tree`` with each path set to new content (or removed
     when None). Folders left empty disappear, as in git. The new objects (the
     blobs, then each folder's tree after the ones below it) are written together by
     :func:`write_loose_many`: each durable before the next is visible, but fsynced
     side by side, where each waited for the one before (a one-record write: a blob,
-    its folder's tree, the root tree)."""
+    its folder's tree, the root tree).
+
+    The trees are read from, and the new ones remembered in, ``cache`` (default:
+    :data:`TREE_BYTES`, the process's): a benchmark writing as an outside author
+    passes one of its own, or the service would find the author's trees in its cache."""
+    cache = TREE_BYTES if cache is None else cache
     written: list[RawObject] = []
     trees: list[tuple[bytes, _RawTree]] = []
-    tree = _write_tree(store, base_tree.encode() if base_tree is not None else None, changes, written, trees)
+    tree = _write_tree(store, base_tree.encode() if base_tree is not None else None, changes, written, trees,
+                       cache)
     write_loose_many(store, written)
     for sha, made in trees:  # the next write, and the reload's diff, find them without a scan
-        TREE_BYTES.remember(sha, made)
+        cache.remember(sha, made)
     if tree is None:  # everything removed: the empty tree
         return add_object(store, Tree())
     return tree.decode()
 
 
 def _write_tree(store: Any, base_tree: bytes | None, changes: Mapping[str, bytes | None],
-                written: list[RawObject], trees: list[tuple[bytes, _RawTree]]) -> bytes | None:
+                written: list[RawObject], trees: list[tuple[bytes, _RawTree]], cache: TreeBytes) -> bytes | None:
     """The id of ``base_tree`` with the changes made below it, or None when nothing
     is left; the new objects are appended to ``written``, each after those it names,
     and each new tree with its offsets to ``trees``.
@@ -781,7 +788,7 @@ def _write_tree(store: Any, base_tree: bytes | None, changes: Mapping[str, bytes
     for path, content in changes.items():
         top, _, rest = path.partition("/")
         by_top.setdefault(top, {})[rest] = content
-    base = TREE_BYTES.tree(store, base_tree) if base_tree is not None else _EMPTY_TREE
+    base = cache.tree(store, base_tree) if base_tree is not None else _EMPTY_TREE
     edits: dict[bytes, tuple[int, bytes] | None] = {}
     for top, sub in by_top.items():
         name = top.encode("utf-8", "surrogateescape")
@@ -795,7 +802,7 @@ def _write_tree(store: Any, base_tree: bytes | None, changes: Mapping[str, bytes
             raise ValueError(f"{top!r} cannot be written as a file and as a folder at once")
         existing = _find(base, name)  # a folder to change, or a file that a folder replaces
         base_sub = existing[1] if existing is not None and stat.S_ISDIR(existing[0]) else None
-        new_sub = _write_tree(store, base_sub, below, written, trees)
+        new_sub = _write_tree(store, base_sub, below, written, trees, cache)
         edits[name] = None if new_sub is None else (stat.S_IFDIR, new_sub)
     made = _splice(base, edits)
     if not made.raw:

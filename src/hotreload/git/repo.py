@@ -253,8 +253,9 @@ class GitRepo:
     def write_blob(self, data: bytes) -> str:
         return objects.write_loose(self.store, 3, data)  # 3: blob
 
-    def write_tree_changes(self, base_tree: str | None, changes: Mapping[str, bytes | None]) -> str:
-        return objects.write_tree_changes(self.store, base_tree, changes)
+    def write_tree_changes(self, base_tree: str | None, changes: Mapping[str, bytes | None],
+                           cache: objects.TreeBytes | None = None) -> str:
+        return objects.write_tree_changes(self.store, base_tree, changes, cache)
 
     def write_commit(self, tree: str, parents: list[str], message: str, author: Signature,
                      committer: Signature | None = None) -> str:
