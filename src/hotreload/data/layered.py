@@ -108,6 +108,10 @@ def layered(old: Mapping[K, V], changes: Mapping[K, V | None]) -> Mapping[K, V]:
     as it is."""
     if not changes:
         return old
+    if not old:  # nothing to layer over (a full build's tables: one copy, no fold)
+        if None not in changes.values():
+            return dict(changes)  # type: ignore[arg-type]  # no value is None
+        return {key: value for key, value in changes.items() if value is not None}
     if isinstance(old, Layered):
         base, merged, length = old._base, dict(old._changes), old._len
     else:

@@ -480,9 +480,14 @@ def _apply_table(
             raise RecordError(path, f"{record.KEY_FIELD}: {key} is also the {record.KEY_FIELD} of {other}")
         records[key], paths[key], ids[path] = record, path, key
         new.append((path, record))
-    # an edit in place (same path, same key) leaves both path maps as they were
-    paths = {key: path for key, path in paths.items() if old.path_by_id.get(key) != path}
-    ids = {path: key for path, key in ids.items() if old.id_by_path.get(path) != key}
+    # an edit in place (same path, same key) leaves both path maps as they were; only a
+    # removed entry can be written back as it was (an added one that was not removed is new)
+    for path in removed_paths:
+        key = old.id_by_path[path]
+        if paths[key] == path:
+            del paths[key]
+        if ids[path] == key:
+            del ids[path]
     table = Table(layered(old.by_id, records), layered(old.path_by_id, paths), layered(old.id_by_path, ids))
     return table, gone, new
 
