@@ -112,3 +112,41 @@ def test_a_server_log_is_readable_after_stop_and_removed_with_its_process_object
     del server
     gc.collect()
     assert not os.path.exists(path)
+
+
+def test_what_a_killed_parent_started_through_dying_with_parent_goes_with_it(tmp_path: Path) -> None:
+    """A test or benchmark killed before its teardown left its servers running. A parent
+    starts ``sleep`` the way servers and git daemons are started, prints its pid, and is
+    SIGKILLed (no teardown, no atexit): the sleep must be gone soon after."""
+    import shutil
+    import signal
+    import time
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("no setpriv here: children are started without a parent-death signal")
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "from simulator.server import dying_with_parent\n"
+         "child = subprocess.Popen(dying_with_parent(['sleep', '120']))\n"
+         "print(child.pid, flush=True)\n"
+         "time.sleep(120)\n"],
+        stdout=subprocess.PIPE, cwd=str(Path(__file__).resolve().parent.parent))
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # alive while its parent is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        # reaped by init once it exits; a zombie still answers kill(0) until then
+        with open(f"/proc/{child}/stat") as stat:
+            if stat.read().split(")")[-1].split()[0] == "Z":
+                return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the child outlived its killed parent")
