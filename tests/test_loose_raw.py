@@ -126,7 +126,7 @@ def test_objects_written_together_appear_only_whole_and_leave_nothing_on_a_failu
     contents = [f"blob {i}\n".encode() * (1 + (i % 2) * 5000) for i in range(5)]  # small (deflated), big (stored)
     batch = [(3, raw, objects.object_id(3, raw)) for raw in contents]
     before = {p for p in (world.clone / "objects").rglob("*") if p.is_file()}
-    real, calls = objects.zlib.compress, []
+    real, calls = objects.zlib_ng.compress, []
 
     def failing(data: bytes, level: int = -1) -> bytes:
         calls.append(1)
@@ -134,10 +134,10 @@ def test_objects_written_together_appear_only_whole_and_leave_nothing_on_a_failu
             raise OSError("disk full")
         return real(data, level)
 
-    monkeypatch.setattr(objects.zlib, "compress", failing)
+    monkeypatch.setattr(objects.zlib_ng, "compress", failing)
     with pytest.raises(OSError, match="disk full"):
         objects.write_loose_many(store, batch)
-    monkeypatch.setattr(objects.zlib, "compress", real)
+    monkeypatch.setattr(objects.zlib_ng, "compress", real)
     assert {p for p in (world.clone / "objects").rglob("*") if p.is_file()} == before
     objects.write_loose_many(store, batch)
     for type_num, raw, sha in batch:
