@@ -76,7 +76,9 @@ def dying_with_parent(argv: list[str]) -> list[str]:
     ``setpriv`` is missing). A test or benchmark killed before its teardown left its
     servers running (one such server, idle at 1 GB, skewed an afternoon's benchmarks).
     Only from the main thread: the signal follows the death of the *thread* that
-    started the child, and a worker thread may end while its server should live."""
+    started the child, and a worker thread may end while its server should live. A
+    parent killed in the few milliseconds before ``setpriv`` sets the signal still
+    leaves its child."""
     setpriv = shutil.which("setpriv")
     if setpriv is None or threading.current_thread() is not threading.main_thread():
         return argv

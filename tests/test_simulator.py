@@ -134,7 +134,12 @@ def test_what_a_killed_parent_started_through_dying_with_parent_goes_with_it(tmp
         stdout=subprocess.PIPE, cwd=str(Path(__file__).resolve().parent.parent))
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
-    os.kill(child, 0)  # alive while its parent is
+    # setpriv sets the signal after its own exec, then execs sleep: a parent killed before
+    # that leaves the child (a window of a few ms at a server's start); wait it out here
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}/comm").read_text().strip() != "sleep":
+        assert time.monotonic() < deadline, "setpriv never ran sleep"
+        time.sleep(0.01)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
