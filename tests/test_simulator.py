@@ -149,9 +149,12 @@ def test_what_a_killed_parent_started_through_dying_with_parent_goes_with_it(tmp
         except ProcessLookupError:
             return
         # reaped by init once it exits; a zombie still answers kill(0) until then
-        with open(f"/proc/{child}/stat") as stat:
-            if stat.read().split(")")[-1].split()[0] == "Z":
-                return
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return  # reaped between the two looks
+        if state == "Z":
+            return
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the child outlived its killed parent")
