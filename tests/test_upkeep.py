@@ -35,6 +35,40 @@ def test_our_commit_graph_passes_git_verify_and_matches_gits_generations(tmp_pat
     repo.close()
 
 
+def test_an_object_packed_and_pruned_between_two_looks_is_still_read(world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """dulwich looks in the packs, then loose: upkeep packing an object and pruning its
+    loose copy between those looks hid a commit from a write's push count (a fresh-clone
+    CI run of the race test below). ``read_object`` looks loose first, then in the packs,
+    rescanned: here upkeep runs at the worst moment, just before the store's loose look."""
+    from hotreload.git import objects
+
+    repo = GitRepo(str(world.clone))
+    tip = repo.branch_commit("published")
+    assert tip is not None
+    sha = repo.write_commit(repo.tree_of(tip), [tip], "loose\n", Signature(b"T <t@x>", 1_800_000_000))
+    store = repo.store
+    list(store.packs)  # its pack list is read now, before upkeep adds one
+    real = store._get_loose_object
+
+    def upkeep_first(hexsha):  # type: ignore[no-untyped-def]
+        other = GitRepo(str(world.clone))
+        try:
+            run_upkeep(other, grace_s=0, force=True)  # packs the commit, prunes its loose copy
+        finally:
+            other.close()
+        return real(hexsha)
+
+    monkeypatch.setattr(store, "_get_loose_object", upkeep_first)
+    assert objects.read_object(store, sha.encode()).id == sha.encode()
+    # and once the loose copy is gone, from the new pack (the store's pack list is stale)
+    monkeypatch.setattr(store, "_get_loose_object", real)
+    upkeep_first(sha)
+    assert not (world.clone / "objects" / sha[:2] / sha[2:]).exists()
+    assert objects.read_object(store, sha.encode()).id == sha.encode()
+    assert repo.history.is_ancestor(store, tip, sha)  # parents read through read_object
+    repo.close()
+
+
 def test_upkeep_packs_and_prunes_only_after_the_grace(world: World) -> None:
     rt = boot(world.settings(upkeep_seconds=0))
     try:

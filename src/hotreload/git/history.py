@@ -38,6 +38,7 @@ from dulwich.commit_graph import CommitGraph, read_commit_graph
 from dulwich.objects import Commit, ObjectID
 
 from hotreload.git.errors import GitError
+from hotreload.git.objects import read_object
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class History:
 
     def _read_parents(self, store: Any, sha: bytes) -> tuple[bytes, ...]:
         try:
-            obj = store[sha]
+            obj = read_object(store, sha)
         except KeyError:
             raise GitError(f"commit {sha.decode()} is missing from the repository") from None
         if not isinstance(obj, Commit):

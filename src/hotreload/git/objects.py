@@ -502,6 +502,17 @@ def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
     return type_num, bytes(raw)
 
 
+def read_object(store: Any, sha: bytes) -> ShaFile:
+    """``store[sha]``, looked up loose first, then in the packs (rescanned on a miss),
+    by :func:`get_raw`. dulwich looks in the packs first, then loose: an object that
+    upkeep packs and prunes between those two looks is found in neither (a fresh-clone
+    test run racing upkeep, with no grace, against writes: "commit ... is missing").
+    Loose first cannot miss it: the pack is complete before the loose copy goes.
+    KeyError when the object is in neither."""
+    type_num, raw = get_raw(store, sha)
+    return ShaFile.from_raw_string(type_num, raw)
+
+
 def has_object(store: Any, sha: bytes) -> bool:
     """``sha in store`` without reading the object (dulwich's check of a loose
     object loads and parses it: 30 ms for a tree of 17,000 entries)."""
@@ -530,7 +541,7 @@ class LooseWritingStore:
         self._store = store
 
     def __getitem__(self, sha: bytes) -> Any:
-        return self._store[sha]
+        return read_object(self._store, sha)
 
     def __contains__(self, sha: bytes) -> bool:
         return sha in self._store
@@ -558,14 +569,14 @@ class Signature:
 
 
 def read_commit(store: Any, sha: str) -> Commit:
-    obj = store[sha.encode()]
+    obj = read_object(store, sha.encode())
     if not isinstance(obj, Commit):
         raise GitError(f"{sha} is not a commit")
     return obj
 
 
 def read_blob(store: Any, sha: str) -> bytes:
-    obj = store[sha.encode()]
+    obj = read_object(store, sha.encode())
     if not isinstance(obj, Blob):
         raise GitError(f"{sha} is not a blob")
     return bytes(obj.data)

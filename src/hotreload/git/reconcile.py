@@ -41,6 +41,7 @@ from enum import StrEnum
 from dulwich.merge import Merger
 from dulwich.objects import Tree
 
+from hotreload.git.objects import read_object
 from hotreload.git.repo import (
     API_IDENTITY,
     GitError,
@@ -189,7 +190,7 @@ def _plan_rebase(repo: GitRepo, local: str, remote: str, mine: Sequence[str], be
 
 
 def _tree(repo: GitRepo, sha: str) -> Tree:
-    obj = repo.repo.object_store[sha.encode()]
+    obj = read_object(repo.repo.object_store, sha.encode())
     assert isinstance(obj, Tree)
     return obj
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from dulwich.objects import Commit
 
-from hotreload.git.objects import LOOSE_OBJECT_LIMIT, add_raw_objects, get_raw
+from hotreload.git.objects import LOOSE_OBJECT_LIMIT, add_raw_objects, get_raw, read_object
 from hotreload.git.repo import GitRepo
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
         sha = stack.pop()
         if sha in commits:
             continue
-        obj = store[sha]
+        obj = read_object(store, sha)
         if not isinstance(obj, Commit):
             continue
         commits[sha] = obj
