@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import statistics
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,29 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from benchmarks.changes import bench_settings, edit_upstream, learn_every_word, origin_and_clone, require_corpus
+from benchmarks.changes import (
+    PeakRss,
+    bench_settings,
+    edit_upstream,
+    learn_every_word,
+    origin_and_clone,
+    require_corpus,
+)
 from hotreload.service.runtime import boot
-
-
-class _PeakSampler:
-    """The highest resident size seen while it runs, sampled every 2 ms from a thread:
-    what a reload's transient memory adds, which a sample between reloads misses."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process, self.peak, self._stop = process, 0.0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, self.process.memory_info().rss / 2**20)
-
-    def __enter__(self) -> _PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main(argv: list[str]) -> int:
@@ -92,7 +77,7 @@ def main(argv: list[str]) -> int:
                 # the envelope, not one sample: the heap is trimmed only every few reloads
                 # (decision 72), so one sample depends on where in that cycle it falls
                 steady = max(timed_rss)
-                sampler = _PeakSampler(process)
+                sampler = PeakRss(process)
                 after_each = []
                 with sampler:
                     for _ in range(rss_reloads):
@@ -103,7 +88,7 @@ def main(argv: list[str]) -> int:
                 print(f"{label} {records} records: RSS {steady:.0f} MB steady (the most after any of the 9 "
                       f"timed reloads), {after:.0f} MB after {rss_reloads} more one-record reloads (the most "
                       f"after any of the last 10: {after / steady:.2f}x); the most per 25: {marks}; peak while "
-                      f"reloading {sampler.peak:.0f} MB ({sampler.peak / steady:.2f}x)")
+                      f"reloading {sampler.peak / 2**20:.0f} MB ({sampler.peak / 2**20 / steady:.2f}x)")
         finally:
             for thread in threads:
                 thread.shutdown()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from benchmarks.changes import edit_upstream
+from benchmarks.changes import PeakRss, edit_upstream
 from benchmarks.conftest import Pair
 from hotreload.git.repo import GitRepo, branch_ref
 from simulator.server import GitDaemon, ServerProcess
@@ -151,25 +151,13 @@ def test_memory(benchmark, server: ServerProcess, pair: Pair, records: int) -> N
     def measure() -> None:
         time.sleep(0.5)
         steady = process.memory_info().rss
-        peak = steady
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, process.memory_info().rss)
-                time.sleep(0.002)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        for _ in range(n_reloads):
-            commit = edit_upstream(str(pair.origin), 1)
-            assert server.request("POST", "/api/_internal/reload-data", {"commitHash": commit},
-                                  {"Authorization": f"Bearer {SECRET}"}).status == 200
-        done.set()
-        sampler.join()
+        with PeakRss(process) as sampler:
+            for _ in range(n_reloads):
+                commit = edit_upstream(str(pair.origin), 1)
+                assert server.request("POST", "/api/_internal/reload-data", {"commitHash": commit},
+                                      {"Authorization": f"Bearer {SECRET}"}).status == 200
         time.sleep(0.5)
-        samples.update(steady=steady, peak=peak, after=process.memory_info().rss)
+        samples.update(steady=steady, peak=max(steady, sampler.peak), after=process.memory_info().rss)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
     mb = 1024 * 1024
