@@ -467,9 +467,9 @@ def _apply_table(
     records: dict[str, Entry | None] = {}
     paths: dict[str, str | None] = {}  # id -> path
     ids: dict[str, str | None] = {}  # path -> id
+    removed = {path: old.id_by_path[path] for path in removed_paths}  # path -> id
     gone = []
-    for path in removed_paths:
-        record_id = old.id_by_path[path]
+    for path, record_id in removed.items():
         gone.append(old.by_id[record_id])
         records[record_id] = paths[record_id] = ids[path] = None
     new = []
@@ -482,8 +482,7 @@ def _apply_table(
         new.append((path, record))
     # an edit in place (same path, same key) leaves both path maps as they were; only a
     # removed entry can be written back as it was (an added one that was not removed is new)
-    for path in removed_paths:
-        key = old.id_by_path[path]
+    for path, key in removed.items():
         if paths[key] == path:
             del paths[key]
         if ids[path] == key:
