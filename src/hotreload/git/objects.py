@@ -8,8 +8,12 @@ points to. Ids are 40-character hex ``str`` outside :mod:`hotreload.git`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
+import mmap
 import os
 import re
 import stat
@@ -452,13 +456,90 @@ def _write_stored(fh: Any, header: bytes, raw: bytes) -> None:
     """Write :func:`stored_zlib`'s stream, its checksum computed on a helper thread
     meanwhile: the 7.4 MB tree of a 150,000-record folder took 2.1 ms to checksum and
     3.1 ms to write, one after the other (decision 69); zlib-ng's adler32 takes 0.3 ms
-    (decision 74)."""
+    (decision 74). The blocks go in ``writev`` calls of :data:`WRITE_CHUNK` bytes:
+    through the file object each 5-byte block header flushed the one before it,
+    ~230 calls for 7.4 MB (decision 76)."""
     trailer = _helpers().submit(_adler_trailer, header, raw)
     try:
-        fh.writelines(_stored_blocks(header, raw))
+        fh.flush()
+        write_all(fh.fileno(), _stored_blocks(header, raw), writeback=FSYNC)
     finally:
         checksum = trailer.result()
     fh.write(checksum)
+
+
+WRITE_CHUNK = 256 << 10
+"""Bytes per write system call. On this machine's ext4 (40 files of 7.4 MB each way,
+shuffled, each fsynced): in 256 KiB calls a write took 3.0 ms (p90 3.5); in 1 MiB
+calls 3.3 ms but p75 30 ms; in 2 MiB calls 25 ms; in one call 22-30 ms; in 64 KiB
+calls each after its 5-byte block header, through the file object, 4.6-5.0 ms
+(decision 76)."""
+
+
+def write_all(fd: int, pieces: Sequence[bytes | memoryview], writeback: bool = False) -> None:
+    """Write ``pieces`` one after the other to ``fd``, in ``writev`` calls of about
+    :data:`WRITE_CHUNK` bytes, resuming after a short write where it stopped. With
+    ``writeback``, the disk is asked to start on each :data:`WRITEBACK_EVERY` bytes
+    as soon as they are written, so that it works while the rest is copied in and the
+    fsync that follows has less left to wait for."""
+    queue = collections.deque(memoryview(piece).cast("B") for piece in pieces if len(piece))
+    position = started = os.lseek(fd, 0, os.SEEK_CUR) if writeback else 0
+    while queue:
+        batch: list[memoryview] = []
+        size = 0
+        while queue and size < WRITE_CHUNK and len(batch) < _IOV_MAX:
+            piece = queue.popleft()
+            if size + len(piece) > WRITE_CHUNK:  # split it: the rest goes first next time
+                queue.appendleft(piece[WRITE_CHUNK - size:])
+                piece = piece[:WRITE_CHUNK - size]
+            batch.append(piece)
+            size += len(piece)
+        written = os.writev(fd, batch)
+        position += written
+        rest: list[memoryview] = []  # after a short write (a signal, a full disk's last bytes)
+        for piece in batch:
+            if written >= len(piece):
+                written -= len(piece)
+            else:
+                rest.append(piece[written:])
+                written = 0
+        queue.extendleft(reversed(rest))
+        if writeback and position - started >= WRITEBACK_EVERY:
+            start_writeback(fd, started, position - started)
+            started = position
+
+
+WRITEBACK_EVERY = 1 << 20
+"""Bytes written between two requests to start writing back (:func:`write_all`). A
+7.4 MB tree written in 256 KiB calls then fsynced took 8.9-9.3 ms; asking for
+writeback after each 1 MiB, 6.6-6.8 ms (three runs of 40 files, decision 76)."""
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        call = ctypes.CDLL(name, use_errno=True).sync_file_range
+    except (OSError, AttributeError, TypeError):
+        return None  # not Linux
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes from ``offset`` to disk,
+    without waiting (Linux ``sync_file_range``; nothing elsewhere). Durability is
+    still the fsync's: this only starts it sooner, and a failure here is the
+    fsync's to report."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per writev (1024 on Linux)
 
 
 FSYNC = True
@@ -489,17 +570,83 @@ def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
     if path is not None:
         try:
             with open(os.path.join(path, hexsha[:2], hexsha[2:]), "rb") as fh:
-                data = zlib_ng.decompress(fh.read())  # zlib's format; 3x zlib's speed here (decision 74)
+                header, body = loose_content(_file_bytes(fh))
         except FileNotFoundError:
             pass
+        except zlib_ng.error as exc:
+            raise GitError(f"loose object {hexsha} is corrupt ({exc})") from None
         else:
-            header, _, body = data.partition(b"\0")
             kind, _, size = header.partition(b" ")
             if kind not in _TYPE_NUMS or not size.isdigit() or int(size) != len(body):
                 raise GitError(f"loose object {hexsha} is corrupt (header {header[:40]!r})")
             return _TYPE_NUMS[kind], body
     type_num, raw = store.get_raw(sha)
     return type_num, bytes(raw)
+
+
+MAP_FROM = 128 << 10
+"""Loose object files from this size (bytes) up are mapped rather than read: read
+into a fresh buffer, the 7.4 MB tree of a 150,000-record folder took 13 ms to get
+to its content, mapped 1.2 ms; 0.74 MB 1.2 against 0.16 ms; 64 KB 0.04 against
+0.06 (decision 76)."""
+
+
+def _file_bytes(fh: Any) -> bytes | mmap.mmap:
+    """A loose object file's bytes: read, or mapped when big. The mapping goes when
+    nothing refers to it, the views :func:`loose_content` takes of it included (a
+    loose object file is never changed in place, only replaced or removed, which a
+    mapping outlives)."""
+    size = os.fstat(fh.fileno()).st_size
+    if size < MAP_FROM:
+        return fh.read()
+    return mmap.mmap(fh.fileno(), size, prot=mmap.PROT_READ)
+
+
+def loose_content(data: bytes | mmap.mmap) -> tuple[bytes, bytes]:
+    """A loose object file's ``<type> <size>`` header and content. A stream of stored
+    blocks (how a big tree is written, :data:`STORE_UNCOMPRESSED_FROM`) is read by
+    its block lengths, its checksum checked, in one copy: zlib-ng inflated the 7.4 MB
+    tree of a 150,000-record folder in 5.4 ms, this takes 0.5 (decision 76). Any
+    other stream (or one that does not add up) is inflated by zlib-ng, which is
+    3x zlib's speed here (decision 74) and raises on a corrupt one."""
+    pieces = _stored_pieces(data)
+    if pieces is None:
+        header, _, body = zlib_ng.decompress(data).partition(b"\0")
+        return header, body
+    end = bytes(pieces[0][:32]).find(b"\0")  # "commit 18446744073709551615\0" at the most
+    if end < 0:  # a header split across blocks: never written so, but valid
+        header, _, body = b"".join(pieces).partition(b"\0")
+        return header, body
+    return bytes(pieces[0][:end]), b"".join([pieces[0][end + 1:], *pieces[1:]])
+
+
+def _stored_pieces(data: bytes | mmap.mmap) -> list[memoryview] | None:
+    """The blocks of a zlib stream (RFC 1950) made only of stored deflate blocks
+    (RFC 1951, BTYPE 00), as views of ``data``; None when it is not one, when a
+    block's length and its complement disagree, when anything follows the checksum,
+    or when the checksum does not match. Each stored block starts on a byte: the
+    3-bit block header, then padding to the byte, then LEN and NLEN."""
+    view = memoryview(data)
+    if len(data) < 2 + 5 + 4 or data[0] & 0x0F != 8 or data[1] & 0x20 or (data[0] << 8 | data[1]) % 31:
+        return None
+    pieces: list[memoryview] = []
+    checksum = 1
+    pos, final = 2, False
+    while not final:
+        if pos + 5 > len(data) or data[pos] & 0b110:  # past the end, or a compressed block
+            return None
+        final = bool(data[pos] & 1)
+        length, complement = struct.unpack_from("<HH", data, pos + 1)
+        pos += 5
+        if length ^ complement != 0xFFFF or pos + length > len(data):
+            return None
+        piece = view[pos:pos + length]
+        checksum = zlib_ng.adler32(piece, checksum)
+        pieces.append(piece)
+        pos += length
+    if pos + 4 != len(data) or struct.unpack_from(">I", data, pos)[0] != checksum:
+        return None
+    return pieces
 
 
 def read_object(store: Any, sha: bytes) -> ShaFile:
