@@ -32,7 +32,7 @@ from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare
 from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
-from hotreload.service.memory import release_free_memory
+from hotreload.service.memory import release_free_memory, share_one_heap
 from hotreload.service.peers import PeerNotifier
 from hotreload.service.poll import Poller
 from hotreload.service.reloader import FetchFailed, RebuildFailed, Reloader
@@ -232,6 +232,7 @@ def _is_empty_repository(path: str) -> bool:
 
 
 def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int | None = None) -> Runtime:
+    share_one_heap()  # before the service starts its threads
     repo = open_repository(settings)
     try:
         instance_lock = take_instance_lock(repo.path)
