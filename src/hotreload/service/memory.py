@@ -23,40 +23,27 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _glibc(name: str, argtypes: list[Any], restype: Any) -> Any:
+    """The C library's function ``name``, typed; None when there is none (not glibc)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _load_mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
+        function = getattr(ctypes.CDLL(library), name)
     except (OSError, AttributeError):
         return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
+    function.argtypes = argtypes
+    function.restype = restype
+    return function
 
 
-_MALLOPT = _load_mallopt()
+_MALLOC_TRIM: Callable[[int], int] | None = _glibc("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_MALLOPT: Callable[[int, int], int] | None = _glibc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
