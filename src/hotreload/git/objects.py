@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import hashlib
 import mmap
 import os
@@ -34,6 +33,7 @@ from dulwich.pack import UnpackedObject, UnpackedObjectIterator, UnresolvedDelta
 from zlib_ng import zlib_ng
 
 from hotreload.git.errors import GitError
+from hotreload.libc import c_function
 
 ZERO_SHA = b"0" * 40
 HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
@@ -468,12 +468,13 @@ def _write_stored(fh: Any, header: bytes, raw: bytes) -> None:
     fh.write(checksum)
 
 
+_IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per writev (1024 on Linux)
+
 WRITE_CHUNK = 256 << 10
-"""Bytes per write system call. On this machine's ext4 (40 files of 7.4 MB each way,
-shuffled, each fsynced): in 256 KiB calls a write took 3.0 ms (p90 3.5); in 1 MiB
-calls 3.3 ms but p75 30 ms; in 2 MiB calls 25 ms; in one call 22-30 ms; in 64 KiB
-calls each after its 5-byte block header, through the file object, 4.6-5.0 ms
-(decision 76)."""
+"""Bytes per write system call. On this machine's ext4 a call that dirties a few MiB
+often takes 20-30 ms where smaller calls take 2-3 (``benchmarks/loose_io.py``, 7.4 MB
+written and fsynced: one call 26-36 ms, 2 MiB calls 12-33, 256 KiB calls 9.7-10.5,
+each 64 KiB block after its 5-byte header through a file object 13.1-13.2; decision 76)."""
 
 
 def write_all(fd: int, pieces: Sequence[bytes | memoryview], writeback: bool = False) -> None:
@@ -511,22 +512,12 @@ def write_all(fd: int, pieces: Sequence[bytes | memoryview], writeback: bool = F
 
 WRITEBACK_EVERY = 1 << 20
 """Bytes written between two requests to start writing back (:func:`write_all`). A
-7.4 MB tree written in 256 KiB calls then fsynced took 8.9-9.3 ms; asking for
-writeback after each 1 MiB, 6.6-6.8 ms (three runs of 40 files, decision 76)."""
+7.4 MB tree written in 256 KiB calls and fsynced: 9.7-10.5 ms; asking for writeback
+after each MiB, 7.1-7.6 ms (``benchmarks/loose_io.py``, decision 76)."""
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        call = ctypes.CDLL(name, use_errno=True).sync_file_range
-    except (OSError, AttributeError, TypeError):
-        return None  # not Linux
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return call
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE: Callable[[int, int, int, int], int] | None = c_function(
+    "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint], ctypes.c_int)
 _SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
 
 
@@ -538,8 +529,6 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
-
-_IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per writev (1024 on Linux)
 
 
 FSYNC = True
@@ -585,10 +574,11 @@ def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
 
 
 MAP_FROM = 128 << 10
-"""Loose object files from this size (bytes) up are mapped rather than read: read
-into a fresh buffer, the 7.4 MB tree of a 150,000-record folder took 13 ms to get
-to its content, mapped 1.2 ms; 0.74 MB 1.2 against 0.16 ms; 64 KB 0.04 against
-0.06 (decision 76)."""
+"""Loose object files from this size (bytes) up are mapped rather than read: to its
+content, the 7.4 MB tree of a 150,000-record folder read into a fresh buffer and
+inflated took 10.2-10.7 ms, mapped and taken by its block lengths 2.2-2.3; 0.74 MB
+1.07 against 0.37 (``benchmarks/loose_io.py``); 64 KB 0.04 against 0.06 ms mapped (a
+micro-benchmark; decision 76)."""
 
 
 def _file_bytes(fh: Any) -> bytes | mmap.mmap:
@@ -606,7 +596,8 @@ def loose_content(data: bytes | mmap.mmap) -> tuple[bytes, bytes]:
     """A loose object file's ``<type> <size>`` header and content. A stream of stored
     blocks (how a big tree is written, :data:`STORE_UNCOMPRESSED_FROM`) is read by
     its block lengths, its checksum checked, in one copy: zlib-ng inflated the 7.4 MB
-    tree of a 150,000-record folder in 5.4 ms, this takes 0.5 (decision 76). Any
+    tree of a 150,000-record folder in 5.4 ms, this takes 0.5 (a micro-benchmark,
+    decision 76). Any
     other stream (or one that does not add up) is inflated by zlib-ng, which is
     3x zlib's speed here (decision 74) and raises on a corrupt one."""
     pieces = _stored_pieces(data)

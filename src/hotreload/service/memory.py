@@ -16,34 +16,20 @@ after a reload since the last trim (decision 72).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+
+from hotreload.libc import c_function
 
 log = logging.getLogger(__name__)
 
 
-def _glibc(name: str, argtypes: list[Any], restype: Any) -> Any:
-    """The C library's function ``name``, typed; None when there is none (not glibc)."""
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return None
-    try:
-        function = getattr(ctypes.CDLL(library), name)
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = argtypes
-    function.restype = restype
-    return function
-
-
-_MALLOC_TRIM: Callable[[int], int] | None = _glibc("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
-_MALLOPT: Callable[[int, int], int] | None = _glibc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+_MALLOC_TRIM: Callable[[int], int] | None = c_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_MALLOPT: Callable[[int, int], int] | None = c_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
