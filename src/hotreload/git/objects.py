@@ -530,7 +530,6 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
-
 FSYNC = True
 """fsync objects before any ref can name them (git's ``core.fsync=objects``).
 Tests of crash-safety keep it; nothing turns it off in production."""
@@ -597,9 +596,8 @@ def loose_content(data: bytes | mmap.mmap) -> tuple[bytes, bytes]:
     blocks (how a big tree is written, :data:`STORE_UNCOMPRESSED_FROM`) is read by
     its block lengths, its checksum checked, in one copy: zlib-ng inflated the 7.4 MB
     tree of a 150,000-record folder in 5.4 ms, this takes 0.5 (a micro-benchmark,
-    decision 76). Any
-    other stream (or one that does not add up) is inflated by zlib-ng, which is
-    3x zlib's speed here (decision 74) and raises on a corrupt one."""
+    decision 76). Any other stream (or one that does not add up) is inflated by
+    zlib-ng, which is 3x zlib's speed here (decision 74) and raises on a corrupt one."""
     pieces = _stored_pieces(data)
     if pieces is None:
         header, _, body = zlib_ng.decompress(data).partition(b"\0")

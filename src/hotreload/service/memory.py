@@ -44,6 +44,7 @@ def share_one_heap() -> bool:
         return False
     return bool(_MALLOPT(_M_ARENA_MAX, 1))
 
+
 TRIM_GROWTH = 1 / 64
 """Trim when the resident size after a reload exceeds the smallest since the last trim by this share."""
 
