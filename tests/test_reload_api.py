@@ -1,4 +1,4 @@
-"""The webhook contract of DESIGN §4.1/§4.2, check by check, in-process."""
+"""The webhook contract of specs/hot-reload.md, check by check, in-process."""
 
 from __future__ import annotations
 

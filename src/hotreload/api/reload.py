@@ -1,4 +1,4 @@
-"""``POST /api/_internal/reload-data``: the hot-reload webhook (DESIGN §4.1, §4.2).
+"""``POST /api/_internal/reload-data``: the hot-reload webhook (specs/hot-reload.md).
 
 The checks run in the contract's order, each answered before the next runs:
 size, credentials present, secret configured, credentials valid, body, then the
