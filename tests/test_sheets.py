@@ -3,6 +3,7 @@ slug history (301) and legacy ids right after any reload, revocations in health.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -231,3 +232,23 @@ def test_new_sheet_records_are_validated_with_their_path(world: World, client: t
     resp = client.simulate_post("/api/_internal/reload-data", json={}, headers=bearer())
     assert resp.status_code == 422
     assert "project-buzz/x/bad.toml: url: must match" in resp.json["error"]["message"]
+
+
+@pytest.mark.parametrize("field", ["newSlug", "oldSlug"])
+@pytest.mark.parametrize("odd", ["zz-x\r\nSet-Cookie: a=b", "zz-snow\u2603man", "../../../x"])
+def test_a_slug_history_entry_whose_slug_is_not_a_slug_is_refused_naming_the_file(
+        world: World, client: testing.TestClient, field: str, odd: str) -> None:
+    """Were it loaded, every GET of the old slug would be a 500 (a header waitress
+    refuses) or a ``Location`` outside the API."""
+    project = a_project(client)
+    slugs = {"oldSlug": "zz-was", "newSlug": project["slug"], field: odd}
+    old = slugs["oldSlug"]
+    path = f"slug-history/project/{'zz-odd' if '/' in old else old}.toml"  # where the template puts it
+    entry = "".join(f"{k} = {json.dumps(v)}\n" for k, v in {
+        "id": str(uuid.uuid4()), "entityType": "project", **slugs, "entityId": project["id"],
+        "changedAt": TS, "expiresAt": "2099-01-01T00:00:00Z"}.items())
+    world.commit_upstream({path: entry})
+    resp = client.simulate_post("/api/_internal/reload-data", json={}, headers=bearer())
+    assert resp.status_code == 422, resp.text
+    assert resp.json["error"]["details"]["path"] == path and field in resp.json["error"]["details"]["error"]
+    assert client.simulate_get("/api/projects/zz-was").status_code == 404  # nothing of it served

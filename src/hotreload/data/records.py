@@ -195,8 +195,10 @@ class SlugHistory(Record, frozen=True, kw_only=True, rename="camel", gc=False):
     """``oldSlug`` of an ``entityType`` now answers as ``newSlug`` until ``expiresAt``."""
 
     entity_type: SlugEntity
-    old_slug: Annotated[str, Meta(min_length=1)]
-    new_slug: Annotated[str, Meta(min_length=1)]
+    # the widest slug pattern (every project, person and tag slug matches it): these go into
+    # a path and a Location header, so never a CR/LF, a '/' or a leading '.'
+    old_slug: TagSlug
+    new_slug: TagSlug
     entity_id: Uuid
     changed_at: Timestamp
     expires_at: Timestamp
