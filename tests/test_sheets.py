@@ -195,13 +195,17 @@ def test_slug_history_follows_chains_lets_live_slugs_win_and_ignores_expired(wor
         f"slug-history/person/{other}.toml": entry(other, live),              # live wins: never redirected
         "slug-history/person/aa-gone.toml": entry("aa-gone", live, "2001-01-01T00:00:00Z"),  # expired
         "slug-history/person/aa-loop.toml": entry("aa-loop", "aa-loop"),
+        "slug-history/person/aa-ping.toml": entry("aa-ping", "aa-pong"),      # a cycle of two
+        "slug-history/person/aa-pong.toml": entry("aa-pong", "aa-ping"),
+        "slug-history/person/aa-dead.toml": entry("aa-dead", "aa-nowhere"),   # a dead end: no live slug
     })
     reload(client)
     chain = client.simulate_get("/api/people/aa-first")
     assert chain.status_code == 301 and chain.headers["Location"] == f"/api/people/{live}"
     assert client.simulate_get(f"/api/people/{other}").status_code == 200
     assert client.simulate_get("/api/people/aa-gone").status_code == 404
-    assert client.simulate_get("/api/people/aa-loop").status_code == 404
+    for slug in ("aa-loop", "aa-ping", "aa-pong", "aa-dead"):  # never a 301 to a slug that is not live
+        assert client.simulate_get(f"/api/people/{slug}").status_code == 404, slug
 
 
 def test_a_revocation_is_in_health_after_the_reload_that_adds_it(world: World, client: testing.TestClient) -> None:

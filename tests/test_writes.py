@@ -219,3 +219,19 @@ def test_same_record_edited_on_both_sides_escapes(offline_runtime: Runtime, worl
     assert result.outcome == "conflict-escaped" and result.conflict_branch
     assert git("--git-dir", str(world.origin), "rev-parse", result.conflict_branch) == local
     assert rt.holder.current.project_by_slug(project.slug).title == "Theirs"  # type: ignore[attr-defined, union-attr]
+
+
+def test_a_rename_cycle_then_a_delete_leaves_no_redirect_loop(client: testing.TestClient, world: World) -> None:
+    """a -> b -> c -> a through the API: the last rename takes back a slug that history
+    redirects; then a DELETE. Every old slug is a 404, none a 301 to a slug that is not live."""
+    assert write(client, "POST", "/api/projects", {"slug": "zz-a", "title": "Cycled"}).status_code == 201
+    for old, new in [("zz-a", "zz-b"), ("zz-b", "zz-c"), ("zz-c", "zz-a")]:
+        assert write(client, "PATCH", f"/api/projects/{old}", {"slug": new}).status_code == 200
+    for old in ("zz-b", "zz-c"):
+        moved = client.simulate_get(f"/api/projects/{old}")
+        assert moved.status_code == 301 and moved.headers["Location"] == "/api/projects/zz-a", old
+    history = git("--git-dir", str(world.clone), "ls-tree", "-r", "--name-only", "published", "slug-history/project/")
+    assert "slug-history/project/zz-a.toml" not in history.split()  # the slug is live again: no entry from it
+    assert write(client, "DELETE", "/api/projects/zz-a").status_code == 200
+    for slug in ("zz-a", "zz-b", "zz-c"):
+        assert client.simulate_get(f"/api/projects/{slug}").status_code == 404, slug

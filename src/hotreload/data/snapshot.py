@@ -247,24 +247,26 @@ class Snapshot:
 
     def slug_redirect(self, entity_type: str, slug: str, live: Callable[[str], bool],
                       now: dt.datetime) -> str | None:
-        """Where a slug that is not live now answers, following ``slug-history``
-        (A -> B -> C in one step, at most 8 hops, entries expired at ``now``, an
-        RFC 3339 UTC time, ignored), or None. A live slug is never redirected."""
+        """The live slug that a slug not live now answers as, following ``slug-history``
+        (A -> B -> C in one step, at most 8 hops, entries expired at ``now``, an RFC 3339
+        UTC time, ignored), or None: a chain that repeats a slug or does not end at a
+        live one redirects nowhere. A live slug is never redirected."""
         if live(slug):
             return None
         history = self.indices["slug_history"]
         entries = self.table("slug-history").by_id
-        current = slug
+        seen = {slug}
         for _ in range(8):
-            entry_id = history.get((entity_type, current))
+            entry_id = history.get((entity_type, slug))
             entry = entries.get(entry_id) if entry_id else None
-            if not isinstance(entry, SlugHistory) or entry.new_slug == current \
+            if not isinstance(entry, SlugHistory) or entry.new_slug in seen \
                     or parse_timestamp(entry.expires_at) <= now:
-                break
-            current = entry.new_slug
-            if live(current):
-                break
-        return None if current == slug else current
+                return None
+            slug = entry.new_slug
+            if live(slug):
+                return slug
+            seen.add(slug)
+        return None
 
     def project_by_slug(self, slug: str) -> Project | None:
         record_id = self.indices["project_by_slug"].get(slug)

@@ -297,10 +297,12 @@ SLUG_REDIRECT_DAYS = 90
 """How long a renamed record's old slug redirects (the seed's rule)."""
 
 
-def _slug_history(base: Snapshot, spec: WritableSheet, old: Record, new: Record, now: str) -> dict[str, bytes]:
+def _slug_history(base: Snapshot, spec: WritableSheet, old: Record, new: Record,
+                  now: str) -> dict[str, bytes | None]:
     """A rename keeps the old slug answering, with a 301, for 90 days: the seed's
     ``slug-history`` record, in the same commit as the rename (when the data
-    repository has the sheet)."""
+    repository has the sheet). An entry *from* the new slug goes: the slug is live
+    again, and no chain of redirects can then come back to where it started."""
     old_slug, new_slug = getattr(old, "slug", None), getattr(new, "slug", None)
     sheet = base.sheet("slug-history")
     if sheet is None or old_slug is None or old_slug == new_slug:
@@ -312,7 +314,11 @@ def _slug_history(base: Snapshot, spec: WritableSheet, old: Record, new: Record,
     path = sheet.record_path(msgspec.to_builtins(entry))
     if path is None or tree_path_problem(path) is not None:
         return {}
-    return {path: to_toml(entry)}
+    stale = base.indices["slug_history"].get((spec.subject_type, new_slug))
+    changes: dict[str, bytes | None] = {path: to_toml(entry)}
+    if stale is not None:
+        changes[base.table("slug-history").path_by_id[stale]] = None
+    return changes
 
 
 _SAFE_PATH = re.compile(r"[^A-Za-z0-9/_.-]")
