@@ -79,20 +79,21 @@ def _json(value: Any) -> Any:
 def redirect_target(history: dict[str, dict[str, Any]], live: set[str], slug: str, now: dt.datetime) -> str | None:
     """Where ``slug`` should answer from, by the seed's slug-handles rule: a live
     slug stays; else follow unexpired ``oldSlug -> newSlug`` entries (at most 8
-    hops), stopping at a live slug. ``history`` maps oldSlug to its entry's table."""
+    hops) to the first live slug. A path that meets a slug twice, runs out, or ends
+    at a slug that is not live answers nowhere (404). ``history`` maps oldSlug to its entry's table."""
     if slug in live:
         return None
-    current = slug
-    for _ in range(8):
-        entry = history.get(current)
-        if entry is None or entry["newSlug"] == current:
-            break
+    path = [slug]
+    while len(path) <= 8:
+        entry = history.get(path[-1])
+        if entry is None or entry["newSlug"] in path:
+            return None
         if dt.datetime.fromisoformat(str(entry["expiresAt"]).replace("Z", "+00:00")) <= now:
-            break
-        current = entry["newSlug"]
-        if current in live:
-            break
-    return None if current == slug else current
+            return None
+        path.append(entry["newSlug"])
+        if path[-1] in live:
+            return path[-1]
+    return None
 
 
 class NotARecord(Exception):

@@ -194,7 +194,8 @@ def apply_ops(repo: GitRepo, snap: Snapshot, ops: list[tuple[str, int, int]], se
                 fields = msgspec.to_builtins(record)
                 for key in EDITED:
                     if key in fields:
-                        fields[key] = f"Edited {rng.choice(WORDS)}" if key != "expiresAt" else "2098-01-01T00:00:00Z"
+                        fields[key] = {"expiresAt": "2098-01-01T00:00:00Z", "newSlug": f"edited-{n}"}.get(
+                            key, f"Edited {rng.choice(WORDS)}")
                 if "stage" in fields:
                     fields["stage"] = rng.choice(STAGES)
                 changes[path] = to_toml(msgspec.convert(fields, type=type(record)))
