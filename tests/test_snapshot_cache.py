@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from falcon import testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hotreload.api.app import create_app
 from hotreload.config import ConfigError, Settings
 from hotreload.corpus import make_corpus, write_corpus
 from hotreload.data import cache as cache_module
@@ -21,8 +23,9 @@ from hotreload.data.cache import CACHE_FILE, MAGIC, SnapshotCache
 from hotreload.data.search import TABLES
 from hotreload.data.snapshot import build_full, build_incremental
 from hotreload.git.repo import GitRepo
-from hotreload.service.runtime import boot
-from tests.conftest import World, git, project_toml
+from hotreload.service.runtime import Runtime, boot
+from simulator.server import ServerProcess
+from tests.conftest import WRITE_TOKEN, World, bearer, git, project_toml
 from tests.test_incremental import OPS, apply_ops, snapshot_state
 
 
@@ -188,3 +191,45 @@ def test_the_cache_can_be_switched_off(world: World) -> None:
     assert Settings.from_env(world.env()).snapshot_cache is True
     with pytest.raises(ConfigError, match="CFP_SNAPSHOT_CACHE is 'maybe'; it must be 1 or 0"):
         Settings.from_env({**world.env(), "CFP_SNAPSHOT_CACHE": "maybe"})
+
+
+def changed_in_commits(runtime: Runtime) -> set[str | None]:
+    """Every sheet's ``changedInCommit`` (``/api/sheets``) and health's revocations' one."""
+    client = testing.TestClient(create_app(runtime))
+    commits = {s["changedInCommit"] for s in client.simulate_get("/api/sheets").json["data"]}
+    return commits | {client.simulate_get("/api/health").json["data"]["revocations"]["changedInCommit"]}
+
+
+@pytest.mark.parametrize("start", ["full", "cache", "cache + change"])
+def test_changed_in_commit_is_the_commit_served_at_every_kind_of_start(
+        world: World, caplog: pytest.LogCaptureFixture, start: str) -> None:
+    """"The first commit this process served with the sheet's records": at start,
+    the served commit for every sheet, whatever the cache held (it was another process's)."""
+    boot(world.settings()).close()
+    if start == "cache + change":  # the branch moved while stopped; revocations did not change
+        world.commit_upstream({"projects/zz-moved.toml": project_toml("zz-moved", "Moved")})
+        git("--git-dir", str(world.clone), "fetch", "-q", str(world.origin), "published:published")
+    caplog.set_level(logging.INFO)
+    runtime = boot(world.settings(snapshot_cache=start != "full"))
+    try:
+        assert served_from(caplog) == ["full build" if start == "full" else "cache"]
+        assert changed_in_commits(runtime) == {runtime.holder.current.commit}
+    finally:
+        runtime.close()
+
+
+@pytest.mark.slow
+def test_changed_in_commit_after_a_write_a_kill_and_a_restart_from_the_cache(world: World) -> None:
+    first = ServerProcess(world.env()).start()
+    try:
+        write = first.request("POST", "/api/projects", {"slug": "zz-killed", "title": "Then killed"},
+                              bearer(WRITE_TOKEN))
+        assert write.status == 201 and write.commit is not None
+    finally:
+        first.kill()  # no clean stop: the cache still holds the start's commit
+    with ServerProcess(world.env()) as second:
+        assert '"from": "cache"' in second.log()
+        health = second.get("/api/health").data
+        assert health["servedCommit"] == write.commit
+        assert health["revocations"]["changedInCommit"] == write.commit
+        assert {s["changedInCommit"] for s in second.get("/api/sheets").data} == {write.commit}

@@ -249,5 +249,4 @@ def _decode(commit: str, tree: str, payload: bytes, image: bytes, started: float
     return Snapshot(commit=commit, tree=tree, sheets=sheet_configs, config_blobs=config_blobs,
                     tables=tables, indices=indices, search=search_index, facets=project_facets,
                     changes=Changes(added=sum(len(t) for t in tables.values())),
-                    build_ms=(time.perf_counter() - started) * 1000,
-                    changed_in={s.name: commit for s in sheet_configs})
+                    build_ms=(time.perf_counter() - started) * 1000)  # changed_in: nothing served yet

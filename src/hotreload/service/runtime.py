@@ -149,15 +149,15 @@ def _from_cache(cache: SnapshotCache, repo: GitRepo, local: str) -> Snapshot | N
         return None
     cached = loaded.snapshot
     started = time.perf_counter()
-    try:
-        snapshot = build_incremental(repo, cached, local) if cached.commit != local else cached
+    try:  # even when the branch has not moved: this process has served none of it yet (changed_in)
+        snapshot = build_incremental(repo, cached, local)
     except Exception as exc:  # the full build's fallbacks handle a head that does not build
         log.warning("snapshot cache at %s, but the change to %s does not build (%s); building in full",
                     cached.commit[:12], local[:12], exc)
         return None
     derive_ms = (time.perf_counter() - started) * 1000
     moved = f", then its {sum(snapshot.changes.as_dict().values())} changed records up to {local[:12]} " \
-        f"in {derive_ms:.0f} ms" if snapshot is not cached else ""
+        f"in {derive_ms:.0f} ms" if cached.commit != local else ""
     log.info("loaded the snapshot of %s from %s in %.0f ms%s", cached.commit[:12], cache.path,
              loaded.read_ms, moved,
              extra={"commit": local, "cachedCommit": cached.commit, "records": snapshot.record_counts(),
