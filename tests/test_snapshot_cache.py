@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -233,3 +237,46 @@ def test_changed_in_commit_after_a_write_a_kill_and_a_restart_from_the_cache(wor
         assert health["servedCommit"] == write.commit
         assert health["revocations"]["changedInCommit"] == write.commit
         assert {s["changedInCommit"] for s in second.get("/api/sheets").data} == {write.commit}
+
+
+def test_a_start_removes_the_temporary_file_a_killed_save_left(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGKILL during a save (an OOM kill: the save holds a second copy of the snapshot)
+    skips every cleanup; the next start removes what it left, and only that."""
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from hotreload.data.cache import SnapshotCache
+from hotreload.data.snapshot import build_full
+from hotreload.git.repo import GitRepo
+repo = GitRepo({str(world.clone)!r})
+snap = build_full(repo, repo.branch_commit("published"))
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed with the file written, not renamed
+SnapshotCache(repo.path).save(snap)
+"""], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = [p.name for p in world.clone.glob(".hotreload-snapshot-*")]
+    assert len(left) == 1 and not (world.clone / CACHE_FILE).exists()
+    others = [".hotreload-snapshot-notours.txt", "hotreload-snapshot-abcd1234", ".hotreload-snapshot-abc"]
+    for name in others:  # names this service never makes
+        (world.clone / name).write_text("someone else's")
+    caplog.set_level(logging.INFO)
+    boot(world.settings()).close()
+    assert sorted(p.name for p in world.clone.glob("*hotreload-snapshot-*")) == sorted(others)
+    assert any(left[0] in r.getMessage() for r in caplog.records)
+    assert (world.clone / CACHE_FILE).exists()
+
+
+def test_a_save_without_room_on_the_volume_is_skipped_with_a_warning(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def almost_full(path: str) -> Any:
+        return shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", almost_full)
+    caplog.set_level(logging.INFO)
+    runtime = boot(world.settings())
+    try:  # serving, as without a cache; nothing written, nothing left behind
+        assert runtime.holder.current.commit == world.origin_head()
+        assert not list(world.clone.glob("*hotreload-snapshot*"))
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING and "free" in r.getMessage()]
+        assert warned and str(world.clone) in warned[0].getMessage()
+    finally:
+        runtime.close()

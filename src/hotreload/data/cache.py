@@ -15,8 +15,9 @@ their class (:func:`_constructor`): a third of what unpickling them cost (decisi
 
 It is written to a temporary file in the same directory, flushed to disk and
 renamed over the old one, so a crash leaves the old file or the new one, never
-half of one. Only the process holding the clone's instance lock writes it (at
-start, after a full build, and at a clean stop).
+half of one (and a temporary file, which the next start removes). Only the
+process holding the clone's instance lock writes it (at start, after a full
+build, and at a clean stop), and only when the volume has room for it.
 
 It is used only when every check passes; anything else is one log line saying
 why and a full build, never a wrong answer:
@@ -44,6 +45,8 @@ import logging
 import marshal
 import os
 import pickle
+import re
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -65,6 +68,10 @@ from hotreload.git.repo import GitRepo
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "hotreload-snapshot.cache"
+TEMPORARY = re.compile(r"\.hotreload-snapshot-[a-z0-9_]{8}\Z")
+"""The names of :meth:`SnapshotCache.save`'s temporary files (``mkstemp``'s eight characters)."""
+FREE_RESERVE = 64 * 2**20
+"""Free bytes a save leaves on the volume, for the clone's own writes."""
 MAGIC = b"hotreload-snapshot 2\n"
 MAX_HEADER = 4096
 
@@ -131,8 +138,9 @@ class SnapshotCache:
         self.holds = commit
         return Loaded(snap, (time.perf_counter() - started) * 1000)
 
-    def save(self, snap: Snapshot) -> float:
-        """Write ``snap`` as the cache (atomically); returns milliseconds taken."""
+    def save(self, snap: Snapshot) -> float | None:
+        """Write ``snap`` as the cache (atomically); returns milliseconds taken, or None
+        (and a warning) when the volume has no room for it."""
         started = time.perf_counter()
         image = snap.search.image()
         payload = _payload(snap)
@@ -141,7 +149,15 @@ class SnapshotCache:
         header = json.dumps({"stamp": code_stamp(), "commit": snap.commit, "tree": snap.tree,
                              "sha256": digest.hexdigest(), "payload": len(payload),
                              "search": len(image)}).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".hotreload-snapshot-", dir=os.path.dirname(self.path) or ".")
+        directory = os.path.dirname(self.path) or "."
+        size, free = len(header) + len(payload) + len(image), shutil.disk_usage(directory).free
+        if free < size + FREE_RESERVE:
+            log.warning("snapshot cache %s not written: it takes %.0f MB and the volume has %.0f MB free "
+                        "(%.0f MB are kept for the clone); a restart builds more until there is room",
+                        self.path, size / 2**20, free / 2**20, FREE_RESERVE / 2**20,
+                        extra={"bytes": size, "freeBytes": free})
+            return None
+        fd, tmp = tempfile.mkstemp(prefix=".hotreload-snapshot-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(MAGIC + header + b"\n")
@@ -165,6 +181,15 @@ class SnapshotCache:
         except Exception:  # no usable header
             return None
         return str(header.get("commit")) if header.get("stamp") == code_stamp() else None
+
+
+def remove_leftovers(directory: str) -> None:
+    """Remove the temporary files of saves that were killed before their rename
+    (SIGKILL skips every cleanup). Only with the clone's instance lock held."""
+    for name in os.listdir(directory):
+        if TEMPORARY.match(name):
+            os.unlink(os.path.join(directory, name))
+            log.warning("removed %s, left in %s by a snapshot cache save that was killed", name, directory)
 
 
 def _payload(snap: Snapshot) -> bytes:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from hotreload.config import ConfigError, Settings
-from hotreload.data.cache import SnapshotCache
+from hotreload.data.cache import SnapshotCache, remove_leftovers
 from hotreload.data.records import RecordError
 from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_full, build_incremental
 from hotreload.git.push import PushDaemon
@@ -174,8 +174,10 @@ def _save_cache(cache: SnapshotCache, holder: SnapshotHolder, when: str) -> None
         return
     try:
         took = cache.save(snapshot)
-    except Exception:  # a full disk, say: the next start builds in full
+    except Exception:  # the next start builds in full
         log.exception("could not write the snapshot cache %s", cache.path)
+        return
+    if took is None:  # no room: said why
         return
     log.info("wrote the snapshot cache at %s (%s) in %.0f ms", snapshot.commit[:12], when, took,
              extra={"commit": snapshot.commit, "writeMs": round(took, 1), "when": when})
@@ -250,6 +252,7 @@ def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int |
 def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_at_start: bool,
           listen_port: int | None) -> Runtime:
     repo.remove_stale_locks()  # a killed predecessor's: safe now that we hold the instance lock
+    remove_leftovers(repo.path)
     remote = settings.remote or origin_url(repo)
     branch = settings.branch or repo.head_branch()
     if branch is None:
