@@ -4,6 +4,7 @@ costs a full build. The oracle is always a full build of the same commit."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -19,6 +20,7 @@ from falcon import testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import hotreload
 from hotreload.api.app import create_app
 from hotreload.config import ConfigError, Settings
 from hotreload.corpus import make_corpus, write_corpus
@@ -280,3 +282,28 @@ def test_a_save_without_room_on_the_volume_is_skipped_with_a_warning(
         assert warned and str(world.clone) in warned[0].getMessage()
     finally:
         runtime.close()
+
+
+def test_the_code_stamp_changes_with_any_source_file_of_the_package_or_any_library_version(tmp_path: Path) -> None:
+    """A cache is read only by the code and libraries that wrote it: every module of
+    the package (ranking, layered maps, the git object reader the parser uses, ...),
+    every installed distribution's version, Python's and SQLite's."""
+    package = Path(hotreload.__file__).parent
+    versions = cache_module.installed_versions()
+    assert cache_module.code_stamp() == cache_module.stamp_of(str(package), versions)
+    for name in ("tomli", "msgspec", "sqlite-utils", "dulwich", "numpy", "tomlkit"):
+        assert f"{name} {importlib.metadata.version(name)}" in versions, name
+    copy = tmp_path / "hotreload"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    stamp = cache_module.stamp_of(str(copy), versions)
+    assert stamp == cache_module.code_stamp()
+    sources = sorted(copy.rglob("*.py"))
+    assert len(sources) > 40 and copy / "data" / "ranking.py" in sources and copy / "git" / "objects.py" in sources
+    for source in sources:
+        original = source.read_bytes()
+        source.write_bytes(original + b"\n")
+        assert cache_module.stamp_of(str(copy), versions) != stamp, source
+        source.write_bytes(original)
+    for i, version in enumerate(versions):
+        bumped = [*versions[:i], version + ".post1", *versions[i + 1:]]
+        assert cache_module.stamp_of(str(copy), bumped) != stamp, version

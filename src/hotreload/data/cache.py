@@ -22,9 +22,10 @@ build, and at a clean stop), and only when the volume has room for it.
 It is used only when every check passes; anything else is one log line saying
 why and a full build, never a wrong answer:
 
-* the first line and the ``stamp``: a hash of the code that decides what a
-  snapshot holds (this package's data modules, Python's and SQLite's versions),
-  so a cache written by other code is never read;
+* the first line and the ``stamp``: a hash of all the code that could read the
+  data differently (every source file of this package, every installed
+  distribution's version, Python's and SQLite's), so a cache written by other
+  code is never read;
 * the ``commit`` exists in the repository and its tree is the header's ``tree``;
 * the bytes' SHA-256 is the header's ``sha256`` (a torn or corrupted file).
 
@@ -38,7 +39,9 @@ from __future__ import annotations
 
 import functools
 import gc
+import glob
 import hashlib
+import importlib.metadata
 import itertools
 import json
 import logging
@@ -57,8 +60,7 @@ from typing import IO, Any
 
 import msgspec
 
-from hotreload import __version__
-from hotreload.data import facets, records, search, sheets, snapshot
+import hotreload
 from hotreload.data.facets import ProjectFacets
 from hotreload.data.records import RECORD_TYPES, Entry, Untyped
 from hotreload.data.search import SearchIndex
@@ -76,16 +78,30 @@ MAGIC = b"hotreload-snapshot 2\n"
 MAX_HEADER = 4096
 
 
+@functools.cache
 def code_stamp() -> str:
-    """What decides a snapshot's contents: the data modules' source (records,
-    sheets, snapshot, search, this one), the package, msgspec, Python and SQLite
-    versions. Any change to any of them makes every cache written before stale."""
+    """The stamp of the code running: taken once, so a deploy that replaces the
+    files under a running process does not stamp its cache as theirs."""
+    return stamp_of(os.path.dirname(hotreload.__file__), installed_versions())
+
+
+def stamp_of(package: str, versions: list[str]) -> str:
+    """A hash of every ``.py`` file under ``package`` (path and bytes), the library
+    ``versions``, Python's and SQLite's versions. The whole package, not the modules
+    that seem to shape a snapshot today: what they import changes, and a needless
+    full build after a deploy costs far less than a cache read by other code."""
     digest = hashlib.sha256()
-    for module in (records, sheets, snapshot, search, facets, sys.modules[__name__]):
-        with open(module.__file__ or "", "rb") as source:
-            digest.update(source.read())
-    digest.update(f"{__version__} {msgspec.__version__} {sys.version} {sqlite3.sqlite_version}".encode())
+    for path in sorted(glob.glob("**/*.py", root_dir=package, recursive=True)):
+        with open(os.path.join(package, path), "rb") as source:
+            digest.update(f"{path} ".encode() + hashlib.sha256(source.read()).digest())
+    digest.update("\n".join([*versions, sys.version, sqlite3.sqlite_version]).encode())
     return digest.hexdigest()
+
+
+def installed_versions() -> list[str]:
+    """``name version`` of every installed distribution (tomli, msgspec, sqlite-utils,
+    numpy, dulwich and what they use), sorted."""
+    return sorted({f"{dist.name} {dist.version}" for dist in importlib.metadata.distributions()})
 
 
 @dataclass(frozen=True)
