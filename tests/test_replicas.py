@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from falcon import testing
 from prometheus_client import generate_latest
 
+from hotreload.api.app import create_app
 from hotreload.api.auth import sign
 from hotreload.metrics import Metrics
 from hotreload.service.peers import FORWARDED_HEADER, Peer, PeerNotifier, is_local_address, resolve
@@ -82,6 +85,17 @@ def test_a_forward_is_the_same_body_freshly_signed_and_marked(peer: int) -> None
     assert headers["X-Request-Id"] == "trace-1234" and "Authorization" not in headers
 
 
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.01)
+
+
+def unresolved(metrics: Metrics) -> bool:
+    return 'hotreload_peer_forwards_total{result="unresolved"} 1.0' in generate_latest(metrics.registry).decode()
+
+
 def test_a_name_that_does_not_resolve_skips_the_fan_out_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     def fail(entries: Sequence[tuple[str, int]]) -> list[Peer]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -89,11 +103,43 @@ def test_a_name_that_does_not_resolve_skips_the_fan_out_and_says_so(caplog: pyte
     metrics = Metrics()
     notifier = PeerNotifier([("peers.invalid", 8080)], SECRET, metrics, own_port=8080, resolver=fail)
     try:
-        assert notifier.forward(b"", {}) == []
+        assert notifier.forward(b"", {}) == ["peers.invalid:8080"]
+        until(lambda: unresolved(metrics))
     finally:
         notifier.close()
-    assert 'hotreload_peer_forwards_total{result="unresolved"} 1.0' in generate_latest(metrics.registry).decode()
     assert any("cannot resolve peers.invalid:8080" in r.getMessage() for r in caplog.records)
+
+
+def test_the_webhook_answers_while_the_peers_names_are_still_resolving(world: World) -> None:
+    """A resolver that blocks (a DNS outage under ndots:5 takes seconds per name): the
+    webhook answers, reloaded, without waiting for it; the fan-out gives up after its timeout."""
+    resolving, release = threading.Event(), threading.Event()
+
+    def blocked(entries: Sequence[tuple[str, int]]) -> list[Peer]:
+        resolving.set()
+        release.wait(30)
+        return []
+
+    runtime = boot(world.settings())
+    runtime.peers = PeerNotifier([("peers.example", 8080)], SECRET, runtime.metrics, own_port=8080,
+                                 resolver=blocked, resolve_timeout_s=0.2)
+    client = testing.TestClient(create_app(runtime))
+    answers: list[testing.Result] = []
+    tip = world.commit_upstream({"projects/zz-peers.toml": project_toml("zz-peers", "Peers")})
+    caller = threading.Thread(target=lambda: answers.append(client.simulate_post(
+        "/api/_internal/reload-data", json={"commitHash": tip}, headers={"Authorization": f"Bearer {SECRET}"})))
+    try:
+        caller.start()
+        caller.join(10)
+        assert answers and not release.is_set(), "the webhook waited for the peers' DNS"
+        assert answers[0].status_code == 200 and answers[0].json["data"]["newCommit"] == tip
+        assert answers[0].json["data"]["peers"] == ["peers.example:8080"]
+        assert resolving.wait(5)  # resolved after all, off the request thread
+        until(lambda: unresolved(runtime.metrics))  # and given up on after 0.2 s
+    finally:
+        release.set()
+        caller.join()
+        runtime.close()
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ A webhook reaches one replica (GitHub, or the data repository's workflow, calls
 the Service, which picks one pod). That replica reloads itself and forwards the
 call to every other replica: the same body, signed afresh with its own secret
 (``X-Hub-Signature-256``), marked with ``X-Hotreload-Forwarded-By`` so the peer
-reloads but never forwards again. The forwards run in the background with short
-timeouts: the caller's answer (GitHub gives up after 10 s) never waits for them.
+reloads but never forwards again. The forwards, and the DNS lookups before them,
+run in the background with timeouts: the caller's answer (GitHub gives up after
+10 s) never waits for them.
 
-Membership is DNS: each ``host:port`` is resolved at every forward, to all of its
-addresses, so a Kubernetes headless Service's name lists the ready replicas as
-they come and go. A replica recognises itself (an address it can bind, with its
-own listening port) and skips it. There is no membership protocol of our own.
+Membership is DNS: each ``host:port`` is resolved at every forward (one lookup at
+a time, shared by the forwards that wait for it), to all of its addresses, so a
+Kubernetes headless Service's name lists the ready replicas as they come and go.
+A replica recognises itself (an address it can bind, with its own listening
+port) and skips it. There is no membership protocol of our own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hotreload.metrics import Metrics
@@ -35,6 +37,8 @@ CONNECT_TIMEOUT_S = 1.0
 TIMEOUT_S = 10.0
 """A forwarded call waits for the peer's reload (so its log says how it went);
 the caller of the original webhook never waits for it."""
+RESOLVE_TIMEOUT_S = 5.0
+"""A fan-out whose names are not resolved by then is skipped (the poll catches up)."""
 PASSED_HEADERS = ("X-GitHub-Event", "X-GitHub-Delivery", "Content-Type")
 
 
@@ -83,7 +87,8 @@ def _signature(secret: str, body: bytes) -> str:
 class PeerNotifier:
     def __init__(self, entries: Sequence[tuple[str, int]], secret: str | None, metrics: Metrics,
                  own_port: int | None = None, me: str | None = None,
-                 resolver: Callable[[Sequence[tuple[str, int]]], list[Peer]] = resolve) -> None:
+                 resolver: Callable[[Sequence[tuple[str, int]]], list[Peer]] = resolve,
+                 resolve_timeout_s: float = RESOLVE_TIMEOUT_S) -> None:
         self.entries = tuple(entries)
         self.secret = secret
         self.metrics = metrics
@@ -92,7 +97,11 @@ class PeerNotifier:
         self.me = me or f"{socket.gethostname()}:{own_port}"
         """How forwarded calls name their sender (X-Hotreload-Forwarded-By, in peers' logs)."""
         self._resolve = resolver
+        self.resolve_timeout_s = resolve_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="peer-forward")
+        self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-resolve")
+        self._lookup: Future[list[Peer]] | None = None
+        self._lock = threading.Lock()
         self._closed = threading.Event()
 
     @property
@@ -107,18 +116,9 @@ class PeerNotifier:
         return [p for p in self._resolve(self.entries) if not self.is_self(p)]
 
     def forward(self, body: bytes, headers: dict[str, str], trace_id: str | None = None) -> list[str]:
-        """Start forwarding ``body`` to every other peer; returns their names at once.
-        A name that does not resolve is logged and skips the fan-out (the poll,
-        ``CFP_DATA_POLL_SECONDS``, is the safety net)."""
+        """Start forwarding ``body`` to every other peer; returns the entries it goes to
+        at once, before their names are resolved (DNS can take seconds)."""
         if not self.enabled or self._closed.is_set():
-            return []
-        try:
-            peers = self.others()
-        except OSError as exc:
-            self.metrics.peer_forwards.labels("unresolved").inc()
-            log.warning("CFP_RELOAD_PEERS: cannot resolve %s: %s; peers are not notified (the poll "
-                        "catches them up)", ", ".join(f"{h}:{p}" for h, p in self.entries), exc,
-                        extra={"traceId": trace_id})
             return []
         assert self.secret is not None
         sent = {name: value for name, value in headers.items() if name in PASSED_HEADERS and value}
@@ -126,12 +126,34 @@ class PeerNotifier:
                      "Content-Type": sent.get("Content-Type", "application/json")})
         if trace_id:
             sent["X-Request-Id"] = trace_id
+        try:
+            self._pool.submit(self._fan_out, body, sent)
+        except RuntimeError:  # shutting down
+            return []
+        return [str(Peer(host, port)) for host, port in self.entries]
+
+    def _fan_out(self, body: bytes, headers: dict[str, str]) -> None:
+        """Resolve the entries (joining a lookup under way), then send to each other peer.
+        A name that does not resolve in time is logged and skips the fan-out (the poll,
+        ``CFP_DATA_POLL_SECONDS``, is the safety net)."""
+        with self._lock:
+            if self._lookup is None or self._lookup.done():
+                self._lookup = self._lookups.submit(self.others)
+            lookup = self._lookup
+        try:
+            peers = lookup.result(timeout=self.resolve_timeout_s)
+        except (OSError, TimeoutError) as exc:
+            self.metrics.peer_forwards.labels("unresolved").inc()
+            log.warning("CFP_RELOAD_PEERS: cannot resolve %s: %s; peers are not notified (the poll "
+                        "catches them up)", ", ".join(f"{h}:{p}" for h, p in self.entries),
+                        str(exc) or f"no answer in {self.resolve_timeout_s:g} s",
+                        extra={"traceId": headers.get("X-Request-Id")})
+            return
         for peer in peers:
             try:
-                self._pool.submit(self._send, peer, body, sent)
+                self._pool.submit(self._send, peer, body, headers)
             except RuntimeError:  # shutting down
                 break
-        return [str(p) for p in peers]
 
     def _send(self, peer: Peer, body: bytes, headers: dict[str, str]) -> None:
         conn = http.client.HTTPConnection(peer.address, peer.port, timeout=CONNECT_TIMEOUT_S)
@@ -159,3 +181,4 @@ class PeerNotifier:
     def close(self) -> None:
         self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._lookups.shutdown(wait=False, cancel_futures=True)
