@@ -3,6 +3,7 @@ self-recognition, the poll's decisions, and read-your-writes' bookkeeping."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from prometheus_client import generate_latest
 
 from hotreload.api.app import create_app
 from hotreload.api.auth import sign
+from hotreload.api.freshness import FETCH_INTERVAL_S
 from hotreload.metrics import Metrics
 from hotreload.service.peers import FORWARDED_HEADER, Peer, PeerNotifier, is_local_address, resolve
 from hotreload.service.runtime import Runtime, boot
@@ -185,3 +187,57 @@ def test_a_poll_of_an_unreachable_remote_reports_and_recovers(rt: Runtime, world
     finally:
         away.rename(world.origin)
     assert poller.poll_once() == "unchanged" and poller.status().last_error is None
+
+
+def min_commit_reloads(client: testing.TestClient) -> float:
+    metrics = client.simulate_get("/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("hotreload_reloads_total{") and 'trigger="min-commit"' in line)
+
+
+def test_reads_naming_unknown_commits_cannot_make_a_fetch_each(rt: Runtime) -> None:
+    """40 GETs with 40 random commit ids the remote never had: a bounded number of
+    reloads (one per interval), not 40; every read still answers (503, Retry-After)."""
+    client = testing.TestClient(create_app(rt))
+    rng = random.Random(32)
+    started = time.monotonic()
+    for _ in range(40):
+        resp = client.simulate_get("/api/projects", headers={"X-Data-Min-Commit": f"{rng.getrandbits(160):040x}"})
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    elapsed = time.monotonic() - started
+    assert 1 <= min_commit_reloads(client) <= 1 + elapsed / FETCH_INTERVAL_S, elapsed
+
+
+def test_min_commit_waits_hold_at_most_a_quarter_of_the_worker_threads(world: World) -> None:
+    """With the remote slow, 8 reads naming 8 unknown commits on 8 threads: 2 wait for the
+    one reload; the other 6 answer 503 with Retry-After at once, while it still runs."""
+    runtime = boot(world.settings(min_commit_wait_seconds=30.0))
+    client = testing.TestClient(create_app(runtime, threads=8))
+    fetching, release = threading.Event(), threading.Event()
+    fetch = runtime.repo.fetch_branch
+
+    def slow_fetch(*args: object) -> str | None:
+        fetching.set()
+        release.wait(30)
+        return fetch(*args)  # type: ignore[arg-type]
+
+    runtime.repo.fetch_branch = slow_fetch  # type: ignore[method-assign]
+    answers: list[testing.Result] = []
+
+    def read(i: int) -> None:
+        answers.append(client.simulate_get("/api/people", headers={"X-Data-Min-Commit": f"{i:040x}"}))
+
+    readers = [threading.Thread(target=read, args=(i + 1,)) for i in range(8)]
+    try:
+        for reader in readers:
+            reader.start()
+        until(lambda: len(answers) == 6)
+        assert fetching.is_set() and not release.is_set()
+        assert all(a.status_code == 503 and a.headers["Retry-After"] == "1" for a in answers)
+    finally:
+        release.set()
+        for reader in readers:
+            reader.join()
+        runtime.close()
+    assert len(answers) == 8 and all(a.status_code == 503 for a in answers)
+    assert min_commit_reloads(client) == 1

@@ -83,7 +83,7 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
     except (ConfigError, StartupError) as exc:
         server.close()
         return _fail(str(exc))
-    late.app = create_app(runtime)
+    late.app = create_app(runtime, threads)
 
     stopping = threading.Event()
 

@@ -95,11 +95,12 @@ class _Router:
                     setattr(self, name, getattr(resource, name))
 
 
-def create_app(runtime: Runtime) -> falcon.App[falcon.Request, falcon.Response]:
+def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request, falcon.Response]:
+    """The app; ``threads`` is the server's worker count (``--threads``)."""
     limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
     limited = AuthFailureMiddleware(limiter, runtime.metrics.auth_rate_limited.inc)
     middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited,
-                             MinCommitMiddleware(runtime)]
+                             MinCommitMiddleware(runtime, threads)]
     app = falcon.App(middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler

@@ -2,13 +2,15 @@
 
 A client that wrote through one replica got commit X (``X-Data-Commit``). On a
 later read it may send ``X-Data-Min-Commit: X``. A replica that serves X or a
-descendant of X answers as usual. One that does not starts a reload announcing X
-(single-flight with every other reload) and waits for it, up to
-``CFP_DATA_MIN_COMMIT_WAIT_SECONDS``; if it still does not serve X then, it
-answers 503 with ``Retry-After``, and the client retries (perhaps reaching a
-replica that has it). A commit the remote did not have at the last such reload is
-remembered briefly, so a stream of reads naming it does not become a stream of
-fetches.
+descendant of X answers as usual. One that does not waits, up to
+``CFP_DATA_MIN_COMMIT_WAIT_SECONDS``, for a reload (single-flight with every
+other reload); if it still does not serve X then, it answers 503 with
+``Retry-After``, and the client retries (perhaps reaching a replica that has it).
+
+Any reader may name any commit, so what it can make the replica do is bounded
+for all readers together: such reads share one reload, a new one starts at most
+once per ``FETCH_INTERVAL_S``, and at most a quarter of the worker threads wait
+for it; every other such read answers 503 at once.
 """
 
 from __future__ import annotations
@@ -26,18 +28,24 @@ from hotreload.service.runtime import Runtime
 HEADER = "X-Data-Min-Commit"
 _FULL_COMMIT = re.compile(r"\A[0-9a-fA-F]{40}\Z")
 RETRY_AFTER_S = 1
-MISSING_TTL_S = 2.0
-"""After a reload that did not bring X, reads naming X answer 503 without another
-reload for this long."""
+FETCH_INTERVAL_S = 1.0
+"""A commit not served after a reload that started less than this long ago answers
+503 without another reload (the remote did not have it at that fetch)."""
+WAITING_SHARE = 4
+"""At most 1/4 of the worker threads wait for a reload at once."""
 EXEMPT = ("/api/_internal/", "/metrics", "/api/openapi.json")
 
 
 class MinCommitMiddleware:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, threads: int) -> None:
         self.runtime = runtime
+        self.max_waiting = max(1, threads // WAITING_SHARE)
         self._contains: OrderedDict[tuple[str, str], bool] = OrderedDict()
-        self._missing: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._reload: threading.Event | None = None
+        """Set when the last reload started here has ended."""
+        self._reload_at = -FETCH_INTERVAL_S
+        self._waiting = 0
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         wanted = req.get_header(HEADER)
@@ -50,19 +58,19 @@ class MinCommitMiddleware:
         if self.serves(wanted):
             return
         metrics = self.runtime.metrics.min_commit_waits
-        deadline = time.monotonic() + self.runtime.settings.min_commit_wait_seconds
-        if not self._recently_missing(wanted):
-            done = self.runtime.reloader.reload_in_background(wanted, trigger="min-commit")
-            while not done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-                if self.serves(wanted):
-                    break
-                if time.monotonic() >= deadline:
-                    break
+        done = self._join(wanted)
+        if done is not None:
+            deadline = time.monotonic() + self.runtime.settings.min_commit_wait_seconds
+            try:
+                while not done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                    if self.serves(wanted) or time.monotonic() >= deadline:
+                        break
+            finally:
+                with self._lock:
+                    self._waiting -= 1
             if self.serves(wanted):
                 metrics.labels("served").inc()
                 return
-            if done.is_set():
-                self._remember_missing(wanted)
         metrics.labels("unavailable").inc()
         served = self.runtime.holder.current.commit
         raise ApiError(503, "service_unavailable",
@@ -70,6 +78,21 @@ class MinCommitMiddleware:
                        f"retry after {RETRY_AFTER_S} s (another replica may have it), or read without the header",
                        {"servedCommit": served, "minCommit": wanted},
                        headers={"Retry-After": str(RETRY_AFTER_S), "X-Data-Commit": served})
+
+    def _join(self, wanted: str) -> threading.Event | None:
+        """The reload to wait for: the one under way, else a new one unless one started
+        within ``FETCH_INTERVAL_S``; None (answer now) when it is too soon or enough
+        threads wait already."""
+        with self._lock:
+            if self._waiting >= self.max_waiting:
+                return None
+            if self._reload is None or self._reload.is_set():
+                if time.monotonic() - self._reload_at < FETCH_INTERVAL_S:
+                    return None
+                self._reload = self.runtime.reloader.reload_in_background(wanted, trigger="min-commit")
+                self._reload_at = time.monotonic()
+            self._waiting += 1
+            return self._reload
 
     def serves(self, wanted: str) -> bool:
         """Does the served snapshot contain ``wanted`` (it, or a descendant of it)?"""
@@ -87,15 +110,3 @@ class MinCommitMiddleware:
             while len(self._contains) > 4096:
                 self._contains.popitem(last=False)
         return contains
-
-    def _recently_missing(self, wanted: str) -> bool:
-        with self._lock:
-            at = self._missing.get(wanted)
-            return at is not None and time.monotonic() - at < MISSING_TTL_S
-
-    def _remember_missing(self, wanted: str) -> None:
-        with self._lock:
-            self._missing[wanted] = time.monotonic()
-            self._missing.move_to_end(wanted)
-            while len(self._missing) > 1024:
-                self._missing.popitem(last=False)
