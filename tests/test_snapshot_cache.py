@@ -134,6 +134,13 @@ DAMAGE = {
     "other code": (lambda p: _rewrite_header(p, stamp="0" * 64), "written by other code"),
     "odd header values": (lambda p: _rewrite_header(p, payload=[1]), "unreadable"),
     "a header nested deep": (lambda p: p.write_bytes(MAGIC + b"[" * 4000 + b"\n"), "unreadable"),
+    "empty": (lambda p: p.write_bytes(b""), "not a snapshot cache"),
+    "cut inside the header": (lambda p: p.write_bytes(p.read_bytes()[:len(MAGIC) + 20]), "header cut short"),
+    "a header that is not an object": (lambda p: p.write_bytes(MAGIC + b"[1, 2]\n"), "header is not an object"),
+    "a size far beyond the file": (lambda p: _rewrite_header(p, payload=2**50), "not the size its header says"),
+    "a negative size": (lambda p: _rewrite_header(p, search=-1), "header has no sizes"),
+    "a commit that is a tree": (lambda p: _rewrite_header(p, commit=json.loads(
+        p.read_bytes()[len(MAGIC):].split(b"\n", 1)[0])["tree"]), "which this repository does not have"),
 }
 
 

@@ -264,9 +264,9 @@ def _read_body(handle: IO[bytes], header: Mapping[str, Any]) -> tuple[bytes, byt
     payload_size, image_size = int(header.get("payload", -1)), int(header.get("search", -1))
     if payload_size < 0 or image_size < 0:
         raise ValueError("header has no sizes")
-    payload, image = handle.read(payload_size), handle.read(image_size)
-    if len(payload) != payload_size or len(image) != image_size or handle.read(1):
+    if payload_size + image_size != os.fstat(handle.fileno()).st_size - handle.tell():  # before reading
         raise ValueError("file is not the size its header says (cut short or appended to)")
+    payload, image = handle.read(payload_size), handle.read(image_size)
     digest = hashlib.sha256(payload)
     digest.update(image)
     if digest.hexdigest() != header.get("sha256"):
