@@ -56,14 +56,14 @@ def test_a_cached_snapshot_and_what_is_derived_from_it_equal_full_builds(
         cache = SnapshotCache(tmp)
         snap = build_full(repo, repo.branch_commit("published") or "")
         for i, ops in enumerate(steps):
-            cache.save(snap)
+            cache.save(snap, "test")
             commit = apply_ops(repo, snap, ops, seed + i)
-            loaded = cache.load(repo)
-            assert loaded is not None
-            assert loaded.snapshot.commit == snap.commit
-            assert ranked_state(loaded.snapshot) == ranked_state(build_full(repo, snap.commit))
-            derived = build_incremental(repo, loaded.snapshot, commit)
+            loaded = cache.load(repo, snap.commit)
+            assert loaded is not None and loaded.commit == snap.commit
+            assert ranked_state(loaded) == ranked_state(build_full(repo, snap.commit))
+            derived = build_incremental(repo, loaded, commit)
             assert snapshot_state(derived) == snapshot_state(build_full(repo, commit))
+            assert snapshot_state(cache.load(repo, commit) or pytest.fail("no cache")) == snapshot_state(derived)
             snap = derived
         repo.close()
 
@@ -158,8 +158,9 @@ def test_a_damaged_or_stale_cache_costs_a_full_build_never_a_wrong_answer(
         assert snapshot_state(runtime.holder.current) == snapshot_state(full_build(world, world.origin_head()))
         repo = GitRepo(str(world.clone))  # and a good one replaced it, though it named the same commit
         try:
-            assert (SnapshotCache(str(world.clone)).load(repo) or pytest.fail("not replaced")).snapshot.commit \
-                == world.origin_head()
+            head = world.origin_head()
+            assert SnapshotCache(str(world.clone)).names() == head, "not replaced"
+            assert SnapshotCache(str(world.clone)).load(repo, head) is not None
         finally:
             repo.close()
     finally:
@@ -259,7 +260,7 @@ from hotreload.git.repo import GitRepo
 repo = GitRepo({str(world.clone)!r})
 snap = build_full(repo, repo.branch_commit("published"))
 os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed with the file written, not renamed
-SnapshotCache(repo.path).save(snap)
+SnapshotCache(repo.path).save(snap, "killed")
 """], capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = [p.name for p in world.clone.glob(".hotreload-snapshot-*")]

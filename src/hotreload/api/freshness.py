@@ -15,10 +15,10 @@ for it; every other such read answers 503 at once.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
-from collections import OrderedDict
 
 import falcon
 
@@ -40,10 +40,11 @@ class MinCommitMiddleware:
     def __init__(self, runtime: Runtime, threads: int) -> None:
         self.runtime = runtime
         self.max_waiting = max(1, threads // WAITING_SHARE)
-        self._contains: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._is_ancestor = functools.lru_cache(maxsize=4096)(runtime.repo.is_ancestor)
         self._lock = threading.Lock()
-        self._reload: threading.Event | None = None
+        self._reload = threading.Event()
         """Set when the last reload started here has ended."""
+        self._reload.set()
         self._reload_at = -FETCH_INTERVAL_S
         self._waiting = 0
 
@@ -86,7 +87,7 @@ class MinCommitMiddleware:
         with self._lock:
             if self._waiting >= self.max_waiting:
                 return None
-            if self._reload is None or self._reload.is_set():
+            if self._reload.is_set():
                 if time.monotonic() - self._reload_at < FETCH_INTERVAL_S:
                     return None
                 self._reload = self.runtime.reloader.reload_in_background(wanted, trigger="min-commit")
@@ -97,16 +98,4 @@ class MinCommitMiddleware:
     def serves(self, wanted: str) -> bool:
         """Does the served snapshot contain ``wanted`` (it, or a descendant of it)?"""
         served = self.runtime.holder.current.commit
-        if served == wanted:
-            return True
-        key = (wanted, served)
-        with self._lock:
-            known = self._contains.get(key)
-        if known is not None:
-            return known
-        contains = self.runtime.repo.is_ancestor(wanted, served)  # False for a commit never fetched
-        with self._lock:
-            self._contains[key] = contains
-            while len(self._contains) > 4096:
-                self._contains.popitem(last=False)
-        return contains
+        return served == wanted or self._is_ancestor(wanted, served)  # False for a commit never fetched

@@ -29,8 +29,8 @@ why and a full build, never a wrong answer:
 * the ``commit`` exists in the repository and its tree is the header's ``tree``;
 * the bytes' SHA-256 is the header's ``sha256`` (a torn or corrupted file).
 
-Then the service derives the branch head's snapshot from it with the same
-incremental build a reload uses (O(change); nothing when the branch has not
+Then it derives the branch head's snapshot from it with the same incremental
+build a reload uses (O(change); everything shared when the branch has not
 moved). The cache is as trusted as the clone it sits in: anyone who can write
 it can already rewrite the data's refs.
 """
@@ -55,7 +55,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import IO, Any
 
 import msgspec
@@ -64,7 +63,7 @@ import hotreload
 from hotreload.data.facets import ProjectFacets
 from hotreload.data.records import RECORD_TYPES, Entry, Untyped
 from hotreload.data.search import SearchIndex
-from hotreload.data.snapshot import Changes, Snapshot, Table
+from hotreload.data.snapshot import Snapshot, Table, build_incremental
 from hotreload.git.repo import GitRepo
 
 log = logging.getLogger(__name__)
@@ -87,9 +86,7 @@ def code_stamp() -> str:
 
 def stamp_of(package: str, versions: list[str]) -> str:
     """A hash of every ``.py`` file under ``package`` (path and bytes), the library
-    ``versions``, Python's and SQLite's versions. The whole package, not the modules
-    that seem to shape a snapshot today: what they import changes, and a needless
-    full build after a deploy costs far less than a cache read by other code."""
+    ``versions``, Python's and SQLite's versions: all of it, decision 80 says why."""
     digest = hashlib.sha256()
     for path in sorted(glob.glob("**/*.py", root_dir=package, recursive=True)):
         with open(os.path.join(package, path), "rb") as source:
@@ -99,16 +96,8 @@ def stamp_of(package: str, versions: list[str]) -> str:
 
 
 def installed_versions() -> list[str]:
-    """``name version`` of every installed distribution (tomli, msgspec, sqlite-utils,
-    numpy, dulwich and what they use), sorted."""
+    """``name version`` of every installed distribution (tomli, msgspec, numpy, ...), sorted."""
     return sorted({f"{dist.name} {dist.version}" for dist in importlib.metadata.distributions()})
-
-
-@dataclass(frozen=True)
-class Loaded:
-    snapshot: Snapshot
-    """The cached snapshot, of the commit the cache names (not yet the branch head)."""
-    read_ms: float
 
 
 class SnapshotCache:
@@ -118,9 +107,11 @@ class SnapshotCache:
         """The commit this process last read the cache at, or wrote it for: the file is known
         good for it (a file naming a commit may still be damaged or from other code)."""
 
-    def load(self, repo: GitRepo) -> Loaded | None:
-        """The cached snapshot, or None (and one log line saying why) when there is
-        no cache or any check fails."""
+    def load(self, repo: GitRepo, head: str) -> Snapshot | None:
+        """The snapshot of ``head``, derived from the cached one (even when that is of
+        ``head``: this process has served none of it yet, see ``changed_in``), or None
+        and one log line saying why: no cache, a check fails, or the change since does
+        not build (the full build then finds out what to serve)."""
         started = time.perf_counter()
         try:
             with open(self.path, "rb") as handle:
@@ -147,16 +138,29 @@ class SnapshotCache:
                         self.path, commit[:12], tree[:12], actual[:12])
             return None
         try:
-            snap = _decode(commit, tree, payload, image, started)
+            cached = _decode(commit, tree, payload, image)
         except Exception as exc:  # a stamp collision or a bug: never worse than a full build
             log.warning("snapshot cache %s could not be decoded (%s); building in full", self.path, exc)
             return None
+        read_ms, started = (time.perf_counter() - started) * 1000, time.perf_counter()
+        try:
+            snap = build_incremental(repo, cached, head)
+        except Exception as exc:
+            log.warning("snapshot cache at %s, but the change to %s does not build (%s); building in full",
+                        commit[:12], head[:12], exc)
+            return None
+        derive_ms = (time.perf_counter() - started) * 1000
+        moved = f", then its {sum(snap.changes.as_dict().values())} changed records up to {head[:12]} " \
+            f"in {derive_ms:.0f} ms" if commit != head else ""
+        log.info("loaded the snapshot of %s from %s in %.0f ms%s", commit[:12], self.path, read_ms, moved,
+                 extra={"commit": head, "cachedCommit": commit, "records": snap.record_counts(),
+                        "readMs": round(read_ms, 1), "deriveMs": round(derive_ms, 1), "from": "cache"})
         self.holds = commit
-        return Loaded(snap, (time.perf_counter() - started) * 1000)
+        return snap
 
-    def save(self, snap: Snapshot) -> float | None:
-        """Write ``snap`` as the cache (atomically); returns milliseconds taken, or None
-        (and a warning) when the volume has no room for it."""
+    def save(self, snap: Snapshot, when: str) -> None:
+        """Write ``snap`` as the cache (atomically), and log it; a warning instead when
+        the volume has no room for it."""
         started = time.perf_counter()
         image = snap.search.image()
         payload = _payload(snap)
@@ -172,7 +176,7 @@ class SnapshotCache:
                         "(%.0f MB are kept for the clone); a restart builds more until there is room",
                         self.path, size / 2**20, free / 2**20, FREE_RESERVE / 2**20,
                         extra={"bytes": size, "freeBytes": free})
-            return None
+            return
         fd, tmp = tempfile.mkstemp(prefix=".hotreload-snapshot-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -186,7 +190,9 @@ class SnapshotCache:
             os.unlink(tmp)
             raise
         self.holds = snap.commit
-        return (time.perf_counter() - started) * 1000
+        took = (time.perf_counter() - started) * 1000
+        log.info("wrote the snapshot cache at %s (%s) in %.0f ms", snap.commit[:12], when, took,
+                 extra={"commit": snap.commit, "writeMs": round(took, 1), "when": when})
 
     def names(self) -> str | None:
         """The commit the cache file's header names, when this code wrote it (the body
@@ -274,7 +280,7 @@ def _read_body(handle: IO[bytes], header: Mapping[str, Any]) -> tuple[bytes, byt
     return payload, image
 
 
-def _decode(commit: str, tree: str, payload: bytes, image: bytes, started: float) -> Snapshot:
+def _decode(commit: str, tree: str, payload: bytes, image: bytes) -> Snapshot:
     enabled = gc.isenabled()
     gc.disable()  # a million new objects would start a collection every 700 of them
     try:
@@ -288,6 +294,4 @@ def _decode(commit: str, tree: str, payload: bytes, image: bytes, started: float
         raise ValueError("the payload's facets are not project facets")
     search_index = SearchIndex.from_image(image)
     return Snapshot(commit=commit, tree=tree, sheets=sheet_configs, config_blobs=config_blobs,
-                    tables=tables, indices=indices, search=search_index, facets=project_facets,
-                    changes=Changes(added=sum(len(t) for t in tables.values())),
-                    build_ms=(time.perf_counter() - started) * 1000)  # changed_in: nothing served yet
+                    tables=tables, indices=indices, search=search_index, facets=project_facets)

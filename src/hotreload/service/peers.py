@@ -8,15 +8,15 @@ reloads but never forwards again. The forwards, and the DNS lookups before them,
 run in the background with timeouts: the caller's answer (GitHub gives up after
 10 s) never waits for them.
 
-Membership is DNS: each ``host:port`` is resolved at every forward (one lookup at
-a time, shared by the forwards that wait for it), to all of its addresses, so a
-Kubernetes headless Service's name lists the ready replicas as they come and go.
-A replica recognises itself (an address it can bind, with its own listening
-port) and skips it. There is no membership protocol of our own.
+Membership is DNS: each ``host:port`` is resolved at every forward, to all of
+its addresses, so a Kubernetes headless Service's name lists the ready replicas
+as they come and go. A replica recognises itself (an address it can bind, with
+its own listening port) and skips it. There is no membership protocol of our own.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import http.client
@@ -24,7 +24,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hotreload.metrics import Metrics
@@ -61,22 +61,15 @@ def resolve(entries: Sequence[tuple[str, int]]) -> list[Peer]:
     return list(peers)
 
 
-_local: dict[str, bool] = {}
-
-
+@functools.cache
 def is_local_address(address: str) -> bool:
     """True when this host owns ``address``: only then can a socket be bound to it."""
-    known = _local.get(address)
-    if known is None:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
-                sock.bind((address, 0))
-            known = True
-        except OSError:
-            known = False
-        _local[address] = known
-    return known
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _signature(secret: str, body: bytes) -> str:
@@ -100,8 +93,6 @@ class PeerNotifier:
         self.resolve_timeout_s = resolve_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="peer-forward")
         self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-resolve")
-        self._lookup: Future[list[Peer]] | None = None
-        self._lock = threading.Lock()
         self._closed = threading.Event()
 
     @property
@@ -133,16 +124,14 @@ class PeerNotifier:
         return [str(Peer(host, port)) for host, port in self.entries]
 
     def _fan_out(self, body: bytes, headers: dict[str, str]) -> None:
-        """Resolve the entries (joining a lookup under way), then send to each other peer.
-        A name that does not resolve in time is logged and skips the fan-out (the poll,
+        """Resolve the entries (one lookup at a time), then send to each other peer. A name
+        that does not resolve in time is logged and skips the fan-out (the poll,
         ``CFP_DATA_POLL_SECONDS``, is the safety net)."""
-        with self._lock:
-            if self._lookup is None or self._lookup.done():
-                self._lookup = self._lookups.submit(self.others)
-            lookup = self._lookup
+        lookup = self._lookups.submit(self.others)
         try:
             peers = lookup.result(timeout=self.resolve_timeout_s)
         except (OSError, TimeoutError) as exc:
+            lookup.cancel()  # if still queued behind a lookup that hangs
             self.metrics.peer_forwards.labels("unresolved").inc()
             log.warning("CFP_RELOAD_PEERS: cannot resolve %s: %s; peers are not notified (the poll "
                         "catches them up)", ", ".join(f"{h}:{p}" for h, p in self.entries),

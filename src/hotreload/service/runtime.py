@@ -19,14 +19,13 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import IO
 
 from hotreload.config import ConfigError, Settings
 from hotreload.data.cache import SnapshotCache, remove_leftovers
 from hotreload.data.records import RecordError
-from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_full, build_incremental
+from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_full
 from hotreload.git.push import PushDaemon
 from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare, origin_url, redact
 from hotreload.git.upkeep import UpkeepDaemon
@@ -140,47 +139,16 @@ def _before_change(repo: GitRepo, commit: str, path: str) -> str | None:
     return None
 
 
-def _from_cache(cache: SnapshotCache, repo: GitRepo, local: str) -> Snapshot | None:
-    """The snapshot of ``local`` derived from the cached one (the incremental build a
-    reload uses, from the cache's commit), or None: no usable cache, or the change
-    since does not build (the full build then finds out what to serve)."""
-    loaded = cache.load(repo)
-    if loaded is None:
-        return None
-    cached = loaded.snapshot
-    started = time.perf_counter()
-    try:  # even when the branch has not moved: this process has served none of it yet (changed_in)
-        snapshot = build_incremental(repo, cached, local)
-    except Exception as exc:  # the full build's fallbacks handle a head that does not build
-        log.warning("snapshot cache at %s, but the change to %s does not build (%s); building in full",
-                    cached.commit[:12], local[:12], exc)
-        return None
-    derive_ms = (time.perf_counter() - started) * 1000
-    moved = f", then its {sum(snapshot.changes.as_dict().values())} changed records up to {local[:12]} " \
-        f"in {derive_ms:.0f} ms" if cached.commit != local else ""
-    log.info("loaded the snapshot of %s from %s in %.0f ms%s", cached.commit[:12], cache.path,
-             loaded.read_ms, moved,
-             extra={"commit": local, "cachedCommit": cached.commit, "records": snapshot.record_counts(),
-                    "readMs": round(loaded.read_ms, 1), "deriveMs": round(derive_ms, 1), "from": "cache"})
-    return snapshot
-
-
 def _save_cache(cache: SnapshotCache, holder: SnapshotHolder, when: str) -> None:
     """Write the served snapshot as the cache, unless this process read or wrote the
     cache at that commit already, or it is not the branch head (degraded). A failure
     is logged: the cache only ever saves time."""
-    snapshot = holder.current
-    if holder.degraded is not None or cache.holds == snapshot.commit:
+    if holder.degraded is not None or cache.holds == holder.current.commit:
         return
     try:
-        took = cache.save(snapshot)
+        cache.save(holder.current, when)
     except Exception:  # the next start builds in full
         log.exception("could not write the snapshot cache %s", cache.path)
-        return
-    if took is None:  # no room: said why
-        return
-    log.info("wrote the snapshot cache at %s (%s) in %.0f ms", snapshot.commit[:12], when, took,
-             extra={"commit": snapshot.commit, "writeMs": round(took, 1), "when": when})
 
 
 def open_repository(settings: Settings) -> GitRepo:
@@ -264,7 +232,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
                           f"(branches: {known or 'none'})")
     degraded = None
     cache = SnapshotCache(repo.path) if settings.snapshot_cache else None
-    snapshot = _from_cache(cache, repo, local) if cache is not None else None
+    snapshot = cache.load(repo, local) if cache is not None else None
     built_in_full = snapshot is None
     if snapshot is None:
         try:
