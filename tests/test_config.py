@@ -166,3 +166,52 @@ def test_replica_settings() -> None:
     assert settings.reload_peers == (("hotreload-peers.data.svc", 8080), ("fd00::7", 8080))
     assert settings.poll_seconds == 0.0 and settings.min_commit_wait_seconds == 5.0
     assert Settings.from_env({"CFP_DATA_REPO_PATH": "/x"}).poll_seconds == 60.0
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"CFP_DATA_NETWORK_TIMEOUT_SECONDS": "0"}, "CFP_DATA_NETWORK_TIMEOUT_SECONDS is '0'; it must be greater than 0"),
+    ({"CFP_DATA_PASSWORD_FILE": "/nonexistent/token"}, "CFP_DATA_PASSWORD_FILE is '/nonexistent/token', which is not a readable file"),
+    ({"CFP_DATA_SSH_KEY_FILE": "/nonexistent/key"}, "CFP_DATA_SSH_KEY_FILE is '/nonexistent/key'"),
+    ({"CFP_DATA_CA_FILE": "/nonexistent/ca.pem"}, "CFP_DATA_CA_FILE is '/nonexistent/ca.pem'"),
+    ({"CFP_TRUSTED_PROXIES": "10.0.0.0/8, ingress"}, "CFP_TRUSTED_PROXIES: 'ingress' is not an address or CIDR block"),
+    ({"CFP_HTTP_CONNECTION_LIMIT": "5"}, "CFP_HTTP_CONNECTION_LIMIT is '5'; it must be a whole number"),
+    ({"CFP_HTTP_IDLE_TIMEOUT_SECONDS": "1.5"}, "CFP_HTTP_IDLE_TIMEOUT_SECONDS is '1.5'; it must be a whole number"),
+    ({"CFP_LOG_LEVEL": "chatty"}, "CFP_LOG_LEVEL is 'chatty'; it must be DEBUG, INFO, WARNING or ERROR"),
+    ({"CFP_SHUTDOWN_DRAIN_SECONDS": "-2"}, "CFP_SHUTDOWN_DRAIN_SECONDS is '-2'"),
+])
+def test_bad_network_and_http_settings(world: World, env: dict[str, str], says: str) -> None:
+    assert says in error_line(serve(world.env(**env)))
+
+
+def test_network_and_http_settings(tmp_path: Path) -> None:
+    import ipaddress
+
+    from hotreload.config import ConfigError, Settings
+
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    settings = Settings.from_env({
+        "CFP_DATA_REPO_PATH": "/x", "CFP_DATA_USERNAME": "x-access-token", "CFP_DATA_PASSWORD_FILE": str(token),
+        "GIT_SSL_CAINFO": str(token), "GIT_SSH_COMMAND": "ssh -F /dev/null", "CFP_LOG_LEVEL": "debug",
+        "CFP_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7 ,fd00::/8", "CFP_HTTP_CONNECTION_LIMIT": "2000"})
+    assert settings.password_file == str(token) and settings.ca_file == str(token)
+    assert settings.ssh_command == "ssh -F /dev/null" and settings.log_level == "DEBUG"
+    assert settings.trusted_proxies == tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "192.168.1.7", "fd00::/8"))
+    defaults = Settings.from_env({"CFP_DATA_REPO_PATH": "/x"})
+    assert (defaults.network_timeout_s, defaults.http_connection_limit, defaults.http_idle_timeout_s,
+            defaults.shutdown_drain_s, defaults.trusted_proxies) == (30.0, 1000, 75, 0.0, ())
+    with pytest.raises(ConfigError, match="CFP_DATA_PASSWORD_FILE is set but CFP_DATA_USERNAME is not"):
+        Settings.from_env({"CFP_DATA_REPO_PATH": "/x", "CFP_DATA_PASSWORD_FILE": str(token)})
+
+
+def test_help_is_clean() -> None:
+    for command in ([], ["serve"], ["demo"], ["corpus"], ["upkeep"], ["simulate"]):
+        text = subprocess.run([sys.executable, "-m", "hotreload.cli", *command, "--help"],
+                              capture_output=True, text=True).stdout
+        assert "``" not in text and "(default: None)" not in text and "(default: False)" not in text, text
+        assert not any(line.count("(default:") > 1 for line in text.split("  --")), text
+        if command:  # every subcommand says what it does, beyond its usage line
+            assert len(text.split("\n\n")[1].split()) > 8, text
+    corpus = subprocess.run([sys.executable, "-m", "hotreload.cli", "corpus", "--help"], capture_output=True,
+                            text=True).stdout
+    assert "(default: 0)" in corpus and "--records RECORDS     how many records (10 or more)\n" in corpus

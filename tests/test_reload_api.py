@@ -93,7 +93,9 @@ def test_other_branch_is_400_naming_both(client: testing.TestClient) -> None:
 
 # -- 6-7: pre-check and reconcile ------------------------------------------------------
 
-def test_prechecked_commit_skips_fetch_and_lock(client: testing.TestClient, runtime: Runtime, world: World) -> None:
+def test_prechecked_commit_skips_fetch_and_lock(client: testing.TestClient, runtime: Runtime, world: World,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     served = runtime.holder.current.commit
     runtime.reloader.remote = str(world.root / "unreachable.git")  # a fetch would fail
     for commit_hash in (served, served[:7], served.upper()):
@@ -101,7 +103,10 @@ def test_prechecked_commit_skips_fetch_and_lock(client: testing.TestClient, runt
         assert resp.status_code == 200
         data = resp.json["data"]
         assert data["noChanges"] is True and data["outcome"] == "in-sync" and data["head"] == served
-        assert "durationMs" in data and "lockHeldMs" not in data
+        assert data["precheck"] is True and "durationMs" in data and "lockHeldMs" not in data
+    # in the seed's words, so its runbook's grep still finds the self-trigger
+    lines = [r.getMessage() for r in caplog.records if r.name == "hotreload.api.reload"]
+    assert len(lines) == 3 and all(m.startswith("hot-reload short-circuit: commit already served") for m in lines)
 
 
 def test_in_sync_without_body(client: testing.TestClient, runtime: Runtime) -> None:
@@ -224,6 +229,42 @@ def test_github_other_events_are_ignored_with_202(client: testing.TestClient, ev
     resp = github(client, event, payload)
     assert resp.status_code == 202
     assert resp.json["data"]["ignored"] is True and reason in resp.json["data"]["reason"]
+
+
+def gitlab(client: testing.TestClient, event: str, payload: object, token: str = SECRET) -> testing.Result:
+    return client.simulate_post(URL, body=json.dumps(payload).encode(), headers={
+        "X-Gitlab-Event": event, "X-Gitlab-Token": token, "Content-Type": "application/json"})
+
+
+def test_gitlab_push_hook_to_the_served_branch_reloads(client: testing.TestClient, world: World) -> None:
+    tip = world.commit_upstream({"projects/zz-gl.toml": project_toml("zz-gl", "From GitLab")})
+    payload = {"object_kind": "push", "ref": "refs/heads/published", "before": "1" * 40, "after": tip,
+               "checkout_sha": tip, "total_commits_count": 1}
+    assert gitlab(client, "Push Hook", payload, token="g" * 40).status_code == 401
+    resp = gitlab(client, "Push Hook", payload)
+    assert resp.status_code == 200 and resp.json["data"]["outcome"] == "fast-forwarded"
+    assert resp.json["data"]["newCommit"] == tip
+
+
+@pytest.mark.parametrize(("event", "payload", "reason"), [
+    ("Push Hook", {"ref": "refs/heads/main", "after": "a" * 40}, "not to the served branch"),
+    ("Push Hook", {"ref": "refs/heads/published", "after": "0" * 40}, "was deleted"),
+    ("Tag Push Hook", {"ref": "refs/tags/v1", "after": "a" * 40}, "GitLab event 'Tag Push Hook' is not handled"),
+])
+def test_gitlab_other_events_are_ignored_with_202(client: testing.TestClient, event: str, payload: object,
+                                                  reason: str) -> None:
+    resp = gitlab(client, event, payload)
+    assert resp.status_code == 202 and reason in resp.json["data"]["reason"]
+
+
+def test_a_generic_hmac_sender_without_a_github_event(client: testing.TestClient, world: World) -> None:
+    tip = world.commit_upstream({"projects/zz-hmac.toml": project_toml("zz-hmac", "Signed")})
+    raw = json.dumps({"commitHash": tip}).encode()
+    resp = client.simulate_post(URL, body=raw, headers={"X-Hub-Signature-256": sign(SECRET, raw),
+                                                         "Content-Type": "application/json"})
+    assert resp.status_code == 200 and resp.json["data"]["newCommit"] == tip
+    wrong = client.simulate_post(URL, body=raw, headers={"X-Hub-Signature-256": sign("z" * 40, raw)})
+    assert wrong.status_code == 401
 
 
 # -- observability -----------------------------------------------------------------------

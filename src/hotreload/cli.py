@@ -1,4 +1,5 @@
-"""``hotreload serve | demo | corpus | upkeep | simulate``."""
+"""The hotreload command: serve a gitsheets data repository from memory and reload it
+when its branch moves (serve), try it on sample data (demo), and the tools around it."""
 
 from __future__ import annotations
 
@@ -38,26 +39,10 @@ def _check_listen_options(host: str, port: int, threads: int) -> str | None:
     return None
 
 
-class _LateApp:
-    """The WSGI app handed to waitress before the data is loaded, so the port is
-    bound (and a busy port reported) first; it serves the real app once set."""
-
-    def __init__(self) -> None:
-        self.app: Any = None
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if self.app is None:  # only reachable if a request slips in before run()
-            start_response("503 Service Unavailable", [("Content-Type", "application/json")])
-            return [b'{"success": false, "error": {"code": "service_unavailable", "message": "starting"}}']
-        return self.app(environ, start_response)
-
-
-def _serve(settings: Settings, host: str, port: int, threads: int,
-           banner: str | None = None) -> int:
-    import waitress
-
-    from hotreload.api.app import MAX_REQUEST_BODY, create_app
-    from hotreload.service.runtime import StartupError, boot
+def _serve(settings: Settings, host: str, port: int, threads: int, banner: str | None = None) -> int:
+    """Bind the port and serve at once (503 ``starting`` while the data loads on another
+    thread), then the app; stop on SIGTERM or SIGINT (hotreload/server.py)."""
+    from hotreload.server import MAX_BODY, Gate, make_server
 
     problem = _check_listen_options(host, port, threads)
     if problem:
@@ -68,49 +53,62 @@ def _serve(settings: Settings, host: str, port: int, threads: int,
     # 30-32 ms (docs/benchmarks.md; specs/decisions.md, 40).
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
     started = time.perf_counter()
-    late = _LateApp()
+    gate = Gate()
     try:
-        # bodies over the largest route limit are refused by waitress unread; poll(), not
-        # select(), which raises (and ended waitress's loop) once a socket's descriptor
-        # number passes 1023 (decision 66)
-        server = waitress.create_server(late, host=host, port=port, threads=threads,
-                                        ident="hotreload", clear_untrusted_proxy_headers=True,
-                                        max_request_body_size=MAX_REQUEST_BODY, asyncore_use_poll=True)
+        server = make_server(gate, host, port, threads, settings.http_connection_limit,
+                             settings.http_idle_timeout_s, MAX_BODY, bool(settings.trusted_proxies))
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
-    try:
-        runtime = boot(settings, listen_port=int(server.effective_port))  # waitress gives a str
-    except (ConfigError, StartupError) as exc:
-        server.close()
-        return _fail(str(exc))
-    late.app = create_app(runtime, threads)
+    bound = int(server.effective_port)  # waitress gives a str
+    log.info("listening on %s:%s; answering 503 until the data is loaded", host, bound)
+    outcome: dict[str, Any] = {}
 
-    stopping = threading.Event()
+    def start() -> None:
+        from hotreload.api.app import create_app  # after the bind: importing the app takes ~0.5 s
+        from hotreload.service.runtime import StartupError, boot
+
+        try:
+            runtime = outcome["runtime"] = boot(settings, listen_port=bound, phase=gate.starting)
+            gate.app = create_app(runtime, threads)
+        except (ConfigError, StartupError) as exc:
+            outcome["error"] = str(exc)
+        except BaseException as exc:
+            log.exception("start-up failed")
+            outcome["error"] = f"start-up failed: {exc}"
+        if "error" in outcome:
+            server.stop()
+            return
+        log.info("serving %s on http://%s:%s (ready in %.0f ms)", runtime.branch, host, bound,
+                 (time.perf_counter() - started) * 1000,
+                 extra={"servedCommit": runtime.holder.current.commit, "threads": threads})
+        if banner:
+            print(banner, file=sys.stderr, flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("stopping (signal %d)", signum)
-        stopping.set()
-        server.close()
+        log.info("stopping (signal %d): health answers 503 now, the listener closes in %g s",
+                 signum, settings.shutdown_drain_s)
+        outcome["stopping"] = True
+        gate.stopping = True
+        server.stop(settings.shutdown_drain_s if signum == signal.SIGTERM else 0.0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("serving %s on http://%s:%s (ready in %.0f ms)", runtime.branch, host,
-             server.effective_port, (time.perf_counter() - started) * 1000,
-             extra={"servedCommit": runtime.holder.current.commit, "threads": threads})
-    if banner:
-        print(banner, file=sys.stderr, flush=True)
+    threading.Thread(target=start, name="start", daemon=True).start()
     try:
         server.run()
     except (OSError, ValueError) as exc:
-        if not stopping.is_set():  # not closed by the signal handler
+        if "stopping" not in outcome:
             log.error("the server's listening loop failed: %s; stopping, with exit status 1, so that a "
                       "supervisor restarts the service", exc, exc_info=True)
     else:
-        if not stopping.is_set():
+        if "stopping" not in outcome and "error" not in outcome:
             log.error("the server's listening loop ended by itself; stopping, with exit status 1")
     finally:
-        runtime.close()
-    return 0 if stopping.is_set() else 1
+        if "runtime" in outcome:
+            outcome["runtime"].close()
+    if "error" in outcome:
+        return _fail(outcome["error"])
+    return 0 if "stopping" in outcome else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -118,6 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
     except ConfigError as exc:
         return _fail(str(exc))
+    logging.getLogger().setLevel(settings.log_level)
     return _serve(settings, args.host, args.port, args.threads)
 
 
@@ -174,13 +173,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "try:",
         f"  curl -s '{base}/api/projects?q=transit&perPage=3'",
         f"  curl -s {base}/api/health",
-        f"  hotreload demo --dir {args.dir} --port {args.port} --push-change   # in another terminal",
+        f"  {_this_command()} demo --dir {args.dir} --port {args.port} --push-change   # in another terminal",
         "  " + _reload_curl(args.port, d.secret, None),
         f"  curl -s -X POST {base}/api/projects -H 'Authorization: Bearer {d.write_token}' "
         "-H 'Content-Type: application/json' -d '{\"slug\": \"my-transit-app\", \"title\": \"My Transit App\"}'",
         "",
     ])
     return _serve(d.settings(), args.host, args.port, args.threads, banner)
+
+
+def _this_command() -> str:
+    """How this command was started, to print lines that run it again: the script's path
+    as typed (``.venv/bin/hotreload`` under make), ``hotreload`` when found on the PATH."""
+    script = sys.argv[0]
+    if os.path.basename(script) != "hotreload":
+        return f"{sys.executable} -m hotreload.cli"
+    return "hotreload" if os.sep not in script else script
 
 
 def _reload_curl(port: int, secret: str, commit: str | None) -> str:
@@ -224,11 +232,21 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Help(argparse.HelpFormatter):
+    """Each option's default after its help, once, and only where there is one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or any(action.default is x for x in (None, False, argparse.SUPPRESS)) or "default" in text:
+            return text
+        return f"{text} (default: {action.default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hotreload", description=__doc__)
+    parser = argparse.ArgumentParser(prog="hotreload", description=__doc__, formatter_class=_Help)
     parser.add_argument("--version", action="version", version=f"hotreload {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = _Help
 
     def listen_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
@@ -243,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="serve an embedded sample repository (made on first run)",
-                          formatter_class=fmt)
+                          description="Make a sample data repository (an origin and the service's clone) "
+                                      "on the first run, print the secret and curl lines to try, and serve "
+                                      "it; --push-change, from a second terminal, commits a new project to "
+                                      "the origin.", formatter_class=fmt)
     demo.add_argument("--dir", default=".hotreload-demo", help="where the demo origin and clone live")
     demo.add_argument("--records", type=int, default=2000, help="size of the sample corpus (first run)")
     listen_options(demo)
@@ -252,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     corpus = sub.add_parser("corpus", help="write a synthetic gitsheets repository of N records",
+                            description="Write a bare gitsheets repository of N valid records (projects, "
+                                        "people, tags, memberships) as one pack, for benchmarks and trials.",
                             formatter_class=fmt)
     corpus.add_argument("--records", type=int, required=True, help="how many records (10 or more)")
     corpus.add_argument("--out", required=True, help="path of the new bare repository (PATH.git)")
@@ -262,11 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "write TOML by hand (aligned keys, literal and multi-line strings, comments)")
     corpus.add_argument("--history", type=int, default=0, metavar="N",
                         help="then add N one-record commits, as N writes through the API would, "
-                             "and pack like `git gc` (needs the git binary; default: 0)")
+                             "and pack like git gc (needs the git binary)")
     corpus.set_defaults(func=cmd_corpus)
 
     upkeep = sub.add_parser(
         "upkeep", help="pack loose objects and rewrite the commit-graph now (safe while serving)",
+        description="Pack the clone's loose objects, delete the packed ones, and rewrite the "
+                    "commit-graph, as the service does every CFP_DATA_UPKEEP_SECONDS; safe while it serves.",
         formatter_class=fmt)
     upkeep.add_argument("--repo", help="the bare clone (default: $CFP_DATA_REPO_PATH)")
     upkeep.add_argument("--auto", action="store_true",
@@ -275,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     upkeep.set_defaults(func=cmd_upkeep)
 
     simulate = sub.add_parser("simulate", help="run simulator scenarios against a real server",
-                              formatter_class=fmt)
+                              description="Run scripted git histories (simulator/scenarios/*.toml) against "
+                                          "a real hotreload serve, check the invariants after every step, "
+                                          "and print a report table.", formatter_class=fmt)
     simulate.add_argument("scenarios", nargs="*", help="scenario names or .toml paths (default: all)")
     simulate.add_argument("--json", help="also write a JSON report to this file")
     simulate.add_argument("-v", "--verbose", action="store_true", help="print each step as it runs")

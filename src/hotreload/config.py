@@ -6,6 +6,7 @@ variable to fix; ``hotreload serve`` prints that one line and exits non-zero.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -44,6 +45,24 @@ class Settings:
     snapshot_cache: bool = True
     """Keep the built snapshot in the clone (``hotreload-snapshot.cache``) so a restart
     costs the change since, not a full build."""
+    network_timeout_s: float = 30.0
+    """Connect, each read, and each fetch, push or ls-remote as a whole (a first clone: 10x)."""
+    username: str | None = None
+    password_file: str | None = None
+    """Read at every network operation: a rotated Secret needs no restart."""
+    ssh_key_file: str | None = None
+    ssh_known_hosts_file: str | None = None
+    ssh_command: str | None = None
+    """``GIT_SSH_COMMAND``, as git reads it."""
+    ca_file: str | None = None
+    """``CFP_DATA_CA_FILE``, else git's ``GIT_SSL_CAINFO``: the CA bundle for https remotes."""
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Peers whose ``Forwarded``/``X-Forwarded-For`` name the client."""
+    http_connection_limit: int = 1000
+    http_idle_timeout_s: int = 75
+    shutdown_drain_s: float = 0.0
+    """After SIGTERM: health answers 503 at once, the listener closes this much later."""
+    log_level: str = "INFO"
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -81,10 +100,15 @@ class Settings:
         if peers and secret is None:
             raise ConfigError("CFP_RELOAD_PEERS is set but CFP_DATA_RELOAD_SECRET is not: forwarded webhooks "
                               "are signed with that secret, and every replica needs the same one")
-        raw_limit = env.get("CFP_AUTH_FAILURES_PER_MINUTE", "").strip() or "30"
-        if not re.fullmatch(r"[0-9]{1,6}", raw_limit):
-            raise ConfigError(f"CFP_AUTH_FAILURES_PER_MINUTE is {raw_limit!r}; it must be a whole number "
-                              "(failed authentications per client address and minute; 0 disables)")
+        failures = _whole(env, "CFP_AUTH_FAILURES_PER_MINUTE", 30, 0,
+                          "failed authentications per client address and minute; 0 disables")
+        username, password_file = get("CFP_DATA_USERNAME"), _file(env, "CFP_DATA_PASSWORD_FILE")
+        if password_file and not username:
+            raise ConfigError("CFP_DATA_PASSWORD_FILE is set but CFP_DATA_USERNAME is not: set the user name "
+                              "the password belongs to (for a GitHub token, any name, e.g. x-access-token)")
+        log_level = (get("CFP_LOG_LEVEL") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"CFP_LOG_LEVEL is {env['CFP_LOG_LEVEL']!r}; it must be DEBUG, INFO, WARNING or ERROR")
         return cls(
             repo_path=repo_path,
             remote=get("CFP_DATA_REMOTE"),
@@ -95,12 +119,26 @@ class Settings:
             push_backoff_seconds=backoff,
             push_backoff_cap_seconds=backoff_cap,
             upkeep_seconds=upkeep,
-            auth_failures_per_minute=int(raw_limit),
+            auth_failures_per_minute=failures,
             switch_interval_ms=switch,
             poll_seconds=poll,
             reload_peers=peers,
             min_commit_wait_seconds=min_commit_wait,
             snapshot_cache=snapshot_cache,
+            network_timeout_s=_positive_float(env, "CFP_DATA_NETWORK_TIMEOUT_SECONDS", 30.0),
+            username=username,
+            password_file=password_file,
+            ssh_key_file=_file(env, "CFP_DATA_SSH_KEY_FILE"),
+            ssh_known_hosts_file=_file(env, "CFP_DATA_SSH_KNOWN_HOSTS_FILE"),
+            ssh_command=get("GIT_SSH_COMMAND"),
+            ca_file=_file(env, "CFP_DATA_CA_FILE") or _file(env, "GIT_SSL_CAINFO"),
+            trusted_proxies=parse_networks(env.get("CFP_TRUSTED_PROXIES", "")),
+            http_connection_limit=_whole(env, "CFP_HTTP_CONNECTION_LIMIT", 1000, 10,
+                                         "open HTTP connections at most, 10 or more"),
+            http_idle_timeout_s=_whole(env, "CFP_HTTP_IDLE_TIMEOUT_SECONDS", 75, 1,
+                                       "whole seconds a connection may stay idle, 1 or more"),
+            shutdown_drain_s=_positive_float(env, "CFP_SHUTDOWN_DRAIN_SECONDS", 0.0, allow_zero=True),
+            log_level=log_level,
         )
 
 
@@ -122,6 +160,39 @@ def parse_peers(raw: str) -> tuple[tuple[str, int], ...]:
                               "hotreload-peers.data.svc.cluster.local:8080, 10.0.0.7:8080 or [fd00::7]:8080)")
         peers.append((match.group("v6") or match.group("host"), port))
     return tuple(dict.fromkeys(peers))
+
+
+def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``CFP_TRUSTED_PROXIES``: comma-separated addresses or CIDR blocks."""
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if item:
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"CFP_TRUSTED_PROXIES: {item!r} is not an address or CIDR block (for example "
+                                  "10.0.0.0/8, 192.168.1.7 or fd00::/8)") from None
+    return tuple(networks)
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    """A path a setting names, which must be a readable file now (it is read again at use)."""
+    path = env.get(name, "").strip()
+    if not path:
+        return None
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ConfigError(f"{name} is {path!r}, which is not a readable file; mount the Secret there or "
+                          "unset the variable")
+    return path
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, least: int, meaning: str) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"[0-9]{1,7}", raw) or int(raw) < least:
+        raise ConfigError(f"{name} is {raw!r}; it must be a whole number ({meaning})")
+    return int(raw)
 
 
 _TOKEN_CHARS = re.compile(r"\A[!-~]+\Z")  # what an Authorization: Bearer header can carry

@@ -95,3 +95,8 @@ class Metrics:
     def watch_push_pending(self, pending: Callable[[], int]) -> None:
         self.registry.register(_GaugeCollector(
             "hotreload_push_pending", "Local commits the remote is not known to have", lambda: float(pending())))
+
+    def watch_reload_in_flight(self, seconds: Callable[[], float]) -> None:
+        self.registry.register(_GaugeCollector(
+            "hotreload_reload_in_flight_seconds", "How long the reload running now has run (0: none runs)",
+            seconds))

@@ -98,7 +98,7 @@ class _Router:
 def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request, falcon.Response]:
     """The app; ``threads`` is the server's worker count (``--threads``)."""
     limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
-    limited = AuthFailureMiddleware(limiter, runtime.metrics.auth_rate_limited.inc)
+    limited = AuthFailureMiddleware(limiter, runtime.settings.trusted_proxies, runtime.metrics.auth_rate_limited.inc)
     middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited,
                              MinCommitMiddleware(runtime, threads)]
     app = falcon.App(middleware=middleware, cors_enable=False)

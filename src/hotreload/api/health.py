@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -50,6 +52,10 @@ class HealthResource:
             poll.update(intervalS=polled.interval_s, lastAt=polled.last_at, lastResult=polled.last_result)
             if polled.last_error:
                 poll["lastError"] = polled.last_error
+        flight = rt.reloader.in_flight()
+        reloading = None if flight is None else {
+            "trigger": flight.trigger, "secondsSoFar": round(time.time() - flight.since, 1),
+            "since": dt.datetime.fromtimestamp(flight.since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         reasons = [r for r in (rt.holder.degraded, last.error if last is not None else None) if r]
         resp.set_header("X-Data-Commit", snap.commit)
         resp.media = {"success": True, "data": {
@@ -61,6 +67,7 @@ class HealthResource:
             "records": snap.record_counts(),
             "revocations": snap.cached("health-revocations", _revocations),
             "lastReload": last_reload,
+            "reloading": reloading,
             "push": push,
             "poll": poll,
         }}

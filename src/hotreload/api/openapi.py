@@ -102,7 +102,8 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/health": {"get": {"operationId": "getHealth",
                                 "summary": "Service health, served and head commits, last reload",
-                                "responses": {"200": _ok("Health", _ref("Health"))}}},
+                                "responses": {"200": _ok("Health", _ref("Health")), "503": _error(
+                                    "Not serving: `starting` (loading the data) or `stopping` (after SIGTERM)")}}},
         "/api/projects": {
             "get": {"operationId": "listProjects", "summary": "List projects with facets",
                     "parameters": [
@@ -284,6 +285,7 @@ def document() -> dict[str, Any]:
                                                       "additionalProperties": {"type": "integer"}},
                                           "degraded": {"type": "array", "items": STRING},
                                           "lastReload": {"type": ["object", "null"]},
+                                          "reloading": {"type": ["object", "null"]},
                                           "push": {"type": "object"},
                                           "poll": {"type": "object", "properties": {
                                               "enabled": {"type": "boolean"}, "intervalS": {"type": "number"},

@@ -1,32 +1,70 @@
-"""A limit on failed authentication, per client address, on every route that
-takes a token (the webhook and the writes): after ``limit`` failures (401s)
-within ``window_s`` seconds, that address gets 429 with ``Retry-After`` until the
-oldest failure leaves the window.
+"""A limit on failed authentication, per client, on every route that takes a token
+(the webhook and the writes): once a client has ``limit`` failures (401s) within
+``window_s`` seconds, its failures answer 429 with ``Retry-After`` instead of 401,
+until it stops failing for a window.
 
-While an address is blocked its calls are refused before the token is checked:
-checking first would tell a guesser which token is right at full speed (200
-against 429), which is the oracle the limit exists to slow. Successful calls
-never count, so a CI burst of correctly signed webhooks is never limited; only
-an address that keeps failing is.
+The credentials of every call are checked, limited client or not, in constant time:
+a correct GitHub delivery, or a correct write, is never refused because someone
+guessing shares its address (a NAT, a proxy). The limit does not hide which token
+is right; it does not need to: a secret is at least 32 characters (~190 bits from
+``openssl rand -base64 48``), beyond any online guessing. What it does is turn a
+stream of wrong tokens into one clear signal (429, ``hotreload_auth_rate_limited_total``).
+
+The client is the peer's address, or, when the peer is one of ``CFP_TRUSTED_PROXIES``,
+the address that peer names in ``Forwarded`` or ``X-Forwarded-For``: the rightmost one
+that is not itself a trusted proxy. From any other peer those headers change nothing.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
 
-from hotreload.api.errors import ApiError
+from hotreload.api.errors import envelope
 
 MAX_TRACKED = 10_000
-"""Addresses remembered at once (the least recently failing are forgotten first)."""
+"""Clients remembered at once (the least recently failing are forgotten first)."""
 
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
+
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+_FORWARDED_FOR = re.compile(r'for=("[^"]*"|[^;,\s]+)', re.IGNORECASE)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in one hop: ``192.0.2.7``, ``"192.0.2.7:4711"``, ``"[2001:db8::7]:4711"``."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:text.find("]")]
+    elif text.count(":") == 1:
+        text = text.split(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(peer: str, forwarded: str | None, forwarded_for: str | None, trusted: Networks) -> str:
+    """The client a request comes from (see the module's docstring)."""
+    address = _address(peer)
+    if not trusted or address is None or not any(address in net for net in trusted):
+        return peer
+    hops = _FORWARDED_FOR.findall(forwarded) if forwarded else (forwarded_for or "").split(",")
+    for hop in reversed(hops):
+        named = _address(hop)
+        if named is None:  # "unknown", an obfuscated name: nothing further can be believed
+            return peer
+        if not any(named in net for net in trusted):
+            return str(named)
+    return peer
 
 
 class FailureLimiter:
@@ -37,63 +75,64 @@ class FailureLimiter:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def retry_after(self, address: str) -> float | None:
-        """Seconds until ``address`` may try again, or None if it is not blocked."""
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until ``client``'s failures are back under the limit, or None if they are."""
         if self.limit <= 0:
             return None
         with self._lock:
-            failures = self._prune(address)
+            failures = self._prune(client)
             if failures is None or len(failures) < self.limit:
                 return None
-            return max(0.0, failures[len(failures) - self.limit] + self.window - self._clock())
+            return max(0.0, failures[0] + self.window - self._clock())
 
-    def record_failure(self, address: str) -> None:
+    def record_failure(self, client: str) -> None:
         if self.limit <= 0:
             return
         with self._lock:
-            failures = self._prune(address)
+            failures = self._prune(client)
             if failures is None:
-                failures = self._failures[address] = deque()
+                failures = self._failures[client] = deque(maxlen=self.limit)  # the last `limit` suffice
             failures.append(self._clock())
-            self._failures.move_to_end(address)
+            self._failures.move_to_end(client)
             while len(self._failures) > MAX_TRACKED:
                 self._failures.popitem(last=False)
 
-    def _prune(self, address: str) -> deque[float] | None:
-        failures = self._failures.get(address)
+    def _prune(self, client: str) -> deque[float] | None:
+        failures = self._failures.get(client)
         if failures is None:
             return None
         cutoff = self._clock() - self.window
         while failures and failures[0] <= cutoff:
             failures.popleft()
         if not failures:
-            del self._failures[address]
+            del self._failures[client]
             return None
         return failures
 
 
 class AuthFailureMiddleware:
-    """Applies a :class:`FailureLimiter` to the token-taking routes."""
+    """Applies a :class:`FailureLimiter` to the token-taking routes' 401s."""
 
-    def __init__(self, limiter: FailureLimiter, on_limited: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, limiter: FailureLimiter, trusted: Networks = (),
+                 on_limited: Callable[[], None] = lambda: None) -> None:
         self.limiter = limiter
+        self.trusted = trusted
         self.on_limited = on_limited
-
-    @staticmethod
-    def _takes_a_token(req: falcon.Request) -> bool:
-        return req.path.startswith("/api/") and req.method in WRITE_METHODS
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self._takes_a_token(req):
-            return
-        wait = self.limiter.retry_after(req.remote_addr or "unknown")
-        if wait is not None:
-            self.on_limited()
-            raise ApiError(429, "too_many_requests",
-                           f"too many failed authentications from this address; retry in {math.ceil(wait)} s",
-                           headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        if self._takes_a_token(req) and str(resp.status).startswith("401"):
-            self.limiter.record_failure(req.remote_addr or "unknown")
+        if not (req.path.startswith("/api/") and req.method in WRITE_METHODS and str(resp.status).startswith("401")):
+            return
+        client = client_address(req.remote_addr or "unknown", req.get_header("Forwarded"),
+                                req.get_header("X-Forwarded-For"), self.trusted)
+        blocked = self.limiter.retry_after(client) is not None
+        self.limiter.record_failure(client)
+        wait = self.limiter.retry_after(client)
+        if not blocked or wait is None:
+            return
+        self.on_limited()
+        resp.status = 429
+        resp.delete_header("WWW-Authenticate")
+        resp.set_header("Retry-After", str(max(1, math.ceil(wait))))
+        resp.media = envelope("too_many_requests", "too many failed authentications from this client; retry "
+                              f"in {math.ceil(wait)} s", str(req.context.get("trace_id") or ""), None)

@@ -14,9 +14,9 @@ from typing import Any
 
 import falcon
 
-from hotreload.api import auth, github
+from hotreload.api import auth, hooks
 from hotreload.api.errors import ApiError, bad_request, parse_json
-from hotreload.service.peers import FORWARDED_HEADER
+from hotreload.service.peers import FORWARDED_HEADER, PASSED_HEADERS
 from hotreload.service.reloader import FetchFailed, RebuildFailed, ReloadResult
 from hotreload.service.runtime import Runtime
 
@@ -81,7 +81,7 @@ def parse_reload_body(raw: bytes, served_branch: str) -> str | None:
 def render(result: ReloadResult) -> dict[str, Any]:
     duration = round(result.duration_ms, 3)
     if result.prechecked:
-        return {"noChanges": True, "outcome": result.outcome, "head": result.new_commit,
+        return {"noChanges": True, "outcome": result.outcome, "precheck": True, "head": result.new_commit,
                 "durationMs": duration}
     data: dict[str, Any] = {
         "noChanges": result.no_changes, "rebuilt": result.rebuilt, "outcome": result.outcome,
@@ -132,19 +132,23 @@ class ReloadResource:
     def _log(self, req: falcon.Request, status: int, outcome: str | None, data: dict[str, Any],
              started: float) -> None:
         """One line per call, in the runbook's vocabulary: ``hot-reload``, the branch,
-        the outcome, the old and new commit. ERROR when the data was refused or the
-        remote rewritten, WARNING when the remote was unreachable."""
+        the outcome, the old and new commit (a pre-check answer in the seed's words:
+        ``hot-reload short-circuit: commit already served``). ERROR when the data was
+        refused or the remote rewritten, WARNING when the remote was unreachable."""
         served = self.runtime.holder.current.commit
         old, new = data.get("oldCommit", data.get("head", served)), data.get("newCommit", served)
-        if outcome in ("rebuild-failed", "remote-rewritten") or (status >= 500 and status != 502):
+        if outcome in ("rebuild-failed", "remote-rewritten") or (status >= 500 and status not in (502, 504)):
             level = logging.ERROR
         else:
-            level = logging.WARNING if status == 502 else logging.INFO
-        log.log(level, "hot-reload: %s on %s: %s -> %s (%d)", outcome or "rejected", self.runtime.branch,
+            level = logging.WARNING if status in (502, 504) else logging.INFO
+        message = "hot-reload short-circuit: commit already served (%s on %s: %s -> %s, %d)" if data.get(
+            "precheck") else "hot-reload: %s on %s: %s -> %s (%d)"
+        log.log(level, message, outcome or "rejected", self.runtime.branch,
                 str(old)[:12], str(new)[:12], status, extra={
                     "traceId": req.context.get("trace_id"), "status": status, "outcome": outcome,
                     "branch": self.runtime.branch, "oldCommit": old, "newCommit": new,
-                    "event": req.get_header("X-GitHub-Event"), "servedCommit": served,
+                    "event": req.get_header("X-GitHub-Event") or req.get_header("X-Gitlab-Event"),
+                    "precheck": bool(data.get("precheck")), "servedCommit": served,
                     "forwardedBy": req.get_header(FORWARDED_HEADER),
                     "durationMs": round((time.perf_counter() - started) * 1000, 3)})
 
@@ -159,26 +163,30 @@ class ReloadResource:
         if not auth.verify(creds, self.runtime.settings.reload_secrets, raw):
             raise ApiError(401, "unauthorized", "Authentication required")
 
-        event = req.get_header("X-GitHub-Event")
-        if event is not None:
-            decision = github.decide(event, raw, req.content_type, self.runtime.branch)
+        github, gitlab = req.get_header("X-GitHub-Event"), req.get_header("X-Gitlab-Event")
+        if github is not None or gitlab is not None:
+            decision = hooks.github(github, raw, req.content_type, self.runtime.branch) if github is not None \
+                else hooks.gitlab(str(gitlab), raw, self.runtime.branch)
             if decision.reply is not None:
                 return decision.reply, decision.status
             commit_hash, precheck = decision.commit_hash, not decision.forced
-        else:
+        else:  # a bearer call, or a generic X-Hub-Signature-256 sender
             commit_hash, precheck = parse_reload_body(raw, self.runtime.branch), True
 
         forwarded_by = req.get_header(FORWARDED_HEADER)
         peers: list[str] | None = None
         if forwarded_by is None and self.runtime.peers is not None:
             # before our own reload, so the peers reload alongside us
-            peers = self.runtime.peers.forward(raw, {name: req.get_header(name) or "" for name in
-                                                     ("X-GitHub-Event", "X-GitHub-Delivery", "Content-Type")},
+            peers = self.runtime.peers.forward(raw, {name: req.get_header(name) or "" for name in PASSED_HEADERS},
                                                req.context.get("trace_id"))
         try:
             result = self.runtime.reloader.reload(commit_hash, precheck=precheck,
                                                   trigger="webhook" if forwarded_by is None else "peer")
         except FetchFailed as exc:
+            if exc.timed_out:
+                raise ApiError(504, "fetch_timeout", str(exc), {
+                    "outcome": "fetch-failed", "head": exc.head,
+                    "timeoutS": self.runtime.settings.network_timeout_s}) from None
             raise ApiError(502, "fetch_failed", str(exc),
                            {"outcome": "fetch-failed", "head": exc.head}) from None
         except RebuildFailed as exc:

@@ -16,5 +16,9 @@ class TransportError(GitError):
     """The remote could not be reached or answered with an error (transient)."""
 
 
+class NetworkTimeout(TransportError):
+    """The remote did not answer within ``CFP_DATA_NETWORK_TIMEOUT_SECONDS`` (transient)."""
+
+
 class PushRejected(GitError):
     """The remote refused the update because it is not a fast-forward (terminal)."""

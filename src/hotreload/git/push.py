@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hotreload.git.repo import GitError, GitRepo, PushRejected, branch_ref, tracking_ref
+from hotreload.git.repo import GitError, GitRepo, PushRejected, Remote, branch_ref, tracking_ref
 from hotreload.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class PushDaemon:
     def __init__(
         self,
         repo: GitRepo,
-        remote: str,
+        remote: str | Remote,
         branch: str,
         metrics: Metrics,
         backoff_seconds: float = 1.0,

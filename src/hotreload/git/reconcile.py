@@ -47,6 +47,7 @@ from hotreload.git.repo import (
     GitError,
     GitRepo,
     LooseWritingStore,
+    Remote,
     Signature,
     branch_ref,
     tracking_ref,
@@ -118,7 +119,7 @@ class ReconcileResult:
     rewritten_from: str | None = None
 
 
-def fetch(repo: GitRepo, remote: str, branch: str) -> str | None:
+def fetch(repo: GitRepo, remote: str | Remote, branch: str) -> str | None:
     """Fetch ``branch`` from ``remote``; raises TransportError. Outside any lock."""
     return repo.fetch_branch(remote, branch)
 
@@ -238,7 +239,7 @@ def _create_conflict_branch(repo: GitRepo, commit: str, when: dt.datetime) -> st
     raise GitError(f"could not create a unique branch name from {base}")
 
 
-def push_result(repo: GitRepo, remote: str, branch: str, result: ReconcileResult) -> ReconcileResult:
+def push_result(repo: GitRepo, remote: str | Remote, branch: str, result: ReconcileResult) -> ReconcileResult:
     """Push what the outcome calls for. A failure is logged and recorded, never raised."""
     pushes: list[tuple[str, bytes]] = []
     if result.outcome in (Outcome.PUSHED_AHEAD, Outcome.REBASED) or (
@@ -260,7 +261,7 @@ def push_result(repo: GitRepo, remote: str, branch: str, result: ReconcileResult
     return replace(result, push_error="; ".join(errors) or None)
 
 
-def reconcile(repo: GitRepo, remote: str, branch: str, now: Clock = utc_now) -> ReconcileResult:
+def reconcile(repo: GitRepo, remote: str | Remote, branch: str, now: Clock = utc_now) -> ReconcileResult:
     """Fetch, plan, apply and push in one go (no data lock, no snapshot): for
     tools and tests. The service uses the steps separately (service/reloader.py)."""
     local = repo.branch_commit(branch)

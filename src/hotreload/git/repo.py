@@ -43,12 +43,29 @@ from hotreload.git.objects import (
     readable,
     tree_objects,
 )
-from hotreload.git.transport import redact
+from hotreload.git.remotes import Remote, as_remote, redact, without_credentials
 
 __all__ = [
-    "API_IDENTITY", "HEX40", "ZERO_SHA", "BlobChange", "BlobEntry", "GitError", "GitRepo",
-    "LooseWritingStore", "NotABareRepository", "PushRejected", "Signature", "TransportError",
-    "branch_ref", "clone_bare", "init_bare", "origin_url", "readable", "redact", "tracking_ref",
+    "API_IDENTITY",
+    "HEX40",
+    "ZERO_SHA",
+    "BlobChange",
+    "BlobEntry",
+    "GitError",
+    "GitRepo",
+    "LooseWritingStore",
+    "NotABareRepository",
+    "PushRejected",
+    "Remote",
+    "Signature",
+    "TransportError",
+    "branch_ref",
+    "clone_bare",
+    "init_bare",
+    "origin_url",
+    "readable",
+    "redact",
+    "tracking_ref",
     "tree_objects",
 ]
 
@@ -302,7 +319,7 @@ class GitRepo:
 
     # -- remotes (hotreload.git.transport) ----------------------------------
 
-    def fetch_branch(self, remote: str, branch: str) -> str | None:
+    def fetch_branch(self, remote: str | Remote, branch: str) -> str | None:
         """Fetch one branch into ``refs/remotes/origin/<branch>``. Returns the
         remote tip, or None when the remote has no such branch."""
         ours = [sha for sha in (self.branch_commit(branch), self.resolve(tracking_ref(branch))) if sha]
@@ -311,11 +328,11 @@ class GitRepo:
             self.set_ref(tracking_ref(branch), tip)
         return tip
 
-    def remote_tip(self, remote: str, branch: str) -> str | None:
+    def remote_tip(self, remote: str | Remote, branch: str) -> str | None:
         """The remote's tip of ``branch`` without fetching anything (ls-remote)."""
         return transport.remote_tip(remote, branch)
 
-    def push_ref(self, remote: str, local_sha: str, remote_ref: bytes) -> None:
+    def push_ref(self, remote: str | Remote, local_sha: str, remote_ref: bytes) -> None:
         """Update ``remote_ref`` on the remote to ``local_sha``, only as a
         fast-forward (or a new ref). Never forces."""
         transport.push_ref(self.repo, remote, local_sha, remote_ref, self.is_ancestor, self.new_commits)
@@ -341,9 +358,11 @@ def init_bare(path: str, branch: str = "published") -> GitRepo:
     return GitRepo(path)
 
 
-def clone_bare(remote: str, path: str, branch: str | None = None) -> GitRepo:
+def clone_bare(remote: str | Remote, path: str, branch: str | None = None) -> GitRepo:
     """A bare clone of ``remote`` at ``path``: all of its branches as local branches
-    (like ``git clone --bare``), HEAD at ``branch`` or the remote's HEAD branch."""
+    (like ``git clone --bare``), HEAD at ``branch`` or the remote's HEAD branch. The
+    URL recorded as ``origin`` carries no credentials (they are used, never stored)."""
+    remote = as_remote(remote)
     refs, symrefs = transport.fetch_all_into(remote, path)
     target = Repo(path)
     for ref, sha in refs.items():
@@ -357,7 +376,7 @@ def clone_bare(remote: str, path: str, branch: str | None = None) -> GitRepo:
         head = heads[0] if heads else branch_ref("published")
     target.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(head))
     config = target.get_config()
-    config.set((b"remote", b"origin"), b"url", remote.encode())
+    config.set((b"remote", b"origin"), b"url", without_credentials(remote.url).encode())
     config.write_to_path()
     target.close()
     return GitRepo(path)

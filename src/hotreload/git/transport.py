@@ -4,7 +4,9 @@ A remote is a URL dulwich's clients speak (``git://``, ``https://``, ``ssh://``,
 ``file://``) or a local path. Local paths take a change-sized copy of their own
 (:func:`copy_missing_objects`): dulwich's local client enumerates the whole tree
 of the common commit, O(corpus) for a one-line change. Network remotes go
-through dulwich's clients. Nothing here ever forces a push.
+through dulwich's clients, each operation under a deadline and with the
+credentials read from their files (:mod:`hotreload.git.remotes`). Nothing here
+ever forces a push.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from dulwich.client import get_transport_and_path
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
 from dulwich.objects import Tree
 from dulwich.pack import REF_DELTA, UnpackedObject, create_delta
 from dulwich.repo import Repo
 
-from hotreload.git import unpack
+from hotreload.git import compat, unpack
 from hotreload.git.errors import PushRejected, TransportError
 from hotreload.git.objects import (
     LOOSE_OBJECT_LIMIT,
@@ -35,28 +36,20 @@ from hotreload.git.objects import (
     get_raw,
     has_object,
 )
+from hotreload.git.remotes import CLONE_DEADLINE_FACTOR, Remote, as_remote, connected, redact
+
+__all__ = ["Remote", "redact"]
 
 
-def redact(location: str) -> str:
-    """A remote location fit for logs and errors: user info and passwords removed."""
-    try:
-        parts = urlsplit(location)
-    except ValueError:
-        return "<remote>"
-    if parts.scheme and parts.netloc and "@" in parts.netloc:
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, ""))
-    return location
-
-
-def fetch_branch(repo: Repo, remote: str, branch: str, haves: Iterator[str] | None = None) -> str | None:
+def fetch_branch(repo: Repo, remote: str | Remote, branch: str, haves: Iterator[str] | None = None) -> str | None:
     """Fetch one branch's objects (the explicit refspec
     ``+refs/heads/<b>:refs/remotes/origin/<b>``, which a ``git clone --bare``
     clone's default refspec never fills). Returns the remote tip, or None when
     the remote has no such branch; the caller moves the tracking ref. ``haves``
     (our commits, newest first) bounds the negotiation of a network fetch."""
+    remote = as_remote(remote)
     ref = b"refs/heads/" + branch.encode()
-    local_path = local_remote_path(remote)
+    local_path = local_remote_path(remote.url)
     if local_path is not None:
         with _open_remote(local_path, remote) as source:
             tip = _branch_tip(source, ref)
@@ -70,12 +63,9 @@ def fetch_branch(repo: Repo, remote: str, branch: str, haves: Iterator[str] | No
         sha = refs.get(ref)
         return [sha] if sha and sha != ZERO_SHA and sha not in store else []
 
-    try:
-        client, path = get_transport_and_path(remote)
+    with connected(remote, "fetch from") as (client, path):
         target: Any = _Receiving(repo, None if haves is None else BoundedHaves(haves))
         result = client.fetch(path, target, determine_wants=determine_wants)
-    except Exception as exc:
-        raise TransportError(f"fetch from {redact(remote)} failed: {_reason(exc, remote)}") from None
     tip = result.refs.get(ref)
     if not tip or tip == ZERO_SHA:
         return None
@@ -87,26 +77,24 @@ def _branch_tip(source: Repo, ref: bytes) -> bytes | None:
     return source.refs.as_dict(b"refs/heads/").get(ref[len(b"refs/heads/"):])
 
 
-def remote_tip(remote: str, branch: str) -> str | None:
+def remote_tip(remote: str | Remote, branch: str) -> str | None:
     """The remote's tip of ``branch`` (refs only: no pack is negotiated or sent),
     or None when the remote has no such branch. What the poll asks every interval."""
+    remote = as_remote(remote)
     ref = b"refs/heads/" + branch.encode()
-    local_path = local_remote_path(remote)
+    local_path = local_remote_path(remote.url)
     if local_path is not None:
         with _open_remote(local_path, remote) as source:
             tip = _branch_tip(source, ref)
         return tip.decode() if tip else None
-    try:
-        client, path = get_transport_and_path(remote)
+    with connected(remote, "listing refs of") as (client, path):
         result = client.get_refs(path.encode() if isinstance(path, str) else path, ref_prefix=[ref])
-    except Exception as exc:
-        raise TransportError(f"listing refs of {redact(remote)} failed: {_reason(exc, remote)}") from None
     refs = result.refs if hasattr(result, "refs") else result
     tip = refs.get(ref)
     return tip.decode() if tip and tip != ZERO_SHA else None
 
 
-def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
+def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes,
              is_ancestor: Callable[[str, str], bool],
              new_commits: Callable[[list[str], str], Sequence[str]]) -> None:
     """Update ``remote_ref`` on the remote to ``local_sha``, only as a
@@ -115,15 +103,16 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
     the commits reachable from ``tip`` and from none of ``haves`` (those we have),
     parents first, so the pack sent follows the change (dulwich's own pack
     generator collects every ancestor of the remote's refs: O(history))."""
+    remote = as_remote(remote)
     new = local_sha.encode()
 
     def non_fast_forward(current: bytes) -> PushRejected:
         return PushRejected(
-            f"push to {redact(remote)} rejected: {remote_ref.decode()} is at "
+            f"push to {remote} rejected: {remote_ref.decode()} is at "
             f"{current.decode()[:12]}, which is not an ancestor of {local_sha[:12]} "
             "(non-fast-forward)")
 
-    local_path = local_remote_path(remote)
+    local_path = local_remote_path(remote.url)
     if local_path is not None:
         with _open_remote(local_path, remote) as target:
             current = target.refs.as_dict(b"").get(remote_ref)
@@ -138,11 +127,11 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
             except FileLocked:
                 lock_file = os.path.join(local_path, remote_ref.decode() + ".lock")
                 raise TransportError(
-                    f"push to {redact(remote)} failed: {lock_file} exists: another push is under way, "
+                    f"push to {remote} failed: {lock_file} exists: another push is under way, "
                     "or one was killed and left it behind; if no push is running, delete that file "
                     "(see docs/runbook.md, 'A lock file on the remote')") from None
             if not moved:
-                raise PushRejected(f"push to {redact(remote)} rejected: {remote_ref.decode()} "
+                raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} "
                                    "moved during the push (fetch first)")
         return
 
@@ -158,22 +147,6 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
             raise non_fast_forward(current)
         return {remote_ref: new}
 
-    server_says_no_thin = False
-
-    def heeding_no_thin(client: Any) -> None:
-        """Note the server's ``no-thin`` (it cannot complete a thin pack), which dulwich
-        reads past: then no delta is sent against an object outside the pack."""
-        negotiate = getattr(client, "_negotiate_receive_pack_capabilities", None)
-        if negotiate is None:
-            return
-
-        def negotiating(server_capabilities: Any) -> Any:
-            nonlocal server_says_no_thin
-            server_says_no_thin = b"no-thin" in server_capabilities
-            return negotiate(server_capabilities)
-
-        client._negotiate_receive_pack_capabilities = negotiating
-
     store = repo.object_store
 
     def generate_pack_data(have: Any, want: Any, *, ofs_delta: bool = False, progress: Any = None) -> Any:
@@ -182,22 +155,17 @@ def push_ref(repo: Repo, remote: str, local_sha: str, remote_ref: bytes,
         commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
         bases: dict[bytes, bytes] = {}
         objects = objects_for_commits(store, commits, lambda sha: False, bases)
-        return len(objects), pack_records(store, objects, bases, ofs_delta, thin=not server_says_no_thin)
+        return len(objects), pack_records(store, objects, bases, ofs_delta, thin=not server_says_no_thin())
 
-    try:
-        client, path = get_transport_and_path(remote)
-        heeding_no_thin(client)
+    with connected(remote, "push to") as (client, path):
+        server_says_no_thin = compat.heed_no_thin(client)
         result = client.send_pack(path.encode() if isinstance(path, str) else path,
                                   update_refs, generate_pack_data)
-    except PushRejected:
-        raise
-    except Exception as exc:
-        raise TransportError(f"push to {redact(remote)} failed: {_reason(exc, remote)}") from None
     error = (result.ref_status or {}).get(remote_ref)
     if error:
         if "fast-forward" in error or "fetch first" in error or "unable to set" in error:
-            raise PushRejected(f"push to {redact(remote)} rejected: {error}")
-        raise TransportError(f"push to {redact(remote)} failed: {error}")
+            raise PushRejected(f"push to {remote} rejected: {error}")
+        raise TransportError(f"push to {remote} failed: {error}")
 
 
 def pack_records(store: Any, objects: Sequence[RawObject], bases: Mapping[bytes, bytes],
@@ -233,11 +201,11 @@ def local_remote_path(remote: str) -> str | None:
 
 
 class _open_remote:
-    def __init__(self, path: str, remote: str) -> None:
+    def __init__(self, path: str, remote: Remote) -> None:
         try:
             self.repo = Repo(path)
         except (NotGitRepository, OSError) as exc:
-            raise TransportError(f"{redact(remote)} is not reachable: {exc}") from None
+            raise TransportError(f"{remote} is not reachable: {exc}") from None
 
     def __enter__(self) -> Repo:
         return self.repo
@@ -438,12 +406,6 @@ class _Prepended:
         return data + self._read(size - len(data)) if len(data) < size else data
 
 
-def _reason(exc: BaseException, remote: str) -> str:
-    text = str(exc) or type(exc).__name__
-    # a URL inside the exception text may carry credentials
-    return text.replace(remote, redact(remote))
-
-
 def _copy_object_files(source: str, target: str) -> None:
     """Copy a local repository's objects as files, as ``git clone --local`` does:
     packs (``.pack`` before its ``.idx``, so a pack is never visible incomplete)
@@ -459,10 +421,11 @@ def _copy_object_files(source: str, target: str) -> None:
             shutil.copytree(os.path.join(source, fan), os.path.join(target, fan), dirs_exist_ok=True)
 
 
-def fetch_all_into(remote: str, path: str) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+def fetch_all_into(remote: str | Remote, path: str) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
     """A new bare repository at ``path`` holding every object of ``remote``'s
     refs: returns the remote's refs and symrefs (the caller sets local refs)."""
-    local_path = local_remote_path(remote)
+    remote = as_remote(remote)
+    local_path = local_remote_path(remote.url)
     if local_path is not None:
         with _open_remote(local_path, remote) as source:
             refs = {r: s for r, s in source.refs.as_dict().items() if r.startswith(b"refs/")}
@@ -470,13 +433,10 @@ def fetch_all_into(remote: str, path: str) -> tuple[dict[bytes, bytes], dict[byt
             Repo.init_bare(path, mkdir=True).close()
             _copy_object_files(source.object_store.path, os.path.join(path, "objects"))
         return refs, ({b"HEAD": head} if head else {})
-    try:
-        client, remote_path = get_transport_and_path(remote)
+    with connected(remote, "clone from", CLONE_DEADLINE_FACTOR * remote.timeout_s) as (client, remote_path):
         target = Repo.init_bare(path, mkdir=True)
         try:
             result = client.fetch(remote_path, target)
         finally:
             target.close()
-    except Exception as exc:
-        raise TransportError(f"clone from {redact(remote)} failed: {_reason(exc, remote)}") from None
     return dict(result.refs), dict(result.symrefs or {})

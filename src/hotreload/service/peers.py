@@ -39,7 +39,7 @@ TIMEOUT_S = 10.0
 the caller of the original webhook never waits for it."""
 RESOLVE_TIMEOUT_S = 5.0
 """A fan-out whose names are not resolved by then is skipped (the poll catches up)."""
-PASSED_HEADERS = ("X-GitHub-Event", "X-GitHub-Delivery", "Content-Type")
+PASSED_HEADERS = ("X-GitHub-Event", "X-GitHub-Delivery", "X-Gitlab-Event", "Content-Type")
 
 
 @dataclass(frozen=True)

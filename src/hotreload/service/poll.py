@@ -19,7 +19,7 @@ import random
 import threading
 from dataclasses import dataclass
 
-from hotreload.git.repo import GitError, GitRepo, tracking_ref
+from hotreload.git.repo import GitError, GitRepo, Remote, tracking_ref
 from hotreload.metrics import Metrics
 from hotreload.service.reloader import Reloader
 
@@ -38,7 +38,7 @@ class PollStatus:
 
 
 class Poller:
-    def __init__(self, reloader: Reloader, repo: GitRepo, remote: str, branch: str, interval_s: float,
+    def __init__(self, reloader: Reloader, repo: GitRepo, remote: str | Remote, branch: str, interval_s: float,
                  metrics: Metrics, rng: random.Random | None = None) -> None:
         self.reloader = reloader
         self.repo = repo

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from hotreload.data.records import RecordError
 from hotreload.data.snapshot import Changes, Snapshot, SnapshotHolder, build_incremental
 from hotreload.git import reconcile
+from hotreload.git.errors import NetworkTimeout
 from hotreload.git.push import PushDaemon
 from hotreload.git.reconcile import BranchMoved, Clock, Outcome, Plan, utc_now
-from hotreload.git.repo import GitError, GitRepo, tracking_ref
+from hotreload.git.repo import GitError, GitRepo, Remote, tracking_ref
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
 from hotreload.service.memory import release_free_memory
@@ -34,9 +35,10 @@ OPTIMISTIC_ATTEMPTS = 3
 
 
 class FetchFailed(Exception):
-    def __init__(self, head: str, message: str) -> None:
+    def __init__(self, head: str, message: str, timed_out: bool = False) -> None:
         super().__init__(message)
         self.head = head
+        self.timed_out = timed_out
 
 
 class RebuildFailed(Exception):
@@ -80,8 +82,12 @@ class LastReload:
 
 
 @dataclass
-class _Flight:
+class Flight:
+    """The reload running now: who asked (``trigger``) and since when (``time.time()``)."""
+
     started_seq: int
+    trigger: str = "webhook"
+    since: float = field(default_factory=time.time)
     done: threading.Event = field(default_factory=threading.Event)
     result: ReloadResult | None = None
     error: BaseException | None = None
@@ -94,7 +100,7 @@ class Reloader:
         holder: SnapshotHolder,
         lock: DataLock,
         branch: str,
-        remote: str | None,
+        remote: str | Remote | None,
         metrics: Metrics,
         push_daemon: PushDaemon | None = None,
         clock: Clock = utc_now,
@@ -109,7 +115,7 @@ class Reloader:
         self.clock = clock
         self.last: LastReload | None = None
         self._flight_lock = threading.Lock()
-        self._flight: _Flight | None = None
+        self._flight: Flight | None = None
         self._seq = 0
 
     # -- entry point --------------------------------------------------------------
@@ -135,7 +141,7 @@ class Reloader:
                 flight = self._flight
                 if flight is None:
                     self._seq += 1
-                    flight = self._flight = _Flight(started_seq=self._seq)
+                    flight = self._flight = Flight(self._seq, trigger)
                     leader = True
                 else:
                     leader = False
@@ -162,6 +168,10 @@ class Reloader:
                     raise flight.error
                 assert flight.result is not None
                 return flight.result
+
+    def in_flight(self) -> Flight | None:
+        """The reload running now, if any (health and metrics show it)."""
+        return self._flight
 
     def _precheck(self, commit_hash: str | None, started: float) -> ReloadResult | None:
         """Is the announced commit the one served, or the last remote tip this clone
@@ -306,7 +316,7 @@ class Reloader:
             return reconcile.fetch(self.repo, self.remote, self.branch)
         except GitError as exc:
             log.warning("fetch failed: %s", exc, extra={"outcome": "fetch-failed", "head": served})
-            raise FetchFailed(served, str(exc)) from None
+            raise FetchFailed(served, str(exc), isinstance(exc, NetworkTimeout)) from None
 
     def _plan_and_build(
         self, base: Snapshot, local: str, remote_tip: str | None, last_seen: str | None,

@@ -19,6 +19,8 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
@@ -27,7 +29,8 @@ from hotreload.data.cache import SnapshotCache, remove_leftovers
 from hotreload.data.records import RecordError
 from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_full
 from hotreload.git.push import PushDaemon
-from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare, origin_url, redact
+from hotreload.git.remotes import Remote, without_credentials
+from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare, origin_url
 from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
@@ -49,7 +52,7 @@ class Runtime:
     settings: Settings
     repo: GitRepo
     branch: str
-    remote: str | None
+    remote: Remote | None
     holder: SnapshotHolder
     lock: DataLock
     metrics: Metrics
@@ -151,21 +154,28 @@ def _save_cache(cache: SnapshotCache, holder: SnapshotHolder, when: str) -> None
         log.exception("could not write the snapshot cache %s", cache.path)
 
 
+def remote_of(settings: Settings, url: str) -> Remote:
+    """``url`` with the network settings that reach it (timeout, credentials from files)."""
+    return Remote(url, settings.network_timeout_s, settings.username, settings.password_file,
+                  settings.ssh_key_file, settings.ssh_known_hosts_file, settings.ssh_command, settings.ca_file)
+
+
 def open_repository(settings: Settings) -> GitRepo:
     path = settings.repo_path
+    remote = remote_of(settings, settings.remote) if settings.remote else None
     if not os.path.exists(path):
-        if settings.remote is None:
+        if remote is None:
             raise ConfigError(
                 f"CFP_DATA_REPO_PATH={path} does not exist and CFP_DATA_REMOTE is not set: "
                 "create the repository (git clone --bare <remote> PATH) or set CFP_DATA_REMOTE "
                 "so it is cloned at start"
             )
-        return _clone(settings.remote, path, settings.branch)
-    if _is_empty_repository(path) and settings.remote is not None:
+        return _clone(remote, path, settings.branch)
+    if _is_empty_repository(path) and remote is not None:
         # an earlier version's failed first clone: nothing in it to lose
         log.warning("%s is an empty repository left by a failed clone; cloning again", path)
         shutil.rmtree(path)
-        return _clone(settings.remote, path, settings.branch)
+        return _clone(remote, path, settings.branch)
     try:
         return GitRepo(path)
     except NotABareRepository as exc:
@@ -173,11 +183,11 @@ def open_repository(settings: Settings) -> GitRepo:
                           "(git clone --bare <remote> PATH)") from None
 
 
-def _clone(remote: str, path: str, branch: str | None) -> GitRepo:
+def _clone(remote: Remote, path: str, branch: str | None) -> GitRepo:
     """Clone into a temporary sibling, renamed into place when complete: a clone
     that fails (or is killed) leaves nothing at ``path``, and the next start tries
     again."""
-    log.info("cloning %s into %s", redact(remote), path)
+    log.info("cloning %s into %s", remote, path)
     parent = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".hotreload-clone-", dir=parent)
@@ -201,8 +211,11 @@ def _is_empty_repository(path: str) -> bool:
             and os.path.isdir(objects) and not any(os.scandir(objects)))
 
 
-def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int | None = None) -> Runtime:
+def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int | None = None,
+         phase: Callable[[str], object] = lambda step: None) -> Runtime:
+    """The running service; ``phase`` hears each step of the start as it begins."""
     share_one_heap()  # before the service starts its threads
+    phase("opening the repository" if os.path.exists(settings.repo_path) else "cloning the remote")
     repo = open_repository(settings)
     try:
         instance_lock = take_instance_lock(repo.path)
@@ -210,18 +223,37 @@ def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int |
         repo.close()
         raise
     try:
-        return _boot(settings, repo, instance_lock, reconcile_at_start, listen_port)
+        return _boot(settings, repo, instance_lock, reconcile_at_start, listen_port, phase)
     except BaseException:
         repo.close()
         instance_lock.close()
         raise
 
 
+def _forget_stored_credentials(repo: GitRepo, settings: Settings) -> None:
+    """An earlier version stored CFP_DATA_REMOTE's credentials in the clone's config;
+    with the remote set, the stored URL is never used: keep it without them."""
+    stored = origin_url(repo)
+    if not stored or without_credentials(stored) == stored:
+        return
+    if settings.remote is None:
+        log.warning("%s stores credentials in remote.origin.url; set CFP_DATA_REMOTE (and "
+                    "CFP_DATA_PASSWORD_FILE) and they are removed from the disk at the next start", repo.path)
+        return
+    config = repo.repo.get_config()
+    config.set((b"remote", b"origin"), b"url", without_credentials(stored).encode())
+    config.write_to_path()
+    log.warning("removed the credentials stored in %s (remote.origin.url): they come from CFP_DATA_REMOTE "
+                "or CFP_DATA_PASSWORD_FILE, and are never written to disk", repo.path)
+
+
 def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_at_start: bool,
-          listen_port: int | None) -> Runtime:
+          listen_port: int | None, phase: Callable[[str], object]) -> Runtime:
     repo.remove_stale_locks()  # a killed predecessor's: safe now that we hold the instance lock
     remove_leftovers(repo.path)
-    remote = settings.remote or origin_url(repo)
+    _forget_stored_credentials(repo, settings)
+    url = settings.remote or origin_url(repo)
+    remote = remote_of(settings, url) if url else None
     branch = settings.branch or repo.head_branch()
     if branch is None:
         raise ConfigError(f"CFP_DATA_BRANCH is not set and {repo.path} has no HEAD branch; set it")
@@ -231,6 +263,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
         raise ConfigError(f"CFP_DATA_BRANCH: branch {branch!r} does not exist in {repo.path} "
                           f"(branches: {known or 'none'})")
     degraded = None
+    phase(f"loading {branch} at {local[:12]}")
     cache = SnapshotCache(repo.path) if settings.snapshot_cache else None
     snapshot = cache.load(repo, local) if cache is not None else None
     built_in_full = snapshot is None
@@ -262,6 +295,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     if push_daemon is not None:
         metrics.watch_push_pending(lambda: push_daemon.status().pending)
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
+    metrics.watch_reload_in_flight(lambda: time.time() - flight.since if (flight := reloader.in_flight()) else 0.0)
     writer = Writer(repo, holder, lock, branch, push_daemon)
     runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
                       push_daemon, instance_lock=instance_lock, snapshot_cache=cache)
@@ -271,6 +305,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     if settings.reload_peers:
         runtime.peers = PeerNotifier(settings.reload_peers, settings.reload_secret, metrics, listen_port)
     if remote is not None and reconcile_at_start:
+        phase(f"reconciling with {remote} (CFP_DATA_NETWORK_TIMEOUT_SECONDS={settings.network_timeout_s:g})")
         try:
             result = reloader.reload(trigger="startup")
             log.info("start-up reconcile: %s", result.outcome,
