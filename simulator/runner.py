@@ -31,7 +31,7 @@ from simulator.truth import NotARecord, expected, github_signature, redirect_tar
 from simulator.world import BRANCH, World
 
 RELOAD = "/api/_internal/reload-data"
-DOCUMENTED_STATUSES = {200, 201, 202, 301, 400, 401, 404, 405, 409, 413, 422, 502, 503}
+DOCUMENTED_STATUSES = {200, 201, 202, 301, 400, 401, 404, 405, 409, 413, 422, 502, 503, 504}
 
 
 @dataclass
@@ -79,6 +79,7 @@ class Run:
         self.report = ScenarioReport(scenario.name, len(scenario.steps))
         self.world: World | None = None
         self.last: Response | None = None
+        self.last_took = 0.0
         self.concurrent: Concurrent | None = None
         self.commits_by_replica: dict[int, set[str]] = {}
         """Commits each replica made or served (its writes are among them)."""
@@ -97,7 +98,8 @@ class Run:
         self.world = World(self.scenario.records, self.scenario.push_backoff_seconds,
                            history=self.scenario.history, transport=self.scenario.transport,
                            clone=self.scenario.clone, replicas=self.scenario.replicas,
-                           poll_seconds=self.scenario.poll_seconds, peers=self.scenario.peers)
+                           poll_seconds=self.scenario.poll_seconds, peers=self.scenario.peers,
+                           network_timeout_seconds=self.scenario.network_timeout_seconds)
         try:
             if self.scenario.start:
                 self.world.start_all()
@@ -185,7 +187,9 @@ class Run:
     _wait_push = _push
 
     def _webhook(self, step: Step) -> None:
+        started = time.monotonic()
         self.last = self._call_webhook(step.args)
+        self.last_took = time.monotonic() - started
         self.concurrent = None
         self._count_reload(self.last)
 
@@ -221,7 +225,9 @@ class Run:
 
     def _fault(self, step: Step) -> None:
         fault = step.get("fault")
-        if fault == "remote-down":
+        if fault == "remote-stalled":
+            self.w.remote_stalled()
+        elif fault == "remote-down":
             self.w.remote_down()
         elif fault == "remote-up":
             self.w.remote_up()
@@ -342,6 +348,8 @@ class Run:
         args = step.args
         if "converged" in args:  # first: what follows is judged on the converged cluster
             problems += self._converged(self.resolve(args["converged"]), float(args.get("within", 5)))
+        if "answered_within" in args and self.last_took > args["answered_within"]:
+            problems.append(f"the webhook answered in {self.last_took:.2f} s, not within {args['answered_within']} s")
         if any(k in args for k in ("status", "outcome", "rebuilt", "no_changes", "prechecked", "code",
                                    "error_path", "ignored", "pong", "changes")):
             assert self.last is not None, "nothing to check: no webhook or write ran before this expect"
@@ -358,7 +366,7 @@ class Run:
             if "no_changes" in args:
                 check("noChanges", args["no_changes"], data.get("noChanges"))
             if "prechecked" in args:
-                check("prechecked (head in the answer)", args["prechecked"], "head" in data)
+                check("prechecked (precheck in the answer)", args["prechecked"], data.get("precheck", False))
             if "code" in args:
                 check("error.code", args["code"], error.get("code"))
             if "error_path" in args:

@@ -11,6 +11,7 @@ name the file, the step number and the field.
     replicas = 1                  # a cluster: each replica its own clone and server
     peers = true                  # replicas forward webhooks to each other (CFP_RELOAD_PEERS)
     poll_seconds = 0              # CFP_DATA_POLL_SECONDS (0: no poll)
+    network_timeout_seconds = 30  # CFP_DATA_NETWORK_TIMEOUT_SECONDS
     clone = true                  # false: no clone yet; the service clones at its first start
     start = true                  # false: step 1 runs before the service is started
     push_backoff_seconds = 0.2    # the service's push daemon
@@ -41,7 +42,7 @@ from typing import Any
 
 SCENARIO_DIR = os.path.join(os.path.dirname(__file__), "scenarios")
 
-FAULTS = ("remote-down", "remote-up", "push-rejected", "kill-server", "restart-server",
+FAULTS = ("remote-down", "remote-up", "remote-stalled", "push-rejected", "kill-server", "restart-server",
           "rewind-origin", "reimport-origin", "block-conflicts-namespace", "second-instance",
           "start-server", "start-server-fails")
 OPS = ("add", "modify", "delete", "rename", "raw")
@@ -62,7 +63,8 @@ STEP_FIELDS: dict[str, dict[str, Any]] = {
                "origin_branch": str, "conflict_branches": int, "statuses": list,
                "rebuilt_count": int, "ignored": bool, "pong": bool, "push_pending": int,
                "changes": dict, "redirects": list, "revocations": int, "converged": str,
-               "within": (int, float), "origin_has_writes": bool, "last_reload": dict},
+               "within": (int, float), "origin_has_writes": bool, "last_reload": dict,
+               "answered_within": (int, float)},
     "wait-push": {"timeout": (int, float)},
 }
 for _fields in STEP_FIELDS.values():
@@ -99,6 +101,7 @@ class Scenario:
     replicas: int = 1
     poll_seconds: float = 0.0
     peers: bool = True
+    network_timeout_seconds: float | None = None
 
 
 def load(path: str) -> Scenario:
@@ -126,7 +129,7 @@ def load(path: str) -> Scenario:
     if not isinstance(world, dict):
         raise fail("world: must be a table")
     allowed = ("records", "history", "transport", "clone", "start", "push_backoff_seconds", "replicas",
-               "poll_seconds", "peers")
+               "poll_seconds", "peers", "network_timeout_seconds")
     bad = sorted(set(world) - set(allowed))
     if bad:
         raise fail(f"world.{bad[0]}: unknown field (allowed: {', '.join(allowed)})")
@@ -149,6 +152,9 @@ def load(path: str) -> Scenario:
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise fail(f"world.{key}: must be true or false")
+    timeout = world.get("network_timeout_seconds")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+        raise fail("world.network_timeout_seconds: must be a number > 0")
     backoff = world.get("push_backoff_seconds", 0.2)
     if not isinstance(backoff, (int, float)) or backoff <= 0:
         raise fail("world.push_backoff_seconds: must be a number > 0")
@@ -161,7 +167,8 @@ def load(path: str) -> Scenario:
             raise fail(f"step {step.number}: replica: {step.get('replica')} is not one of the world's "
                        f"{replicas} replica(s) (0-{replicas - 1})")
     return Scenario(name, description, path, records, float(backoff), steps, history, transport,
-                    flags["clone"], flags["start"], replicas, float(poll), flags["peers"])
+                    flags["clone"], flags["start"], replicas, float(poll), flags["peers"],
+                    None if timeout is None else float(timeout))
 
 
 def _step(where: str, number: int, raw: Any) -> Step:

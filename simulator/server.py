@@ -182,11 +182,13 @@ def free_ports(n: int) -> list[int]:
 class GitDaemon:
     """``git daemon`` on a free loopback port, serving (and accepting pushes to) ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
+    def __init__(self, root: str | os.PathLike[str], port: int | None = None) -> None:
+        if port is None:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+        self.port = port
         self.proc = subprocess.Popen(
             dying_with_parent(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
                                f"--base-path={root}", "--listen=127.0.0.1", f"--port={self.port}", str(root)]),

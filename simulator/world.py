@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ class Replica:
 class World:
     def __init__(self, records: int = 40, push_backoff_seconds: float = 0.2, seed: int = 11,
                  history: int = 0, transport: str = "local", clone: bool = True, replicas: int = 1,
-                 poll_seconds: float = 0.0, peers: bool = True) -> None:
+                 poll_seconds: float = 0.0, peers: bool = True, network_timeout_seconds: float | None = None) -> None:
         self.root = tempfile.mkdtemp(prefix="hotreload-sim-")
         self.origin = os.path.join(self.root, "origin.git")
         self.away = os.path.join(self.root, "origin-away.git")
@@ -70,6 +71,8 @@ class World:
         self.write_token = secrets.token_urlsafe(24)
         self.push_backoff_seconds = push_backoff_seconds
         self.poll_seconds = poll_seconds
+        self.network_timeout_seconds = network_timeout_seconds
+        self.stalled: socket.socket | None = None
         self.peers = peers and replicas > 1
 
     @property
@@ -110,6 +113,8 @@ class World:
             "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS": str(max(self.push_backoff_seconds * 4, 1.0)),
             "CFP_DATA_POLL_SECONDS": str(self.poll_seconds),
         }
+        if self.network_timeout_seconds is not None:
+            env["CFP_DATA_NETWORK_TIMEOUT_SECONDS"] = str(self.network_timeout_seconds)
         if self.peers:
             env["CFP_RELOAD_PEERS"] = ",".join(f"127.0.0.1:{r.port}" for r in self.replicas)
         return env
@@ -142,6 +147,8 @@ class World:
 
     def close(self) -> None:
         self.stop_all()
+        if self.stalled is not None:
+            self.stalled.close()
         if self.daemon is not None:
             self.daemon.stop()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -159,6 +166,18 @@ class World:
     def remote_up(self) -> None:
         if self.remote_is_down:
             os.rename(self.away, self.origin)
+        if self.stalled is not None:  # the daemon comes back on its port
+            self.stalled.close()
+            self.stalled = None
+            assert self.daemon is not None
+            self.daemon = GitDaemon(self.root, self.daemon.port)
+
+    def remote_stalled(self) -> None:
+        """The remote's port accepts connections and never answers (git:// worlds)."""
+        assert self.daemon is not None, "remote-stalled needs world.transport = \"git\""
+        if self.stalled is None:
+            self.daemon.stop()
+            self.stalled = socket.create_server(("127.0.0.1", self.daemon.port), backlog=64)
 
     def _origin_path(self) -> str:
         # an outside author commits on the remote's own host, reachable or not
