@@ -1,6 +1,7 @@
 # hotreload: serve a gitsheets data repository from memory, hot-reloaded.
 # Build: docker build -t hotreload .      Run: see docs/deploy.md
-# No git binary is installed: dulwich does all git work in-process.
+# No git binary is installed: dulwich does all git work in-process. An ssh client is,
+# for ssh remotes (CFP_DATA_SSH_KEY_FILE, GIT_SSH_COMMAND).
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -13,15 +14,22 @@ RUN python -m venv /opt/hotreload \
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="hotreload" \
       org.opencontainers.image.description="Serves a git-backed public data repository from memory and hot-reloads it"
+# the distribution's current openssh-client: pinning a Debian revision breaks the build at its next update
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openssh-client \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/hotreload /opt/hotreload
-RUN useradd --system --uid 10001 --home-dir /var/lib/hotreload --create-home hotreload
+# uid and gid 10001, as deploy/statefulset.yaml's securityContext assumes
+RUN groupadd --system --gid 10001 hotreload \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/hotreload --create-home hotreload
 ENV PATH=/opt/hotreload/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CFP_DATA_REPO_PATH=/var/lib/hotreload/data.git
 # the bare clone lives here: mount a volume per replica (it is cloned at first start)
 VOLUME ["/var/lib/hotreload"]
-USER 10001
+USER 10001:10001
 WORKDIR /var/lib/hotreload
 EXPOSE 8080
 # ready once a snapshot is served (503 while the first build runs); never walks history
