@@ -215,3 +215,14 @@ def test_help_is_clean() -> None:
     corpus = subprocess.run([sys.executable, "-m", "hotreload.cli", "corpus", "--help"], capture_output=True,
                             text=True).stdout
     assert "(default: 0)" in corpus and "--records RECORDS     how many records (10 or more)\n" in corpus
+
+
+@pytest.mark.parametrize(("argv0", "shown"), [
+    (".venv/bin/hotreload", ".venv/bin/hotreload"), ("hotreload", "hotreload"),
+    ("/work/x/hotreload/cli.py", f"{sys.executable} -m hotreload.cli")])
+def test_the_demo_banner_names_the_command_that_was_run(monkeypatch: pytest.MonkeyPatch, argv0: str,
+                                                        shown: str) -> None:
+    from hotreload.cli import _this_command
+
+    monkeypatch.setattr(sys, "argv", [argv0, "demo"])
+    assert _this_command() == shown

@@ -295,3 +295,16 @@ def test_the_port_answers_at_once_and_the_start_serves_degraded_within_two_timeo
     assert last[0] < 2 * 3, f"degraded after {last[0]:.1f} s"
     assert proc.returncode == 0
     assert '"level": "WARNING"' in stderr and '"level": "INFO"' not in stderr  # CFP_LOG_LEVEL
+
+
+def test_a_first_clone_from_a_stalled_remote_fails_in_ten_timeouts_leaving_nothing(net: Net, tmp_path: Path) -> None:
+    from hotreload.service.runtime import StartupError
+
+    target = tmp_path / "service.git"
+    settings = Settings(repo_path=str(target), remote=f"git://127.0.0.1:{net.stalled.port}/origin.git",
+                        branch="published", reload_secret=SECRET, write_token=None, network_timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(StartupError, match=r"CFP_DATA_REMOTE: clone from git://127\.0\.0\.1:.* no answer in time"):
+        boot(settings)
+    assert time.monotonic() - started < 10 * 0.3 + 1.5
+    assert not target.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".hotreload-clone")]

@@ -6,6 +6,7 @@ window passes."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -61,7 +62,8 @@ def test_a_guesser_gets_429_but_a_correct_caller_at_the_same_address_is_served(l
     assert client.simulate_get("/api/projects").status_code == 200  # reads are never limited
 
 
-def test_behind_a_trusted_proxy_each_client_is_limited_on_its_own(limited: Runtime) -> None:
+def test_behind_a_trusted_proxy_each_client_is_limited_on_its_own(limited: Runtime,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     client = testing.TestClient(create_app(limited))
     guesser = {**WRONG, "X-Forwarded-For": "203.0.113.9"}
     proxy = {"remote_addr": "10.1.2.3"}
@@ -69,8 +71,10 @@ def test_behind_a_trusted_proxy_each_client_is_limited_on_its_own(limited: Runti
             for _ in range(6)] == [401] * 5 + [429]
     # another client behind the same proxy: its wrong token is a plain 401, its right one a 200
     other = {"X-Forwarded-For": "198.51.100.4, 10.9.9.9"}
+    caplog.set_level(logging.INFO)
     assert client.simulate_post(URL, body=b"", headers={**WRONG, **other}, **proxy).status_code == 401
     assert client.simulate_post(URL, body=b"", headers={**RIGHT, **other}, **proxy).status_code == 200
+    assert [r.client for r in caplog.records if r.name == "hotreload.api.reload"] == ["198.51.100.4"] * 2  # type: ignore[attr-defined]
 
 
 def test_without_trust_forwarding_headers_change_nothing(world: World) -> None:

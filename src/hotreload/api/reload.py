@@ -16,6 +16,7 @@ import falcon
 
 from hotreload.api import auth, hooks
 from hotreload.api.errors import ApiError, bad_request, parse_json
+from hotreload.api.ratelimit import client_address
 from hotreload.service.peers import FORWARDED_HEADER, PASSED_HEADERS
 from hotreload.service.reloader import FetchFailed, RebuildFailed, ReloadResult
 from hotreload.service.runtime import Runtime
@@ -150,6 +151,8 @@ class ReloadResource:
                     "event": req.get_header("X-GitHub-Event") or req.get_header("X-Gitlab-Event"),
                     "precheck": bool(data.get("precheck")), "servedCommit": served,
                     "forwardedBy": req.get_header(FORWARDED_HEADER),
+                    "client": client_address(req.remote_addr or "unknown", req.get_header("Forwarded"),
+                                             req.get_header("X-Forwarded-For"), self.runtime.settings.trusted_proxies),
                     "durationMs": round((time.perf_counter() - started) * 1000, 3)})
 
     def _handle(self, req: falcon.Request) -> tuple[dict[str, Any], int]:
