@@ -16,9 +16,8 @@ import signal
 import threading
 
 import pytest
-import waitress
 
-from hotreload import cli
+from hotreload import cli, server
 from hotreload.git.repo import GitRepo
 from simulator.server import ServerProcess
 from tests.conftest import World
@@ -77,13 +76,13 @@ class _FailingServer:
     def run(self) -> None:
         raise ValueError("filedescriptor out of range in select()")
 
-    def close(self) -> None:
+    def stop(self, drain_s: float = 0.0) -> None:
         pass
 
 
 def test_a_listening_loop_that_fails_exits_non_zero_and_says_why(
         world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(waitress, "create_server", lambda *args, **kwargs: _FailingServer())
+    monkeypatch.setattr(server, "make_server", lambda *args, **kwargs: _FailingServer())
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with caplog.at_level(logging.ERROR, logger="hotreload"):

@@ -62,13 +62,19 @@ def _serve(settings: Settings, host: str, port: int, threads: int, banner: str |
     bound = int(server.effective_port)  # waitress gives a str
     log.info("listening on %s:%s; answering 503 until the data is loaded", host, bound)
     outcome: dict[str, Any] = {}
+    handover = threading.Lock()  # the runtime goes to the main thread, or is closed by the start's
 
     def start() -> None:
         from hotreload.api.app import create_app  # after the bind: importing the app takes ~0.5 s
         from hotreload.service.runtime import StartupError, boot
 
         try:
-            runtime = outcome["runtime"] = boot(settings, listen_port=bound, phase=gate.starting)
+            runtime = boot(settings, listen_port=bound, phase=gate.starting)
+            with handover:
+                if "ended" in outcome:  # the loop ended while we started: nobody will close it
+                    runtime.close()
+                    return
+                outcome["runtime"] = runtime
             gate.app = create_app(runtime, threads)
         except (ConfigError, StartupError) as exc:
             outcome["error"] = str(exc)
@@ -104,6 +110,8 @@ def _serve(settings: Settings, host: str, port: int, threads: int, banner: str |
         if "stopping" not in outcome and "error" not in outcome:
             log.error("the server's listening loop ended by itself; stopping, with exit status 1")
     finally:
+        with handover:
+            outcome["ended"] = True
         if "runtime" in outcome:
             outcome["runtime"].close()
     if "error" in outcome:

@@ -46,7 +46,7 @@ class Settings:
     """Keep the built snapshot in the clone (``hotreload-snapshot.cache``) so a restart
     costs the change since, not a full build."""
     network_timeout_s: float = 30.0
-    """Connect, each read, and each fetch, push or ls-remote as a whole (a first clone: 10x)."""
+    """Connect and each read; a fetch, push or ls-remote as a whole gets 4x (a first clone 10x)."""
     username: str | None = None
     password_file: str | None = None
     """Read at every network operation: a rotated Secret needs no restart."""

@@ -2,14 +2,14 @@
 credentials a deployment hands out as files, and a deadline on every network
 operation.
 
-A network operation (clone, fetch, push, ls-remote) runs under a :class:`Deadline`
-of ``CFP_DATA_NETWORK_TIMEOUT_SECONDS``: connecting and each read wait at most that
-long (HTTP: urllib3's timeouts; git://: the socket's; ssh: ``ConnectTimeout``), and
-when the operation as a whole has taken that long, what it still has open is cut (the
-HTTP response shut down, the git:// socket shut down, the ssh process killed). So a
-remote that accepts and never answers, or answers a byte at a time, costs at most the
-timeout, and the error says so. A first clone gets :data:`CLONE_DEADLINE_FACTOR` times
-as long in all (it may carry the whole history), with the same connect and read limits.
+A network operation (clone, fetch, push, ls-remote) runs under a :class:`Deadline`:
+connecting and each read wait at most ``CFP_DATA_NETWORK_TIMEOUT_SECONDS`` (HTTP:
+urllib3's timeouts; git://: the socket's; ssh: ``ConnectTimeout``), so a remote that
+accepts and never answers costs one timeout; and when the operation as a whole has
+taken :data:`OPERATION_DEADLINE_FACTOR` timeouts (a first clone
+:data:`CLONE_DEADLINE_FACTOR`), what it still has open is cut (the HTTP and git://
+sockets shut down, the ssh process killed), so one that answers a byte at a time is
+bounded too, while a large transfer that keeps moving is not cut at the first timeout.
 
 Credentials are read from their files at every operation, so rotating a mounted
 Secret needs no restart; a password or token never appears in an error message.
@@ -37,6 +37,9 @@ from hotreload.git.compat import TimedTCPGitClient
 from hotreload.git.errors import NetworkTimeout, PushRejected, TransportError
 
 DEFAULT_TIMEOUT_S = 30.0
+OPERATION_DEADLINE_FACTOR = 4
+"""A fetch, push or ls-remote as a whole: 4 timeouts (2 minutes by default, git-sync's
+--sync-timeout)."""
 CLONE_DEADLINE_FACTOR = 10
 
 
@@ -193,7 +196,7 @@ class _SSH(SubprocessSSHVendor):
                                       key_filename=self.remote.ssh_key_file,
                                       ssh_command=self.remote.ssh_command_line(),
                                       protocol_version=protocol_version)
-        self.deadline.on_expiry(wrapper.proc.kill)
+        self.deadline.on_expiry(lambda: (wrapper.proc.kill(), wrapper.proc.wait()))
         return wrapper
 
 
@@ -233,11 +236,12 @@ def _timed_out(exc: BaseException | None) -> bool:
 
 
 @contextmanager
-def connected(remote: Remote, what: str, total_s: float | None = None) -> Iterator[tuple[GitClient, str]]:
+def connected(remote: Remote, what: str,
+              factor: float = OPERATION_DEADLINE_FACTOR) -> Iterator[tuple[GitClient, str]]:
     """A client for one operation (``what``: "fetch from", "push to", ...) under its
     deadline; any failure comes out as a :class:`TransportError` (a
     :class:`NetworkTimeout` when time ran out) whose message names the remote."""
-    deadline = Deadline(remote.timeout_s, total_s or remote.timeout_s)
+    deadline = Deadline(remote.timeout_s, factor * remote.timeout_s)
     with deadline:
         try:
             yield open_client(remote, deadline)

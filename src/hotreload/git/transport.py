@@ -433,7 +433,7 @@ def fetch_all_into(remote: str | Remote, path: str) -> tuple[dict[bytes, bytes],
             Repo.init_bare(path, mkdir=True).close()
             _copy_object_files(source.object_store.path, os.path.join(path, "objects"))
         return refs, ({b"HEAD": head} if head else {})
-    with connected(remote, "clone from", CLONE_DEADLINE_FACTOR * remote.timeout_s) as (client, remote_path):
+    with connected(remote, "clone from", CLONE_DEADLINE_FACTOR) as (client, remote_path):
         target = Repo.init_bare(path, mkdir=True)
         try:
             result = client.fetch(remote_path, target)
