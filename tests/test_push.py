@@ -163,7 +163,7 @@ def test_self_trigger_end_to_end(world: World) -> None:
         before = server.get("/metrics").body
         hook = server.request("POST", "/api/_internal/reload-data", {"commitHash": commit}, bearer())
         assert hook.status == 200
-        assert hook.data == {"noChanges": True, "outcome": "in-sync", "head": commit,
+        assert hook.data == {"noChanges": True, "outcome": "in-sync", "precheck": True, "head": commit,
                              "durationMs": hook.data["durationMs"]}
         after = server.get("/metrics").body
         count = lambda text: [x for x in text.decode().splitlines() if x.startswith("hotreload_reloads_total")]  # noqa: E731
