@@ -196,7 +196,12 @@ class _SSH(SubprocessSSHVendor):
                                       key_filename=self.remote.ssh_key_file,
                                       ssh_command=self.remote.ssh_command_line(),
                                       protocol_version=protocol_version)
-        self.deadline.on_expiry(lambda: (wrapper.proc.kill(), wrapper.proc.wait()))
+
+        def cut() -> None:
+            wrapper.proc.kill()
+            wrapper.proc.wait()  # reaped here: dulwich may never wait for a process it did not close
+
+        self.deadline.on_expiry(cut)
         return wrapper
 
 
