@@ -27,7 +27,7 @@ from benchmarks.changes import bench_settings, edit_upstream, learn_every_word, 
 from hotreload.data import snapshot
 from hotreload.data.facets import ProjectFacets
 from hotreload.git import reconcile, transport
-from hotreload.service import reloader
+from hotreload.service import reloader, swap
 from hotreload.service.runtime import boot
 
 SPENT: dict[str, float] = collections.defaultdict(float)
@@ -37,7 +37,7 @@ STEPS = [  # (module or class, function, label), outermost first
     (transport, "objects_for_commits", "  fetch: find new objects"),
     (transport, "add_raw_objects", "  fetch: write them"),
     (reloader.Reloader, "_plan_and_build", "plan and build"),
-    (reloader, "build_incremental", "  build"),  # by the name the reloader calls
+    (swap, "build_incremental", "  build"),  # by the name swap.build calls
     (snapshot, "_apply_table", "    tables"),
     (snapshot, "_apply_index", "    indices"),
     (snapshot, "_derive_search", "    search"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import dulwich.client
 import pytest
 
+from hotreload.git import reconcile as reconcile_module
 from hotreload.git import transport
 from hotreload.git.reconcile import Outcome, conflict_branch_name, reconcile
 from hotreload.git.repo import GitRepo, Signature, redact
@@ -342,3 +344,14 @@ def test_file_url_remotes_work_like_paths(world: World, repo: GitRepo) -> None:
     mine = local_commit(repo, {"projects/aa-mine.toml": project_toml("aa-mine", "Mine")})
     assert reconcile(repo, url, "published", clock).outcome is Outcome.PUSHED_AHEAD
     assert world.origin_head() == mine
+
+
+def test_the_state_machine_goes_through_the_gitrepo_facade() -> None:
+    """reconcile.py uses GitRepo's verbs only: no dulwich import, no reach into a
+    repository's dulwich objects, object store or refs."""
+    tree = ast.parse(Path(reconcile_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {name for name in imported if name and name.startswith(("dulwich", "hotreload.git.objects"))}
+    reached = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert not reached & {"repo", "store", "object_store", "refs"}

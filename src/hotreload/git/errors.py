@@ -22,3 +22,7 @@ class NetworkTimeout(TransportError):
 
 class PushRejected(GitError):
     """The remote refused the update because it is not a fast-forward (terminal)."""
+
+
+class BranchMoved(GitError):
+    """The local branch is no longer at the commit a plan or a write was prepared against."""

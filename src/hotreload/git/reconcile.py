@@ -22,10 +22,10 @@ force-push rewind to remove data, a re-import with an unrelated root). The remot
 wins: commits it once had are never pushed back (they are not "ahead", they were
 removed); only local commits it never had are replayed onto the new tip.
 
-The work is split so the caller can keep the slow part outside its data lock:
-:func:`fetch` (network), :func:`plan` (pure decision; a rebase writes its replayed
-commits to the object store but moves no ref), :func:`apply` (the ref moves, a
-CAS against the observed L, raising :class:`BranchMoved` if L moved meanwhile),
+The work is split so the caller can keep the slow part outside its data lock: the
+fetch (:meth:`GitRepo.fetch_branch`), :func:`plan` (pure decision; a rebase writes its
+replayed commits to the object store but moves no ref), :func:`apply` (the ref moves,
+a CAS against the observed L, raising :class:`BranchMoved` if L moved meanwhile),
 and :func:`push_result` (network again). :func:`reconcile` runs all four.
 No history on the remote is ever rewritten: every push is a fast-forward.
 """
@@ -38,15 +38,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from dulwich.merge import Merger
-from dulwich.objects import Tree
-
-from hotreload.git.objects import read_object
 from hotreload.git.repo import (
     API_IDENTITY,
+    BranchMoved,
     GitError,
     GitRepo,
-    LooseWritingStore,
     Remote,
     Signature,
     branch_ref,
@@ -70,10 +66,6 @@ class Outcome(StrEnum):
     CONFLICT_ESCAPED = "conflict-escaped"
     FETCH_FAILED = "fetch-failed"
     REMOTE_REWRITTEN = "remote-rewritten"
-
-
-class BranchMoved(GitError):
-    """The local branch is no longer at the commit the plan was made against."""
 
 
 @dataclass(frozen=True)
@@ -117,11 +109,7 @@ class ReconcileResult:
     conflict_branch: str | None = None
     push_error: str | None = None
     rewritten_from: str | None = None
-
-
-def fetch(repo: GitRepo, remote: str | Remote, branch: str) -> str | None:
-    """Fetch ``branch`` from ``remote``; raises TransportError. Outside any lock."""
-    return repo.fetch_branch(remote, branch)
+    conflict_paths: tuple[str, ...] = ()
 
 
 def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now,
@@ -151,10 +139,7 @@ def _plan_rewritten(repo: GitRepo, local: str, remote: str, last_seen: str, now:
     one) replayed onto it."""
     never_pushed = set(repo.compare(last_seen, local).right_only)
     mine = [sha for sha in repo.compare(local, remote).left_only if sha in never_pushed]
-    replay = _plan_rebase(repo, local, remote, mine, 0, now)
-    if replay.outcome is Outcome.CONFLICT_ESCAPED:
-        return replace(replay, outcome=Outcome.REMOTE_REWRITTEN, rewritten_from=last_seen,
-                       keeps_conflict_branch=True)
+    replay = _plan_rebase(repo, local, remote, mine, 0, now)  # a conflict keeps old L on its branch
     return replace(replay, outcome=Outcome.REMOTE_REWRITTEN, rewritten_from=last_seen)
 
 
@@ -163,37 +148,24 @@ def _plan_rebase(repo: GitRepo, local: str, remote: str, mine: Sequence[str], be
     """Replay each local-only commit (``mine``, oldest first) onto R with a
     three-way tree merge (base = the commit's parent). Authors, dates and messages
     are kept; the committer is the API."""
-    store = LooseWritingStore(repo.repo.object_store)
     committer = Signature(API_IDENTITY, int(now().timestamp()), 0)
     tip = remote
     for sha in mine:
         commit = repo.commit(sha)
-        base_tree = repo.tree_of(commit.parents[0].decode()) if commit.parents else None
-        merger = Merger(store)
-        merged, conflicts = merger.merge_trees(
-            _tree(repo, base_tree) if base_tree else None,
-            _tree(repo, repo.tree_of(tip)),
-            _tree(repo, commit.tree.decode()),
-        )
+        tip_tree = repo.tree_of(tip)
+        merged, conflicts = repo.merge_trees(
+            repo.tree_of(commit.parents[0].decode()) if commit.parents else None, tip_tree, commit.tree.decode())
         if conflicts:
-            paths = tuple(sorted(p.decode(errors="replace") for p in conflicts))
             return Plan(Outcome.CONFLICT_ESCAPED, local, remote, remote,
-                        ahead=len(mine), behind=behind, conflict_paths=paths, keeps_conflict_branch=True)
-        if merged.id == _tree(repo, repo.tree_of(tip)).id:
+                        ahead=len(mine), behind=behind, conflict_paths=conflicts, keeps_conflict_branch=True)
+        if merged == tip_tree:
             continue  # the remote already made this change: drop the commit, as git does
-        repo.add_object(merged)
         tip = repo.write_commit(
-            merged.id.decode(), [tip], commit.message.decode("utf-8", errors="replace"),
+            merged, [tip], commit.message.decode("utf-8", errors="replace"),
             author=Signature(commit.author, commit.author_time, commit.author_timezone),
             committer=committer,
         )
     return Plan(Outcome.REBASED, local, remote, tip, ahead=len(mine), behind=behind)
-
-
-def _tree(repo: GitRepo, sha: str) -> Tree:
-    obj = read_object(repo.repo.object_store, sha.encode())
-    assert isinstance(obj, Tree)
-    return obj
 
 
 def conflict_branch_name(when: dt.datetime) -> str:
@@ -212,10 +184,10 @@ def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> Recon
         branch_ref(branch), plan.local, plan.new_commit, message=f"hotreload: {plan.outcome}"
     ):
         if conflict_branch:  # undo: the escape did not happen
-            repo.repo.refs.remove_if_equals(branch_ref(conflict_branch), plan.local.encode())
+            repo.remove_ref(branch_ref(conflict_branch), plan.local)
         raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
     return ReconcileResult(plan.outcome, plan.local, plan.new_commit, plan.ahead, plan.behind,
-                           conflict_branch, rewritten_from=plan.rewritten_from)
+                           conflict_branch, rewritten_from=plan.rewritten_from, conflict_paths=plan.conflict_paths)
 
 
 def _create_conflict_branch(repo: GitRepo, commit: str, when: dt.datetime) -> str:
@@ -237,6 +209,25 @@ def _create_conflict_branch(repo: GitRepo, commit: str, when: dt.datetime) -> st
         if created:
             return name
     raise GitError(f"could not create a unique branch name from {base}")
+
+
+def log_diversion(result: ReconcileResult, branch: str) -> None:
+    """Local commits diverted from the branch (a rewrite, a conflict): an ERROR an operator must see."""
+    if result.outcome is Outcome.REMOTE_REWRITTEN:
+        log.error(
+            "hot-reload: the remote rewrote %s: %s is no longer in its history; serving its tip "
+            "%s (%d local commit(s) it never had replayed%s); nothing it removed is pushed back",
+            branch, result.rewritten_from, result.new_commit, result.ahead,
+            f", old branch kept on {result.conflict_branch}" if result.conflict_branch else "",
+            extra={"outcome": str(result.outcome), "branch": branch, "rewrittenFrom": result.rewritten_from,
+                   "oldCommit": result.old_commit, "newCommit": result.new_commit,
+                   "conflictBranch": result.conflict_branch},
+        )
+    elif result.outcome is Outcome.CONFLICT_ESCAPED:
+        log.error("conflict: local commits kept on %s; %s reset to the remote (%s)", result.conflict_branch,
+                  branch, ", ".join(result.conflict_paths),
+                  extra={"outcome": str(result.outcome), "conflictBranch": result.conflict_branch,
+                         "oldCommit": result.old_commit, "newCommit": result.new_commit})
 
 
 def push_result(repo: GitRepo, remote: str | Remote, branch: str, result: ReconcileResult) -> ReconcileResult:
@@ -269,15 +260,11 @@ def reconcile(repo: GitRepo, remote: str | Remote, branch: str, now: Clock = utc
         raise GitError(f"branch {branch!r} does not exist in {repo.path}")
     last_seen = repo.resolve(tracking_ref(branch))
     try:
-        remote_tip = fetch(repo, remote, branch)
+        remote_tip = repo.fetch_branch(remote, branch)
     except GitError as exc:
         log.warning("fetch failed: %s", exc, extra={"outcome": "fetch-failed"})
         return ReconcileResult(Outcome.FETCH_FAILED, local, local)
     the_plan = plan(repo, local, remote_tip, now, last_seen)
     result = apply(repo, the_plan, branch, now)
-    if result.outcome is Outcome.CONFLICT_ESCAPED:
-        log.error("conflict: local commits kept on %s; %s reset to the remote",
-                  result.conflict_branch, branch,
-                  extra={"outcome": str(result.outcome), "conflictBranch": result.conflict_branch,
-                         "oldCommit": result.old_commit, "newCommit": result.new_commit})
+    log_diversion(result, branch)
     return push_result(repo, remote, branch, result)

@@ -22,15 +22,17 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from dulwich.errors import NotGitRepository
-from dulwich.objects import Commit, ObjectID, ShaFile
+from dulwich.merge import Merger
+from dulwich.object_store import BaseObjectStore
+from dulwich.objects import Commit, ObjectID, ShaFile, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from hotreload.git import objects, transport
-from hotreload.git.errors import GitError, NotABareRepository, PushRejected, TransportError
+from hotreload.git.errors import BranchMoved, GitError, NotABareRepository, PushRejected, TransportError
 from hotreload.git.history import Comparison, History
 from hotreload.git.objects import (
     HEX40,
@@ -46,26 +48,9 @@ from hotreload.git.objects import (
 from hotreload.git.remotes import Remote, as_remote, redact, without_credentials
 
 __all__ = [
-    "API_IDENTITY",
-    "HEX40",
-    "ZERO_SHA",
-    "BlobChange",
-    "BlobEntry",
-    "GitError",
-    "GitRepo",
-    "LooseWritingStore",
-    "NotABareRepository",
-    "PushRejected",
-    "Remote",
-    "Signature",
-    "TransportError",
-    "branch_ref",
-    "clone_bare",
-    "init_bare",
-    "origin_url",
-    "readable",
-    "redact",
-    "tracking_ref",
+    "API_IDENTITY", "HEX40", "ZERO_SHA", "BlobChange", "BlobEntry", "BranchMoved", "GitError", "GitRepo",
+    "NotABareRepository", "PushRejected", "Remote", "Signature", "TransportError",
+    "branch_ref", "clone_bare", "init_bare", "origin_url", "readable", "redact", "tracking_ref",
     "tree_objects",
 ]
 
@@ -219,6 +204,11 @@ class GitRepo:
         with self._ref_lock:
             self.repo.refs[Ref(ref)] = ObjectID(new.encode())
 
+    def remove_ref(self, ref: bytes, old: str) -> bool:
+        """Delete ``ref`` only if it is still at ``old``."""
+        with self._ref_lock:
+            return bool(self.repo.refs.remove_if_equals(Ref(ref), ObjectID(old.encode())))
+
     # -- objects (hotreload.git.objects) ------------------------------------
 
     def has_object(self, sha: str) -> bool:
@@ -277,6 +267,24 @@ class GitRepo:
     def write_commit(self, tree: str, parents: list[str], message: str, author: Signature,
                      committer: Signature | None = None) -> str:
         return objects.write_commit(self.store, tree, parents, message, author, committer)
+
+    def merge_trees(self, base: str | None, ours: str, theirs: str) -> tuple[str, tuple[str, ...]]:
+        """Three-way merge of trees (dulwich's merger): the merged tree's id and the
+        conflicting paths, sorted. Without conflicts the merged tree is in the store."""
+        # the merger writes the subtrees and blobs it makes through this view: loose, durable
+        merger = Merger(cast(BaseObjectStore, LooseWritingStore(self.store)))
+        merged, conflicts = merger.merge_trees(None if base is None else self._tree(base),
+                                               self._tree(ours), self._tree(theirs))
+        tree = merged.id.decode()
+        if not conflicts and not self.has_object(tree):
+            self.add_object(merged)
+        return tree, tuple(sorted(p.decode(errors="replace") for p in conflicts))
+
+    def _tree(self, sha: str) -> Tree:
+        obj = objects.read_object(self.store, sha.encode())
+        if not isinstance(obj, Tree):
+            raise GitError(f"{sha} is not a tree")
+        return obj
 
     # -- history (hotreload.git.history) ------------------------------------
 

@@ -1,13 +1,9 @@
-"""The reload use case: pre-check, single-flight, reconcile, build, swap.
+"""The reload use case: pre-check, single flight, reconcile, build, swap.
 
-Outside the data lock, always: the served snapshot was built from exactly the tree
-of the local branch. So a reload does everything slow *before* taking the lock —
-fetch, plan (a rebase writes its commits but moves no ref), and build the new
-snapshot from the planned commit — and holds the lock only to check that the
-branch is still where it planned from, move the ref (CAS) and assign
-``holder.current``. A build that fails moves nothing. If a write moved the branch
-meanwhile, the reload plans again from the new branch (bounded), and as a last
-resort does the whole thing under the lock, saying so in the log.
+Everything slow happens before the data lock is taken: fetch, plan (a rebase writes
+its commits but moves no ref), build and warm the new snapshot. The lock is held
+only to move the ref (CAS) and assign ``holder.current``, by the protocol writes
+share (:mod:`~hotreload.service.swap`). A build that fails moves nothing.
 """
 
 from __future__ import annotations
@@ -16,22 +12,21 @@ import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hotreload.data.records import RecordError
-from hotreload.data.snapshot import Changes, Snapshot, SnapshotHolder, build_incremental
+from hotreload.data.snapshot import Changes, Snapshot, SnapshotHolder
 from hotreload.git import reconcile
 from hotreload.git.errors import NetworkTimeout
 from hotreload.git.push import PushDaemon
-from hotreload.git.reconcile import BranchMoved, Clock, Outcome, Plan, utc_now
+from hotreload.git.reconcile import Clock, Outcome, Plan, ReconcileResult, utc_now
 from hotreload.git.repo import GitError, GitRepo, Remote, tracking_ref
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
 from hotreload.service.memory import release_free_memory
+from hotreload.service.swap import Swapped, build, swap
 
 log = logging.getLogger(__name__)
-
-OPTIMISTIC_ATTEMPTS = 3
 
 
 class FetchFailed(Exception):
@@ -92,31 +87,27 @@ class Flight:
     result: ReloadResult | None = None
     error: BaseException | None = None
 
+    def outcome(self) -> ReloadResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
+
+@dataclass(eq=False)
 class Reloader:
-    def __init__(
-        self,
-        repo: GitRepo,
-        holder: SnapshotHolder,
-        lock: DataLock,
-        branch: str,
-        remote: str | Remote | None,
-        metrics: Metrics,
-        push_daemon: PushDaemon | None = None,
-        clock: Clock = utc_now,
-    ) -> None:
-        self.repo = repo
-        self.holder = holder
-        self.lock = lock
-        self.branch = branch
-        self.remote = remote
-        self.metrics = metrics
-        self.push_daemon = push_daemon
-        self.clock = clock
-        self.last: LastReload | None = None
-        self._flight_lock = threading.Lock()
-        self._flight: Flight | None = None
-        self._seq = 0
+    repo: GitRepo
+    holder: SnapshotHolder
+    lock: DataLock
+    branch: str
+    remote: str | Remote | None
+    metrics: Metrics
+    push_daemon: PushDaemon | None = None
+    clock: Clock = utc_now
+    last: LastReload | None = field(default=None, init=False)
+    _flight_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _flight: Flight | None = field(default=None, init=False)
+    _seq: int = field(default=0, init=False)
 
     # -- entry point --------------------------------------------------------------
 
@@ -128,50 +119,22 @@ class Reloader:
         ``trigger`` labels the metrics: webhook, peer, poll, push-rejected,
         min-commit or startup (a run shared by several callers counts as its leader's)."""
         started = time.perf_counter()
-        if not precheck:
-            commit_hash = None
-        short = self._precheck(commit_hash, started)
-        if short is not None:
+        announced = commit_hash if precheck else None
+        if (short := self._precheck(announced, started)) is not None:
             return short
         with self._flight_lock:
             self._seq += 1
             arrived = self._seq
         while True:
-            with self._flight_lock:
-                flight = self._flight
-                if flight is None:
-                    self._seq += 1
-                    flight = self._flight = Flight(self._seq, trigger)
-                    leader = True
-                else:
-                    leader = False
-            if leader:
-                try:
-                    flight.result = self._run(started, trigger)
-                except BaseException as exc:
-                    flight.error = exc
-                finally:
-                    with self._flight_lock:
-                        self._flight = None
-                    flight.done.set()
-                if flight.error is not None:
-                    raise flight.error
-                assert flight.result is not None
-                return flight.result
+            flight, leading = self._join_flight(trigger)
+            if leading:
+                return self._lead(flight, started, trigger)
             flight.done.wait()
-            short = self._precheck(commit_hash, started)
-            if short is not None:
+            # the run we waited for may have served the commit we were told about
+            if (short := self._precheck(announced, started)) is not None:
                 return short
-            if flight.started_seq > arrived:
-                # this run started after we arrived, so it saw what we were told about
-                if flight.error is not None:
-                    raise flight.error
-                assert flight.result is not None
-                return flight.result
-
-    def in_flight(self) -> Flight | None:
-        """The reload running now, if any (health and metrics show it)."""
-        return self._flight
+            if flight.started_seq > arrived:  # it started after we arrived, so it saw what we were told
+                return flight.outcome()
 
     def _precheck(self, commit_hash: str | None, started: float) -> ReloadResult | None:
         """Is the announced commit the one served, or the last remote tip this clone
@@ -193,6 +156,30 @@ class Reloader:
             outcome=str(Outcome.IN_SYNC), no_changes=True, rebuilt=False, old_commit=served,
             new_commit=served, duration_ms=_ms_since(started), prechecked=True,
         )
+
+    def in_flight(self) -> Flight | None:
+        """The reload running now, if any (health and metrics show it)."""
+        return self._flight
+
+    def _join_flight(self, trigger: str) -> tuple[Flight, bool]:
+        """The run in flight, or a new one that this caller leads (True)."""
+        with self._flight_lock:
+            if self._flight is not None:
+                return self._flight, False
+            self._seq += 1
+            self._flight = Flight(self._seq, trigger)
+            return self._flight, True
+
+    def _lead(self, flight: Flight, started: float, trigger: str) -> ReloadResult:
+        try:
+            flight.result = self._run(started, trigger)
+        except BaseException as exc:
+            flight.error = exc
+        finally:
+            with self._flight_lock:
+                self._flight = None
+            flight.done.set()
+        return flight.outcome()
 
     # -- one run ------------------------------------------------------------------
 
@@ -229,136 +216,83 @@ class Reloader:
         return result
 
     def _reconcile_and_swap(self, started: float) -> ReloadResult:
-        last_seen = self.repo.resolve(tracking_ref(self.branch))  # before the fetch moves it
+        # the remote tip seen before this fetch: a remote that no longer contains it was rewritten
+        last_seen = self.repo.resolve(tracking_ref(self.branch))
         remote_tip = self._fetch()
-        for attempt in range(OPTIMISTIC_ATTEMPTS):
-            base = self.holder.current
-            local = self.repo.branch_commit(self.branch)
-            assert local is not None
-            plan, snapshot = self._plan_and_build(base, local, remote_tip, last_seen)
-            try:
-                with self.lock.hold("reload") as hold:
-                    if self.holder.current is not base:
-                        raise BranchMoved("a write landed while the reload was building")
-                    result = reconcile.apply(self.repo, plan, self.branch, self.clock)
-                    if snapshot is not None:
-                        self.holder.current = snapshot
-                        self.holder.degraded = None  # the branch head is served again
-                break
-            except BranchMoved as exc:
-                log.info("retrying reconcile: %s", exc, extra={"attempt": attempt + 1})
-        else:
-            # writes kept landing while we built: do this one under the lock
-            log.warning("the branch kept moving during %d optimistic attempts; "
-                        "reconciling under the data lock", OPTIMISTIC_ATTEMPTS)
-            with self.lock.hold("reload-fallback") as hold:
-                base = self.holder.current
-                local = self.repo.branch_commit(self.branch)
-                assert local is not None
-                plan, snapshot = self._plan_and_build(base, local, remote_tip, last_seen, warm=False)
-                result = reconcile.apply(self.repo, plan, self.branch, self.clock)
-                if snapshot is not None:
-                    self.holder.current = snapshot
-                    self.holder.degraded = None
-        if result.outcome is Outcome.REMOTE_REWRITTEN:
-            log.error(
-                "hot-reload: the remote rewrote %s: %s is no longer in its history; serving its tip "
-                "%s (%d local commit(s) it never had replayed%s); nothing it removed is pushed back",
-                self.branch, result.rewritten_from, result.new_commit, result.ahead,
-                f", old branch kept on {result.conflict_branch}" if result.conflict_branch else "",
-                extra={"outcome": str(result.outcome), "branch": self.branch,
-                       "rewrittenFrom": result.rewritten_from, "oldCommit": result.old_commit,
-                       "newCommit": result.new_commit, "conflictBranch": result.conflict_branch},
-            )
-        elif result.outcome is Outcome.CONFLICT_ESCAPED:
-            log.error(
-                "conflict: local commits kept on %s; %s reset to the remote (%s)",
-                result.conflict_branch, self.branch, ", ".join(plan.conflict_paths),
-                extra={"outcome": str(result.outcome), "conflictBranch": result.conflict_branch,
-                       "oldCommit": result.old_commit, "newCommit": result.new_commit},
-            )
+        swapped = swap(self.lock, self.holder, "reload",
+                       lambda base, warm: self._plan_and_build(base, remote_tip, last_seen, warm),
+                       lambda plan: reconcile.apply(self.repo, plan, self.branch, self.clock))
+        reconcile.log_diversion(swapped.applied, self.branch)
+        result = self._push(swapped.applied)
+        answer = _answer(swapped, result, self.holder.current.commit)
+        in_full = swapped.snapshot is not None and not swapped.snapshot.incremental
+        del swapped  # drop our references to the old snapshot, then trim
+        if answer.rebuilt:
+            release_free_memory(force=in_full)
+        return replace(answer, duration_ms=_ms_since(started))
+
+    def _push(self, result: ReconcileResult) -> ReconcileResult:
         if self.remote is not None:
             result = reconcile.push_result(self.repo, self.remote, self.branch, result)
         if self.push_daemon is not None:
             # refs moved: recount what is pending, and retry (with backoff) a push that failed
             self.push_daemon.notify()
-        rebuilt = snapshot is not None
-        built_in_full = snapshot is not None and not snapshot.incremental
-        old_commit = base.commit
-        changes = snapshot.changes if snapshot is not None else Changes()
-        warmed, carried, warm_ms = snapshot.memo.warmed if snapshot is not None else (0, 0, 0.0)
-        if rebuilt:
-            del base, snapshot  # drop our references to the old snapshot, then trim
-            release_free_memory(force=built_in_full)
-        return ReloadResult(
-            outcome=str(result.outcome),
-            no_changes=result.outcome is Outcome.IN_SYNC and not rebuilt,
-            rebuilt=rebuilt,
-            old_commit=old_commit,
-            new_commit=self.holder.current.commit,
-            duration_ms=_ms_since(started),
-            lock_held_ms=hold.held_ms,
-            ahead=result.ahead,
-            behind=result.behind,
-            conflict_branch=result.conflict_branch,
-            changes=changes,
-            rewritten_from=result.rewritten_from,
-            warmed=warmed,
-            carried=carried,
-            warm_ms=warm_ms,
-        )
+        return result
 
     def _fetch(self) -> str | None:
         served = self.holder.current.commit
         if self.remote is None:  # no remote configured: serve whatever the branch holds
             return self.repo.branch_commit(self.branch)
         try:
-            return reconcile.fetch(self.repo, self.remote, self.branch)
+            return self.repo.fetch_branch(self.remote, self.branch)
         except GitError as exc:
             log.warning("fetch failed: %s", exc, extra={"outcome": "fetch-failed", "head": served})
             raise FetchFailed(served, str(exc), isinstance(exc, NetworkTimeout)) from None
 
-    def _plan_and_build(
-        self, base: Snapshot, local: str, remote_tip: str | None, last_seen: str | None,
-        warm: bool = True,
-    ) -> tuple[Plan, Snapshot | None]:
+    def _plan_and_build(self, base: Snapshot, remote_tip: str | None, last_seen: str | None,
+                        warm: bool = True) -> tuple[Snapshot | None, Plan]:
+        """The plan, and the snapshot of its commit (None when the served tree stays)."""
+        local = self.repo.branch_commit(self.branch)
+        assert local is not None
         plan = reconcile.plan(self.repo, local, remote_tip, self.clock, last_seen)
         if plan.new_commit == base.commit:
-            return plan, None
+            return None, plan
         try:
-            return plan, self._build(base, plan.new_commit, warm)
-        except RecordError as exc:
+            return self._build(base, plan.new_commit, warm), plan
+        except RebuildFailed as exc:
             if plan.outcome not in (Outcome.REBASED, Outcome.REMOTE_REWRITTEN) or not plan.ahead:
-                raise RebuildFailed(plan.new_commit, exc.path, exc.message) from None
+                raise
             # the replayed commits merged cleanly but the data does not validate:
             # a conflict in substance; never serve it
             plan = plan.escape(str(exc))
-        try:
-            return plan, self._build(base, plan.new_commit, warm)
-        except RecordError as exc:
-            raise RebuildFailed(plan.new_commit, exc.path, exc.message) from None
+        return self._build(base, plan.new_commit, warm), plan
 
     def _build(self, base: Snapshot, commit: str, warm: bool) -> Snapshot:
-        """The new snapshot, with the answers readers were getting from ``base``
-        already computed on it (outside the lock, before the swap; never under it)."""
-        snapshot = build_incremental(self.repo, base, commit)
-        if warm:
-            snapshot.warm_from(base)
-        return snapshot
+        try:
+            return build(self.repo, base, commit, warm)
+        except RecordError as exc:
+            raise RebuildFailed(commit, exc.path, exc.message) from None
 
     def _record(self, outcome: str, trigger: str, started: float, lock_held_ms: float,
                 error: str | None) -> None:
         self.metrics.reloads.labels(outcome, trigger).inc()
         if error is None:
             self.metrics.last_successful_reload.set_to_current_time()
-        self.last = LastReload(
-            outcome=outcome,
-            at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            duration_ms=round(_ms_since(started), 3),
-            lock_held_ms=round(lock_held_ms, 3),
-            error=error,
-            trigger=trigger,
-        )
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        self.last = LastReload(outcome, at, round(_ms_since(started), 3), round(lock_held_ms, 3), error, trigger)
+
+
+def _answer(swapped: Swapped[Plan, ReconcileResult], result: ReconcileResult, served: str) -> ReloadResult:
+    """The reload's answer, but for its duration (measured by the caller, last)."""
+    snapshot = swapped.snapshot
+    warmed, carried, warm_ms = snapshot.memo.warmed if snapshot is not None else (0, 0, 0.0)
+    return ReloadResult(
+        outcome=str(result.outcome), no_changes=result.outcome is Outcome.IN_SYNC and snapshot is None,
+        rebuilt=snapshot is not None, old_commit=swapped.base.commit, new_commit=served, duration_ms=0.0,
+        lock_held_ms=swapped.lock_held_ms, ahead=result.ahead, behind=result.behind,
+        conflict_branch=result.conflict_branch, changes=snapshot.changes if snapshot is not None else Changes(),
+        rewritten_from=result.rewritten_from, warmed=warmed, carried=carried, warm_ms=warm_ms,
+    )
 
 
 def _ms_since(started: float) -> float:

@@ -4,9 +4,9 @@ includes it, swapped in the same critical section as the ref move.
 Like a reload, a write does its work outside the data lock against the snapshot
 it observed (validate, write blob/tree/commit objects, derive the new snapshot),
 then under the lock checks that the observed snapshot is still the served one,
-moves the branch (CAS) and swaps. If a reload or another write got there first it
-starts again from the new snapshot, so whichever takes the lock second sees the
-other's commit: nothing is lost.
+moves the branch (CAS) and swaps (:mod:`~hotreload.service.swap`). If a reload or
+another write got there first it starts again from the new snapshot, so whichever
+takes the lock second sees the other's commit: nothing is lost.
 """
 
 from __future__ import annotations
@@ -34,14 +34,13 @@ from hotreload.data.records import (
     to_toml,
 )
 from hotreload.data.sheets import tree_path_problem
-from hotreload.data.snapshot import Snapshot, SnapshotHolder, build_incremental
+from hotreload.data.snapshot import Snapshot, SnapshotHolder
 from hotreload.git.push import PushDaemon
-from hotreload.git.repo import API_IDENTITY, GitRepo, Signature, branch_ref
+from hotreload.git.repo import API_IDENTITY, BranchMoved, GitRepo, Signature, branch_ref
 from hotreload.service.lock import DataLock
+from hotreload.service.swap import build, swap
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 5
 
 
 class WriteError(Exception):
@@ -96,26 +95,27 @@ class WriteResult:
     lock_held_ms: float
 
 
+@dataclass(frozen=True)
+class _Written:
+    """A write prepared outside the lock: its record, and its commit on ``parent``."""
+
+    record: Record
+    parent: str
+    commit: str
+
+
 def _now() -> str:
     return format_timestamp(dt.datetime.now(dt.UTC))
 
 
+@dataclass(eq=False)
 class Writer:
-    def __init__(
-        self,
-        repo: GitRepo,
-        holder: SnapshotHolder,
-        lock: DataLock,
-        branch: str,
-        push_daemon: PushDaemon | None = None,
-        now: Callable[[], str] = _now,
-    ) -> None:
-        self.repo = repo
-        self.holder = holder
-        self.lock = lock
-        self.branch = branch
-        self.push_daemon = push_daemon
-        self.now = now
+    repo: GitRepo
+    holder: SnapshotHolder
+    lock: DataLock
+    branch: str
+    push_daemon: PushDaemon | None = None
+    now: Callable[[], str] = _now
 
     # -- the three verbs ------------------------------------------------------------
 
@@ -159,76 +159,56 @@ class Writer:
 
     # -- the commit -------------------------------------------------------------------
 
-    def _commit(
-        self,
-        spec: WritableSheet,
-        method: str,
-        request_path: str,
-        action: str,
-        change: Callable[[Snapshot], Change],
-    ) -> WriteResult:
-        def prepare(base: Snapshot, warm: bool = True) -> tuple[str, Snapshot, Record]:
-            """Validate, write the objects and derive the snapshot, against ``base``."""
-            old, new, edits = change(base)
-            new_path = _record_path(base, spec, new)
-            changes: dict[str, bytes | None] = {}
-            if old is None:
-                changes[new_path] = to_toml(new)
-            else:  # edit the stored file: keys this service does not know survive
-                table = base.table(spec.sheet)
-                old_path = table.path_by_id[old.id]
-                if old_path != new_path:
-                    changes[old_path] = None
-                stored = self.repo.read_file(base.tree, old_path)
-                if stored is None:  # the table says it is there: a snapshot not of its own tree
-                    raise RuntimeError(f"{old_path} is not in the tree of {base.commit}")
-                changes[new_path] = edit_toml(stored, edits)
-                changes.update(_slug_history(base, spec, old, new, self.now()))
-            tree = self.repo.write_tree_changes(base.tree, changes)
-            signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
-            commit = self.repo.write_commit(tree, [base.commit],
-                                            _message(method, request_path, action, spec, new), signature)
-            try:
-                snapshot = build_incremental(self.repo, base, commit)
-            except RecordError as exc:
-                raise WriteError("invalid", str(exc)) from None
-            if warm:  # readers after the swap find their answers (see Memo); never under the lock
-                snapshot.warm_from(base)
-            return commit, snapshot, new
-
+    def _commit(self, spec: WritableSheet, method: str, request_path: str, action: str,
+                change: Callable[[Snapshot], Change]) -> WriteResult:
         if self.holder.degraded:
             raise WriteError("unavailable", f"writes are refused while the branch head does not build "
                              f"({self.holder.degraded})")
-        for _attempt in range(MAX_ATTEMPTS):
-            base = self.holder.current
-            commit, snapshot, new = prepare(base)
-            with self.lock.hold("write") as hold:
-                if self.holder.current is not base or not self._move(base, commit, action):
-                    continue  # someone else got there first: start again from their snapshot
-                self.holder.current = snapshot
-            break
-        else:
-            # a steady stream of writers keeps beating us: do this one under the lock
-            # (one record: cheap) rather than fail the request
-            log.warning("the branch kept moving during %d optimistic attempts; writing under "
-                        "the data lock", MAX_ATTEMPTS)
-            with self.lock.hold("write-fallback") as hold:
-                base = self.holder.current
-                commit, snapshot, new = prepare(base, warm=False)
-                if not self._move(base, commit, action):
-                    raise WriteError("conflict", "the data branch moved outside this service; "
-                                     "try the request again")
-                self.holder.current = snapshot
+        try:
+            swapped = swap(self.lock, self.holder, "write",
+                           lambda base, warm: self._prepare(base, warm, spec, method, request_path, action, change),
+                           lambda written: self._move(written, action))
+        except BranchMoved:  # under the lock, after the optimistic attempts: not one of ours
+            raise WriteError("conflict", "the data branch moved outside this service; "
+                             "try the request again") from None
+        commit = swapped.prepared.commit
         log.info("committed %s %s", method, request_path,
                  extra={"commit": commit, "action": f"{spec.subject_type}.{action}",
-                        "lockHeldMs": round(hold.held_ms, 3)})
+                        "lockHeldMs": round(swapped.lock_held_ms, 3)})
         if self.push_daemon is not None:
             self.push_daemon.notify()
-        return WriteResult(new, commit, hold.held_ms)
+        return WriteResult(swapped.prepared.record, commit, swapped.lock_held_ms)
 
-    def _move(self, base: Snapshot, commit: str, action: str) -> bool:
-        return self.repo.cas_ref(branch_ref(self.branch), base.commit, commit,
-                                 message=f"hotreload: {action}")
+    def _prepare(self, base: Snapshot, warm: bool, spec: WritableSheet, method: str, request_path: str,
+                 action: str, change: Callable[[Snapshot], Change]) -> tuple[Snapshot, _Written]:
+        """Validate, write the objects and derive the snapshot, against ``base``."""
+        old, new, edits = change(base)
+        new_path = _record_path(base, spec, new)
+        changes: dict[str, bytes | None] = {}
+        if old is None:
+            changes[new_path] = to_toml(new)
+        else:  # edit the stored file: keys this service does not know survive
+            old_path = base.table(spec.sheet).path_by_id[old.id]
+            if old_path != new_path:
+                changes[old_path] = None
+            stored = self.repo.read_file(base.tree, old_path)
+            if stored is None:  # the table says it is there: a snapshot not of its own tree
+                raise RuntimeError(f"{old_path} is not in the tree of {base.commit}")
+            changes[new_path] = edit_toml(stored, edits)
+            changes.update(_slug_history(base, spec, old, new, self.now()))
+        tree = self.repo.write_tree_changes(base.tree, changes)
+        signature = Signature(API_IDENTITY, int(dt.datetime.now(dt.UTC).timestamp()), 0)
+        commit = self.repo.write_commit(tree, [base.commit], _message(method, request_path, action, spec, new),
+                                        signature)
+        try:
+            return build(self.repo, base, commit, warm), _Written(new, base.commit, commit)
+        except RecordError as exc:
+            raise WriteError("invalid", str(exc)) from None
+
+    def _move(self, written: _Written, action: str) -> None:
+        if not self.repo.cas_ref(branch_ref(self.branch), written.parent, written.commit,
+                                 message=f"hotreload: {action}"):
+            raise BranchMoved(f"{self.branch} moved away from {written.parent[:12]}")
 
 
 def _check_keys(spec: WritableSheet, body: Mapping[str, Any], create: bool) -> None:
