@@ -7,6 +7,7 @@ Used by ``hotreload corpus``, the demo, the tests, the simulator and the benchma
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import os
 import random
@@ -118,187 +119,216 @@ def make_corpus(records: int, seed: int = 1, progress: Callable[[int], None] | N
     rest tag assignments."""
     if records < 10:
         raise ValueError("a corpus needs at least 10 records")
-    rng = random.Random(seed)
-    tick = progress or (lambda n: None)
-    files: dict[str, bytes] = {
-        f"{CONFIG_DIR}/{sheet.name}.toml": config_text(sheet) for sheet in (*STANDARD_SHEETS, UNTYPED_SHEET)
-    }
-    files["README.md"] = b"Synthetic gitsheets data made by `hotreload corpus`.\n"
-
     if styles not in STYLES:
         raise ValueError(f"styles must be one of {', '.join(STYLES)}")
-    style_rng = random.Random(seed + 1)  # its own stream: a flat corpus is the same as ever
+    n = _sizes(records)
+    # every sheet draws from one random stream, in this order: the same seed, the same data
+    out = _Drawing(seed, styles, progress or (lambda n: None))
+    tags, projects, people = out.tags(n["tags"]), out.projects(n["projects"]), out.people(n["people"])
+    out.memberships(n["project-memberships"], projects, people)
+    out.tag_assignments(n["tag-assignments"], tags, projects, people)
+    out.updates(n["project-updates"], projects, people)
+    out.buzz(n["project-buzz"], projects)
+    out.interest(n["help-wanted-interest"], out.roles(n["help-wanted-roles"], projects, people), people)
+    out.slug_history(n["slug-history"], projects, people)
+    out.revocations(n["revocations"], people)
+    out.sponsors(n["sponsors"], projects)
+    written = collections.Counter(path.split("/", 1)[0] for path in out.files)
+    return Corpus(out.files, {sheet: written[sheet] for sheet in n})
 
-    def put(path: str, record: Entry, **denormalised: str) -> None:
+
+def _sizes(records: int) -> dict[str, int]:
+    """Records per sheet (memberships, assignments and interest: at most; fewer pairs may exist)."""
+    n = {"tags": max(5, records // 50), "projects": max(2, records * 15 // 100),
+         "people": max(2, records * 30 // 100), "project-memberships": max(1, records * 15 // 100),
+         "tag-assignments": 0, "project-updates": max(1, records * 8 // 100),
+         "project-buzz": max(1, records * 3 // 100), "help-wanted-roles": max(1, records * 2 // 100),
+         "help-wanted-interest": max(1, records * 2 // 100), "slug-history": max(1, records // 100),
+         "revocations": max(1, records // 100), "sponsors": max(1, records // 500)}
+    n["tag-assignments"] = max(1, records - sum(n.values()))
+    return n
+
+
+class _Drawing:
+    """A corpus being drawn: one method per sheet, each filing its records by path."""
+
+    def __init__(self, seed: int, styles: str, tick: Callable[[int], None]) -> None:
+        self.rng = random.Random(seed)
+        self.style_rng = random.Random(seed + 1)  # its own stream: a flat corpus is the same as ever
+        self.styles = styles
+        self.tick = tick
+        self.files: dict[str, bytes] = {
+            f"{CONFIG_DIR}/{sheet.name}.toml": config_text(sheet) for sheet in (*STANDARD_SHEETS, UNTYPED_SHEET)
+        }
+        self.files["README.md"] = b"Synthetic gitsheets data made by `hotreload corpus`.\n"
+
+    def put(self, path: str, record: Entry, **denormalised: str) -> None:
         # the seed's writers store the path template's parent slugs in the record
         extra = "".join(f'{key} = "{value}"\n' for key, value in denormalised.items())
         data = to_toml(record) + extra.encode()
-        if styles == "mixed" and style_rng.random() < 0.5:  # half the records, as people edit them
-            data = restyle(data, style_rng)
-        files[path] = data
-        tick(1)
+        if self.styles == "mixed" and self.style_rng.random() < 0.5:  # half the records, as people edit them
+            data = restyle(data, self.style_rng)
+        self.files[path] = data
+        self.tick(1)
 
-    n_tags = max(5, records // 50)
-    n_projects = max(2, records * 15 // 100)
-    n_people = max(2, records * 30 // 100)
-    n_members = max(1, records * 15 // 100)
-    n_updates = max(1, records * 8 // 100)
-    n_buzz = max(1, records * 3 // 100)
-    n_roles = max(1, records * 2 // 100)
-    n_interest = max(1, records * 2 // 100)
-    n_history = max(1, records // 100)
-    n_revocations = max(1, records // 100)
-    n_sponsors = max(1, records // 500)
-    n_assign = max(1, records - n_tags - n_projects - n_people - n_members - n_updates - n_buzz
-                   - n_roles - n_interest - n_history - n_revocations - n_sponsors)
+    def tags(self, count: int) -> list[Tag]:
+        rng, tags = self.rng, []
+        vocab = [("topic", t) for t in TOPICS] + [("tech", t) for t in TECHS] + [("event", e) for e in EVENTS]
+        for i in range(count):
+            ns, base = vocab[i % len(vocab)]
+            slug = base if i < len(vocab) else f"{base}-{i // len(vocab)}"
+            ts = timestamp(rng)
+            tag = Tag(id=new_id(rng), legacy_id=i + 1, namespace=ns, slug=slug,  # type: ignore[arg-type]
+                      title=slug.replace("-", " ").title(), created_at=ts, updated_at=ts)
+            tags.append(tag)
+            self.put(f"tags/{ns}/{slug}.toml", tag)
+        return tags
 
-    tags: list[Tag] = []
-    vocab = [("topic", t) for t in TOPICS] + [("tech", t) for t in TECHS] + [("event", e) for e in EVENTS]
-    for i in range(n_tags):
-        ns, base = vocab[i % len(vocab)]
-        slug = base if i < len(vocab) else f"{base}-{i // len(vocab)}"
-        ts = timestamp(rng)
-        tag = Tag(id=new_id(rng), legacy_id=i + 1, namespace=ns, slug=slug,  # type: ignore[arg-type]
-                  title=slug.replace("-", " ").title(), created_at=ts, updated_at=ts)
-        tags.append(tag)
-        put(f"tags/{ns}/{slug}.toml", tag)
+    def projects(self, count: int) -> list[Project]:
+        rng, projects = self.rng, []
+        for i in range(count):
+            topic = rng.choice(TOPICS)
+            title = f"{rng.choice(ADJECTIVES).title()} {topic.title()} {rng.choice(NOUNS).title()}"
+            slug = f"{title.lower().replace(' ', '-')}-{i}"
+            created = timestamp(rng)
+            project = Project(
+                id=new_id(rng), legacy_id=i + 1, slug=slug, title=title,
+                summary=f"Helping residents with {topic}: {sentence(rng, 8)}"[:280],
+                overview=" ".join(sentence(rng, 12) for _ in range(rng.randint(1, 4))),
+                stage=rng.choice(STAGES),  # type: ignore[arg-type]
+                developers_url=f"https://github.com/example/{slug}",
+                chat_channel=slug[:40].rstrip("-_"),
+                deleted_at=timestamp(rng) if rng.random() < 0.02 else None,
+                created_at=created, updated_at=created,
+            )
+            projects.append(project)
+            self.put(f"projects/{slug}.toml", project)
+        return projects
 
-    projects: list[Project] = []
-    for i in range(n_projects):
-        topic = rng.choice(TOPICS)
-        title = f"{rng.choice(ADJECTIVES).title()} {topic.title()} {rng.choice(NOUNS).title()}"
-        slug = f"{title.lower().replace(' ', '-')}-{i}"
-        created = timestamp(rng)
-        project = Project(
-            id=new_id(rng), legacy_id=i + 1, slug=slug, title=title,
-            summary=f"Helping residents with {topic}: {sentence(rng, 8)}"[:280],
-            overview=" ".join(sentence(rng, 12) for _ in range(rng.randint(1, 4))),
-            stage=rng.choice(STAGES),  # type: ignore[arg-type]
-            developers_url=f"https://github.com/example/{slug}",
-            chat_channel=slug[:40].rstrip("-_"),
-            deleted_at=timestamp(rng) if rng.random() < 0.02 else None,
-            created_at=created, updated_at=created,
-        )
-        projects.append(project)
-        put(f"projects/{slug}.toml", project)
+    def people(self, count: int) -> list[Person]:
+        rng, people = self.rng, []
+        for i in range(count):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            slug = f"{first}-{last}-{i}".lower()
+            created = timestamp(rng)
+            person = Person(
+                id=new_id(rng), legacy_id=i + 1, slug=slug, full_name=f"{first} {last}",
+                first_name=first, last_name=last,
+                bio=sentence(rng, 15) if rng.random() < 0.7 else None,
+                created_at=created, updated_at=created,
+            )
+            people.append(person)
+            self.put(f"people/{slug}.toml", person)
+        return people
 
-    people: list[Person] = []
-    for i in range(n_people):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
-        slug = f"{first}-{last}-{i}".lower()
-        created = timestamp(rng)
-        person = Person(
-            id=new_id(rng), legacy_id=i + 1, slug=slug, full_name=f"{first} {last}",
-            first_name=first, last_name=last,
-            bio=sentence(rng, 15) if rng.random() < 0.7 else None,
-            created_at=created, updated_at=created,
-        )
-        people.append(person)
-        put(f"people/{slug}.toml", person)
+    def memberships(self, count: int, projects: list[Project], people: list[Person]) -> None:
+        rng, pairs = self.rng, set[tuple[int, int]]()
+        while len(pairs) < min(count, len(projects) * len(people)):
+            pairs.add((rng.randrange(len(projects)), rng.randrange(len(people))))
+        for pi, qi in sorted(pairs):
+            p, q = projects[pi], people[qi]
+            ts = timestamp(rng)
+            self.put(f"project-memberships/{p.slug}/{q.slug}.toml", ProjectMembership(
+                id=new_id(rng), project_id=p.id, person_id=q.id,
+                role=rng.choice(["Founder", "Designer", "Developer", "Organizer", None]),
+                is_maintainer=rng.random() < 0.1, joined_at=ts, created_at=ts, updated_at=ts))
 
-    pairs: set[tuple[int, int]] = set()
-    while len(pairs) < min(n_members, n_projects * n_people):
-        pairs.add((rng.randrange(n_projects), rng.randrange(n_people)))
-    for pi, qi in sorted(pairs):
-        p, q = projects[pi], people[qi]
-        ts = timestamp(rng)
-        put(f"project-memberships/{p.slug}/{q.slug}.toml", ProjectMembership(
-            id=new_id(rng), project_id=p.id, person_id=q.id,
-            role=rng.choice(["Founder", "Designer", "Developer", "Organizer", None]),
-            is_maintainer=rng.random() < 0.1, joined_at=ts, created_at=ts, updated_at=ts))
+    def tag_assignments(self, count: int, tags: list[Tag], projects: list[Project], people: list[Person]) -> None:
+        rng, links = self.rng, set[tuple[int, str, int]]()
+        while len(links) < min(count, len(tags) * (len(projects) + len(people))):
+            kind = "project" if rng.random() < 0.75 else "person"
+            links.add((rng.randrange(len(tags)), kind, rng.randrange(len(projects if kind == "project" else people))))
+        for ti, kind, xi in sorted(links):
+            tag, thing = tags[ti], (projects[xi] if kind == "project" else people[xi])
+            self.put(f"tag-assignments/{tag.id}/{kind}/{thing.id}.toml", TagAssignment(
+                id=new_id(rng), tag_id=tag.id, taggable_type=kind,  # type: ignore[arg-type]
+                taggable_id=thing.id, created_at=timestamp(rng)))
 
-    links: set[tuple[int, str, int]] = set()
-    target = min(n_assign, n_tags * (n_projects + n_people))
-    while len(links) < target:
-        kind = "project" if rng.random() < 0.75 else "person"
-        links.add((rng.randrange(n_tags), kind, rng.randrange(n_projects if kind == "project" else n_people)))
-    for ti, kind, xi in sorted(links):
-        tag, thing = tags[ti], (projects[xi] if kind == "project" else people[xi])
-        put(f"tag-assignments/{tag.id}/{kind}/{thing.id}.toml", TagAssignment(
-            id=new_id(rng), tag_id=tag.id, taggable_type=kind,  # type: ignore[arg-type]
-            taggable_id=thing.id, created_at=timestamp(rng)))
+    def updates(self, count: int, projects: list[Project], people: list[Person]) -> None:
+        rng, numbers = self.rng, dict[int, int]()
+        for _ in range(count):
+            pi = rng.randrange(len(projects))
+            numbers[pi] = numbers.get(pi, 0) + 1
+            p, ts = projects[pi], timestamp(rng)
+            self.put(f"project-updates/{p.slug}/{numbers[pi]}.toml", ProjectUpdate(
+                id=new_id(rng), project_id=p.id, author_id=rng.choice(people).id,
+                body=" ".join(sentence(rng, 10) for _ in range(rng.randint(1, 3))),
+                number=numbers[pi], created_at=ts, updated_at=ts), projectSlug=p.slug)
 
-    numbers: dict[int, int] = {}
-    for _ in range(n_updates):
-        pi = rng.randrange(n_projects)
-        numbers[pi] = numbers.get(pi, 0) + 1
-        p, ts = projects[pi], timestamp(rng)
-        put(f"project-updates/{p.slug}/{numbers[pi]}.toml", ProjectUpdate(
-            id=new_id(rng), project_id=p.id, author_id=rng.choice(people).id,
-            body=" ".join(sentence(rng, 10) for _ in range(rng.randint(1, 3))),
-            number=numbers[pi], created_at=ts, updated_at=ts), projectSlug=p.slug)
+    def buzz(self, count: int, projects: list[Project]) -> None:
+        rng = self.rng
+        for i in range(count):
+            p, ts = rng.choice(projects), timestamp(rng)
+            headline = sentence(rng, 6)[:-1]
+            slug = f"{'-'.join(headline.lower().split()[:4])}-{i}"
+            self.put(f"project-buzz/{p.slug}/{slug}.toml", ProjectBuzz(
+                id=new_id(rng), project_id=p.id, slug=slug, headline=headline,
+                url=f"https://news.example.org/{slug}", published_at=ts,
+                summary=sentence(rng, 14) if rng.random() < 0.6 else None,
+                created_at=ts, updated_at=ts), projectSlug=p.slug)
 
-    for i in range(n_buzz):
-        p, ts = rng.choice(projects), timestamp(rng)
-        headline = sentence(rng, 6)[:-1]
-        slug = f"{'-'.join(headline.lower().split()[:4])}-{i}"
-        put(f"project-buzz/{p.slug}/{slug}.toml", ProjectBuzz(
-            id=new_id(rng), project_id=p.id, slug=slug, headline=headline,
-            url=f"https://news.example.org/{slug}", published_at=ts,
-            summary=sentence(rng, 14) if rng.random() < 0.6 else None,
-            created_at=ts, updated_at=ts), projectSlug=p.slug)
+    def roles(self, count: int, projects: list[Project], people: list[Person]) -> list[HelpWantedRole]:
+        rng, roles = self.rng, []
+        for _ in range(count):
+            p, ts = rng.choice(projects), timestamp(rng)
+            status = rng.choice(["open", "open", "open", "filled", "closed"])
+            role = HelpWantedRole(
+                id=new_id(rng), project_id=p.id, posted_by_id=rng.choice(people).id,
+                title=f"{rng.choice(['Frontend', 'Backend', 'Data', 'Design', 'Outreach'])} "
+                      f"{rng.choice(['developer', 'lead', 'volunteer', 'analyst'])}",
+                description=sentence(rng, 20), commitment_hours_per_week=rng.choice([None, 2, 4, 8]),
+                status=status,  # type: ignore[arg-type]
+                created_at=ts, updated_at=ts)
+            roles.append(role)
+            self.put(f"help-wanted-roles/{p.slug}/{role.id}.toml", role, projectSlug=p.slug)
+        return roles
 
-    roles: list[HelpWantedRole] = []
-    for _ in range(n_roles):
-        p, ts = rng.choice(projects), timestamp(rng)
-        status = rng.choice(["open", "open", "open", "filled", "closed"])
-        role = HelpWantedRole(
-            id=new_id(rng), project_id=p.id, posted_by_id=rng.choice(people).id,
-            title=f"{rng.choice(['Frontend', 'Backend', 'Data', 'Design', 'Outreach'])} "
-                  f"{rng.choice(['developer', 'lead', 'volunteer', 'analyst'])}",
-            description=sentence(rng, 20), commitment_hours_per_week=rng.choice([None, 2, 4, 8]),
-            status=status,  # type: ignore[arg-type]
-            created_at=ts, updated_at=ts)
-        roles.append(role)
-        put(f"help-wanted-roles/{p.slug}/{role.id}.toml", role, projectSlug=p.slug)
+    def interest(self, count: int, roles: list[HelpWantedRole], people: list[Person]) -> None:
+        rng, interest = self.rng, set[tuple[int, int]]()
+        while len(interest) < min(count, len(roles) * len(people)):
+            interest.add((rng.randrange(len(roles)), rng.randrange(len(people))))
+        for ri, qi in sorted(interest):
+            role, q = roles[ri], people[qi]
+            self.put(f"help-wanted-interest/{role.id}/{q.slug}.toml", HelpWantedInterest(
+                id=new_id(rng), role_id=role.id, person_id=q.id,
+                message=sentence(rng, 8) if rng.random() < 0.5 else None, created_at=timestamp(rng)),
+                personSlug=q.slug)
 
-    interest: set[tuple[int, int]] = set()
-    while len(interest) < min(n_interest, len(roles) * n_people):
-        interest.add((rng.randrange(len(roles)), rng.randrange(n_people)))
-    for ri, qi in sorted(interest):
-        role, q = roles[ri], people[qi]
-        put(f"help-wanted-interest/{role.id}/{q.slug}.toml", HelpWantedInterest(
-            id=new_id(rng), role_id=role.id, person_id=q.id,
-            message=sentence(rng, 8) if rng.random() < 0.5 else None, created_at=timestamp(rng)),
-            personSlug=q.slug)
+    def slug_history(self, count: int, projects: list[Project], people: list[Person]) -> None:
+        """Renames of the past: old slugs that answer with a redirect; a few have expired."""
+        rng = self.rng
+        for i in range(count):
+            kind = "project" if i % 3 else "person"
+            renamed: Project | Person = projects[i % len(projects)] if kind == "project" else people[i % len(people)]
+            changed = timestamp(rng)
+            expires = "2099-01-01T00:00:00Z" if rng.random() < 0.9 else "2020-01-01T00:00:00Z"
+            self.put(f"slug-history/{kind}/{renamed.slug}-was-{i}.toml", SlugHistory(
+                id=new_id(rng), entity_type=kind,  # type: ignore[arg-type]
+                old_slug=f"{renamed.slug}-was-{i}", new_slug=renamed.slug,
+                entity_id=renamed.id, changed_at=changed, expires_at=expires))
 
-    # renames of the past: old slugs that answer with a redirect; a few have expired
-    for i in range(n_history):
-        kind = "project" if i % 3 else "person"
-        renamed: Project | Person = projects[i % n_projects] if kind == "project" else people[i % n_people]
-        changed = timestamp(rng)
-        expires = "2099-01-01T00:00:00Z" if rng.random() < 0.9 else "2020-01-01T00:00:00Z"
-        put(f"slug-history/{kind}/{renamed.slug}-was-{i}.toml", SlugHistory(
-            id=new_id(rng), entity_type=kind,  # type: ignore[arg-type]
-            old_slug=f"{renamed.slug}-was-{i}", new_slug=renamed.slug,
-            entity_id=renamed.id, changed_at=changed, expires_at=expires))
+    def revocations(self, count: int, people: list[Person]) -> None:
+        rng = self.rng
+        for _ in range(count):
+            jti = f"{rng.getrandbits(64):016x}"
+            revoked = timestamp(rng)
+            self.put(f"revocations/{jti}.toml", Revocation(
+                jti=jti, person_id=rng.choice(people).id, revoked_at=revoked, expires_at="2099-01-01T00:00:00Z"))
 
-    for _ in range(n_revocations):
-        jti = f"{rng.getrandbits(64):016x}"
-        revoked = timestamp(rng)
-        put(f"revocations/{jti}.toml", Revocation(
-            jti=jti, person_id=rng.choice(people).id, revoked_at=revoked, expires_at="2099-01-01T00:00:00Z"))
-
-    for i in range(n_sponsors):
-        name = f"{rng.choice(ADJECTIVES).title()} {rng.choice(NOUNS).title()} Fund {i}"
-        slug = name.lower().replace(" ", "-")
-        # written by hand, as people do: comments, a date, an array, a table
-        files[f"sponsors/{slug}.toml"] = (
-            f"# sponsor since {2015 + i % 10}\n"
-            f"slug = '{slug}'\nname = \"{name}\"\n"
-            f"since = {2015 + i % 10}-0{1 + i % 9}-15\n"
-            f"tier = \"{rng.choice(['gold', 'silver', 'bronze'])}\"\n"
-            f"projects = [{', '.join(chr(34) + p.slug + chr(34) for p in rng.sample(projects, min(2, n_projects)))}]\n"
-            f"\n[contact]\nemail = \"sponsors+{i}@example.org\"\n"
-        ).encode()
-        tick(1)
-
-    counts = {"tags": n_tags, "projects": n_projects, "people": n_people,
-              "project-memberships": len(pairs), "tag-assignments": len(links),
-              "project-updates": n_updates, "project-buzz": n_buzz, "help-wanted-roles": n_roles,
-              "help-wanted-interest": len(interest), "slug-history": n_history,
-              "revocations": n_revocations, "sponsors": n_sponsors}
-    return Corpus(files, counts)
+    def sponsors(self, count: int, projects: list[Project]) -> None:
+        """Written by hand, as people do: comments, a date, an array, a table."""
+        rng = self.rng
+        for i in range(count):
+            name = f"{rng.choice(ADJECTIVES).title()} {rng.choice(NOUNS).title()} Fund {i}"
+            slug = name.lower().replace(" ", "-")
+            tier = rng.choice(["gold", "silver", "bronze"])
+            listed = ", ".join(f'"{p.slug}"' for p in rng.sample(projects, min(2, len(projects))))
+            self.files[f"sponsors/{slug}.toml"] = (
+                f"# sponsor since {2015 + i % 10}\nslug = '{slug}'\nname = \"{name}\"\n"
+                f"since = {2015 + i % 10}-0{1 + i % 9}-15\ntier = \"{tier}\"\nprojects = [{listed}]\n"
+                f"\n[contact]\nemail = \"sponsors+{i}@example.org\"\n"
+            ).encode()
+            self.tick(1)
 
 
 def write_corpus(
