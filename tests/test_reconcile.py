@@ -16,7 +16,7 @@ import pytest
 from hotreload.git import reconcile as reconcile_module
 from hotreload.git import transport
 from hotreload.git.reconcile import Outcome, conflict_branch_name, reconcile
-from hotreload.git.repo import GitRepo, Signature, redact
+from hotreload.git.repo import BranchMoved, GitRepo, Signature, redact
 from tests.conftest import World, git, make_world, project_toml
 
 FIXED = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
@@ -120,6 +120,26 @@ def test_conflict_escapes_to_a_pushed_branch(world: World, repo: GitRepo) -> Non
     assert world.origin_head() == theirs  # the remote's history is untouched
     heads = git("--git-dir", str(world.clone), "for-each-ref", "--format=%(refname)", "refs/heads").split()
     assert sorted(heads) == ["refs/heads/conflicts/2026-03-04T05-06-07Z", "refs/heads/published"]
+
+
+def test_an_escape_whose_branch_moved_meanwhile_leaves_no_conflict_branch(
+        world: World, repo: GitRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = next(p for p in git("ls-files", cwd=world.work).split() if p.startswith("projects/"))
+    mine = local_commit(repo, {path: project_toml("x-ours", "Ours")})
+    world.commit_upstream({path: project_toml("x-theirs", "Theirs")})
+    remote_tip = repo.fetch_branch(str(world.origin), "published")
+    the_plan = reconcile_module.plan(repo, mine, remote_tip, clock)
+    assert the_plan.outcome is Outcome.CONFLICT_ESCAPED
+    cas_ref = repo.cas_ref  # someone outside moves published between the escape and the CAS:
+
+    def moved_outside(ref: bytes, old: str | None, new: str | None, message: str = "") -> bool:
+        return ref != b"refs/heads/published" and cas_ref(ref, old, new, message)
+
+    monkeypatch.setattr(repo, "cas_ref", moved_outside)
+    with pytest.raises(BranchMoved):
+        reconcile_module.apply(repo, the_plan, "published", clock)
+    heads = git("--git-dir", str(world.clone), "for-each-ref", "--format=%(refname)", "refs/heads").split()
+    assert heads == ["refs/heads/published"] and world.clone_head() == mine
 
 
 def test_two_escapes_in_one_second_get_unique_branches(world: World, repo: GitRepo) -> None:

@@ -184,7 +184,7 @@ def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> Recon
         branch_ref(branch), plan.local, plan.new_commit, message=f"hotreload: {plan.outcome}"
     ):
         if conflict_branch:  # undo: the escape did not happen
-            repo.remove_ref(branch_ref(conflict_branch), plan.local)
+            repo.cas_ref(branch_ref(conflict_branch), plan.local, None)
         raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
     return ReconcileResult(plan.outcome, plan.local, plan.new_commit, plan.ahead, plan.behind,
                            conflict_branch, rewritten_from=plan.rewritten_from, conflict_paths=plan.conflict_paths)

@@ -189,10 +189,13 @@ class GitRepo:
         refs = self.repo.refs.as_dict(Ref(prefix))
         return {(prefix + name).decode(): sha.decode() for name, sha in refs.items()}
 
-    def cas_ref(self, ref: bytes, old: str | None, new: str, message: str = "") -> bool:
-        """Point ``ref`` at ``new`` only if it is still at ``old`` (None: must not exist)."""
+    def cas_ref(self, ref: bytes, old: str | None, new: str | None, message: str = "") -> bool:
+        """Point ``ref`` at ``new`` (None: delete it) only if it is still at ``old`` (None:
+        must not exist)."""
         refs = self.repo.refs
         with self._ref_lock:
+            if new is None:
+                return old is not None and bool(refs.remove_if_equals(Ref(ref), ObjectID(old.encode())))
             if old is None:
                 return bool(refs.add_if_new(Ref(ref), ObjectID(new.encode()), message=message.encode() or None))
             return bool(
@@ -203,11 +206,6 @@ class GitRepo:
     def set_ref(self, ref: bytes, new: str) -> None:
         with self._ref_lock:
             self.repo.refs[Ref(ref)] = ObjectID(new.encode())
-
-    def remove_ref(self, ref: bytes, old: str) -> bool:
-        """Delete ``ref`` only if it is still at ``old``."""
-        with self._ref_lock:
-            return bool(self.repo.refs.remove_if_equals(Ref(ref), ObjectID(old.encode())))
 
     # -- objects (hotreload.git.objects) ------------------------------------
 
