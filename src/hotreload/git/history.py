@@ -12,9 +12,14 @@ commits that differ plus the few just below the merge base.
 Generation numbers come from ``objects/info/commit-graph`` (read with
 ``dulwich.commit_graph``; written by :mod:`hotreload.git.upkeep`, or by git) and,
 for commits the file does not hold yet, are computed from their parents and
-remembered for the life of the process. A missing, stale or unreadable graph file
+remembered for the life of the process. A missing, stale or damaged graph file
 therefore only makes the first question slower (the computation walks down to
-commits the file holds, or to the root), never wrong.
+commits the file holds, or to the root), never wrong: a file is used only when its
+SHA-1 trailer and chunk layout check out (:func:`read_checked_graph`; dulwich's
+reader checks neither), and an answer that can drop a commit (a fast-forward, a
+push, the commits a rebase replays) is asked with ``confirmed=True``, which checks
+it against the commit objects themselves, at the cost of the commits that differ;
+a graph that disagrees with them is dropped and the question asked again without it.
 
 Why not ``dulwich.graph``: its ``can_fast_forward`` prunes by commit *time*, and
 answers False for a fast-forward whose path holds a commit dated before its start
@@ -26,15 +31,20 @@ specs/decisions.md for the measurements.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import heapq
+import io
+import itertools
 import logging
 import os
+import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dulwich.commit_graph import CommitGraph, read_commit_graph
+from dulwich.commit_graph import CommitGraph
 from dulwich.objects import Commit, ObjectID
 
 from hotreload.git.errors import GitError
@@ -68,6 +78,34 @@ class Comparison:
         return not self.right_only
 
 
+def read_checked_graph(path: str) -> CommitGraph:
+    """dulwich's reader, after the checks it leaves out: the SHA-1 trailer, a chunk
+    table that tiles the file up to the trailer, an OID fan-out that counts the sorted,
+    repeat-free lookup table, and chunk sizes that fit the commit count. Raises
+    ValueError naming what failed (a torn, truncated or bit-flipped file)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 40 or hashlib.sha1(data[:-20]).digest() != data[-20:]:
+        raise ValueError("its SHA-1 checksum does not match its contents")
+    if data[:6] != b"CGPH\x01\x01" or data[7] != 0:
+        raise ValueError("it is not a version 1, SHA-1, single-file commit-graph")
+    table = [(data[at:at + 4], struct.unpack_from(">Q", data, at + 4)[0]) for at in range(8, 20 + 12 * data[6], 12)]
+    offsets = [offset for _, offset in table]
+    if offsets[0] != 20 + 12 * data[6] or offsets != sorted(offsets) or offsets[-1] != len(data) - 20:
+        raise ValueError("its chunk table does not fit the file")
+    chunks = {cid: data[start:end] for (cid, start), (_, end) in itertools.pairwise(table)}
+    fanout, lookup = chunks.get(b"OIDF", b""), chunks.get(b"OIDL", b"")
+    counts = struct.unpack(">256I", fanout) if len(fanout) == 1024 else ()
+    oids = [lookup[at:at + 20] for at in range(0, len(lookup), 20)]
+    if not counts or len(lookup) != 20 * counts[-1] or len(chunks.get(b"CDAT", b"")) != 36 * len(oids) \
+            or len(chunks.get(b"EDGE", b"")) % 4:
+        raise ValueError("its chunk sizes do not fit its commit count")
+    if any(a >= b for a, b in itertools.pairwise(oids)) or \
+            any(counts[byte] != bisect.bisect_left(oids, bytes([byte + 1])) for byte in range(255)):
+        raise ValueError("its commit lookup table is out of order or disagrees with its fan-out")
+    return CommitGraph.from_file(io.BytesIO(data))
+
+
 class History:
     """Generation numbers and parents of one repository's commits, shared by
     every thread (commits are immutable, so what is known stays true)."""
@@ -75,12 +113,17 @@ class History:
     def __init__(self, objects_path: str) -> None:
         self._graph_path = os.path.join(objects_path, "info", "commit-graph")
         self._graph: CommitGraph | None = None
-        self._graph_stamp: tuple[int, int] | None = None
+        self._graph_stamp: tuple[int, int, int] | None = None
+        self.graph_refused: str | None = None
+        """Why the file on disk is not used (None: it is, or there is none); upkeep
+        then rewrites it from the commits."""
         self._computed: dict[bytes, Node] = {}
+        self._epoch = 0
+        """Counts the graph files used: what was settled on top of an older one is not kept."""
         self._lock = threading.Lock()
         self.commits_read = 0
-        """Commit objects parsed because the graph file did not hold them (for tests
-        that pin the cost of a question)."""
+        """Commit objects parsed (the graph file did not hold them, or an answer was
+        confirmed): for tests that pin the cost of a question."""
         self.nodes_visited = 0
         """Commits taken by :func:`compare` walks (likewise)."""
         self.reload_graph()
@@ -89,27 +132,39 @@ class History:
 
     def reload_graph(self) -> bool:
         """Read the commit-graph file again if it changed on disk. True if a graph
-        is in use afterwards. An unreadable file is logged and ignored."""
+        is in use afterwards. A file that fails its checks is logged once and ignored."""
         try:
             st = os.stat(self._graph_path)
         except FileNotFoundError:
-            self._graph, self._graph_stamp = None, None
+            self._use(None, None, None)
             return False
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._graph_stamp:
             return self._graph is not None
+        graph, refused = None, None
         try:
-            graph = read_commit_graph(self._graph_path)
+            graph = read_checked_graph(self._graph_path)
         except Exception as exc:  # a torn or foreign file must not stop ancestry questions
-            log.warning("ignoring an unreadable commit-graph file %s: %s", self._graph_path, exc)
-            graph = None
-        self._graph, self._graph_stamp = graph, stamp
-        if graph is not None and self._computed:
-            # what the new file holds need not be remembered twice
-            with self._lock:
-                self._computed = {sha: node for sha, node in self._computed.items()
-                                  if graph.get_entry_by_oid(ObjectID(sha)) is None}
+            refused = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+            log.warning("ignoring the commit-graph file %s until upkeep rewrites it: %s", self._graph_path,
+                        refused, extra={"commitGraph": "refused"})
+        self._use(graph, stamp, refused)
         return graph is not None
+
+    def _use(self, graph: CommitGraph | None, stamp: tuple[int, int, int] | None, refused: str | None) -> None:
+        # what was computed on top of the old file goes with it (its generations came from it)
+        with self._lock:
+            self._graph, self._graph_stamp, self.graph_refused = graph, stamp, refused
+            self._computed = {}
+            self._epoch += 1
+
+    def refuse_graph(self, reason: str) -> None:
+        """Stop using the graph file (it disagrees with the commits) until upkeep rewrites it."""
+        if self._graph is None:
+            return
+        log.warning("ignoring the commit-graph file %s until upkeep rewrites it: %s", self._graph_path, reason,
+                    extra={"commitGraph": "refused"})
+        self._use(None, self._graph_stamp, reason)
 
     @property
     def graph_size(self) -> int:
@@ -144,31 +199,36 @@ class History:
         found = self._lookup(sha)
         if found is not None:
             return found
-        settled = self._settle([sha], lambda commit: self._read_parents(store, commit))
+        epoch = self._epoch
+        settled = self._settle([sha], lambda commit: self._read_parents(store, commit), self._lookup)
         with self._lock:
-            self._computed.update(settled)
+            if epoch == self._epoch:
+                self._computed.update(settled)
         # another thread may have settled it since the lookup above (then _settle found it known)
         found = settled.get(sha) or self._lookup(sha)
         if found is None:
             raise GitError(f"commit {sha.decode()} has no generation after settling it")
         return found
 
-    def generations(self, parents_of: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, int]:
-        """Generation numbers of the commits in ``parents_of`` (every parent is
-        either in it or already known here), without reading any object and
-        without remembering them (the caller is writing them to the graph file)."""
-        settled = self._settle(list(parents_of), parents_of.__getitem__)
+    @staticmethod
+    def generations(parents_of: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, int]:
+        """Generation numbers of the commits in ``parents_of`` (every parent is in
+        it) from those parents alone: what upkeep writes, so one pass repairs any
+        wrong number an older file held."""
+        settled = History._settle(list(parents_of), parents_of.__getitem__, lambda _sha: None)
         return {sha: node[0] for sha, node in settled.items()}
 
-    def _settle(self, starts: list[bytes], parents_of: Callable[[bytes], tuple[bytes, ...]]) -> dict[bytes, Node]:
-        """Generation numbers for ``starts`` and every ancestor not known here,
-        bottom-up without recursion: push unknown parents, settle a commit once all
-        its parents are known."""
+    @staticmethod
+    def _settle(starts: list[bytes], parents_of: Callable[[bytes], tuple[bytes, ...]],
+                known_before: Callable[[bytes], Node | None]) -> dict[bytes, Node]:
+        """Generation numbers for ``starts`` and every ancestor ``known_before``
+        lacks, bottom-up without recursion: push unknown parents, settle a commit
+        once all its parents are known."""
         settled: dict[bytes, Node] = {}
         read: dict[bytes, tuple[bytes, ...]] = {}
 
         def known(commit: bytes) -> Node | None:
-            return settled.get(commit) or self._lookup(commit)
+            return settled.get(commit) or known_before(commit)
 
         for start in starts:
             stack = [start]
@@ -252,25 +312,70 @@ class History:
                 push(parent, flag)
         return Comparison(tuple(reversed(left_only)), tuple(reversed(right_only)), tuple(bases))
 
-    def is_ancestor(self, store: Any, ancestor: str, descendant: str) -> bool:
+    def compare_confirmed(self, store: Any, left: str, right: str) -> Comparison:
+        """:meth:`compare`, borne out by the commit objects (:meth:`_confirms`) for an
+        answer that can drop a commit; when the graph file disagrees with them it is
+        refused and the question asked again from the commits alone."""
+        diff = self.compare(store, left, right)
+        if self._confirms(store, left, diff.left_only, right) and self._confirms(store, right, diff.right_only, left):
+            return diff
+        self.refuse_graph(f"it disagrees with the commits between {left[:12]} and {right[:12]}")
+        diff = self.compare(store, left, right)
+        if self._confirms(store, left, diff.left_only, right) and self._confirms(store, right, diff.right_only, left):
+            return diff
+        raise GitError(f"the history between {left[:12]} and {right[:12]} does not add up (a missing commit?)")
+
+    def _confirms(self, store: Any, tip: str, only: Sequence[str], other: str) -> bool:
+        """True if the commits themselves show that everything reachable from ``tip``
+        is in ``only`` or reachable from ``other``: a walk of real parents from ``tip``
+        through ``only`` (each listed commit's parents and generation as the graph
+        says), stopping at commits not listed, each of which a real path from
+        ``other`` reaches. Nothing reachable from ``tip`` is left out of ``only``
+        then, whatever the graph said. Reads ``only`` and the commits between
+        ``other`` and where the walk stopped: the change, not the history."""
+        listed = {sha.encode() for sha in only}
+        reached: set[bytes] = set()
+        stops: set[bytes] = set()
+        stack = [tip.encode()]
+        while stack:
+            sha = stack.pop()
+            if sha in reached or sha in stops:
+                continue
+            if sha not in listed:
+                stops.add(sha)
+                continue
+            reached.add(sha)
+            parents = self._read_parents(store, sha)
+            generation, said = self.node(store, sha)
+            if parents != said or any(self.node(store, p)[0] >= generation for p in parents):
+                return False
+            stack.extend(parents)
+        return reached == listed and self._reaches(store, other.encode(), stops, confirmed=True)
+
+    def is_ancestor(self, store: Any, ancestor: str, descendant: str, confirmed: bool = False) -> bool:
         """True if ``ancestor`` is reachable from ``descendant`` (or equal). Costs
         the commits between them: a walk from ``descendant`` that never goes below
-        ``ancestor``'s generation."""
-        if ancestor == descendant:
+        ``ancestor``'s generation. ``confirmed``: along the commits' own parents, so
+        a True is a path that exists whatever the graph file says."""
+        return ancestor == descendant or self._reaches(store, descendant.encode(), {ancestor.encode()}, confirmed)
+
+    def _reaches(self, store: Any, start: bytes, targets: set[bytes], confirmed: bool) -> bool:
+        if not targets:
             return True
-        target = ancestor.encode()
-        floor = self.node(store, target)[0]
-        start = descendant.encode()
+        floor = min(self.node(store, target)[0] for target in targets)
+        missing = set(targets)
         heap = [(-self.node(store, start)[0], start)]
         seen = {start}
         while heap:
             negative_generation, sha = heapq.heappop(heap)
             self.nodes_visited += 1
-            if sha == target:
+            missing.discard(sha)
+            if not missing:
                 return True
             if -negative_generation <= floor:
-                continue  # same generation or lower, and not it: cannot lead to it
-            for parent in self.node(store, sha)[1]:
+                continue  # same generation or lower, and not a target: cannot lead to one
+            parents = self._read_parents(store, sha) if confirmed else self.node(store, sha)[1]
+            for parent in parents:
                 if parent not in seen:
                     seen.add(parent)
                     heapq.heappush(heap, (-self.node(store, parent)[0], parent))

@@ -117,15 +117,16 @@ def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now,
     """Decide the outcome for L=``local`` and R=``remote`` (None: the remote has no
     such branch yet, so pushing creates it); ``last_seen`` is the remote tip this
     clone saw before the fetch. One walk over the commits that differ answers every
-    ancestry question (:meth:`GitRepo.compare`)."""
+    ancestry question (:meth:`GitRepo.compare`), confirmed from the commit objects
+    (never from the commit-graph alone: the answer may drop or replay commits)."""
     if remote is not None and last_seen is not None and last_seen != remote \
-            and repo.has_object(last_seen) and not repo.is_ancestor(last_seen, remote):
+            and repo.has_object(last_seen) and not repo.is_ancestor(last_seen, remote, confirmed=True):
         return _plan_rewritten(repo, local, remote, last_seen, now)
     if remote is None:
         return Plan(Outcome.PUSHED_AHEAD, local, None, local, ahead=repo.count_commits(local))
     if local == remote:
         return Plan(Outcome.IN_SYNC, local, remote, local)
-    diff = repo.compare(local, remote)
+    diff = repo.compare(local, remote, confirmed=True)  # it may drop or replay commits
     if diff.left_is_ancestor:
         return Plan(Outcome.FAST_FORWARDED, local, remote, remote, behind=len(diff.right_only))
     if diff.right_is_ancestor:
@@ -137,8 +138,8 @@ def _plan_rewritten(repo: GitRepo, local: str, remote: str, last_seen: str, now:
     """The remote no longer contains ``last_seen``: serve the remote's tip, with
     the local commits it never had (not in ``last_seen``'s history, nor in the new
     one) replayed onto it."""
-    never_pushed = set(repo.compare(last_seen, local).right_only)
-    mine = [sha for sha in repo.compare(local, remote).left_only if sha in never_pushed]
+    never_pushed = set(repo.compare(last_seen, local, confirmed=True).right_only)
+    mine = [sha for sha in repo.compare(local, remote, confirmed=True).left_only if sha in never_pushed]
     replay = _plan_rebase(repo, local, remote, mine, 0, now)  # a conflict keeps old L on its branch
     return replace(replay, outcome=Outcome.REMOTE_REWRITTEN, rewritten_from=last_seen)
 

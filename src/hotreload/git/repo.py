@@ -299,20 +299,24 @@ class GitRepo:
                 return None
         return found[0] if found else None
 
-    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+    def is_ancestor(self, ancestor: str, descendant: str, confirmed: bool = False) -> bool:
         """True if the commit ``ancestor`` (a full id) is reachable from
-        ``descendant`` or equal to it; costs the commits between them."""
+        ``descendant`` or equal to it; costs the commits between them.
+        ``confirmed``: a True is a path of the commits' own parents (for a push)."""
         if not self.has_object(ancestor):
             return False  # never fetched here: cannot be in our history
         try:
             self.history.node(self.store, ancestor.encode())
         except GitError:
             return False  # not a commit
-        return self.history.is_ancestor(self.store, ancestor, descendant)
+        return self.history.is_ancestor(self.store, ancestor, descendant, confirmed)
 
-    def compare(self, left: str, right: str) -> Comparison:
+    def compare(self, left: str, right: str, confirmed: bool = False) -> Comparison:
         """The commits each side has that the other lacks, and their merge bases,
-        in one walk bounded by the difference."""
+        in one walk bounded by the difference. ``confirmed``: borne out by the
+        commit objects, for an answer that can drop a commit (history.py)."""
+        if confirmed:
+            return self.history.compare_confirmed(self.store, left, right)
         return self.history.compare(self.store, left, right)
 
     def count_commits(self, tip: str, limit: int = 10_000) -> int:
@@ -341,7 +345,8 @@ class GitRepo:
     def push_ref(self, remote: str | Remote, local_sha: str, remote_ref: bytes) -> None:
         """Update ``remote_ref`` on the remote to ``local_sha``, only as a
         fast-forward (or a new ref). Never forces."""
-        transport.push_ref(self.repo, remote, local_sha, remote_ref, self.is_ancestor, self.new_commits)
+        transport.push_ref(self.repo, remote, local_sha, remote_ref,
+                           lambda ancestor, tip: self.is_ancestor(ancestor, tip, confirmed=True), self.new_commits)
 
     def new_commits(self, haves: list[str], tip: str) -> list[str]:
         """Commits reachable from ``tip`` and from none of ``haves``, parents first."""

@@ -291,7 +291,10 @@ class UpkeepDaemon:
         self._wake.set()
 
     def run_once(self) -> None:
-        command = [sys.executable, "-m", "hotreload.cli", "upkeep", "--auto", "--repo", self._repo.path]
+        # a graph file this process refused may pass the child's own checks (it disagreed with
+        # the commits here): then everything is redone, the graph from the commits
+        due = [] if self._repo.history.graph_refused else ["--auto"]
+        command = [sys.executable, "-m", "hotreload.cli", "upkeep", *due, "--repo", self._repo.path]
         try:
             # at low CPU priority: requests come first when cores are scarce
             done = subprocess.run(command, capture_output=True, text=True, timeout=3600,

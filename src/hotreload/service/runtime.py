@@ -310,7 +310,7 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
             result = reloader.reload(trigger="startup")
             log.info("start-up reconcile: %s", result.outcome,
                      extra={"outcome": result.outcome, "oldCommit": result.old_commit,
-                            "newCommit": result.new_commit})
+                            "newCommit": result.new_commit, "ahead": result.ahead, "behind": result.behind})
         except FetchFailed as exc:
             log.warning("start-up reconcile: fetch failed; serving the local branch: %s", exc)
         except RebuildFailed as exc:
