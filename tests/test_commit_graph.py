@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,5 +197,29 @@ def test_a_damaged_graph_file_is_refused_whole_and_logged_once(tmp_path: Path, k
         assert [r.levelname for r in caplog.records if "commit-graph" in r.getMessage()] == ["WARNING"]
         assert repo.is_ancestor(ids[3], ids[-1]) and not repo.is_ancestor(ids[-1], ids[3])
         assert len(repo.compare(ids[3], ids[-1]).right_only) == 26
+    finally:
+        repo.close()
+
+
+def test_upkeep_repairs_a_wrong_generation_number(world: World) -> None:
+    """One commit's generation below its parent's, in a file whose checksum is right:
+    upkeep recomputes generations from the parents it reads (it copied the file's
+    numbers), git verifies the file it writes, and the reconcile's counts are right."""
+    for n in range(3):
+        world.commit_upstream({f"projects/up-{n}.toml": project_toml(f"up-{n}", f"Up {n}")})
+    repo = GitRepo(str(world.clone))
+    try:
+        tip = repo.fetch_branch(str(world.origin), "published")
+        assert tip is not None
+        run_upkeep(repo, grace_s=0, force=True)
+        edit_graph(world, tip, generation=1, keep_checksum=True)
+        assert "generation" in verify(world).stderr
+        subprocess.run([sys.executable, "-m", "hotreload.cli", "upkeep", "--repo", str(world.clone)], check=True)
+        assert verify(world).returncode == 0
+        repo.history.reload_graph()
+        upstream = world.commit_upstream({"projects/one-more.toml": project_toml("one-more", "One more")})
+        result = reconcile(repo, str(world.origin), "published", clock)
+        assert (result.outcome, result.new_commit, result.behind) == (Outcome.FAST_FORWARDED, upstream, 1 + 3)
+        assert repo.history.graph_refused is None and repo.history.in_graph(tip)  # the rewritten file holds
     finally:
         repo.close()

@@ -166,6 +166,7 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
         stack.extend(p for p in obj.parents if p not in commits)
     if not commits:
         return 0
+    # from the parents just read, never from the old file: one pass repairs a wrong number
     generation = history.generations({sha: tuple(c.parents) for sha, c in commits.items()})
     order = sorted(commits)  # hex order == binary order
     position = {sha: n for n, sha in enumerate(order)}
@@ -191,7 +192,7 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
             extra = parents[1:]
             edges.extend(extra[:-1])
             edges.append(_GRAPH_LAST_EDGE | extra[-1])
-        level = min(generation.get(sha) or history.node(store, sha)[0], _GENERATION_MAX)
+        level = min(generation[sha], _GENERATION_MAX)
         when = commit.commit_time
         data += bytes.fromhex(commit.tree.decode())
         data += struct.pack(">IIII", first, second, (level << 2) | ((when >> 32) & 0x3), when & 0xFFFFFFFF)
