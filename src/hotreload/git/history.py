@@ -316,13 +316,12 @@ class History:
         """:meth:`compare`, borne out by the commit objects (:meth:`_confirms`) for an
         answer that can drop a commit; when the graph file disagrees with them it is
         refused and the question asked again from the commits alone."""
-        diff = self.compare(store, left, right)
-        if self._confirms(store, left, diff.left_only, right) and self._confirms(store, right, diff.right_only, left):
-            return diff
-        self.refuse_graph(f"it disagrees with the commits between {left[:12]} and {right[:12]}")
-        diff = self.compare(store, left, right)
-        if self._confirms(store, left, diff.left_only, right) and self._confirms(store, right, diff.right_only, left):
-            return diff
+        for _attempt in range(2):  # the second from the commits alone
+            diff = self.compare(store, left, right)
+            if self._confirms(store, left, diff.left_only, right) and \
+                    self._confirms(store, right, diff.right_only, left):
+                return diff
+            self.refuse_graph(f"it disagrees with the commits between {left[:12]} and {right[:12]}")
         raise GitError(f"the history between {left[:12]} and {right[:12]} does not add up (a missing commit?)")
 
     def _confirms(self, store: Any, tip: str, only: Sequence[str], other: str) -> bool:
