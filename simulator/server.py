@@ -180,9 +180,11 @@ def free_ports(n: int) -> list[int]:
 
 
 class GitDaemon:
-    """``git daemon`` on a free loopback port, serving (and accepting pushes to) ``root``."""
+    """``git daemon`` on a free loopback port, serving (and accepting pushes to) ``root``
+    (``env``: more of git's environment, such as ``GIT_CONFIG_*`` settings)."""
 
-    def __init__(self, root: str | os.PathLike[str], port: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         if port is None:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
@@ -192,7 +194,7 @@ class GitDaemon:
         self.proc = subprocess.Popen(
             dying_with_parent(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
                                f"--base-path={root}", "--listen=127.0.0.1", f"--port={self.port}", str(root)]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

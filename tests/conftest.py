@@ -3,9 +3,11 @@ runtime with Falcon's test client, and real ``hotreload serve`` processes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,3 +125,41 @@ def server(world: World) -> Iterator[ServerProcess]:
 
 def bearer(token: str = SECRET) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# -- hand-made packs (what a hostile remote could send) ------------------------------------
+
+
+def pack_of(*entries: bytes) -> bytes:
+    """A version 2 pack of ``entries`` (each an entry's header and zlib stream), with its trailer."""
+    body = b"PACK" + (2).to_bytes(4, "big") + len(entries).to_bytes(4, "big") + b"".join(entries)
+    return body + hashlib.sha1(body).digest()
+
+
+def entry(type_num: int, declared: int, data: bytes, base: bytes = b"") -> bytes:
+    """One pack entry: git's type-and-size varint (``declared`` need not be the truth), a
+    REF_DELTA's base id, then ``data`` deflated."""
+    byte, size, header = (type_num << 4) | (declared & 0x0F), declared >> 4, bytearray()
+    while size:
+        header.append(byte | 0x80)
+        byte, size = size & 0x7F, size >> 7
+    header.append(byte)
+    return bytes(header) + base + zlib.compress(data)
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def delta_bomb(base_size: int, result: int = 1 << 30) -> bytes:
+    """A delta that really makes ``result`` bytes out of a base of ``base_size`` (copies of
+    the whole base, then the rest): ~6 MB of instructions that deflate to a few KB."""
+    def copy(n: int) -> bytes:  # from offset 0, two size bytes
+        return bytes([0x80 | 0x10 | 0x20, n & 0xFF, n >> 8])
+    whole, rest = divmod(result, base_size)
+    return varint(base_size) + varint(result) + copy(base_size) * whole + (copy(rest) if rest else b"")

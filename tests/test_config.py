@@ -4,6 +4,7 @@ variable, and a non-zero exit code (no traceback)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,25 @@ def test_the_demo_banner_names_the_command_that_was_run(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(sys, "argv", [argv0, "demo"])
     assert _this_command() == shown
+
+
+@pytest.mark.parametrize("value", ["0", "512KiB", "16 MB", "lots", "-5"])
+def test_a_bad_object_bound_refuses_to_start(world: World, value: str) -> None:
+    from hotreload.config import ConfigError, Settings
+
+    says = f"CFP_DATA_MAX_OBJECT_BYTES is {value!r}; it must be a size of at least 1MiB"
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        Settings.from_env({"CFP_DATA_REPO_PATH": "/x", "CFP_DATA_MAX_OBJECT_BYTES": value})
+    if value == "lots":  # and `serve` says it in one line
+        assert says in error_line(serve(world.env(CFP_DATA_MAX_OBJECT_BYTES=value)))
+
+
+def test_the_object_bound_setting() -> None:
+    from hotreload.config import Settings
+
+    def bound(value: str | None) -> int:
+        env = {"CFP_DATA_REPO_PATH": "/x"} | ({"CFP_DATA_MAX_OBJECT_BYTES": value} if value is not None else {})
+        return Settings.from_env(env).max_object_bytes
+
+    assert bound(None) == bound("16MiB") == bound("16777216") == 16 * 1024 * 1024
+    assert bound("1GiB") == 1 << 30 and bound("2048KiB") == bound("2097152B") == 2 << 20

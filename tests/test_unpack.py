@@ -8,8 +8,10 @@ parents)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.git.errors import GitError
-from hotreload.git.unpack import pack_object_count, unpack, write_order
-from tests.conftest import git
+from hotreload.git.unpack import ObjectTooLarge, PackReader, pack_object_count, unpack, write_order
+from simulator.server import GitDaemon, ServerProcess
+from tests.conftest import World, bearer, delta_bomb, entry, git, pack_of, project_toml, varint
 
 TYPES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
 
@@ -175,3 +178,119 @@ def test_write_order_ignores_a_coincidental_cycle() -> None:
     order = write_order([a, b, blob])
     assert order[0] == blob and sorted(order[1:]) == sorted([a, b])
 
+
+
+def test_an_object_declared_over_the_bound_is_refused_before_it_is_inflated() -> None:
+    """The header says 200 MB; the stream holds 5 bytes. Had anything inflated it, the
+    error would be dulwich's size mismatch: the bound is checked first."""
+    with pytest.raises(ObjectTooLarge, match=r"a blob of 209,715,200 bytes at offset 12 .*16,777,216 bytes \(CFP_DATA_MAX_OBJECT_BYTES"):
+        unpack(pack_of(entry(3, 200 * 1024 * 1024, b"small")), lambda binary: None)
+    with pytest.raises(ObjectTooLarge, match="a commit of 2,048 bytes"):  # the bound is the caller's
+        unpack(PackReader(io.BytesIO(pack_of(entry(1, 2048, b"x"))), max_object_bytes=1024), lambda binary: None)
+    tree = entry(2, 100 * 1024 * 1024, b"t")  # a tree may be 8x the bound
+    with pytest.raises(GitError, match="corrupt") as refused:
+        unpack(pack_of(tree), lambda binary: None)
+    assert not isinstance(refused.value, ObjectTooLarge)
+
+
+def test_a_delta_bomb_is_refused_before_it_is_applied() -> None:
+    """A 40-byte delta declaring a 1 GiB result, against a blob the clone has."""
+    base_id, base = bytes(range(20)), b"x" * 100
+    delta = varint(len(base)) + varint(1 << 30) + bytes([0x80 | 0x10 | 0x20 | 0x40, 0xFF, 0xFF, 0xFF]) * 8
+    applied: list[bytes] = []
+
+    def base_of(binary: bytes) -> tuple[int, bytes] | None:
+        applied.append(binary)
+        return (3, base) if binary == base_id else None
+
+    with pytest.raises(ObjectTooLarge, match=f"a delta \\(against {base_id.hex()}\\) making an object of 1,073,741,824 bytes"):
+        unpack(pack_of(entry(7, len(delta), delta, base_id)), base_of)
+    assert applied == []  # refused while reading the pack, before its base was even looked up
+    # a delta whose base is not in the pack is held to the tree bound until its type is known,
+    # then to its own: a blob of 17 MB made from a delta against a blob the clone has
+    small_base = b"y" * 16
+    grow = varint(16) + varint(17 * 1024 * 1024) + bytes([0x90, 0x10]) * (17 * 1024 * 1024 // 16)
+    with pytest.raises(ObjectTooLarge, match="making a blob of 17,825,792 bytes"):
+        unpack(pack_of(entry(7, len(grow), grow, base_id)), lambda binary: (3, small_base))
+
+
+def test_a_pack_that_inflates_to_more_than_it_may_hold_is_left_to_dulwich(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "r")
+    old = _commit(repo, {"a.toml": "a = 1\n"}, "one")
+    new = _commit(repo, {"b.toml": "b = 2\n" * 1000}, "two")
+    pack = _thin_pack(repo, new, old)
+    assert unpack(pack, _has(repo, old), hold_bytes=1000) is None
+    assert unpack(pack, _has(repo, old)) is not None
+
+
+# -- through a real server, over git:// -------------------------------------------------------
+
+
+def _rss_mb(server: ServerProcess) -> float:
+    assert server.proc is not None
+    status = Path(f"/proc/{server.proc.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+def _refused(world: World, server: ServerProcess, upstream: Callable[[], object], expected: str) -> None:
+    """After ``upstream`` moves the remote, a webhook answers 502 naming the object and
+    the bound; nothing moved; the service still serves; its memory is where it was."""
+    health = server.get("/api/health").data
+    clone_refs = git("--git-dir", str(world.clone), "for-each-ref")
+    before = _rss_mb(server)
+    upstream()
+    response = server.request("POST", "/api/_internal/reload-data", {}, bearer())
+    assert response.status == 502, response.body
+    error = response.json["error"]
+    assert error["code"] == "fetch_failed" and expected in error["message"], error
+    assert "CFP_DATA_MAX_OBJECT_BYTES=16777216" in error["message"]
+    after = server.get("/api/health").data
+    assert after["servedCommit"] == health["servedCommit"] and expected in after["lastReload"]["error"]
+    assert git("--git-dir", str(world.clone), "for-each-ref") == clone_refs
+    assert not list((world.clone / "objects").glob("incoming-*"))  # the spooled pack is gone
+    listed = server.get("/api/projects")
+    assert listed.status == 200 and listed.commit == health["servedCommit"]
+    # generous: the review measured +460 MB for the 200 MB blob; a figure, not a timing test
+    assert _rss_mb(server) - before < 100
+
+
+@pytest.mark.slow
+def test_a_200_mb_blob_from_the_remote_is_refused_with_502(world: World) -> None:
+    origin = ["--git-dir", str(world.origin)]
+    blob = subprocess.run(f"head -c {200 * 1024 * 1024} /dev/zero | git --git-dir {world.origin} hash-object -w --stdin",
+                          shell=True, check=True, capture_output=True, text=True).stdout.strip()
+
+    def add_the_blob() -> None:
+        listing = git(*origin, "ls-tree", "published") + f"\n100644 blob {blob}\tbig.bin\n"
+        tree = subprocess.run(["git", *origin, "mktree"], input=listing, check=True, capture_output=True, text=True).stdout.strip()
+        git(*origin, "update-ref", "refs/heads/published", git(*origin, "commit-tree", tree, "-p", "published", "-m", "big"))
+
+    daemon = GitDaemon(world.root)
+    try:
+        with ServerProcess(world.env(CFP_DATA_REMOTE=daemon.url("origin.git"))) as server:
+            _refused(world, server, add_the_blob, "a blob of 209,715,200 bytes")
+        assert subprocess.run(["git", "--git-dir", str(world.clone), "cat-file", "-e", blob]).returncode != 0
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.slow
+def test_a_delta_bomb_from_the_remote_is_refused_with_502(world: World) -> None:
+    """The remote's upload-pack sends (through git's own packObjectsHook) a delta of a few
+    KB deflated against a blob the clone has, which makes 1 GiB when applied."""
+    tree = git("--git-dir", str(world.clone), "rev-parse", "published:projects")
+    some_blob = git("--git-dir", str(world.clone), "ls-tree", tree).split()[2]
+    size = int(git("--git-dir", str(world.clone), "cat-file", "-s", some_blob))
+    delta = delta_bomb(size)
+    (world.root / "bomb.pack").write_bytes(pack_of(entry(7, len(delta), delta, bytes.fromhex(some_blob))))
+    hook = world.root / "pack-objects-hook"
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\ncat {world.root / 'bomb.pack'}\n")
+    hook.chmod(0o755)
+    daemon = GitDaemon(world.root, env={"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "uploadpack.packObjectsHook",
+                                        "GIT_CONFIG_VALUE_0": str(hook)})
+    try:
+        with ServerProcess(world.env(CFP_DATA_REMOTE=daemon.url("origin.git"))) as server:
+            _refused(world, server, lambda: world.commit_upstream({"projects/up.toml": project_toml("up", "Up")}),
+                     f"a delta (against {some_blob}) making an object of 1,073,741,824 bytes")
+    finally:
+        daemon.stop()

@@ -63,6 +63,8 @@ class Settings:
     shutdown_drain_s: float = 0.0
     """After SIGTERM: health answers 503 at once, the listener closes this much later."""
     log_level: str = "INFO"
+    max_object_bytes: int = 16 * 1024 * 1024
+    """The biggest blob, commit or tag a fetch takes from the remote (a tree: 8x that)."""
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -139,6 +141,7 @@ class Settings:
                                        "whole seconds a connection may stay idle, 1 or more"),
             shutdown_drain_s=_positive_float(env, "CFP_SHUTDOWN_DRAIN_SECONDS", 0.0, allow_zero=True),
             log_level=log_level,
+            max_object_bytes=_size(env, "CFP_DATA_MAX_OBJECT_BYTES", 16 * 1024 * 1024),
         )
 
 
@@ -228,6 +231,22 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
         raise ConfigError(f"{name} is {env[name]!r}; it must be 1 or 0 (true/false, yes/no and on/off "
                           "are accepted too)")
     return raw in _ON
+
+
+_SIZE = re.compile(r"\A([0-9]{1,15})\s*(|B|KiB|MiB|GiB)\Z")
+_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def _size(env: Mapping[str, str], name: str, default: int, least: int = 1024 * 1024) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    match = _SIZE.match(raw)
+    value = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+    if value < least:
+        raise ConfigError(f"{name} is {raw!r}; it must be a size of at least 1MiB, in bytes or with "
+                          "KiB, MiB or GiB (for example 16777216 or 16MiB)")
+    return value
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False,

@@ -35,6 +35,7 @@ from dulwich.config import ConfigDict
 
 from hotreload.git.compat import TimedTCPGitClient
 from hotreload.git.errors import NetworkTimeout, PushRejected, TransportError
+from hotreload.git.unpack import MAX_OBJECT_BYTES
 
 DEFAULT_TIMEOUT_S = 30.0
 OPERATION_DEADLINE_FACTOR = 4
@@ -83,6 +84,8 @@ class Remote:
     ssh_command: str | None = None
     """``GIT_SSH_COMMAND``: used as given, with the key and known-hosts options added."""
     ca_file: str | None = None
+    max_object_bytes: int = MAX_OBJECT_BYTES
+    """``CFP_DATA_MAX_OBJECT_BYTES``: the biggest object a fetch takes from it (unpack.py)."""
 
     def __str__(self) -> str:
         return redact(self.url)

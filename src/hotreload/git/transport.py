@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
 from dulwich.objects import Tree
-from dulwich.pack import REF_DELTA, UnpackedObject, create_delta
+from dulwich.pack import PACK_SPOOL_FILE_MAX_SIZE, REF_DELTA, UnpackedObject, create_delta
 from dulwich.repo import Repo
 
 from hotreload.git import compat, unpack
@@ -46,7 +47,8 @@ def fetch_branch(repo: Repo, remote: str | Remote, branch: str, haves: Iterator[
     ``+refs/heads/<b>:refs/remotes/origin/<b>``, which a ``git clone --bare``
     clone's default refspec never fills). Returns the remote tip, or None when
     the remote has no such branch; the caller moves the tracking ref. ``haves``
-    (our commits, newest first) bounds the negotiation of a network fetch."""
+    (our commits, newest first) bounds the negotiation of a network fetch; no object
+    bigger than the remote's ``max_object_bytes`` is taken (unpack.PackReader)."""
     remote = as_remote(remote)
     ref = b"refs/heads/" + branch.encode()
     local_path = local_remote_path(remote.url)
@@ -64,7 +66,7 @@ def fetch_branch(repo: Repo, remote: str | Remote, branch: str, haves: Iterator[
         return [sha] if sha and sha != ZERO_SHA and sha not in store else []
 
     with connected(remote, "fetch from") as (client, path):
-        target: Any = _Receiving(repo, None if haves is None else BoundedHaves(haves))
+        target: Any = _Receiving(repo, None if haves is None else BoundedHaves(haves), remote.max_object_bytes)
         result = client.fetch(path, target, determine_wants=determine_wants)
     tip = result.refs.get(ref)
     if not tip or tip == ZERO_SHA:
@@ -348,10 +350,10 @@ class _Receiving:
     """A repository as dulwich's ``fetch`` sees it: negotiating with our haves (when
     given), and unpacking a small received pack into loose objects itself."""
 
-    def __init__(self, repo: Repo, haves: BoundedHaves | None) -> None:
+    def __init__(self, repo: Repo, haves: BoundedHaves | None, max_object_bytes: int) -> None:
         self._repo = repo
         self._haves = haves
-        self.object_store = _ReceivingStore(repo.object_store)
+        self.object_store = _ReceivingStore(repo.object_store, max_object_bytes)
 
     def get_graph_walker(self, heads: Any = None) -> Any:
         return self._haves if self._haves is not None else self._repo.get_graph_walker(heads)
@@ -361,20 +363,30 @@ class _Receiving:
 
 
 class _ReceivingStore:
-    """The clone's object store, except that a thin pack of fewer than
+    """The clone's object store, except that a received pack is spooled to disk and
+    every object's size checked against ``CFP_DATA_MAX_OBJECT_BYTES`` before it is
+    inflated (:class:`~hotreload.git.unpack.PackReader`); then one of fewer than
     :data:`~hotreload.git.objects.LOOSE_OBJECT_LIMIT` objects (a one-record fetch is
-    four) is unpacked into loose objects here (:mod:`hotreload.git.unpack`, decision
-    65); a bigger one goes to dulwich, which keeps it as a pack."""
+    four) is unpacked into loose objects here (decision 65), a bigger one goes to
+    dulwich, which keeps it as a pack."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, max_object_bytes: int) -> None:
         self._store = store
+        self._max_object_bytes = max_object_bytes
 
     def add_thin_pack(self, read_all: Callable[..., bytes], read_some: Any, progress: Any = None) -> Any:
-        head = read_all(12)
-        if unpack.pack_object_count(head) >= LOOSE_OBJECT_LIMIT:  # read on from the spooled file
-            return self._store.add_thin_pack(_Prepended(head, read_all).read, None, progress=progress)
-        add_raw_objects(self._store, unpack.unpack(head + read_all(), self._base))
-        return None
+        with tempfile.SpooledTemporaryFile(PACK_SPOOL_FILE_MAX_SIZE, dir=self._store.path, prefix="incoming-") as fh:
+            while chunk := read_all(1 << 20):
+                fh.write(chunk)
+            reader = unpack.PackReader(fh, self._max_object_bytes)  # type: ignore[arg-type]
+            objects = unpack.unpack(reader, self._base) if reader.count < LOOSE_OBJECT_LIMIT else None
+            if objects is not None:
+                add_raw_objects(self._store, objects)
+                return None
+            for _ in reader.entries():  # every size checked before dulwich inflates anything
+                pass
+            fh.seek(0)
+            return self._store.add_thin_pack(fh.read, None, progress=progress)
 
     def _base(self, binary: bytes) -> tuple[int, bytes] | None:
         sha = binary.hex().encode()
@@ -390,20 +402,6 @@ class _ReceivingStore:
         return getattr(self._store, name)
 
 
-class _Prepended:
-    """A reader that gives ``head`` first, then what ``read`` gives."""
-
-    def __init__(self, head: bytes, read: Callable[..., bytes]) -> None:
-        self._head, self._read = head, read
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._head:
-            return self._read(size)
-        if size < 0:
-            data, self._head = self._head + self._read(), b""
-            return data
-        data, self._head = self._head[:size], self._head[size:]
-        return data + self._read(size - len(data)) if len(data) < size else data
 
 
 def _copy_object_files(source: str, target: str) -> None:
@@ -436,7 +434,7 @@ def fetch_all_into(remote: str | Remote, path: str) -> tuple[dict[bytes, bytes],
     with connected(remote, "clone from", CLONE_DEADLINE_FACTOR) as (client, remote_path):
         target = Repo.init_bare(path, mkdir=True)
         try:
-            result = client.fetch(remote_path, target)
+            result = client.fetch(remote_path, _Receiving(target, None, remote.max_object_bytes))
         finally:
             target.close()
     return dict(result.refs), dict(result.symrefs or {})

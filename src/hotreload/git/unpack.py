@@ -14,19 +14,151 @@ objects are written loose by :func:`~hotreload.git.objects.add_raw_objects`, as
 the local-path fetch writes them: a big tree stored, not deflated, each object
 fsynced before any ref can name it, and in an order where an object comes only
 after everything it points to that came in the same pack.
+
+Whatever the remote sends is bounded before it is inflated (:class:`PackReader`,
+decision 79): each entry's declared size, and a delta's declared result size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from dulwich.objects import Blob, Commit, Tag, Tree, object_class
-from dulwich.pack import DELTA_TYPES, OFS_DELTA, REF_DELTA, UnpackedObject, apply_delta, unpack_object_at
+from dulwich.pack import (
+    DELTA_TYPES,
+    OFS_DELTA,
+    REF_DELTA,
+    UnpackedObject,
+    apply_delta,
+    read_zlib_chunks,
+    take_msb_bytes,
+)
 
 from hotreload.git.errors import GitError
 from hotreload.git.objects import RawObject, object_id
+
+MAX_OBJECT_BYTES = 16 * 1024 * 1024
+"""The default bound on one object a remote sends (``CFP_DATA_MAX_OBJECT_BYTES``): a
+record is a few KB, so 16 MiB is far above any real one."""
+TREE_FACTOR = 8
+"""A tree may be this many times the bound (128 MiB by default: at ~50 bytes an entry,
+a record file's mode, name and id, some 2.5 million records in one folder). A delta
+whose base is not in the pack is held to this too, until its type is known."""
+HOLD_FACTOR = 4
+""":func:`unpack` holds at most this many bounds of inflated objects at once; a pack
+that inflates to more goes to dulwich, which keeps it as a pack on disk."""
+
+
+class ObjectTooLarge(GitError):
+    """An object the remote sent is bigger than ``CFP_DATA_MAX_OBJECT_BYTES`` allows."""
+
+
+class PackReader:
+    """A received pack in a file, read entry by entry with every size checked
+    before anything is inflated: dulwich's ``unpack_object`` with the check between
+    the entry's header and its zlib stream (git's pack format: a type-and-size
+    varint, then a delta's base as an offset varint or an id)."""
+
+    def __init__(self, fh: BinaryIO, max_object_bytes: int = MAX_OBJECT_BYTES) -> None:
+        self._fh, self.max_object_bytes = fh, max_object_bytes
+        fh.seek(0)
+        self.count = pack_object_count(fh.read(12))
+        fh.seek(0)
+        digest, tail, self._size = hashlib.sha1(), b"", 0
+        while chunk := fh.read(1 << 20):
+            self._size += len(chunk)
+            tail += chunk
+            digest.update(tail[:-20])
+            tail = tail[-20:]
+        if len(tail) < 20 or digest.digest() != tail:
+            raise GitError("the pack the remote sent does not match its checksum")
+        self._rest, self._offset = b"", 0
+
+    def _read_all(self, size: int) -> bytes:
+        data = self._read_some(size)
+        while len(data) < size and (more := self._read_some(size - len(data))):
+            data += more
+        return data
+
+    def _read_some(self, size: int) -> bytes:
+        if self._rest:
+            data, self._rest = self._rest[:size], self._rest[size:]
+        else:
+            data = self._fh.read(size)
+        self._offset += len(data)
+        return data
+
+    def entries(self) -> Iterator[tuple[int, UnpackedObject, int]]:
+        """``(offset, entry, size)`` for each object, inflated (deltas not applied;
+        ``size`` is what a delta declares it makes). Raises :class:`ObjectTooLarge`
+        before inflating one declared too big, GitError on a garbled pack."""
+        self._fh.seek(12)
+        self._rest, self._offset = b"", 12
+        types: dict[int, int | None] = {}  # offset -> the object's type, for deltas on it
+        for _ in range(self.count):
+            at = self._offset
+            try:
+                header, _ = take_msb_bytes(self._read_all)
+                type_num, size = (header[0] >> 4) & 7, header[0] & 0x0F
+                for shift, byte in enumerate(header[1:]):
+                    size |= (byte & 0x7F) << (4 + 7 * shift)
+                base: int | bytes | None = None
+                if type_num == OFS_DELTA:
+                    raw, _ = take_msb_bytes(self._read_all)
+                    distance = raw[0] & 0x7F
+                    for byte in raw[1:]:
+                        distance = ((distance + 1) << 7) | (byte & 0x7F)
+                    base = distance
+                elif type_num == REF_DELTA:
+                    base = self._read_all(20)
+                kind = types.get(at - base) if isinstance(base, int) else None if base else type_num
+                self.check_size(size, kind, at, base)
+                entry = UnpackedObject(type_num, delta_base=base, decomp_len=size, hash_func=hashlib.sha1)
+                unused = read_zlib_chunks(self._read_some, entry)
+            except (IndexError, ValueError, zlib.error) as exc:  # a truncated or garbled pack
+                raise GitError(f"the pack the remote sent is corrupt: {exc}") from None
+            self._rest, self._offset = unused + self._rest, self._offset - len(unused)
+            if base is not None:  # a delta's data opens with two varints: its base's size, then its result's
+                size = _delta_result_size(b"".join(entry.decomp_chunks[:2])[:20])
+                self.check_size(size, kind, at, base)
+            types[at] = kind
+            yield at, entry, size
+        if self._offset != self._size - 20:
+            raise GitError("the pack the remote sent has bytes after its last object")
+
+    def check_size(self, size: int, type_num: int | None, at: int, base: int | bytes | None = None) -> None:
+        """Raise :class:`ObjectTooLarge`, naming the object and the bound, if
+        ``size`` is over the bound for ``type_num`` (None: not known yet)."""
+        limit = self.max_object_bytes * (TREE_FACTOR if type_num in (None, Tree.type_num) else 1)
+        if size <= limit:
+            return
+        kind = object_class(type_num) if type_num is not None else None
+        what = f"a {kind.type_name.decode()}" if kind is not None else "an object"
+        if base is not None:
+            what = f"a delta (against {base.hex() if isinstance(base, bytes) else 'an earlier entry'}) making {what}"
+        tree = f", x{TREE_FACTOR} for a tree or an object of unknown type" if limit != self.max_object_bytes else ""
+        raise ObjectTooLarge(
+            f"the remote sent {what} of {size:,} bytes at offset {at:,} of its pack, over the bound of "
+            f"{limit:,} bytes (CFP_DATA_MAX_OBJECT_BYTES={self.max_object_bytes}{tree}); nothing was "
+            "fetched: remove the object from the branch, or raise CFP_DATA_MAX_OBJECT_BYTES")
+
+
+def _delta_result_size(head: bytes) -> int:
+    sizes, value, shift = [], 0, 0
+    for byte in head:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            sizes.append(value)
+            if len(sizes) == 2:
+                return sizes[1]
+            value, shift = 0, 0
+    raise GitError("the pack the remote sent holds a delta with a truncated header")
 
 
 def pack_object_count(data: bytes) -> int:
@@ -40,26 +172,23 @@ def pack_object_count(data: bytes) -> int:
     return int(count)
 
 
-def unpack(data: bytes, base_of: Callable[[bytes], tuple[int, bytes] | None]) -> list[RawObject]:
-    """The objects of the pack ``data`` (whole, checksum included), deltas applied,
+def unpack(pack: bytes | PackReader, base_of: Callable[[bytes], tuple[int, bytes] | None],
+           hold_bytes: int | None = None) -> list[RawObject] | None:
+    """The objects of ``pack`` (whole, checksum included), deltas applied,
     as ``(type number, content, hex id)`` in an order safe to write one by one.
     ``base_of(binary id)`` gives ``(type number, content)`` of an object the pack
-    is thin against (None when the receiver does not have it). Raises GitError on a
-    corrupt pack or a delta whose base is nowhere."""
-    count = pack_object_count(data)
-    if len(data) < 32 or hashlib.sha1(data[:-20]).digest() != data[-20:]:
-        raise GitError("the pack the remote sent does not match its checksum")
-    entries = []
-    offset = 12
-    try:
-        for _ in range(count):
-            unpacked, end = unpack_object_at(data, offset, hashlib.sha1)
-            entries.append((offset, unpacked))
-            offset = end
-    except Exception as exc:  # dulwich raises several kinds on a truncated or garbled pack
-        raise GitError(f"the pack the remote sent is corrupt: {exc}") from None
-    if offset != len(data) - 20:
-        raise GitError("the pack the remote sent has bytes after its last object")
+    is thin against (None when the receiver does not have it). None when the
+    objects would hold more than ``hold_bytes`` (default: :data:`HOLD_FACTOR`
+    bounds) at once. Raises GitError on a corrupt pack or a delta whose base is
+    nowhere, :class:`ObjectTooLarge` on an object over the bound."""
+    reader = pack if isinstance(pack, PackReader) else PackReader(io.BytesIO(pack))
+    limit = hold_bytes if hold_bytes is not None else HOLD_FACTOR * reader.max_object_bytes
+    entries, held = [], 0
+    for at, unpacked, size in reader.entries():
+        held += size
+        if held > limit:
+            return None
+        entries.append((at, unpacked))
 
     by_offset: dict[int, tuple[int, bytes]] = {}
     by_id: dict[bytes, tuple[int, bytes]] = {}
@@ -77,6 +206,7 @@ def unpack(data: bytes, base_of: Callable[[bytes], tuple[int, bytes] | None]) ->
                     left.append((at, unpacked))
                     continue
                 type_num, raw = base[0], b"".join(apply_delta(base[1], unpacked.decomp_chunks))
+                reader.check_size(len(raw), type_num, at, where)  # its type is known now
             if object_class(type_num) is None:
                 raise GitError(f"the pack the remote sent holds an object of unknown type {type_num}")
             sha = object_id(type_num, raw)

@@ -155,9 +155,11 @@ def _save_cache(cache: SnapshotCache, holder: SnapshotHolder, when: str) -> None
 
 
 def remote_of(settings: Settings, url: str) -> Remote:
-    """``url`` with the network settings that reach it (timeout, credentials from files)."""
+    """``url`` with the network settings that reach it (timeout, credentials from files,
+    the bound on what it sends)."""
     return Remote(url, settings.network_timeout_s, settings.username, settings.password_file,
-                  settings.ssh_key_file, settings.ssh_known_hosts_file, settings.ssh_command, settings.ca_file)
+                  settings.ssh_key_file, settings.ssh_known_hosts_file, settings.ssh_command, settings.ca_file,
+                  settings.max_object_bytes)
 
 
 def open_repository(settings: Settings) -> GitRepo:
