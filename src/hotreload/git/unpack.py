@@ -16,7 +16,7 @@ fsynced before any ref can name it, and in an order where an object comes only
 after everything it points to that came in the same pack.
 
 Whatever the remote sends is bounded before it is inflated (:class:`PackReader`,
-decision 79): each entry's declared size, and a delta's declared result size.
+decision 89): each entry's declared size, and a delta's declared result size.
 """
 
 from __future__ import annotations
