@@ -351,3 +351,77 @@ def test_common_prefix_and_suffix_count_equal_bytes_one_by_one(
     assert prefix == _naive_prefix(a, b, limit)
     rest = data.draw(st.integers(0, min(len(a), len(b))))
     assert objects._common_suffix(a, b, rest) == _naive_prefix(a[::-1], b[::-1], rest)
+
+
+# -- the recursive diff a reload builds from, against git's diff-tree --------------------------
+
+ENTRY_MODES = ("100644", "100644", "100755", "120000", "160000")
+
+
+def index_tree(repo: Path, files: dict[str, tuple[str, str]]) -> str:
+    """A nested tree of path -> (mode, id) written by git's own index (the ids need not exist)."""
+    env = {"GIT_INDEX_FILE": str(repo / "diff-index"), "PATH": "/usr/bin:/bin"}
+    run = dict(cwd=repo, env=env, check=True, capture_output=True)
+    subprocess.run(["git", "--git-dir", str(repo), "read-tree", "--empty"], **run)
+    info = "".join(f"{mode} {sha}\t{path}\n" for path, (mode, sha) in files.items())
+    subprocess.run(["git", "--git-dir", str(repo), "update-index", "--index-info"], input=info.encode(), **run)
+    return subprocess.run(["git", "--git-dir", str(repo), "write-tree", "--missing-ok"], **run).stdout.decode().strip()
+
+
+def git_file_changes(repo: Path, old: str, new: str) -> set[tuple[str, str | None, str | None]]:
+    """``git diff-tree -r``, read as diff_trees answers: regular files only (a symlink or a
+    submodule is not a record), so a change of mode alone is no change, and a file that
+    becomes a symlink is a file removed."""
+    out = subprocess.run(["git", "--git-dir", str(repo), "diff-tree", "-r", "-z", "--no-renames", old, new],
+                         capture_output=True, check=True).stdout.split(b"\0")
+    found = set()
+    for meta, path in zip(out[0::2], out[1::2], strict=False):
+        old_mode, new_mode, old_sha, new_sha, _status = meta[1:].decode().split(" ")
+        before = old_sha if old_mode in ("100644", "100755") else None
+        after = new_sha if new_mode in ("100644", "100755") else None
+        if before != after:
+            found.add((path.decode(errors="surrogateescape"), before, after))
+    return found
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 80), edits=st.integers(1, 8))
+def test_diff_trees_equals_git_diff_tree_over_random_nested_trees(wrepo: Path, seed: int, size: int, edits: int) -> None:
+    """Two versions of a tree up to three folders deep, with executables, symlinks and
+    submodules, names git finds hard to split, and edits that change ids and modes, remove
+    files, and turn a file into a folder and back: the files that changed are git's."""
+    rng = random.Random(seed)
+
+    def fits(files: dict[str, tuple[str, str]], path: str) -> bool:  # not a file and a folder at once
+        return not any(p.startswith(path + "/") or path.startswith(p + "/") for p in files if p != path)
+
+    def random_path() -> str:
+        return "/".join(rng.choice(FILE_NAMES) for _ in range(rng.choice((1, 1, 2, 3))))
+
+    files: dict[str, tuple[str, str]] = {}
+    for _ in range(size):
+        path = random_path()
+        if fits(files, path):
+            files[path] = (rng.choice(ENTRY_MODES), random_sha(rng))
+    old = index_tree(wrepo, files)
+    for _ in range(edits):
+        kind = rng.choice(("id", "mode", "remove", "add", "swap"))
+        path = rng.choice(sorted(files)) if files and kind != "add" else random_path()
+        if kind == "swap" and files:  # a file becomes a folder holding a file of its own
+            del files[path]
+            files[f"{path}/{rng.choice(FILE_NAMES)}"] = ("100644", random_sha(rng))
+        elif kind == "remove" and files:
+            del files[path]
+        elif kind == "mode" and path in files:
+            files[path] = (rng.choice(ENTRY_MODES), files[path][1])
+        elif fits(files, path):
+            files[path] = (files.get(path, ("100644", ""))[0], random_sha(rng))
+        else:  # a folder becomes a file (or a file becomes a folder, above it)
+            for other in [p for p in files if p.startswith(path + "/") or path.startswith(p + "/")]:
+                del files[other]
+            files[path] = ("100644", random_sha(rng))
+    new = index_tree(wrepo, files)
+    store = Repo(str(wrepo)).object_store
+    ours = {(c.path, c.old, c.new) for c in objects.diff_trees(store, old, new)}
+    assert ours == git_file_changes(wrepo, old, new)
+    assert {(p, n, o) for p, o, n in ours} == {(c.path, c.old, c.new) for c in objects.diff_trees(store, new, old)}
