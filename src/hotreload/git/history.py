@@ -136,7 +136,8 @@ class History:
         try:
             st = os.stat(self._graph_path)
         except FileNotFoundError:
-            self._use(None, None, None)
+            if self._graph_stamp is not None:  # it was there: what was settled on it goes too
+                self._use(None, None, None)
             return False
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._graph_stamp:
