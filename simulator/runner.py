@@ -254,9 +254,7 @@ class Run:
             old, _new = self.w.rewind_origin() if fault == "rewind-origin" else self.w.reimport_origin()
             # the scenario removed these from the remote on purpose: they are neither
             # "lost" nor a rewind by the service
-            with self.w._opened(self.w._origin_path()) as origin:
-                removed = set(origin.walk(old))
-            self.removed_upstream |= removed
+            self.removed_upstream |= set(self.w.origin_repo().walk(old))
             self.origin_tips = [self.w.origin_head()]
         elif fault == "block-conflicts-namespace":
             self.w.block_conflicts_namespace()
@@ -437,18 +435,17 @@ class Run:
     def _origin_has_writes(self) -> list[str]:
         """Every acknowledged write is on the origin's branch exactly once (as itself,
         or replayed by a rebase: the same author, date and message)."""
-        with self.w._opened(self.w._origin_path()) as origin:
-            counts: dict[tuple[bytes, int, bytes], int] = {}
-            for sha in origin.walk(self.w.origin_head()):
-                key = _identity(origin, sha)
-                counts[key] = counts.get(key, 0) + 1
+        origin = self.w.origin_repo()
+        counts: dict[tuple[bytes, int, bytes], int] = {}
+        for commit in origin.commits(origin.walk(self.w.origin_head())).values():
+            counts[commit.identity] = counts.get(commit.identity, 0) + 1
         problems = []
         for i, commits in sorted(self.commits_by_replica.items()):
-            with self.w._opened(self.w.replicas[i].clone) as repo:
-                for commit in sorted(commits & self.acknowledged):
-                    n = counts.get(_identity(repo, commit), 0)
-                    if n != 1:
-                        problems.append(f"the write {commit[:12]} (replica {i}) is on the origin {n} times")
+            repo = self.w.repo(self.w.replicas[i].clone)
+            for sha, commit in sorted(repo.commits(commits & self.acknowledged).items()):
+                n = counts.get(commit.identity, 0)
+                if n != 1:
+                    problems.append(f"the write {sha[:12]} (replica {i}) is on the origin {n} times")
         return problems
 
     # -- invariants --------------------------------------------------------------------
@@ -497,35 +494,23 @@ class Run:
         problems += self._check_other_sheets(served, health)
         self._observe()
         repo = self.w.local_repo()
-        try:
-            # a rebase replays the service's commits under new ids, so a commit is
-            # kept when one with its identity (author, author date, message: the
-            # message carries the record's Subject-Id) is reachable, as git cherry
-            # matches commits across a rebase
-            tips = [self.w.local_head(), *(sha for ref, sha in repo.refs_under(b"refs/heads/").items()
-                             if ref.startswith("refs/heads/conflicts"))]
-            kept = {_identity(repo, sha) for tip in tips for sha in repo.walk(tip)}
-            for commit in sorted(self.local_commits - self.removed_upstream):
-                if _identity(repo, commit) not in kept:
-                    subject = repo.commit(commit).message.decode(errors="replace").splitlines()[0]
-                    problems.append(f"commit {commit[:12]} ({subject!r}) is lost: neither it nor a replay of it "
-                                    f"is on {BRANCH} or a conflicts/* branch (tips: "
-                                    f"{', '.join(t[:12] for t in tips)})")
-        finally:
-            repo.close()
+        # a rebase replays the service's commits under new ids, so a commit is
+        # kept when one with its identity (author, author date, message: the
+        # message carries the record's Subject-Id) is reachable, as git cherry
+        # matches commits across a rebase
+        tips = [self.w.local_head(), *(sha for ref, sha in repo.refs_under("refs/heads/").items()
+                                       if ref.startswith("refs/heads/conflicts"))]
+        kept = {commit.identity for commit in repo.commits(repo.walk(*tips)).values()}
+        for sha, commit in sorted(repo.commits(self.local_commits - self.removed_upstream).items()):
+            if commit.identity not in kept:
+                problems.append(f"commit {sha[:12]} ({commit.subject!r}) is lost: neither it nor a replay of it "
+                                f"is on {BRANCH} or a conflicts/* branch (tips: {', '.join(t[:12] for t in tips)})")
         return problems
 
-    def _tree_records(self, commit: str, sheet: str) -> dict[str, tuple[str, bytes]]:
-        repo = self.w.local_repo()
-        try:
-            tree = repo.tree_of(commit)
-            root = repo.subtree(tree, sheet)
-            if root is None:
-                return {}
-            return {e.path: (e.sha, repo.read_blob(e.sha)) for e in repo.iter_blobs(root, sheet)
-                    if e.path.endswith(".toml")}
-        finally:
-            repo.close()
+    def _tree_records(self, commit: str, folder: str) -> dict[str, tuple[str, bytes]]:
+        """The ``.toml`` files below ``folder`` at ``commit``, read with git (ls-tree, cat-file)."""
+        return {path: found for path, found in self.w.local_repo().read_files(commit, folder).items()
+                if path.endswith(".toml")}
 
     def _sample_records(self, served: str, per_sheet: int = 6) -> list[str]:
         problems: list[str] = []
@@ -554,12 +539,8 @@ class Run:
         """Is ``newer`` on this replica's branch now, after ``served`` was? (A rebase
         replaces the served commit with one that is not its descendant.)"""
         repo = self.w.local_repo()
-        try:
-            head = repo.branch_commit(BRANCH)
-            return (head is not None and repo.has_object(newer) and newer != served
-                    and repo.is_ancestor(newer, head))
-        finally:
-            repo.close()
+        head = repo.branch_commit(BRANCH)
+        return head is not None and newer != served and repo.has_object(newer) and repo.is_ancestor(newer, head)
 
     def _parsed_sample(self, files: dict[str, tuple[str, bytes]], n: int, parse: Any,
                        problems: list[str]) -> list[tuple[str, Any]]:
@@ -685,11 +666,6 @@ class _Truth:
     files_of: dict[str, dict[str, tuple[str, bytes]]]
     history: dict[str, dict[str, dict[str, Any]]]
     live: dict[str, set[str]]
-
-
-def _identity(repo: Any, sha: str) -> tuple[bytes, int, bytes]:
-    commit = repo.commit(sha)
-    return commit.author, commit.author_time, commit.message
 
 
 def _compare(want: dict[str, Any], resp: Response, served: str, path: str) -> list[str]:

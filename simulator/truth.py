@@ -101,18 +101,19 @@ class NotARecord(Exception):
 
 
 def expected(sheet: str, data: bytes) -> dict[str, Any]:
-    """The API's view of one record file: every field, defaults filled in."""
+    """The API's view of one record file: every field, defaults filled in, TOML
+    date-times as RFC 3339 text."""
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         raise NotARecord(f"not TOML: {exc}") from None
     if not isinstance(doc.get("slug"), str) or not isinstance(doc.get("id"), str):
         raise NotARecord("no string id and slug")
-    return {key: doc.get(key, default) for key, default in FIELDS[sheet].items()}
+    return {key: _json(doc.get(key, default)) for key, default in FIELDS[sheet].items()}
 
 
 def to_toml(fields: dict[str, Any]) -> bytes:
-    """A flat TOML table (strings, numbers, booleans, lists of those)."""
+    """A flat TOML table (strings, numbers, booleans, date-times, lists of those)."""
     return "".join(f"{key} = {_value(value)}\n" for key, value in fields.items() if value is not None).encode()
 
 
@@ -125,6 +126,8 @@ def _value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()  # TOML's own date-time forms are RFC 3339's
     raise TypeError(f"cannot write {type(value).__name__} as TOML here")
 
 

@@ -3,8 +3,10 @@ service's bare clone, a real ``hotreload serve`` on a loopback port, and the
 levers the scenarios pull: outside authors committing to the origin, the remote
 going away and coming back, the server killed and restarted.
 
-The service is driven only through HTTP and its CLI. The world reads the
-clone's refs directly (read-only) to check the invariants.
+The service is driven only through HTTP and its CLI. Worlds are written and read
+with git's own plumbing (simulator/git.py) and the simulator's own corpus
+(simulator/corpus.py): nothing here comes from the service it checks. The world
+reads the clone's refs directly (read-only) to check the invariants.
 """
 
 from __future__ import annotations
@@ -25,10 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from dulwich.file import FileLocked
-
-from hotreload.corpus import add_history, make_corpus, write_corpus
-from hotreload.git.repo import GitRepo, Signature, branch_ref, clone_bare
+from simulator import corpus
+from simulator.git import Objects, Repo, clone_bare, git, init_bare
 from simulator.server import GitDaemon, ServerProcess, free_ports
 from simulator.truth import to_toml
 
@@ -52,9 +52,13 @@ class World:
         self.root = tempfile.mkdtemp(prefix="hotreload-sim-")
         self.origin = os.path.join(self.root, "origin.git")
         self.away = os.path.join(self.root, "origin-away.git")
-        write_corpus(self.origin, make_corpus(records, seed=seed))
-        if history:
-            add_history(self.origin, history, seed=seed)
+        self.objects = Objects()
+        """What the world's repositories were read to hold, by object id (shared: ids name content)."""
+        made = corpus.make_records(records, seed)
+        stream = corpus.fast_import_stream(corpus.files(made, seed), BRANCH, made["people"], history, seed)
+        init_bare(self.origin, BRANCH).fast_import(stream)
+        if history:  # as a repository with a long life is kept: `git gc`-packed, deltas
+            git("--git-dir", self.origin, "gc", "--quiet")
         # the production transport: git daemon on loopback, dulwich's network client
         self.daemon = GitDaemon(self.root) if transport == "git" else None
         self.remote = self.daemon.url("origin.git") if self.daemon else self.origin
@@ -66,7 +70,7 @@ class World:
         """The replica the steps and checks talk to (``server``, ``clone``)."""
         if clone:  # else the service clones at its first start
             for replica in self.replicas:
-                clone_bare(self.remote, replica.clone, BRANCH).close()
+                clone_bare(self.remote, replica.clone, BRANCH)
         self.secret = secrets.token_urlsafe(36)
         self.write_token = secrets.token_urlsafe(24)
         self.push_backoff_seconds = push_backoff_seconds
@@ -183,33 +187,27 @@ class World:
         # an outside author commits on the remote's own host, reachable or not
         return self.away if self.remote_is_down else self.origin
 
-    @staticmethod
-    @contextmanager
-    def _opened(path: str) -> Iterator[GitRepo]:
-        repo = GitRepo(path)
-        try:
-            yield repo
-        finally:
-            repo.close()
+    def repo(self, path: str) -> Repo:
+        """One of the world's repositories, read and written with git's plumbing."""
+        return Repo(path, self.objects)
 
-    @staticmethod
-    def _head(path: str) -> str:
-        with World._opened(path) as repo:
-            head = repo.branch_commit(BRANCH)
+    def _head(self, path: str) -> str:
+        head = self.repo(path).branch_commit(BRANCH)
         assert head is not None, f"{path} has no {BRANCH} branch"
         return head
+
+    def origin_repo(self) -> Repo:
+        return self.repo(self._origin_path())
 
     def origin_head(self) -> str:
         return self._head(self._origin_path())
 
     def origin_conflict_branches(self) -> list[str]:
-        with self._opened(self._origin_path()) as repo:
-            return sorted(ref for ref in repo.refs_under(b"refs/heads/")
-                          if ref.startswith(("refs/heads/conflicts/", "refs/heads/conflicts-")))
+        return sorted(ref for ref in self.origin_repo().refs_under("refs/heads/")
+                      if ref.startswith(("refs/heads/conflicts/", "refs/heads/conflicts-")))
 
     def origin_is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        with self._opened(self._origin_path()) as repo:
-            return repo.is_ancestor(ancestor, descendant)
+        return self.origin_repo().is_ancestor(ancestor, descendant)
 
     def upstream(self, changes: list[dict[str, Any]], message: str = "Upstream change",
                  author: str = OUTSIDE_AUTHOR) -> str:
@@ -217,26 +215,20 @@ class World:
         moves meanwhile (the service's push daemon pushed), they commit again on the new
         tip, as someone whose push was rejected pulls and pushes again."""
         for attempt in range(50):
-            with self._opened(self._origin_path()) as repo:
-                parent = repo.branch_commit(BRANCH)
-                assert parent is not None
-                tree = repo.tree_of(parent)
-                files: dict[str, bytes | None] = {}
-                for change in changes:
-                    files.update(self._files_for(repo, tree, change, files))
-                new_tree = repo.write_tree_changes(tree, files)
-                now = int(dt.datetime.now(dt.UTC).timestamp())
-                commit = repo.write_commit(new_tree, [parent], message + "\n",
-                                           Signature(author.encode(), now, 0))
-                try:
-                    if repo.cas_ref(branch_ref(BRANCH), parent, commit):
-                        return commit
-                except FileLocked:  # a push is updating the ref right now
-                    pass
+            repo = self.origin_repo()
+            parent = repo.branch_commit(BRANCH)
+            assert parent is not None
+            files: dict[str, bytes | None] = {}
+            for change in changes:
+                files.update(self._files_for(repo, parent, change, files))
+            tree = repo.write_tree(repo.commit(parent).tree, files)
+            commit = repo.commit_tree(tree, [parent], message + "\n", author, int(time.time()))
+            if repo.set_ref(f"refs/heads/{BRANCH}", commit, parent):  # else moved, or a push holds its lock
+                return commit
             time.sleep(0.01 * (attempt + 1))
         raise RuntimeError("the origin kept moving while the outside author committed (50 attempts)")
 
-    def _files_for(self, repo: GitRepo, tree: str, change: dict[str, Any],
+    def _files_for(self, repo: Repo, parent: str, change: dict[str, Any],
                    pending: dict[str, bytes | None]) -> dict[str, bytes | None]:
         op = change["op"]
         if op == "raw":
@@ -255,7 +247,7 @@ class World:
             fields = {"id": str(uuid.uuid4()), "slug": slug, **name, "createdAt": stamp,
                       "updatedAt": stamp, **extra}
             return {path: to_toml(fields)}
-        current = pending.get(path) or repo.read_path(tree, path)
+        current = pending.get(path) or repo.read_path(parent, path)
         if current is None:
             raise RuntimeError(f"upstream {op}: {path} does not exist on the origin")
         if op == "delete":
@@ -279,35 +271,27 @@ class World:
 
     def rewind_origin(self) -> tuple[str, str]:
         """An operator's force-push of the branch back one commit (old, new tip)."""
-        with self._opened(self._origin_path()) as repo:
-            old = repo.branch_commit(BRANCH)
-            assert old is not None
-            parents = repo.commit(old).parents
-            assert parents, "nothing to rewind: the origin's branch is a root commit"
-            new = parents[0].decode()
-            repo.set_ref(branch_ref(BRANCH), new)
-        return old, new
+        repo = self.origin_repo()
+        old = self._head(repo.path)
+        parents = repo.commit(old).parents
+        assert parents, "nothing to rewind: the origin's branch is a root commit"
+        repo.set_ref(f"refs/heads/{BRANCH}", parents[0])
+        return old, parents[0]
 
     def reimport_origin(self) -> tuple[str, str]:
         """The branch replaced by an unrelated history: one root commit holding the
         same tree, as a fresh re-import would (old, new tip)."""
-        with self._opened(self._origin_path()) as repo:
-            old = repo.branch_commit(BRANCH)
-            assert old is not None
-            now = int(dt.datetime.now(dt.UTC).timestamp())
-            new = repo.write_commit(repo.tree_of(old), [], "Re-import\n",
-                                    Signature(OUTSIDE_AUTHOR.encode(), now, 0))
-            repo.set_ref(branch_ref(BRANCH), new)
+        repo = self.origin_repo()
+        old = self._head(repo.path)
+        new = repo.commit_tree(repo.commit(old).tree, [], "Re-import\n", OUTSIDE_AUTHOR, int(time.time()))
+        repo.set_ref(f"refs/heads/{BRANCH}", new)
         return old, new
 
     def block_conflicts_namespace(self) -> None:
         """A branch named ``conflicts`` on the origin and in the clone (as a clone
         made after someone created it would have)."""
         for path in (self._origin_path(), self.clone):
-            with self._opened(path) as repo:
-                head = repo.branch_commit(BRANCH)
-                assert head is not None
-                repo.set_ref(branch_ref("conflicts"), head)
+            self.repo(path).set_ref("refs/heads/conflicts", self._head(path))
 
     def second_instance(self) -> tuple[int, str]:
         """Start another ``hotreload serve`` on the same clone: (exit code, stderr)."""
@@ -326,8 +310,8 @@ class World:
 
     # -- the clone (read-only) -------------------------------------------------------
 
-    def local_repo(self) -> GitRepo:
-        return GitRepo(self.clone)
+    def local_repo(self) -> Repo:
+        return self.repo(self.clone)
 
     def local_head(self) -> str:
         return self._head(self.clone)

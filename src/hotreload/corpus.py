@@ -2,7 +2,8 @@
 sheets plus one sheet the service has no schema for (``sponsors``), deterministic
 for a seed, written as one pack in a bare repository.
 
-Used by ``hotreload corpus``, the demo, the tests, the simulator and the benchmarks.
+Used by ``hotreload corpus``, the demo, the tests and the benchmarks (the simulator
+writes its own: simulator/corpus.py).
 """
 
 from __future__ import annotations
