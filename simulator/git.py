@@ -127,6 +127,11 @@ class Repo:
             raise GitError(f"git update-ref {ref} {new}: {proc.stderr.decode(errors='replace').strip()}")
         return proc.returncode == 0
 
+    def reflog(self, ref: str) -> list[str]:
+        """Where ``ref`` pointed after each logged move, oldest first (none without a reflog)."""
+        found = self.status("log", "--walk-reflogs", "--format=%H", ref, "--")
+        return found.stdout.decode().split()[::-1] if found.returncode == 0 else []
+
     # -- history ---------------------------------------------------------------------------
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:

@@ -519,7 +519,11 @@ class Run:
             for path, want in self._parsed_sample(files, per_sheet, functools.partial(expected, sheet), problems):
                 resp = self._request("GET", f"/api/{sheet}/{want['slug']}")
                 answered = served
-                if resp.commit and resp.commit != served and self._moved_on(served, resp.commit):
+                if resp.commit and resp.commit != served and not self._moved_on(served, resp.commit):
+                    problems.append(f"{path}: X-Data-Commit {resp.commit[:12]} is not the served commit "
+                                    f"{served[:12]} ({self._relation(served, resp.commit)})")
+                    continue
+                if resp.commit and resp.commit != served:
                     # a reload the service ran on its own (a peer's forward, the poll, a rejected
                     # push) swapped snapshots since health answered: judge the answer by its own commit
                     answered, newer = resp.commit, self._tree_records(resp.commit, sheet).get(path)
@@ -536,11 +540,25 @@ class Run:
         return problems
 
     def _moved_on(self, served: str, newer: str) -> bool:
-        """Is ``newer`` on this replica's branch now, after ``served`` was? (A rebase
-        replaces the served commit with one that is not its descendant.)"""
+        """Did this replica's branch move to ``newer`` after it held ``served``? Its reflog
+        (every move of the ref, in order) says. Neither ancestry nor the tip now can: a
+        rebase replaces commits with ones that do not descend from them, and a commit may
+        be the tip for a moment only (rebased onto a remote that moved, then again)."""
+        tips = self.w.local_repo().reflog(f"refs/heads/{BRANCH}")
+        since = max((i for i, tip in enumerate(tips) if tip == served), default=-1)
+        return newer != served and newer in tips[since + 1:]
+
+    def _relation(self, served: str, other: str) -> str:
+        """How ``other`` stands to ``served`` in this replica's clone, for a failure message."""
         repo = self.w.local_repo()
-        head = repo.branch_commit(BRANCH)
-        return head is not None and newer != served and repo.has_object(newer) and repo.is_ancestor(newer, head)
+        if not repo.has_object(other):
+            return f"{other[:12]} is not in the clone"
+        head = repo.branch_commit(BRANCH) or "?"
+        how = ("a descendant of the served commit" if repo.is_ancestor(served, other) else
+               "an ancestor of the served commit" if repo.is_ancestor(other, served) else "not in line with it")
+        held = "holds" if head != "?" and repo.is_ancestor(other, head) else "does not hold"
+        moves = " -> ".join(tip[:7] for tip in repo.reflog(f"refs/heads/{BRANCH}")[-8:])
+        return f"{other[:12]} is {how}; the branch, now at {head[:12]}, {held} it; its last moves: {moves}"
 
     def _parsed_sample(self, files: dict[str, tuple[str, bytes]], n: int, parse: Any,
                        problems: list[str]) -> list[tuple[str, Any]]:

@@ -158,3 +158,38 @@ def test_what_a_killed_parent_started_through_dying_with_parent_goes_with_it(tmp
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the child outlived its killed parent")
+
+
+@pytest.mark.slow
+def test_a_commit_the_branch_held_only_for_a_moment_counts_as_later_and_an_older_one_does_not() -> None:
+    """An answer may name a commit newer than the one health named: the replica reloaded
+    on its own meanwhile. "Newer" is read from the branch's reflog, not from ancestry: a
+    write W on top of S that a rebase then replaced with W' was served, but W is no
+    ancestor of the branch any more (the old rule failed two-replicas-writing once in ten
+    runs for it). A commit the branch held *before* S never counts."""
+    from simulator.scenario import Scenario, Step
+    from simulator.world import World
+
+    run = Run(Scenario("moved-on", "", "<test>", 20, 60.0))
+    run.world = world = World(20, 60.0)
+    try:
+        world.start_server()
+        served = world.local_head()
+        world.remote_down()
+        run._write(Step(1, "write", {"method": "POST", "path": "/api/projects",
+                                     "body": {"slug": "for-a-moment", "title": "For A Moment"}}))
+        assert run.last is not None and run.last.status == 201
+        written = run.last.commit
+        assert written is not None and written != served
+        world.upstream([{"op": "add", "sheet": "people", "slug": "meanwhile"}])
+        world.remote_up()
+        run._webhook(Step(2, "webhook", {}))
+        assert run.last is not None and run.last.data["outcome"] == "rebased", run.last.body
+        replayed = world.local_head()
+        assert not world.local_repo().is_ancestor(written, replayed)  # replaced, not built upon
+        assert run._moved_on(served, written) and run._moved_on(served, replayed)
+        assert run._moved_on(written, replayed)
+        assert not run._moved_on(replayed, written) and not run._moved_on(written, served)
+        assert not run._moved_on(served, served)
+    finally:
+        world.close()
