@@ -4,6 +4,9 @@ the remote already made is dropped, as git drops it."""
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from falcon import testing
 
 from hotreload.service.runtime import Runtime
@@ -37,6 +40,54 @@ def test_a_force_push_rewind_is_served_and_never_pushed_back(client: testing.Tes
     assert leaked not in origin_log(world)
     health = client.simulate_get("/api/health").json["data"]
     assert health["lastReload"]["outcome"] in ("remote-rewritten", "in-sync")
+
+
+class WatchedLock:
+    """A lock that says (``contended``) when someone is about to wait for it."""
+
+    def __init__(self, contended: threading.Event) -> None:
+        self.lock = threading.Lock()
+        self.contended = contended
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(blocking=False):
+            self.contended.set()
+            self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_a_push_attempt_in_a_rewinds_window_does_not_push_the_removed_commit_back(
+        client: testing.TestClient, runtime: Runtime, world: World) -> None:
+    """The reload has fetched the rewound tip but not yet moved the branch: a push attempt
+    now would read the old branch and the new tracking ref, and push the removed commit
+    back as a fast-forward. The attempt must wait for the reconcile instead."""
+    before = world.origin_head()
+    leaked = world.commit_upstream({"projects/leaked.toml": project_toml("leaked", "Leaked data")})
+    assert post(client, {"commitHash": leaked}, headers=bearer()).json["data"]["outcome"] == "fast-forwarded"
+    daemon, reloader = runtime.push_daemon, runtime.reloader
+    assert daemon is not None and daemon.flush(5)
+    git("--git-dir", str(world.origin), "update-ref", "refs/heads/published", before)
+    attempted_or_waiting = threading.Event()
+    daemon.remote_lock = WatchedLock(attempted_or_waiting)  # type: ignore[assignment]
+    push_branch, plan_and_build = daemon._push_branch, reloader._plan_and_build
+
+    def push_and_say() -> None:
+        push_branch()
+        attempted_or_waiting.set()
+
+    def plan_after_a_push_attempt(*args: Any, **kwargs: Any) -> Any:
+        daemon.notify()  # the daemon wakes in the window between the fetch and the ref move
+        assert attempted_or_waiting.wait(10)
+        return plan_and_build(*args, **kwargs)
+
+    daemon._push_branch = push_and_say  # type: ignore[method-assign]
+    reloader._plan_and_build = plan_after_a_push_attempt  # type: ignore[method-assign]
+    result = reloader.reload(before)
+    assert result.outcome == "remote-rewritten" and result.new_commit == before
+    assert daemon.flush(5)
+    assert world.origin_head() == before and leaked not in origin_log(world)
 
 
 def test_an_unrelated_history_replaces_the_old_one(client: testing.TestClient, runtime: Runtime,

@@ -18,6 +18,11 @@ background, so a write returns as soon as its commit is local.
   :meth:`PushDaemon.notify`) with one walk over the pending commits, and
   :meth:`PushDaemon.status` only reads the last published :class:`PushStatus`:
   a health probe never walks history and never waits on the daemon.
+* ``remote_lock``: one conversation with the remote's branch at a time. A reconcile
+  holds it from its fetch to its push, an attempt from reading the refs to its push:
+  an attempt that read the branch before a reconcile applied a rewind of the remote,
+  and the tracking ref after its fetch, would push the removed commits back (the
+  rewound remote takes them as a fast-forward).
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class PushDaemon:
         self._busy = False
         self._published = PushStatus(0, None, False)
         self._pending_lock = threading.Lock()  # one count at a time; never held by status()
+        self.remote_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="push-daemon", daemon=True)
 
     def start(self) -> None:
@@ -203,6 +209,10 @@ class PushDaemon:
             self._wake = True  # look again: pushed by the reconcile, or push what it made
 
     def _attempt(self) -> None:
+        with self.remote_lock:
+            self._push_branch()
+
+    def _push_branch(self) -> None:
         local = self._repo.branch_commit(self._branch)
         known = self._repo.resolve(tracking_ref(self._branch))
         if local is None or known == local or (

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 from hotreload.data.records import RecordError
@@ -216,14 +217,15 @@ class Reloader:
         return result
 
     def _reconcile_and_swap(self, started: float) -> ReloadResult:
-        # the remote tip seen before this fetch: a remote that no longer contains it was rewritten
-        last_seen = self.repo.resolve(tracking_ref(self.branch))
-        remote_tip = self._fetch()
-        swapped = swap(self.lock, self.holder, "reload",
-                       lambda base, warm: self._plan_and_build(base, remote_tip, last_seen, warm),
-                       lambda plan: reconcile.apply(self.repo, plan, self.branch, self.clock))
-        reconcile.log_diversion(swapped.applied, self.branch)
-        result = self._push(swapped.applied)
+        with self.push_daemon.remote_lock if self.push_daemon is not None else nullcontext():
+            # the remote tip seen before this fetch: a remote that no longer contains it was rewritten
+            last_seen = self.repo.resolve(tracking_ref(self.branch))
+            remote_tip = self._fetch()
+            swapped = swap(self.lock, self.holder, "reload",
+                           lambda base, warm: self._plan_and_build(base, remote_tip, last_seen, warm),
+                           lambda plan: reconcile.apply(self.repo, plan, self.branch, self.clock))
+            reconcile.log_diversion(swapped.applied, self.branch)
+            result = self._push(swapped.applied)
         answer = _answer(swapped, result, self.holder.current.commit)
         in_full = swapped.snapshot is not None and not swapped.snapshot.incremental
         del swapped  # drop our references to the old snapshot, then trim
