@@ -250,6 +250,12 @@ def connected(remote: Remote, what: str,
     deadline; any failure comes out as a :class:`TransportError` (a
     :class:`NetworkTimeout` when time ran out) whose message names the remote."""
     deadline = Deadline(remote.timeout_s, factor * remote.timeout_s)
+
+    def timed_out() -> NetworkTimeout:
+        took = time.monotonic() - deadline.started
+        return NetworkTimeout(f"{what} {remote} failed: no answer in time ({took:.1f} s; "
+                              f"CFP_DATA_NETWORK_TIMEOUT_SECONDS is {remote.timeout_s:g})")
+
     with deadline:
         try:
             yield open_client(remote, deadline)
@@ -257,11 +263,12 @@ def connected(remote: Remote, what: str,
             raise
         except Exception as exc:
             if deadline.expired or _timed_out(exc):
-                took = time.monotonic() - deadline.started
-                raise NetworkTimeout(
-                    f"{what} {remote} failed: no answer in time ({took:.1f} s; "
-                    f"CFP_DATA_NETWORK_TIMEOUT_SECONDS is {remote.timeout_s:g})") from None
+                raise timed_out() from None
             if isinstance(exc, TransportError):
                 raise
             reason = remote.scrub(str(exc) or type(exc).__name__)
             raise TransportError(f"{what} {remote} failed: {reason}") from None
+        if deadline.expired:
+            # the cut may end a read cleanly (an HTTP head cut mid-line parses as a complete,
+            # empty answer): whatever came back after it is not the remote's answer
+            raise timed_out()
