@@ -41,6 +41,13 @@ _UPSTREAM_TREES = TreeBytes()
 must read from the remote (a write remembers the trees it makes: decision 73)."""
 
 
+def _edited(contents: bytes, n: int) -> bytes:
+    """A record with ``Round n`` put before its title or name."""
+    for key in (b'title = "', b'fullName = "'):
+        contents = contents.replace(key, key + f"Round {n} ".encode(), 1)
+    return contents
+
+
 def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
     """Commit an edit of ``count`` project/person records to the origin's branch."""
     repo = GitRepo(origin)
@@ -52,17 +59,38 @@ def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
         blobs = record_blobs(repo, tree)
         paths = random.Random(seed + n).sample(sorted(blobs), count)
         contents = repo.read_many({blobs[p] for p in paths})
-        changes: dict[str, bytes | None] = {}
-        for path in paths:
-            data = contents[blobs[path]]
-            for key in (b'title = "', b'fullName = "'):
-                data = data.replace(key, key + f"Round {n} ".encode(), 1)
-            changes[path] = data
+        changes: dict[str, bytes | None] = {path: _edited(contents[blobs[path]], n) for path in paths}
         new_tree = repo.write_tree_changes(tree, changes, _UPSTREAM_TREES)
         commit = repo.write_commit(new_tree, [parent], f"bench edit {n}\n",
                                    Signature(b"Bench <bench@example.org>", 1_700_000_000 + n, 0))
         assert repo.cas_ref(branch_ref("published"), parent, commit)
         return commit
+    finally:
+        repo.close()
+
+
+def edit_chain(origin: str, count: int, seed: int = 0) -> list[str]:
+    """``count`` commits on the origin, each editing one project/person record of the one
+    before, the first on the branch's tip; the branch is left where it is. The same
+    origin and seed give the same commits (a harness comparing two versions feeds both
+    the same changes); the record list is read once, not once a commit."""
+    repo = GitRepo(origin)
+    trees = TreeBytes()
+    try:
+        parent = repo.branch_commit("published")
+        assert parent is not None
+        tree = repo.tree_of(parent)
+        blobs = record_blobs(repo, tree)
+        paths = random.Random(seed).choices(sorted(blobs), k=count)
+        edited: dict[str, bytes] = {}  # a record edited twice is edited as the first edit left it
+        commits = []
+        for n, path in enumerate(paths):
+            data = edited[path] = _edited(edited.get(path) or repo.read_many({blobs[path]})[blobs[path]], n)
+            tree = repo.write_tree_changes(tree, {path: data}, trees)
+            parent = repo.write_commit(tree, [parent], f"bench edit {n}\n",
+                                       Signature(b"Bench <bench@example.org>", 1_700_000_000 + n, 0))
+            commits.append(parent)
+        return commits
     finally:
         repo.close()
 

@@ -86,10 +86,12 @@ def dying_with_parent(argv: list[str]) -> list[str]:
 
 
 class ServerProcess:
-    """``hotreload serve --port 0``; the chosen port is read from its start-up log."""
+    """``hotreload serve --port 0``; the chosen port is read from its start-up log.
+    ``python`` is the interpreter whose ``hotreload`` runs (another version's venv)."""
 
-    def __init__(self, env: dict[str, str], threads: int = 8, port: int = 0) -> None:
+    def __init__(self, env: dict[str, str], threads: int = 8, port: int = 0, python: str = sys.executable) -> None:
         self.env = env
+        self.python = python
         self.threads = threads
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
@@ -105,7 +107,7 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._offset = self._log.tell()
         self.proc = subprocess.Popen(
-            dying_with_parent([sys.executable, "-m", "hotreload.cli", "serve", "--host", "127.0.0.1",
+            dying_with_parent([self.python, "-m", "hotreload.cli", "serve", "--host", "127.0.0.1",
                                "--port", str(self.port), "--threads", str(self.threads)]),
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -118,7 +120,7 @@ class ServerProcess:
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hotreload serve exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.05)
+            time.sleep(0.01)
         self.kill()
         raise RuntimeError(f"hotreload serve did not start in {timeout} s:\n{self.log()}")
 
