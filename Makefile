@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed.stamp
 
-.PHONY: run test simulate lint bench bench-quick clean
+.PHONY: run test simulate lint bench bench-quick bench-compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,12 @@ bench: $(STAMP)  ## full benchmarks (1k, 5k, 50k records); writes docs/img/ char
 	$(BIN)/python -m pytest benchmarks --benchmark-json=.benchmarks/latest.json -p no:xdist
 	$(BIN)/python benchmarks/report.py .benchmarks/latest.json
 
-bench-quick: $(STAMP)  ## a one-minute look (1k and 5k only)
-	$(BIN)/python -m pytest benchmarks --quick --benchmark-json=.benchmarks/quick.json -p no:xdist
-	$(BIN)/python benchmarks/report.py .benchmarks/quick.json --chart .benchmarks/quick-chart.png
+bench-quick: $(STAMP)  ## bench-compare in a few minutes: 5,000 records, short rounds (BASE=<commit> as below)
+	$(BIN)/python benchmarks/compare.py --quick $(if $(BASE),--base $(BASE))
+
+bench-compare: $(STAMP)  ## every figure readers feel, this tree against BASE (default: benchmarks/BASE); fails if one is >10% worse
+	$(BIN)/python benchmarks/compare.py $(if $(BASE),--base $(BASE)) $(if $(RECORDS),--records $(RECORDS)) \
+		$(if $(ROUNDS),--rounds $(ROUNDS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks .bench-cache .hotreload-demo
