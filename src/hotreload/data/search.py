@@ -38,7 +38,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -501,14 +501,19 @@ class SearchIndex:
 
 @dataclass(frozen=True, eq=False)
 class Ranked:
-    """Records (by rowid) in search order: by rank, then by id. Rows are sorted by
-    rank only; rows of equal rank are put in id order when a window needs them,
-    which costs the ids of those rows, not of every match."""
+    """Records (by rowid) in search order: by rank, then by id. Rows come sorted by rank
+    only; the ids of the first rows are put in their final order as windows need them,
+    each run of equal rank at once, and kept: the first window of a query costs the
+    rows up to its end (a never-asked search's first page, the rows tied with it), a
+    repeated one costs a slice of that list, whatever the number of matches."""
 
     rowids: Ints
     ranks: Floats | None
     """Each row's rank, ascending (rows of equal rank in any order); None when ``rowids``
     are in their final order."""
+    _ids: list[str] = field(default_factory=list, init=False, repr=False)
+    """The record ids of the first rows, in search order, as far as a window has needed."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.rowids)
@@ -529,20 +534,28 @@ class Ranked:
 
     def window(self, start: int, stop: int, ids_of: Callable[[Ints], Mapping[int, str]]) -> list[str]:
         """Record ids ``start:stop`` in search order (``ids_of`` gives the ids of rowids:
-        called once, for the window and the rows tied with its ends)."""
+        called only for rows no earlier window reached)."""
         stop = min(stop, len(self.rowids))
         if start >= stop:
             return []
+        with self._lock:
+            if len(self._ids) < stop:
+                self._settle(stop, ids_of)
+            return self._ids[start:stop]
+
+    def _settle(self, stop: int, ids_of: Callable[[Ints], Mapping[int, str]]) -> None:
+        """Put the rows from the last settled one to ``stop`` in their final order, and
+        the rest of the run of equal rank holding row ``stop - 1`` (settled rows always
+        end at a run's end, so the rows sorted here are whole runs)."""
+        lo = len(self._ids)
+        hi = stop if self.ranks is None else int(np.searchsorted(self.ranks, self.ranks[stop - 1], "right"))
+        rows = self.rowids[lo:hi]
+        ids = ids_of(rows)
         if self.ranks is None:
-            window = self.rowids[start:stop]
-            ids = ids_of(window)
-            return [ids[r] for r in window.tolist()]
-        lo = int(np.searchsorted(self.ranks, self.ranks[start], "left"))
-        hi = int(np.searchsorted(self.ranks, self.ranks[stop - 1], "right"))
-        group = self.rowids[lo:hi]
-        ids = ids_of(group)
-        ordered = sorted(zip(self.ranks[lo:hi].tolist(), (ids[r] for r in group.tolist()), strict=True))
-        return [record_id for _, record_id in ordered[start - lo:stop - lo]]
+            self._ids.extend(ids[r] for r in rows.tolist())
+        else:
+            ordered = sorted(zip(self.ranks[lo:hi].tolist(), (ids[r] for r in rows.tolist()), strict=True))
+            self._ids.extend(record_id for _, record_id in ordered)
 
 
 def _close_all(writer: sqlite3.Connection, readers: dict[int, sqlite3.Connection]) -> None:
