@@ -18,6 +18,7 @@ from hotreload.api.activity import (
     ProjectUpdateResource,
     ProjectUpdatesResource,
 )
+from hotreload.api.conditional import ConditionalMiddleware
 from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
 from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
@@ -99,30 +100,30 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     """The app; ``threads`` is the server's worker count (``--threads``)."""
     limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
     limited = AuthFailureMiddleware(limiter, runtime.settings.trusted_proxies, runtime.metrics.auth_rate_limited.inc)
+    holder = runtime.holder
+    data_routes: set[str] = set()
+    """The routes whose GET answers from the served snapshot (ETag, 304, cache headers)."""
     middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited,
-                             MinCommitMiddleware(runtime, threads)]
+                             MinCommitMiddleware(runtime, threads), ConditionalMiddleware(holder, data_routes)]
     app = falcon.App(middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.req_options.strip_url_path_trailing_slash = True
 
-    holder = runtime.holder
-    def route(path: str, resource: Any) -> None:
+    def route(path: str, resource: Any, data: bool = True) -> None:
         app.add_route(path, _with_head(resource))
+        if data:
+            data_routes.add(path)
 
-    route("/api/health", HealthResource(runtime))
-    route("/metrics", MetricsResource(runtime))
-    route("/api/openapi.json", OpenApiResource())
-    route("/api/_internal/reload-data", ReloadResource(runtime))
-    route("/api/projects", _Router(ProjectsResource(holder),
-                                           CollectionWriteResource(runtime, "projects")))
-    route("/api/projects/{slug}", _Router(ProjectResource(holder),
-                                                  ItemWriteResource(runtime, "projects")))
-    route("/api/people", _Router(PeopleResource(holder),
-                                         CollectionWriteResource(runtime, "people")))
-    route("/api/people/{slug}", _Router(PersonResource(holder),
-                                                ItemWriteResource(runtime, "people")))
+    route("/api/health", HealthResource(runtime), data=False)
+    route("/metrics", MetricsResource(runtime), data=False)
+    route("/api/openapi.json", OpenApiResource(), data=False)
+    route("/api/_internal/reload-data", ReloadResource(runtime), data=False)
+    route("/api/projects", _Router(ProjectsResource(holder), CollectionWriteResource(runtime, "projects")))
+    route("/api/projects/{slug}", _Router(ProjectResource(holder), ItemWriteResource(runtime, "projects")))
+    route("/api/people", _Router(PeopleResource(holder), CollectionWriteResource(runtime, "people")))
+    route("/api/people/{slug}", _Router(PersonResource(holder), ItemWriteResource(runtime, "people")))
     route("/api/projects/{slug}/updates", ProjectUpdatesResource(holder))
     route("/api/projects/{slug}/updates/{number}", ProjectUpdateResource(holder))
     route("/api/projects/{slug}/buzz", ProjectBuzzResource(holder))

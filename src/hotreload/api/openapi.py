@@ -87,6 +87,16 @@ NOT_YET = _error("This replica does not serve X-Data-Min-Commit yet, even after 
                  {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}},
                   **DATA_COMMIT})
 ITEM_WRITE_ERRORS = {**WRITE_ERRORS, **NOT_FOUND, **CONFLICT}
+CACHING = {
+    "ETag": {"description": '"<commit>-<hash of path and query>": the commit answered from (as '
+                            "X-Data-Commit) and the request; a reload or write changes it", "schema": STRING},
+    "Cache-Control": {"description": "public, no-cache: keep it, and revalidate with If-None-Match",
+                      "schema": STRING},
+    "Vary": {"description": "X-Data-Min-Commit", "schema": STRING}}
+IF_NONE_MATCH = _param("If-None-Match", STRING, "An ETag this route gave (or *): 304, no body, when the "
+                       "answer would be the same", "header")
+NOT_MODIFIED = {"description": "Not modified: the served commit answers this request as the ETag given said",
+                "headers": {**HEADERS, **CACHING}}
 
 
 def _write(operation_id: str, summary: str, body: str | None, ok: dict[str, Any],
@@ -217,6 +227,11 @@ def document() -> dict[str, Any]:
         get["responses"].setdefault("400", _error("A query parameter or header is malformed (the message "
                                                   "names it)"))
         get["responses"]["503"] = NOT_YET
+        if path == "/api/health":
+            continue
+        get["parameters"].append(IF_NONE_MATCH)  # conditional reads (api/conditional.py)
+        get["responses"]["200"] = {**get["responses"]["200"], "headers": {**HEADERS, **CACHING}}
+        get["responses"]["304"] = NOT_MODIFIED
     project_fields = {"slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{1,79}$"},
                       "title": {"type": "string", "minLength": 1, "maxLength": 200},
                       "summary": {"type": ["string", "null"], "maxLength": 280},

@@ -1,0 +1,116 @@
+"""Conditional reads: every data response carries an ``ETag``, and a request whose
+``If-None-Match`` holds it is answered ``304 Not Modified``, with no body, before
+any query work.
+
+A data response is a function of the served commit and the request, so the tag is
+both: ``"<commit>-<identity>"``, the full 40-hex commit the answer came from (the
+response's ``X-Data-Commit``) and 16 hex of a hash of what selects the answer: the
+path and the query parameters as the app reads them (by name; a parameter's repeated
+values in their order). No request header changes a data body (``X-Data-Min-Commit``
+only chooses the commit, which the tag carries), so none is hashed; GET and HEAD
+share a tag. A reload or a write changes the served commit, hence every tag.
+
+``Cache-Control: public, no-cache`` lets a browser or CDN keep a data response and
+reuse it after asking again with its tag: never stale, and a 304 costs neither the
+query nor the body. ``Vary: X-Data-Min-Commit``: a cache must not answer a request
+naming a newer commit with what it holds. (docs/runbook.md, "Caching".)
+
+A writer checking ``If-Match`` (a record's tag from its GET) reads the commit back
+with :func:`parse_etag`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
+
+import falcon
+
+from hotreload.data.snapshot import SnapshotHolder
+
+CACHE_CONTROL = "public, no-cache"
+VARY = "X-Data-Min-Commit"
+_TAG = re.compile(r'\A(?:W/)?"?([0-9a-f]{40})-([0-9a-f]{16})"?\Z')
+
+
+class DataTag(NamedTuple):
+    commit: str
+    """The full commit id the tagged response was answered from."""
+    identity: str
+    """16 hex of the hash of the request's path and query."""
+
+
+def identity(req: falcon.Request) -> str:
+    """What selects a data answer, as 16 hex: the path, and the query parameters as the
+    app reads them, sorted by name (a name's values keep their order)."""
+    pairs = sorted(((name, value) for name, values in req.params.items()
+                    for value in (values if isinstance(values, list) else [values])), key=lambda p: p[0])
+    return hashlib.sha256(f"{req.path}?{urlencode(pairs)}".encode()).hexdigest()[:16]
+
+
+def etag(commit: str, req: falcon.Request) -> str:
+    """The tag of the answer to ``req`` from ``commit`` (quoted, as the header carries it)."""
+    return f'"{commit}-{identity(req)}"'
+
+
+def parse_etag(value: str) -> DataTag | None:
+    """The commit and identity of a tag this service gave (quoted or not, weak or not),
+    or None for any other value."""
+    match = _TAG.match(value.strip())
+    return DataTag(match.group(1), match.group(2)) if match else None
+
+
+def _matches(req: falcon.Request, tag: str) -> bool:
+    """Does ``If-None-Match`` hold ``tag`` (weak comparison, as RFC 9110 asks for it), or ``*``?"""
+    wanted = req.if_none_match
+    return bool(wanted) and any(t == "*" or t == tag.strip('"') for t in wanted or ())
+
+
+class ConditionalMiddleware:
+    """ETags, 304s and cache headers for GET and HEAD of the data routes (``routes``:
+    their URI templates), in one place."""
+
+    def __init__(self, holder: SnapshotHolder, routes: Collection[str]) -> None:
+        self.holder = holder
+        self.routes = routes
+
+    def _applies(self, req: falcon.Request) -> bool:
+        return req.method in ("GET", "HEAD") and req.uri_template in self.routes
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         params: dict[str, Any]) -> None:
+        """A tag for the served commit: 304 at once, the resource never runs."""
+        if req.if_none_match is None or not self._applies(req):
+            return
+        commit = self.holder.current.commit
+        tag = etag(commit, req)
+        if _matches(req, tag):
+            resp.set_header("X-Data-Commit", commit)
+            self._not_modified(resp, tag)
+            resp.complete = True
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        if not self._applies(req) or (resp.complete and resp.status_code == 304):
+            return  # not a data read, or answered 304 before the resource ran
+        if resp.get_header("Cache-Control") is None:  # a redirect sets its own
+            resp.set_header("Cache-Control", CACHE_CONTROL)
+        resp.set_header("Vary", VARY)
+        commit = resp.get_header("X-Data-Commit")
+        if not req_succeeded or commit is None or resp.status_code != 200:
+            return
+        tag = etag(commit, req)  # the commit the resource answered from, not the one served now
+        resp.set_header("ETag", tag)
+        if _matches(req, tag):  # answered after all (If-None-Match: *, or a reload in between)
+            resp.media = None
+            self._not_modified(resp, tag)
+
+    @staticmethod
+    def _not_modified(resp: falcon.Response, tag: str) -> None:
+        resp.status = falcon.HTTP_304
+        resp.set_header("ETag", tag)
+        resp.set_header("Cache-Control", CACHE_CONTROL)
+        resp.set_header("Vary", VARY)
