@@ -71,7 +71,7 @@ def test_a_matching_etag_is_answered_before_any_query_work(client: testing.TestC
     def no_work(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a 304 read the snapshot's data")
 
-    for name in ("cached", "table", "project_by_slug", "person_by_slug", "tags_of", "slug_redirect"):
+    for name in ("cached", "page", "table", "project_by_slug", "person_by_slug", "tags_of", "slug_redirect"):
         monkeypatch.setattr(Snapshot, name, no_work)
     for url in urls:
         assert get(client, url, **{"If-None-Match": tags[url]}).status_code == 304, url

@@ -207,7 +207,8 @@ def test_every_answer_after_a_reload_equals_computing_it_fresh(tmp_path_factory:
                                                               steps: list[list[tuple[str, int, int]]],
                                                               seed: int) -> None:
     """Through the real routes: whatever the reload carried over or recomputed, each
-    answer in the new snapshot's memo equals its function run on that snapshot."""
+    answer in the new snapshot's memo, and each page rendered of one (the encoded
+    response), equals its function run on that snapshot."""
     world = make_world(tmp_path_factory.mktemp("carry"))
     runtime = boot(world.settings())
     client = testing.TestClient(create_app(runtime))
@@ -224,7 +225,7 @@ def test_every_answer_after_a_reload_equals_computing_it_fresh(tmp_path_factory:
             runtime.reloader.reload(commit)
             snap = runtime.holder.current
             assert snap.commit == commit
-            for key, value, fn, _ in snap.memo.recent():
+            for key, value, fn, _ in [*snap.memo.recent(), *snap.pages.recent()]:
                 try:
                     fresh = fn(snap)
                 except LookupError:

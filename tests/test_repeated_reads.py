@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from falcon import testing
 
@@ -21,6 +22,7 @@ from hotreload.api.app import create_app
 from hotreload.corpus import Corpus, make_corpus, write_corpus
 from hotreload.data import search
 from hotreload.data.records import HelpWantedRole, Person, Project, TagAssignment, to_toml
+from hotreload.data.search import Ranked
 from hotreload.data.snapshot import Table
 from hotreload.service.runtime import Runtime, boot
 from tests.conftest import World, git
@@ -148,3 +150,25 @@ def test_a_repeated_read_looks_up_only_what_its_page_shows(counted: tuple[testin
     assert again.status_code == 200 and again.content == first.content
     # what a page shows: its records, each one's tags (a few lookups each)
     assert counter[0] <= 10 * PER_PAGE, f"the repeated request looked up {counter[0]} entries"
+
+
+def test_a_ranked_result_puts_each_row_in_order_once() -> None:
+    """Pages of a memoised search, asked in any order, look up each row's id once: the rows
+    up to a page's end are settled (a run of equal rank whole) and kept."""
+    rowids = np.arange(1, 101, dtype=np.int64)
+    ranks = np.repeat(np.array([-3.0, -2.0, -1.0]), [10, 60, 30])  # runs of 10, 60 and 30 tied rows
+    ranked = Ranked(rowids[::-1].copy(), ranks)  # ids in reverse: a run's order is not the rowids'
+    asked: list[int] = []
+
+    def ids_of(rows: np.ndarray) -> dict[int, str]:
+        asked.extend(rows.tolist())
+        return {r: f"id-{r:03d}" for r in rows.tolist()}
+
+    assert ranked.window(0, 5, ids_of) == [f"id-{r:03d}" for r in range(91, 96)]
+    assert len(asked) == 10  # the first run, whole
+    assert ranked.window(0, 5, ids_of) == [f"id-{r:03d}" for r in range(91, 96)]
+    assert ranked.window(5, 10, ids_of) == [f"id-{r:03d}" for r in range(96, 101)]
+    assert len(asked) == 10  # nothing looked up again
+    assert ranked.window(20, 25, ids_of) == [f"id-{r:03d}" for r in range(41, 46)]
+    assert ranked.window(95, 200, ids_of) == [f"id-{r:03d}" for r in range(26, 31)]
+    assert sorted(asked) == list(range(1, 101))  # every row once, none twice

@@ -11,7 +11,18 @@ from typing import Any, cast
 import falcon
 
 from hotreload.api.errors import ApiError, bad_request
-from hotreload.api.read import _int_param, _ok, _snapshot, live_project, page_of, paging, tag_params, whole_number
+from hotreload.api.read import (
+    _int_param,
+    _ok,
+    _snapshot,
+    cached_body,
+    live_project,
+    page_body,
+    page_of,
+    paging,
+    tag_params,
+    whole_number,
+)
 from hotreload.data.records import (
     ROLE_STATUSES,
     HelpWantedRole,
@@ -150,6 +161,8 @@ class HelpWantedResource:
                 found.append((role, project.slug))
             return found
 
-        roles = snap.cached(("help-wanted", q, status, handles, most), compute,
-                            reads=("projects", "help-wanted-roles", "tags", "tag-assignments"))
-        page_of(resp, snap, pages, roles, lambda rp: role_json(snap, rp[0], rp[1]))
+        key = ("help-wanted", q, status, handles, most)
+        reads = ("projects", "help-wanted-roles", "tags", "tag-assignments")
+        cached_body(resp, snap, (*key, pages), lambda s: page_body(
+            pages, s.cached(key, compute, reads), lambda rp: role_json(s, rp[0], rp[1])),
+            (*reads, "help-wanted-interest"))  # role_json counts interest

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, cast
 
 import falcon
+import msgspec
 import numpy as np
 
 from hotreload.api.errors import ApiError, bad_request
@@ -21,7 +22,10 @@ TAG_HANDLE = re.compile(r"\A(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}\Z")
 FACET_NAMES = {"topic": "byTopic", "tech": "byTech", "event": "byEvent"}
 FACET_SIZE = 10
 PROJECT_QUERY_READS = ("projects", "tags", "tag-assignments")
-"""Every sheet :func:`_project_query` reads (memo answers carry over while none changes)."""
+"""Every sheet :func:`_project_query` and :func:`project_json` read (memo answers and
+rendered pages carry over while none changes)."""
+PERSON_READS = ("people", "tags", "tag-assignments")
+"""Every sheet :func:`_people` and :func:`person_json` read."""
 
 
 def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
@@ -60,13 +64,26 @@ def whole_number(raw: str) -> int | None:
     return int(raw) if _DIGITS.fullmatch(raw) else None
 
 
-def page_of(resp: falcon.Response, snap: Snapshot, pages: tuple[int, int], items: list[Any],
-            render: Callable[[Any], Any]) -> None:
-    """One page of ``items`` (``pages`` from :func:`paging`), rendered, with the total."""
+def page_body(pages: tuple[int, int], items: Sequence[Any], render: Callable[[Any], Any]) -> dict[str, Any]:
+    """The body of one page of ``items`` (``pages`` from :func:`paging`), rendered, with the total."""
     page, per_page = pages
     start = (page - 1) * per_page
-    _ok(resp, snap, [render(x) for x in items[start:start + per_page]],
-        {"total": len(items), "page": page, "perPage": per_page})
+    return envelope([render(x) for x in items[start:start + per_page]],
+                    {"total": len(items), "page": page, "perPage": per_page})
+
+
+def page_of(resp: falcon.Response, snap: Snapshot, pages: tuple[int, int], items: Sequence[Any],
+            render: Callable[[Any], Any]) -> None:
+    """One page of ``items``, rendered, with the total."""
+    resp.media = page_body(pages, items, render)
+
+
+def cached_body(resp: falcon.Response, snap: Snapshot, key: Hashable, body: Callable[[Snapshot], dict[str, Any]],
+                reads: tuple[str, ...]) -> None:
+    """The answer to a read of memoised data: ``body(snapshot)`` encoded once per snapshot and
+    kept with its pages (``reads``: every sheet ``body`` reads, answer and rendering), so a
+    repeated read costs a lookup and the write of its bytes (issue #17)."""
+    resp.media = snap.page(key, lambda s: msgspec.Raw(msgspec.json.encode(body(s))), reads)
 
 
 class Moved(ApiError):
@@ -146,11 +163,15 @@ def _snapshot(holder: SnapshotHolder, resp: falcon.Response) -> Snapshot:
     return snap
 
 
-def _ok(resp: falcon.Response, snap: Snapshot, data: Any, meta: dict[str, Any] | None = None) -> None:
+def envelope(data: Any, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"success": True, "data": data}
     if meta is not None:
         body["meta"] = meta
-    resp.media = body
+    return body
+
+
+def _ok(resp: falcon.Response, snap: Snapshot, data: Any, meta: dict[str, Any] | None = None) -> None:
+    resp.media = envelope(data, meta)
 
 
 def project_json(snap: Snapshot, project: Project) -> dict[str, Any]:
@@ -263,12 +284,15 @@ class ProjectsResource:
             found = _by_legacy_id(snap, "project_by_legacy_id", "projects", legacy_id)
             page_of(resp, snap, (page, per_page), [found] if found else [], lambda p: project_json(snap, p))
             return
-        results, facets = snap.cached(("projects", q, stage, handles),
-                                      lambda s: _project_query(s, q, stage, handles), reads=PROJECT_QUERY_READS)
-        start = (page - 1) * per_page
-        data = [project_json(snap, p) for p in project_window(snap, results, start, start + per_page)]
-        _ok(resp, snap, data, {"total": len(results), "page": page, "perPage": per_page,
-                               "facets": facets})
+
+        def body(s: Snapshot) -> dict[str, Any]:
+            results, facets = s.cached(("projects", q, stage, handles),
+                                       lambda s: _project_query(s, q, stage, handles), reads=PROJECT_QUERY_READS)
+            start = (page - 1) * per_page
+            return envelope([project_json(s, p) for p in project_window(s, results, start, start + per_page)],
+                            {"total": len(results), "page": page, "perPage": per_page, "facets": facets})
+
+        cached_body(resp, snap, ("projects", q, stage, handles, page, per_page), body, PROJECT_QUERY_READS)
 
 
 class ProjectResource:
@@ -299,10 +323,11 @@ class PeopleResource:
         _legacy_redirect(req, snap, "person")
         if legacy_id is not None:
             found = _by_legacy_id(snap, "person_by_legacy_id", "people", legacy_id)
-            people = [found] if found else []
-        else:
-            people = _people(snap, req.get_param("q"))
-        page_of(resp, snap, pages, people, lambda p: person_json(snap, p))
+            page_of(resp, snap, pages, [found] if found else [], lambda p: person_json(snap, p))
+            return
+        q = req.get_param("q")
+        cached_body(resp, snap, ("people", q, pages),
+                    lambda s: page_body(pages, _people(s, q), lambda p: person_json(s, p)), PERSON_READS)
 
 
 class PersonResource:
@@ -342,8 +367,11 @@ class TagsResource:
             return [{**to_json_dict(t), "handle": t.handle, "count": len(by_tag.get(t.id, ()))}
                     for t in tags if namespace is None or t.namespace == namespace]
 
-        data = snap.cached(("tags", namespace), compute, reads=("tags", "tag-assignments"))
-        _ok(resp, snap, data, {"total": len(data)})
+        def body(s: Snapshot) -> dict[str, Any]:
+            data = s.cached(("tags", namespace), compute, reads=("tags", "tag-assignments"))
+            return envelope(data, {"total": len(data)})
+
+        cached_body(resp, snap, ("tags", namespace), body, ("tags", "tag-assignments"))
 
 
 class TagResource:
@@ -391,5 +419,5 @@ class TagResource:
                     "projects": [{"slug": p.slug, "title": p.title, "stage": p.stage} for p in found_projects],
                     "people": [{"slug": p.slug, "fullName": p.full_name} for p in found_people]}
 
-        _ok(resp, snap, snap.cached(("tag", handle), compute,
-                                    reads=("tags", "tag-assignments", "projects", "people")))
+        reads = ("tags", "tag-assignments", "projects", "people")
+        cached_body(resp, snap, ("tag", handle), lambda s: envelope(s.cached(("tag", handle), compute, reads)), reads)

@@ -13,7 +13,7 @@ from typing import Any
 import falcon
 
 from hotreload.api.errors import ApiError
-from hotreload.api.read import _ok, _snapshot, page_of, paging
+from hotreload.api.read import _ok, _snapshot, cached_body, page_body, paging
 from hotreload.data.records import RECORD_TYPES, Entry, to_json_dict
 from hotreload.data.sheets import Sheet
 from hotreload.data.snapshot import Snapshot, SnapshotHolder
@@ -54,11 +54,14 @@ class SheetResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, sheet: str) -> None:
         snap = _snapshot(self.holder, resp)
         pages = paging(req)
-        found = _sheet(snap, sheet)
-        table = snap.table(sheet)
-        paths = snap.cached(("sheet-paths", sheet), lambda s: sorted(s.table(sheet).id_by_path), reads=(sheet,))
-        page_of(resp, snap, pages, paths,
-                lambda p: _entry_json(found, p, table.by_id[table.id_by_path[p]]))
+        _sheet(snap, sheet)  # 404 for a sheet this commit does not declare
+
+        def body(s: Snapshot) -> dict[str, Any]:
+            table, config = s.table(sheet), _sheet(s, sheet)
+            paths = s.cached(("sheet-paths", sheet), lambda s: sorted(s.table(sheet).id_by_path), reads=(sheet,))
+            return page_body(pages, paths, lambda p: _entry_json(config, p, table.by_id[table.id_by_path[p]]))
+
+        cached_body(resp, snap, ("sheet", sheet, pages), body, (sheet,))
 
 
 class SheetRecordResource:

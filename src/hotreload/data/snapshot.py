@@ -201,6 +201,10 @@ class Snapshot:
     changed_in: Mapping[str, str] = field(default_factory=dict)
     """Per sheet, the first commit this process served with the sheet's current records."""
     memo: Memo = field(default_factory=Memo, compare=False, repr=False)
+    pages: Memo = field(default_factory=Memo, compare=False, repr=False)
+    """Pages of memoised answers as the API encodes them, apart from the answers so that
+    they never push one out; carried to the next snapshot like answers, never recomputed
+    before a swap (a page is rendered again when asked, from its warmed answer)."""
 
     # -- typed accessors used by the read API --------------------------------
 
@@ -212,17 +216,29 @@ class Snapshot:
         next snapshot as it is when none of them changed."""
         return self.memo.get(key, fn, self, reads)
 
+    def page(self, key: Hashable, fn: Callable[[Snapshot], Any], reads: tuple[str, ...]) -> Any:
+        """``fn(self)``, kept with this snapshot's pages: as :meth:`cached`, for what the API
+        renders of a memoised answer (``reads``: every sheet the rendering reads too)."""
+        return self.pages.get(key, fn, self, reads)
+
+    def _reads_same(self, previous: Snapshot, reads: Reads) -> bool:
+        return reads is not None and all(self.tables.get(s) is previous.tables.get(s) for s in reads)
+
     def warm_from(self, previous: Snapshot, budget_s: float = WARM_BUDGET_S) -> tuple[int, int, float]:
         """Fill this snapshot's memo from the answers ``previous`` holds, most
         recently used first, at most ``WARM_KEYS`` of them: an answer whose sheets
         (``reads``) are the very same tables here is carried over as it is; any other
-        is recomputed, until ``budget_s`` seconds are spent. Called before the swap
-        and outside the data lock, so the first readers after it find their queries
+        is recomputed, until ``budget_s`` seconds are spent. Rendered pages are only
+        carried over (or left to be rendered when asked). Called before the swap and
+        outside the data lock, so the first readers after it find their queries
         answered. Returns (recomputed, carried over, milliseconds)."""
         started = time.perf_counter()
         warmed = carried = 0
+        for key, value, fn, reads in reversed(previous.pages.recent()):  # oldest first: the order kept
+            if self._reads_same(previous, reads):
+                self.pages.put(key, value, fn, reads)
         for key, value, fn, reads in previous.memo.recent()[:WARM_KEYS]:
-            if reads is not None and all(self.tables.get(s) is previous.tables.get(s) for s in reads):
+            if self._reads_same(previous, reads):
                 self.memo.put(key, value, fn, reads)  # the same records in, the same answer out
                 carried += 1
                 continue
