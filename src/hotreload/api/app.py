@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import falcon
@@ -52,7 +52,7 @@ class RequestIdMiddleware:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("X-Request-Id")
-        req.context.trace_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        req.context.trace_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
@@ -64,18 +64,24 @@ class RequestMetricsMiddleware:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """The counter and histogram of each (route, method, status): looked up once
+        (prometheus_client's ``labels()`` was a fifth of a memoised read's time)."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        route = req.uri_template or "unmatched"  # bounded: never the raw path
-        status = str(resp.status).split(" ", 1)[0]
-        self.metrics.http_requests.labels(route, req.method, status).inc()
+        key = (req.uri_template or "unmatched", req.method, resp.status_code)  # bounded: never the raw path
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (self.metrics.http_requests.labels(key[0], key[1], str(key[2])),
+                                          self.metrics.http_duration.labels(key[0]))
+        series[0].inc()
         started = req.context.get("started")
         if started is not None:
-            self.metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+            series[1].observe(time.perf_counter() - started)
 
 
 def _with_head(resource: Any) -> Any:

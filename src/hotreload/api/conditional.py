@@ -25,9 +25,9 @@ import hashlib
 import re
 from collections.abc import Collection
 from typing import Any, NamedTuple
-from urllib.parse import urlencode
 
 import falcon
+import msgspec
 
 from hotreload.data.snapshot import SnapshotHolder
 
@@ -45,10 +45,9 @@ class DataTag(NamedTuple):
 
 def identity(req: falcon.Request) -> str:
     """What selects a data answer, as 16 hex: the path, and the query parameters as the
-    app reads them, sorted by name (a name's values keep their order)."""
-    pairs = sorted(((name, value) for name, values in req.params.items()
-                    for value in (values if isinstance(values, list) else [values])), key=lambda p: p[0])
-    return hashlib.sha256(f"{req.path}?{urlencode(pairs)}".encode()).hexdigest()[:16]
+    app reads them, by name (a name's values in their order), JSON-encoded: unambiguous."""
+    text = msgspec.json.encode((req.path, sorted(req.params.items())))
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def etag(commit: str, req: falcon.Request) -> str:
