@@ -97,6 +97,13 @@ def test_the_etag_names_the_request_whatever_the_order_of_its_parameters(client:
     assert one.headers["etag"] == same.headers["etag"] != other.headers["etag"]
 
 
+def test_if_none_match_star_is_a_304_only_where_there_is_an_answer(client: testing.TestClient) -> None:
+    star = {"If-None-Match": "*"}
+    assert get(client, "/api/tags?namespace=topic", **star).status_code == 304
+    assert get(client, "/api/tags?namespace=nope", **star).status_code == 400  # schemathesis found it a 304
+    assert get(client, "/api/tags/topic.no-such-tag", **star).status_code == 404
+
+
 def test_errors_and_service_routes_carry_no_etag(client: testing.TestClient) -> None:
     missing = get(client, "/api/projects/no-such-project")
     assert missing.status_code == 404 and "etag" not in missing.headers

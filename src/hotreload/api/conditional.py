@@ -62,10 +62,10 @@ def parse_etag(value: str) -> DataTag | None:
     return DataTag(match.group(1), match.group(2)) if match else None
 
 
-def _matches(req: falcon.Request, tag: str) -> bool:
-    """Does ``If-None-Match`` hold ``tag`` (weak comparison, as RFC 9110 asks for it), or ``*``?"""
-    wanted = req.if_none_match
-    return bool(wanted) and any(t == "*" or t == tag.strip('"') for t in wanted or ())
+def _matches(req: falcon.Request, tag: str, star: bool) -> bool:
+    """Does ``If-None-Match`` hold ``tag`` (weak comparison, as RFC 9110 asks for it), or
+    ``*`` when ``star`` (once an answer exists: ``*`` never turns a 400 or 404 into a 304)?"""
+    return any(t == tag.strip('"') or (star and t == "*") for t in req.if_none_match or ())
 
 
 class ConditionalMiddleware:
@@ -86,7 +86,7 @@ class ConditionalMiddleware:
             return
         commit = self.holder.current.commit
         tag = etag(commit, req)
-        if _matches(req, tag):
+        if _matches(req, tag, star=False):
             resp.set_header("X-Data-Commit", commit)
             self._not_modified(resp, tag)
             resp.complete = True
@@ -103,7 +103,7 @@ class ConditionalMiddleware:
             return
         tag = etag(commit, req)  # the commit the resource answered from, not the one served now
         resp.set_header("ETag", tag)
-        if _matches(req, tag):  # answered after all (If-None-Match: *, or a reload in between)
+        if _matches(req, tag, star=True):  # answered after all (If-None-Match: *, or a reload in between)
             resp.media = None
             self._not_modified(resp, tag)
 
