@@ -5,8 +5,9 @@ release's fails it (exit status 1)::
     make bench-compare                                  # against benchmarks/BASE, 50,000 records
     make bench-compare BASE=8520c0b RECORDS=500000      # any commit, any size
     make bench-quick                                    # 5,000 records, three short rounds
-    .venv/bin/python benchmarks/compare.py --base 8520c0b --rounds 1 --json a.json   # one round a run...
-    .venv/bin/python benchmarks/compare.py --merge a.json b.json c.json              # ...then together
+    .venv/bin/python benchmarks/compare.py --rounds 1 --first-round 0 --json a.json  # one round a run
+    .venv/bin/python benchmarks/compare.py --rounds 1 --first-round 1 --json b.json  # (each a few minutes)...
+    .venv/bin/python benchmarks/compare.py --merge a.json b.json                     # ...then one table
 
 This tree's harness drives both versions as a user would. The base is exported from
 git at its commit into ``.bench-cache/versions/<commit>/`` and installed into a venv of
@@ -43,6 +44,7 @@ import json
 import math
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -331,12 +333,12 @@ def _search(port: int, queries: list[str]) -> Reads:
 
 # -- the run and its report -------------------------------------------------------
 
-def run(base: Version, current: Version, plan: Plan) -> dict[str, Any]:
+def run(base: Version, current: Version, plan: Plan, first_round: int = 0) -> dict[str, Any]:
     corpus = cached_corpus(plan.records)
     routes = routes_of(corpus)
     doc: dict[str, Any] = {"records": plan.records, "plan": asdict(plan), "base": asdict(base),
                            "current": asdict(current), "started": dt.datetime.now(dt.UTC).isoformat(), "runs": []}
-    for round_ in range(plan.rounds):
+    for round_ in range(first_round, first_round + plan.rounds):
         started = time.perf_counter()
         order = (base, current) if round_ % 2 == 0 else (current, base)
         subjects = []
@@ -347,7 +349,7 @@ def run(base: Version, current: Version, plan: Plan) -> dict[str, Any]:
             for s in subjects:
                 s.close()
         doc["runs"] += [{"role": s.version.role, "round": round_, "figures": s.figures} for s in subjects]
-        print(f"round {round_ + 1}/{plan.rounds} ({order[0].role} first) measured in "
+        print(f"round {round_ + 1} ({order[0].role} first) measured in "
               f"{time.perf_counter() - started:.0f} s", flush=True)
     return doc
 
@@ -439,6 +441,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--records", type=int, help="corpus size (default 50000; --quick 5000)")
     parser.add_argument("--rounds", type=int, help="rounds, each version once a round (default 3)")
     parser.add_argument("--quick", action="store_true", help="5,000 records, three short rounds: a look in minutes")
+    parser.add_argument("--first-round", type=int, default=0, metavar="N",
+                        help="number this run's rounds from N: runs split in parts (--rounds 1 each, N = 0, 1, 2) "
+                             "then still alternate which version starts first")
     parser.add_argument("--json", help="also write the raw figures here (default .benchmarks/compare/<time>.json)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="print the table of earlier runs, together")
     args = parser.parse_args(argv)
@@ -451,7 +456,8 @@ def main(argv: list[str]) -> int:
         plan = QUICK if args.quick else Plan()
         changes = {k: v for k, v in (("records", args.records), ("rounds", args.rounds)) if v is not None}
         plan = Plan(**{**asdict(plan), **changes})
-        doc = run(prepare_base(args.base or default_base()), this_tree(), plan)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # servers and copies cleaned up
+        doc = run(prepare_base(args.base or default_base()), this_tree(), plan, args.first_round)
         out = Path(args.json) if args.json else RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1))
