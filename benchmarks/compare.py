@@ -419,11 +419,12 @@ def compare(doc: dict[str, Any]) -> tuple[str, list[str]]:
                 verdict = f"better (p={p:.3f})" if p <= SIGNIFICANCE else f"better, within noise (p={p:.2f})"
             else:
                 verdict = "same"
-            cells += [f"{ratio:.2f}x", f"{better} is better", verdict]
+            cells += [f"{ratio:.2f}x", better, verdict]
         else:
             cells += ["-", "", "not served by the base" if "base" not in medians else "not measured here"]
         rows.append([figure, *cells])
-    header = ["figure", f"base {doc['base']['label']}", f"this tree {doc['current']['label']}", "this / base", "", ""]
+    header = ["figure", f"base {doc['base']['label']}", f"this tree {doc['current']['label']}", "this / base",
+              "better", "verdict"]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     rounds = max(len(v["base"]) for v in values.values())
