@@ -16,7 +16,7 @@ import pytest
 from hotreload.git import reconcile as reconcile_module
 from hotreload.git import transport
 from hotreload.git.reconcile import Outcome, conflict_branch_name, reconcile
-from hotreload.git.repo import BranchMoved, GitRepo, Signature, redact
+from hotreload.git.repo import BranchMoved, GitRepo, PushRejected, Signature, redact
 from tests.conftest import World, git, make_world, project_toml
 
 FIXED = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
@@ -375,3 +375,23 @@ def test_the_state_machine_goes_through_the_gitrepo_facade() -> None:
     assert not {name for name in imported if name and name.startswith(("dulwich", "hotreload.git.objects"))}
     reached = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     assert not reached & {"repo", "store", "object_store", "refs"}
+
+
+@pytest.mark.parametrize("over", ["path", "git"])
+def test_a_push_that_expects_the_remote_elsewhere_is_refused(over: str, daemon_world: tuple[World, str]) -> None:
+    """A compare-and-swap push: the remote was rewound after we last saw it, so our commit
+    (which holds what the rewind removed) is refused, though it would fast-forward."""
+    world, url = daemon_world
+    remote = str(world.origin) if over == "path" else url
+    repo = GitRepo(str(world.clone))
+    before = world.origin_head()
+    removed = world.commit_upstream({"projects/aa-removed.toml": project_toml("aa-removed", "Removed")})
+    assert reconcile(repo, remote, "published", clock).outcome is Outcome.FAST_FORWARDED
+    mine = local_commit(repo, {"projects/aa-mine.toml": project_toml("aa-mine", "Mine")})
+    git("--git-dir", str(world.origin), "update-ref", "refs/heads/published", before)  # the rewind
+    with pytest.raises(PushRejected, match="no longer at"):
+        repo.push_ref(remote, mine, b"refs/heads/published", expect=removed)
+    assert world.origin_head() == before
+    repo.push_ref(remote, mine, b"refs/heads/published", expect=before)  # where it is: a fast-forward
+    assert world.origin_head() == mine
+    repo.close()

@@ -71,10 +71,10 @@ def test_a_push_attempt_in_a_rewinds_window_does_not_push_the_removed_commit_bac
     git("--git-dir", str(world.origin), "update-ref", "refs/heads/published", before)
     attempted_or_waiting = threading.Event()
     daemon.remote_lock = WatchedLock(attempted_or_waiting)  # type: ignore[assignment]
-    push_branch, plan_and_build = daemon._push_branch, reloader._plan_and_build
+    attempt, plan_and_build = daemon._attempt, reloader._plan_and_build
 
-    def push_and_say() -> None:
-        push_branch()
+    def attempt_and_say() -> None:
+        attempt()
         attempted_or_waiting.set()
 
     def plan_after_a_push_attempt(*args: Any, **kwargs: Any) -> Any:
@@ -82,7 +82,7 @@ def test_a_push_attempt_in_a_rewinds_window_does_not_push_the_removed_commit_bac
         assert attempted_or_waiting.wait(10)
         return plan_and_build(*args, **kwargs)
 
-    daemon._push_branch = push_and_say  # type: ignore[method-assign]
+    daemon._attempt = attempt_and_say  # type: ignore[method-assign]
     reloader._plan_and_build = plan_after_a_push_attempt  # type: ignore[method-assign]
     result = reloader.reload(before)
     assert result.outcome == "remote-rewritten" and result.new_commit == before

@@ -18,11 +18,12 @@ background, so a write returns as soon as its commit is local.
   :meth:`PushDaemon.notify`) with one walk over the pending commits, and
   :meth:`PushDaemon.status` only reads the last published :class:`PushStatus`:
   a health probe never walks history and never waits on the daemon.
-* ``remote_lock``: one conversation with the remote's branch at a time. A reconcile
-  holds it from its fetch to its push, an attempt from reading the refs to its push:
-  an attempt that read the branch before a reconcile applied a rewind of the remote,
-  and the tracking ref after its fetch, would push the removed commits back (the
-  rewound remote takes them as a fast-forward).
+* An attempt reads the branch and the tracking ref under ``remote_lock``, which a
+  reconcile holds from its fetch to its push: read in the middle of a reconcile that
+  applies a rewind of the remote, the old branch and the new tracking ref would push
+  the removed commits back (a fast-forward of the rewound remote). The push itself
+  runs outside the lock (a webhook never waits for it) and expects the remote where
+  the tracking ref says it is: a remote rewound meanwhile refuses it.
 """
 
 from __future__ import annotations
@@ -210,11 +211,8 @@ class PushDaemon:
 
     def _attempt(self) -> None:
         with self.remote_lock:
-            self._push_branch()
-
-    def _push_branch(self) -> None:
-        local = self._repo.branch_commit(self._branch)
-        known = self._repo.resolve(tracking_ref(self._branch))
+            local = self._repo.branch_commit(self._branch)
+            known = self._repo.resolve(tracking_ref(self._branch))
         if local is None or known == local or (
                 known is not None and self._repo.has_object(known) and self._repo.is_ancestor(local, known)):
             # nothing the remote lacks: a reload fast-forwarded or escaped, or the branch is only
@@ -222,7 +220,7 @@ class PushDaemon:
             self._count_pending()
             return
         try:
-            self._repo.push_ref(self._remote, local, branch_ref(self._branch))
+            self._repo.push_ref(self._remote, local, branch_ref(self._branch), expect=known)
         except PushRejected as exc:
             self._metrics.pushes.labels("rejected").inc()
             if self.on_rejected is None:

@@ -342,11 +342,13 @@ class GitRepo:
         """The remote's tip of ``branch`` without fetching anything (ls-remote)."""
         return transport.remote_tip(remote, branch)
 
-    def push_ref(self, remote: str | Remote, local_sha: str, remote_ref: bytes) -> None:
+    def push_ref(self, remote: str | Remote, local_sha: str, remote_ref: bytes, expect: str | None = None) -> None:
         """Update ``remote_ref`` on the remote to ``local_sha``, only as a
-        fast-forward (or a new ref). Never forces."""
+        fast-forward (or a new ref), and with ``expect``, only from that commit.
+        Never forces."""
         transport.push_ref(self.repo, remote, local_sha, remote_ref,
-                           lambda ancestor, tip: self.is_ancestor(ancestor, tip, confirmed=True), self.new_commits)
+                           lambda ancestor, tip: self.is_ancestor(ancestor, tip, confirmed=True), self.new_commits,
+                           expect)
 
     def new_commits(self, haves: list[str], tip: str) -> list[str]:
         """Commits reachable from ``tip`` and from none of ``haves``, parents first."""

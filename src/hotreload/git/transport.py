@@ -98,9 +98,10 @@ def remote_tip(remote: str | Remote, branch: str) -> str | None:
 
 def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes,
              is_ancestor: Callable[[str, str], bool],
-             new_commits: Callable[[list[str], str], Sequence[str]]) -> None:
+             new_commits: Callable[[list[str], str], Sequence[str]], expect: str | None = None) -> None:
     """Update ``remote_ref`` on the remote to ``local_sha``, only as a
-    fast-forward (or a new ref). Never forces. ``is_ancestor`` answers the
+    fast-forward (or a new ref), and with ``expect``, only from that commit (a
+    compare-and-swap: the receiving git checks the old value we send). Never forces. ``is_ancestor`` answers the
     fast-forward question in the local history; ``new_commits(haves, tip)`` lists
     the commits reachable from ``tip`` and from none of ``haves`` (those we have),
     parents first, so the pack sent follows the change (dulwich's own pack
@@ -114,14 +115,21 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
             f"{current.decode()[:12]}, which is not an ancestor of {local_sha[:12]} "
             "(non-fast-forward)")
 
+    def check(current: bytes | None) -> None:
+        if current is not None and not is_ancestor(current.decode(), local_sha):
+            raise non_fast_forward(current)
+        if expect is not None and current != expect.encode():  # a fast-forward, but not from where we were
+            at = current.decode()[:12] if current is not None else "nothing"
+            raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} is at {at}, "
+                               f"no longer at {expect[:12]} (fetch first)")
+
     local_path = local_remote_path(remote.url)
     if local_path is not None:
         with _open_remote(local_path, remote) as target:
             current = target.refs.as_dict(b"").get(remote_ref)
             if current == new:
                 return
-            if current is not None and not is_ancestor(current.decode(), local_sha):
-                raise non_fast_forward(current)
+            check(current)
             copy_missing_objects(repo, target, new)
             try:
                 moved = (target.refs.add_if_new(remote_ref, new) if current is None
@@ -143,10 +151,9 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
         current = refs.get(remote_ref)
         if current is not None and current != ZERO_SHA:
             seen_on_remote.append(current)
-        if current is None or current in (ZERO_SHA, new):
+        if current == new:
             return {remote_ref: new}
-        if not is_ancestor(current.decode(), local_sha):
-            raise non_fast_forward(current)
+        check(None if current in (None, ZERO_SHA) else current)
         return {remote_ref: new}
 
     store = repo.object_store
