@@ -157,8 +157,8 @@ def test_threads_each_get_their_own_dulwich_repo(world: World) -> None:
 
     def read_all() -> None:
         try:
-            all_started.wait(10)  # no thread has finished: none may hand its Repo on
-            repos.add(id(repo.repo))
+            repos.add(id(repo.repo))  # before the barrier: no thread has finished, none can hand its Repo on
+            all_started.wait(10)
             for _ in range(5):
                 got = {e.path: repo.read_blob(e.sha) for e in repo.iter_blobs(repo.tree_of(head))}
                 assert got == expected
