@@ -10,8 +10,8 @@ import pytest
 from falcon import testing
 
 from hotreload.api.app import create_app
-from hotreload.api.auth import sign
 from hotreload.service.runtime import Runtime, boot
+from simulator.truth import github_signature as sign
 from tests.conftest import SECRET, World, bearer, git, project_toml
 
 URL = "/api/_internal/reload-data"

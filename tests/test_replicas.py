@@ -15,11 +15,11 @@ from falcon import testing
 from prometheus_client import generate_latest
 
 from hotreload.api.app import create_app
-from hotreload.api.auth import sign
 from hotreload.api.freshness import FETCH_INTERVAL_S
 from hotreload.metrics import Metrics
 from hotreload.service.peers import FORWARDED_HEADER, Peer, PeerNotifier, is_local_address, resolve
 from hotreload.service.runtime import Runtime, boot
+from simulator.truth import github_signature as sign
 from tests.conftest import SECRET, World, project_toml
 
 

@@ -139,6 +139,18 @@ def test_writes_are_503_without_a_token(world: World) -> None:
         rt.close()
 
 
+def test_a_write_checks_the_bearer_token_before_the_body_size(client: testing.TestClient, world: World) -> None:
+    head, oversized = world.clone_head(), b"x" * (256 * 1024 + 1)
+    for headers in ({}, {"X-Gitlab-Token": WRITE_TOKEN}, bearer("x" * 32)):  # only a bearer counts, and the right one
+        assert write(client, "POST", "/api/projects", oversized, headers).status_code == 401
+    resp = write(client, "POST", "/api/projects", oversized)
+    assert resp.status_code == 413 and resp.json["error"] == {
+        "code": "payload_too_large", "message": "request body is larger than 262144 bytes",
+        "traceId": resp.headers["X-Request-Id"]}
+    assert write(client, "PATCH", "/api/projects/x1", b"[]", {**AUTH, "Content-Type": "text/plain"}).status_code == 415
+    assert world.clone_head() == head
+
+
 @pytest.fixture
 def offline_runtime(world: World) -> Iterator[Runtime]:
     """A runtime whose push daemon is stopped, so divergence can be staged."""

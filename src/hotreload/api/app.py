@@ -41,8 +41,8 @@ from hotreload.metrics import Metrics
 from hotreload.service.runtime import Runtime
 
 MAX_REQUEST_BODY = max(RELOAD_MAX_BODY, WRITE_MAX_BODY)
-"""The server (waitress) refuses larger bodies without reading them; each route
-still answers its own 413 for bodies over its own, smaller, limit."""
+"""The server (waitress, server.py) refuses larger bodies without reading them; each
+route still answers its own 413 for bodies over its own limit (api/auth.py's hook)."""
 
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9._-]{8,128}\Z")
 
