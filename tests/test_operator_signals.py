@@ -34,6 +34,18 @@ def test_every_webhook_log_line_speaks_the_runbooks_vocabulary(client: testing.T
     assert "rebuild-failed" in refused.getMessage()
 
 
+def test_a_webhook_call_that_fails_unexpectedly_is_logged_as_the_500_it_answered(
+        client: testing.TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(runtime.reloader, "reload", broken)
+    caplog.set_level(logging.INFO, logger="hotreload.api.reload")
+    assert post(client, {}, headers=bearer()).status_code == 500
+    line = [r for r in caplog.records if r.name == "hotreload.api.reload"][-1]
+    assert line.levelno == logging.ERROR and line.__dict__["status"] == 500 and line.getMessage().endswith("(500)")
+
+
 def test_metrics_an_operator_needs(client: testing.TestClient, world: World) -> None:
     tip = world.commit_upstream({"projects/metered.toml": project_toml("metered", "Metered")})
     post(client, {"commitHash": tip}, headers=bearer())

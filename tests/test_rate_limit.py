@@ -58,8 +58,22 @@ def test_a_guesser_gets_429_but_a_correct_caller_at_the_same_address_is_served(l
     # a wrong write token from there is refused like a wrong webhook secret
     assert client.simulate_post("/api/projects", json={"slug": "x-z", "title": "X"},
                                 headers=bearer("w" * 31 + "x")).status_code == 429
-    assert b"hotreload_auth_rate_limited_total 4.0" in client.simulate_get("/metrics").content
+    metrics = client.simulate_get("/metrics").text
+    assert "hotreload_auth_rate_limited_total 4.0" in metrics
+    # the webhook's own counter and log line say what the client was answered (3 of its 8 were 429s)
+    assert 'hotreload_webhook_rejected_total{status="429"} 3.0' in metrics
+    assert 'hotreload_webhook_rejected_total{status="401"} 5.0' in metrics
     assert client.simulate_get("/api/projects").status_code == 200  # reads are never limited
+
+
+def test_the_webhook_logs_the_429_its_caller_was_answered(limited: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    client = testing.TestClient(create_app(limited))
+    caplog.set_level(logging.INFO, logger="hotreload.api.reload")
+    for _ in range(6):
+        answered = client.simulate_post(URL, body=b"", headers=WRONG).status_code
+    lines = [r for r in caplog.records if r.name == "hotreload.api.reload"]
+    assert answered == 429 and [r.__dict__["status"] for r in lines] == [401] * 5 + [429]
+    assert lines[-1].getMessage().endswith("(429)")
 
 
 def test_behind_a_trusted_proxy_each_client_is_limited_on_its_own(limited: Runtime,

@@ -69,13 +69,20 @@ def limit_body(req: falcon.Request, resp: falcon.Response, resource: Any, params
 def authenticate(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any],
                  secrets: Callable[[Settings], tuple[str, ...]], unconfigured: str, bearer_only: bool = False) -> None:
     """A ``before`` hook: no well-formed credentials → 401; no secret configured → 503
-    ``unconfigured`` (a probe without credentials cannot tell); none matching → 401 (counted
-    by ratelimit.py). A signature is of ``req.context.body``: :func:`limit_body` runs first."""
+    ``unconfigured`` (a probe without credentials cannot tell); none matching → 401 (each
+    counted by ratelimit.py, which answers 429 past its limit). A signature is of
+    ``req.context.body``: :func:`limit_body` runs first."""
     creds = credentials(req, bearer_only)
     if creds is None:
-        raise ApiError(401, "unauthorized", "Authentication required")
+        raise _refused(req)
     accepted = secrets(resource.runtime.settings)
     if not accepted:
         raise ApiError(503, "service_unavailable", unconfigured)
     if not verify(creds, accepted, req.context.get("body") or b""):
-        raise ApiError(401, "unauthorized", "Authentication required")
+        raise _refused(req)
+
+
+def _refused(req: falcon.Request) -> ApiError:
+    """401, or the 429 of api/ratelimit.py once this client has failed too often."""
+    failed = req.context.get("failed_auth")
+    return (failed() if failed else None) or ApiError(401, "unauthorized", "Authentication required")

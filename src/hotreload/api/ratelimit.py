@@ -17,6 +17,7 @@ that is not itself a trusted proxy. From any other peer those headers change not
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -24,11 +25,10 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import falcon
 
-from hotreload.api.errors import envelope
+from hotreload.api.errors import ApiError
 
 MAX_TRACKED = 10_000
 """Clients remembered at once (the least recently failing are forgotten first)."""
@@ -111,7 +111,10 @@ class FailureLimiter:
 
 
 class AuthFailureMiddleware:
-    """Applies a :class:`FailureLimiter` to the token-taking routes' 401s."""
+    """Applies a :class:`FailureLimiter` to the token-taking routes: a write method's request
+    carries ``req.context.failed_auth``, which api/auth.py's hook calls on a failed
+    authentication; it counts the failure and gives the 429 to answer instead of the 401, if
+    the client is over the limit. The route's own log line and counters then see the 429."""
 
     def __init__(self, limiter: FailureLimiter, trusted: Networks = (),
                  on_limited: Callable[[], None] = lambda: None) -> None:
@@ -119,20 +122,18 @@ class AuthFailureMiddleware:
         self.trusted = trusted
         self.on_limited = on_limited
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
-                         req_succeeded: bool) -> None:
-        if not (req.path.startswith("/api/") and req.method in WRITE_METHODS and str(resp.status).startswith("401")):
-            return
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method in WRITE_METHODS:
+            req.context.failed_auth = functools.partial(self.failed, req)
+
+    def failed(self, req: falcon.Request) -> ApiError | None:
         client = client_address(req.remote_addr or "unknown", req.get_header("Forwarded"),
                                 req.get_header("X-Forwarded-For"), self.trusted)
         blocked = self.limiter.retry_after(client) is not None
         self.limiter.record_failure(client)
         wait = self.limiter.retry_after(client)
         if not blocked or wait is None:
-            return
+            return None
         self.on_limited()
-        resp.status = 429
-        resp.delete_header("WWW-Authenticate")
-        resp.set_header("Retry-After", str(max(1, math.ceil(wait))))
-        resp.media = envelope("too_many_requests", "too many failed authentications from this client; retry "
-                              f"in {math.ceil(wait)} s", str(req.context.get("trace_id") or ""), None)
+        return ApiError(429, "too_many_requests", "too many failed authentications from this client; retry "
+                        f"in {math.ceil(wait)} s", headers={"Retry-After": str(max(1, math.ceil(wait)))})

@@ -46,6 +46,9 @@ def _observed(on_post: Responder) -> Responder:
             if status in (400, 401, 413, 429, 503):
                 self.runtime.metrics.webhook_rejected.labels(str(status)).inc()
             raise
+        except Exception:  # becomes handle_unexpected's 500
+            status = 500
+            raise
         finally:
             self._log(req, status, outcome, data, started)
 
