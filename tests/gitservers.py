@@ -41,6 +41,11 @@ class GitHttp:
     def __init__(self, root: Path, password_file: Path, cert: Path | None = None, key: Path | None = None) -> None:
         self.root, self.password_file = root, password_file
         self.requests: list[str] = []
+        self.lose_push_answers = 0.0
+        """Seconds to hold the answer of a push the backend has applied (its answer lost)."""
+        self.down_after_push = False
+        """After such a push, answer every request 503 (the remote went away)."""
+        self.down = False
         self.server = make_server("127.0.0.1", 0, self.wsgi, server_class=_Threading, handler_class=_Quiet)
         if cert is not None and key is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -59,6 +64,9 @@ class GitHttp:
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         self.requests.append(environ.get("HTTP_AUTHORIZATION", ""))
+        if self.down:
+            start_response("503 Service Unavailable", [])
+            return [b"down\n"]
         expected = "Basic " + base64.b64encode(f"{USER}:{self.password_file.read_text()}".encode()).decode()
         if not hmac.compare_digest(environ.get("HTTP_AUTHORIZATION", "").encode(), expected.encode()):
             start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="git"')])
@@ -71,6 +79,9 @@ class GitHttp:
                    CONTENT_LENGTH=str(len(body)), PATH=os.environ["PATH"], GIT_CONFIG_NOSYSTEM="1",
                    GIT_CONFIG_GLOBAL="/dev/null", HOME=str(self.root))
         out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=True).stdout
+        if self.lose_push_answers and environ["PATH_INFO"].endswith("/git-receive-pack"):
+            self.down = self.down_after_push
+            time.sleep(self.lose_push_answers)  # the fault itself: applied, and no answer in time
         sep = b"\r\n\r\n" if b"\r\n\r\n" in out else b"\n\n"
         head, _, payload = out.partition(sep)
         status, headers = "200 OK", []

@@ -65,6 +65,9 @@ class Settings:
     log_level: str = "INFO"
     max_object_bytes: int = 16 * 1024 * 1024
     """The biggest blob, commit or tag a fetch takes from the remote (a tree: 8x that)."""
+    write_ack: str = "local"
+    """``CFP_WRITE_ACK``: what a write's 2xx waits for: ``local`` (the commit is here; the push
+    daemon delivers it) or ``remote`` (the remote's branch holds it)."""
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -108,6 +111,10 @@ class Settings:
         if password_file and not username:
             raise ConfigError("CFP_DATA_PASSWORD_FILE is set but CFP_DATA_USERNAME is not: set the user name "
                               "the password belongs to (for a GitHub token, any name, e.g. x-access-token)")
+        write_ack = (get("CFP_WRITE_ACK") or "local").lower()
+        if write_ack not in ("local", "remote"):
+            raise ConfigError(f"CFP_WRITE_ACK is {env['CFP_WRITE_ACK']!r}; it must be local (a 2xx once the commit "
+                              "is made here) or remote (a 2xx once the remote's branch holds it)")
         log_level = (get("CFP_LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"CFP_LOG_LEVEL is {env['CFP_LOG_LEVEL']!r}; it must be DEBUG, INFO, WARNING or ERROR")
@@ -142,6 +149,7 @@ class Settings:
             shutdown_drain_s=_positive_float(env, "CFP_SHUTDOWN_DRAIN_SECONDS", 0.0, allow_zero=True),
             log_level=log_level,
             max_object_bytes=_size(env, "CFP_DATA_MAX_OBJECT_BYTES", 16 * 1024 * 1024),
+            write_ack=write_ack,
         )
 
 

@@ -70,6 +70,9 @@ class Metrics:
         self.reload_duration = Histogram(
             "hotreload_reload_duration_seconds", "End-to-end duration of reloads that ran",
             buckets=RELOAD_BUCKETS, registry=r)
+        self.writes_diverted = Counter(
+            "hotreload_writes_diverted", "API writes answered 2xx and later diverted to a conflicts branch "
+            "(CFP_WRITE_ACK=local; health names the branch)", registry=r)
         self.pushes = Counter("hotreload_pushes", "Pushes by the push daemon, by result",
                               ["result"], registry=r)
         self.http_requests = Counter(

@@ -33,7 +33,7 @@ from hotreload.api.read import (
     TagsResource,
 )
 from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
-from hotreload.api.reload import ReloadResource
+from hotreload.api.reload import DiversionsResource, ReloadResource
 from hotreload.api.sheets import SheetRecordResource, SheetResource, SheetsResource
 from hotreload.api.write import MAX_BODY as WRITE_MAX_BODY
 from hotreload.api.write import CollectionWriteResource, ItemWriteResource
@@ -126,6 +126,7 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     route("/metrics", MetricsResource(runtime), data=False)
     route("/api/openapi.json", OpenApiResource(), data=False)
     route("/api/_internal/reload-data", ReloadResource(runtime), data=False)
+    route("/api/_internal/diversions", DiversionsResource(runtime), data=False)
     route("/api/projects", _Router(ProjectsResource(holder), CollectionWriteResource(runtime, "projects")))
     route("/api/projects/{slug}", _Router(ProjectResource(holder), ItemWriteResource(runtime, "projects")))
     route("/api/people", _Router(PeopleResource(holder), CollectionWriteResource(runtime, "people")))

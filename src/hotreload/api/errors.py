@@ -13,9 +13,9 @@ log = logging.getLogger(__name__)
 
 STATUS_CODES = {
     301: "moved_permanently", 400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 411: "length_required", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "invalid_data", 429: "too_many_requests", 500: "internal_error",
-    502: "fetch_failed", 503: "service_unavailable",
+    405: "method_not_allowed", 409: "conflict", 411: "length_required", 412: "precondition_failed",
+    413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_data", 429: "too_many_requests",
+    500: "internal_error", 502: "fetch_failed", 503: "service_unavailable",
 }
 
 

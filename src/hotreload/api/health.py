@@ -57,6 +57,8 @@ class HealthResource:
             "trigger": flight.trigger, "secondsSoFar": round(time.time() - flight.since, 1),
             "since": dt.datetime.fromtimestamp(flight.since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         reasons = [r for r in (rt.holder.degraded, last.error if last is not None else None) if r]
+        reasons += [f"local commits (API writes) were diverted to {branch} and are not served; see it, then "
+                    "clear this (docs/runbook.md, 'A diverted write')" for branch in rt.reloader.diverted]
         resp.set_header("X-Data-Commit", snap.commit)
         resp.media = {"success": True, "data": {
             "status": "degraded" if reasons else "ok",
@@ -70,6 +72,8 @@ class HealthResource:
             "reloading": reloading,
             "push": push,
             "poll": poll,
+            "diverted": list(rt.reloader.diverted),
+            "writeAck": rt.settings.write_ack,
         }}
 
 

@@ -195,3 +195,20 @@ def branch_name_problem(name: str) -> str | None:
     if any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
         return "no part may start with '.' or end with '.lock'"
     return None
+
+
+class DiversionsResource:
+    """``DELETE /api/_internal/diversions?branch=<conflict branch>`` (the webhook's secret): an
+    operator has seen to a diverted write; health stops naming its branch, which stays."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @falcon.before(auth.authenticate, lambda settings: settings.reload_secrets, "hot-reload not configured")
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        branch = req.get_param("branch") or ""
+        if not self.runtime.reloader.clear_diverted(branch):
+            raise ApiError(404, "not_found", f"branch: {branch!r} is not a diversion health names here "
+                           f"(it names: {', '.join(self.runtime.reloader.diverted) or 'none'})")
+        log.warning("diversion to %s cleared by an operator", branch, extra={"conflictBranch": branch})
+        resp.media = {"success": True, "data": {"cleared": branch, "diverted": list(self.runtime.reloader.diverted)}}

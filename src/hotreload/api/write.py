@@ -1,6 +1,7 @@
 """Write resources: ``POST /api/{sheet}``, ``PATCH`` and ``DELETE /api/{sheet}/{slug}``
 for projects and people, with the bearer ``CFP_API_WRITE_TOKEN`` (checked, then the body
-limited, by the hooks of api/auth.py)."""
+limited, by the hooks of api/auth.py); conditional with ``If-Match`` (PATCH, DELETE: the
+record's ETag) and ``If-None-Match: *`` (POST)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from typing import Any
 import falcon
 
 from hotreload.api import auth
+from hotreload.api.conditional import parse_etag
 from hotreload.api.errors import ApiError, bad_request, parse_json
 from hotreload.api.read import person_json, project_json
-from hotreload.data.records import Person, Project
+from hotreload.data.records import Person, Project, Record
 from hotreload.service.runtime import Runtime
 from hotreload.service.writer import WriteError, WriteResult
 
 MAX_BODY = 256 * 1024
 ERRORS = {"bad_request": (400, "bad_request"), "not_found": (404, "not_found"), "conflict": (409, "conflict"),
-          "invalid": (422, "invalid_data"), "unavailable": (503, "service_unavailable")}
+          "precondition": (412, "precondition_failed"), "invalid": (422, "invalid_data"),
+          "unavailable": (503, "service_unavailable")}
 
 
 authorized = falcon.before(auth.authenticate, lambda settings: (settings.write_token,) if settings.write_token else (),
@@ -38,21 +41,51 @@ def _json_object(req: falcon.Request) -> dict[str, Any]:
     return body
 
 
-def _run(action: Callable[[], WriteResult]) -> WriteResult:
+def _if_match(req: falcon.Request) -> list[str] | None:
+    """The commits of ``If-Match``'s tags (None: no header, or ``*``, which any existing
+    record matches). A tag this service did not give names no commit, so it never matches."""
+    if req.get_header("If-None-Match") is not None:
+        raise bad_request("If-None-Match", "only POST takes it (as *); PATCH and DELETE take If-Match")
+    tags = req.if_match
+    if not tags or "*" in tags:
+        return None
+    return [tag.commit for tag in map(parse_etag, map(str, tags)) if tag is not None]
+
+
+def _if_none_match(req: falcon.Request) -> bool:
+    """``If-None-Match: *`` on a create: refuse (412) to create over an existing slug."""
+    if req.get_header("If-Match") is not None:
+        raise bad_request("If-Match", "a create has no record to match yet; use If-None-Match: *")
+    tags = req.if_none_match
+    if tags is not None and list(map(str, tags)) != ["*"]:
+        raise bad_request("If-None-Match", "only * is meaningful on a create")
+    return tags is not None
+
+
+def _record_json(runtime: Runtime, record: Record) -> dict[str, Any]:
+    snap = runtime.holder.current
+    return project_json(snap, record) if isinstance(record, Project) else (
+        person_json(snap, record) if isinstance(record, Person) else {})
+
+
+def _run(runtime: Runtime, action: Callable[[], WriteResult]) -> WriteResult:
     try:
         return action()
     except WriteError as exc:
-        raise ApiError(*ERRORS[exc.kind], str(exc), {"field": exc.field} if exc.field else None) from None
+        details: dict[str, Any] = {"field": exc.field} if exc.field else {}
+        if exc.current is not None:  # a 409 or 412: what the record holds now
+            details["current"] = _record_json(runtime, exc.current)
+        if exc.kind == "unavailable":
+            details["outcome"] = exc.outcome
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        raise ApiError(*ERRORS[exc.kind], str(exc), details or None, headers) from None
 
 
 def _respond(runtime: Runtime, resp: falcon.Response, result: WriteResult, status: int) -> None:
-    snap = runtime.holder.current
-    record = result.record
-    data = project_json(snap, record) if isinstance(record, Project) else (
-        person_json(snap, record) if isinstance(record, Person) else {})
     resp.status = status
     resp.set_header("X-Data-Commit", result.commit)
-    resp.media = {"success": True, "data": data}
+    resp.media = {"success": True, "data": _record_json(runtime, result.record),
+                  "meta": {"commit": result.commit, "pushed": result.pushed}}
 
 
 class CollectionWriteResource:
@@ -63,8 +96,8 @@ class CollectionWriteResource:
     @authorized
     @limited
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = _json_object(req)
-        result = _run(lambda: self.runtime.writer.create(self.sheet, body, req.path))
+        body, if_none_match = _json_object(req), _if_none_match(req)
+        result = _run(self.runtime, lambda: self.runtime.writer.create(self.sheet, body, req.path, if_none_match))
         _respond(self.runtime, resp, result, 201)
 
 
@@ -76,11 +109,12 @@ class ItemWriteResource:
     @authorized
     @limited
     def on_patch(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        body = _json_object(req)
-        result = _run(lambda: self.runtime.writer.update(self.sheet, slug, body, req.path))
+        body, if_match = _json_object(req), _if_match(req)
+        result = _run(self.runtime, lambda: self.runtime.writer.update(self.sheet, slug, body, req.path, if_match))
         _respond(self.runtime, resp, result, 200)
 
     @authorized
     def on_delete(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
-        result = _run(lambda: self.runtime.writer.delete(self.sheet, slug, req.path))
+        if_match = _if_match(req)
+        result = _run(self.runtime, lambda: self.runtime.writer.delete(self.sheet, slug, req.path, if_match))
         _respond(self.runtime, resp, result, 200)

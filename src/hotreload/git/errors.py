@@ -20,6 +20,10 @@ class NetworkTimeout(TransportError):
     """The remote did not answer within ``CFP_DATA_NETWORK_TIMEOUT_SECONDS`` (transient)."""
 
 
+class PushOutcomeUnknown(TransportError):
+    """A push failed after its pack was sent: the remote may have moved its ref or not."""
+
+
 class PushRejected(GitError):
     """The remote refused the update because it is not a fast-forward (terminal)."""
 

@@ -169,6 +169,22 @@ def _plan_rebase(repo: GitRepo, local: str, remote: str, mine: Sequence[str], be
     return Plan(Outcome.REBASED, local, remote, tip, ahead=len(mine), behind=behind)
 
 
+DIVERTED = b"refs/hotreload/diverted/"
+"""``<this prefix><conflict branch>``: a diversion made here that no operator has cleared yet
+(never pushed, so a clone made from the remote does not inherit another replica's)."""
+
+
+def diverted_branches(repo: GitRepo) -> tuple[str, ...]:
+    """The conflict branches this clone diverted local commits to, not cleared yet."""
+    return tuple(sorted(ref.removeprefix(DIVERTED.decode()) for ref in repo.refs_under(DIVERTED)))
+
+
+def clear_diverted(repo: GitRepo, branch: str) -> bool:
+    """An operator has seen to ``branch``: stop reporting it (the branch itself stays)."""
+    sha = repo.resolve(DIVERTED + branch.encode())
+    return sha is not None and repo.cas_ref(DIVERTED + branch.encode(), sha, None)
+
+
 def conflict_branch_name(when: dt.datetime) -> str:
     return "conflicts/" + when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
 
@@ -181,10 +197,12 @@ def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> Recon
         if repo.branch_commit(branch) != plan.local:
             raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
         conflict_branch = _create_conflict_branch(repo, plan.local, now())
+        repo.set_ref(DIVERTED + conflict_branch.encode(), plan.local)  # health says so until cleared
     if plan.moves_branch and not repo.cas_ref(
         branch_ref(branch), plan.local, plan.new_commit, message=f"hotreload: {plan.outcome}"
     ):
         if conflict_branch:  # undo: the escape did not happen
+            repo.cas_ref(DIVERTED + conflict_branch.encode(), plan.local, None)
             repo.cas_ref(branch_ref(conflict_branch), plan.local, None)
         raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
     return ReconcileResult(plan.outcome, plan.local, plan.new_commit, plan.ahead, plan.behind,

@@ -16,6 +16,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ from dulwich.pack import PACK_SPOOL_FILE_MAX_SIZE, REF_DELTA, UnpackedObject, cr
 from dulwich.repo import Repo
 
 from hotreload.git import compat, unpack
-from hotreload.git.errors import PushRejected, TransportError
+from hotreload.git.errors import PushOutcomeUnknown, PushRejected, TransportError
 from hotreload.git.objects import (
     LOOSE_OBJECT_LIMIT,
     TREE_BYTES,
@@ -131,21 +132,15 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
                 return
             check(current)
             copy_missing_objects(repo, target, new)
-            try:
-                moved = (target.refs.add_if_new(remote_ref, new) if current is None
-                         else target.refs.set_if_equals(remote_ref, current, new))
-            except FileLocked:
-                lock_file = os.path.join(local_path, remote_ref.decode() + ".lock")
-                raise TransportError(
-                    f"push to {remote} failed: {lock_file} exists: another push is under way, "
-                    "or one was killed and left it behind; if no push is running, delete that file "
-                    "(see docs/runbook.md, 'A lock file on the remote')") from None
+            moved = _move_ref(target, remote_ref, current, new, os.path.join(local_path, remote_ref.decode()),
+                              str(remote))
             if not moved:
                 raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} "
                                    "moved during the push (fetch first)")
         return
 
     seen_on_remote: list[bytes] = []
+    sent: list[bool] = []  # the pack went out: a failure from here on may have moved the ref
 
     def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
         current = refs.get(remote_ref)
@@ -164,17 +159,47 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
         commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
         bases: dict[bytes, bytes] = {}
         objects = objects_for_commits(store, commits, lambda sha: False, bases)
+        sent.append(True)
         return len(objects), pack_records(store, objects, bases, ofs_delta, thin=not server_says_no_thin())
 
-    with connected(remote, "push to") as (client, path):
-        server_says_no_thin = compat.heed_no_thin(client)
-        result = client.send_pack(path.encode() if isinstance(path, str) else path,
-                                  update_refs, generate_pack_data)
+    try:
+        with connected(remote, "push to") as (client, path):
+            server_says_no_thin = compat.heed_no_thin(client)
+            result = client.send_pack(path.encode() if isinstance(path, str) else path,
+                                      update_refs, generate_pack_data)
+    except TransportError as exc:
+        if sent:
+            raise PushOutcomeUnknown(f"{exc} (after the pack was sent: the remote may have taken it)") from None
+        raise
     error = (result.ref_status or {}).get(remote_ref)
     if error:
-        if "fast-forward" in error or "fetch first" in error or "unable to set" in error:
+        # "failed to update ref" / "failed to lock": the ref was not where the command said (moved meanwhile)
+        if any(word in error for word in ("fast-forward", "fetch first", "unable to set", "failed to update ref",
+                                          "failed to lock")):
             raise PushRejected(f"push to {remote} rejected: {error}")
         raise TransportError(f"push to {remote} failed: {error}")
+
+
+REF_LOCK_TIMEOUT_S = 0.1
+"""How long a push to a local path waits for another pusher's ref lock: git's own
+``core.filesRefLockTimeout`` (100 ms)."""
+
+
+def _move_ref(target: Repo, ref: bytes, current: bytes | None, new: bytes, ref_file: str, remote: str) -> bool:
+    """CAS ``ref`` from ``current`` to ``new`` in a local repository, waiting for its lock
+    file as git does; a lock held past that is an error naming the file."""
+    give_up = time.monotonic() + REF_LOCK_TIMEOUT_S
+    while True:
+        try:
+            return bool(target.refs.add_if_new(ref, new) if current is None
+                        else target.refs.set_if_equals(ref, current, new))
+        except FileLocked:
+            if time.monotonic() >= give_up:
+                raise TransportError(
+                    f"push to {remote} failed: {ref_file}.lock exists: another push is under way, "
+                    "or one was killed and left it behind; if no push is running, delete that file "
+                    "(see docs/runbook.md, 'A lock file on the remote')") from None
+            time.sleep(0.005)
 
 
 def pack_records(store: Any, objects: Sequence[RawObject], bases: Mapping[bytes, bytes],

@@ -26,6 +26,7 @@ from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
 from hotreload.service.memory import release_free_memory
 from hotreload.service.swap import Swapped, build, swap
+from hotreload.service.writer import write_trailers
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class Reloader:
     push_daemon: PushDaemon | None = None
     clock: Clock = utc_now
     last: LastReload | None = field(default=None, init=False)
+    diverted: tuple[str, ...] = field(default=(), init=False)
+    """Conflict branches local commits went to, not cleared by an operator yet (health)."""
     _flight_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _flight: Flight | None = field(default=None, init=False)
     _seq: int = field(default=0, init=False)
@@ -225,6 +228,8 @@ class Reloader:
                            lambda base, warm: self._plan_and_build(base, remote_tip, last_seen, warm),
                            lambda plan: reconcile.apply(self.repo, plan, self.branch, self.clock))
             reconcile.log_diversion(swapped.applied, self.branch)
+            if swapped.applied.conflict_branch:
+                self._report_diverted_writes(swapped.applied)
             result = self._push(swapped.applied)
         answer = _answer(swapped, result, self.holder.current.commit)
         in_full = swapped.snapshot is not None and not swapped.snapshot.incremental
@@ -232,6 +237,34 @@ class Reloader:
         if answer.rebuilt:
             release_free_memory(force=in_full)
         return replace(answer, duration_ms=_ms_since(started))
+
+    def _report_diverted_writes(self, result: ReconcileResult) -> None:
+        """Each API write (a commit with the writer's trailers) that the branch no longer holds
+        and the remote never had: an ERROR naming it and its branch, and the metric."""
+        lost = set(self.repo.compare(result.new_commit, result.old_commit).right_only)
+        if result.rewritten_from:  # commits the remote had and removed were not diverted by us
+            lost &= set(self.repo.compare(result.rewritten_from, result.old_commit).right_only)
+        for sha in sorted(lost):
+            trailers = write_trailers(self.repo.commit(sha).message.decode("utf-8", "replace"))
+            if "Action" not in trailers:
+                continue
+            self.metrics.writes_diverted.inc()
+            log.error("an acknowledged API write is not served: %s of %s %s (%s) was diverted to %s",
+                      trailers["Action"], trailers.get("Subject-Type"), trailers.get("Subject-Id"),
+                      trailers.get("Subject-Slug"), result.conflict_branch,
+                      extra={"outcome": str(result.outcome), "commit": sha, "action": trailers["Action"],
+                             "subjectType": trailers.get("Subject-Type"), "subjectId": trailers.get("Subject-Id"),
+                             "subjectSlug": trailers.get("Subject-Slug"), "conflictBranch": result.conflict_branch})
+        self.refresh_diverted()
+
+    def refresh_diverted(self) -> None:
+        self.diverted = reconcile.diverted_branches(self.repo)
+
+    def clear_diverted(self, branch: str) -> bool:
+        """An operator has dealt with ``branch`` (docs/runbook.md): health stops naming it."""
+        cleared = reconcile.clear_diverted(self.repo, branch)
+        self.refresh_diverted()
+        return cleared
 
     def _push(self, result: ReconcileResult) -> ReconcileResult:
         if self.remote is not None:

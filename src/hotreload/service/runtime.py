@@ -297,8 +297,14 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     if push_daemon is not None:
         metrics.watch_push_pending(lambda: push_daemon.status().pending)
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
+    reloader.refresh_diverted()
     metrics.watch_reload_in_flight(lambda: time.time() - flight.since if (flight := reloader.in_flight()) else 0.0)
-    writer = Writer(repo, holder, lock, branch, push_daemon)
+    if settings.write_ack == "remote" and remote is None:
+        raise ConfigError("CFP_WRITE_ACK=remote needs a remote to acknowledge writes: set CFP_DATA_REMOTE "
+                          "(or give the clone an origin), or use CFP_WRITE_ACK=local")
+    writer = Writer(repo, holder, lock, branch, push_daemon, ack=settings.write_ack, remote=remote,
+                    reconcile=lambda: reloader.reload(trigger="push-rejected"),
+                    ack_timeout_s=settings.network_timeout_s)
     runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
                       push_daemon, instance_lock=instance_lock, snapshot_cache=cache)
     if push_daemon is not None:

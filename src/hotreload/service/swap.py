@@ -47,12 +47,7 @@ def swap(lock: DataLock, holder: SnapshotHolder, reason: str,
         base = holder.current
         snapshot, prepared = prepare(base, True)
         try:
-            with lock.hold(reason) as hold:
-                if holder.current is not base:
-                    raise BranchMoved("another reload or write swapped while this one prepared")
-                applied = apply_under_lock(prepared)
-                _serve(holder, snapshot)
-            return Swapped(base, snapshot, prepared, applied, hold.held_ms)
+            return commit_prepared(lock, holder, reason, base, snapshot, prepared, apply_under_lock)
         except BranchMoved as exc:
             log.info("%s: preparing again from the served snapshot: %s", reason, exc,
                      extra={"reason": reason, "attempt": attempt})
@@ -61,6 +56,18 @@ def swap(lock: DataLock, holder: SnapshotHolder, reason: str,
     with lock.hold(f"{reason}-fallback") as hold:
         base = holder.current
         snapshot, prepared = prepare(base, False)
+        applied = apply_under_lock(prepared)
+        _serve(holder, snapshot)
+    return Swapped(base, snapshot, prepared, applied, hold.held_ms)
+
+
+def commit_prepared(lock: DataLock, holder: SnapshotHolder, reason: str, base: Snapshot, snapshot: Snapshot | None,
+                    prepared: P, apply_under_lock: Callable[[P], A]) -> Swapped[P, A]:
+    """One optimistic attempt's end: under the lock, if ``base`` is still served, move the refs
+    and serve ``snapshot``; else :class:`BranchMoved`, and nothing changed."""
+    with lock.hold(reason) as hold:
+        if holder.current is not base:
+            raise BranchMoved("another reload or write swapped while this one prepared")
         applied = apply_under_lock(prepared)
         _serve(holder, snapshot)
     return Swapped(base, snapshot, prepared, applied, hold.held_ms)

@@ -6,7 +6,14 @@ it observed (validate, write blob/tree/commit objects, derive the new snapshot),
 then under the lock checks that the observed snapshot is still the served one,
 moves the branch (CAS) and swaps (:mod:`~hotreload.service.swap`). If a reload or
 another write got there first it starts again from the new snapshot, so whichever
-takes the lock second sees the other's commit: nothing is lost.
+takes the lock second sees the other's commit: nothing is lost. Prepared again, a
+write never overwrites a field someone else changed since its first base: 409.
+
+What a 2xx waits for is ``CFP_WRITE_ACK`` (specs/writes.md): ``local``, the commit is
+on the branch here and the push daemon delivers it; ``remote``, the remote's branch
+holds it: the commit is pushed (a compare-and-swap) *before* the local branch moves, so
+readers never see a write the remote refused. A rejection reconciles and re-applies;
+an unreachable remote is a 503 with nothing committed anywhere.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,20 +45,37 @@ from hotreload.data.records import (
 from hotreload.data.sheets import tree_path_problem
 from hotreload.data.snapshot import Snapshot, SnapshotHolder
 from hotreload.git.push import PushDaemon
-from hotreload.git.repo import API_IDENTITY, BranchMoved, GitRepo, Signature, branch_ref
+from hotreload.git.repo import (
+    API_IDENTITY,
+    BranchMoved,
+    GitError,
+    GitRepo,
+    PushOutcomeUnknown,
+    PushRejected,
+    Remote,
+    Signature,
+    branch_ref,
+    tracking_ref,
+)
 from hotreload.service.lock import DataLock
-from hotreload.service.swap import build, swap
+from hotreload.service.swap import ATTEMPTS, build, commit_prepared, swap
 
 log = logging.getLogger(__name__)
 
 
 class WriteError(Exception):
-    """A rejected write. ``kind`` maps to the HTTP status; nothing was committed."""
+    """A rejected write. ``kind`` maps to the HTTP status; nothing was committed (but for
+    ``outcome="unknown"``: the remote went away after it was sent the commit)."""
 
-    def __init__(self, kind: str, message: str, field: str | None = None) -> None:
+    def __init__(self, kind: str, message: str, field: str | None = None, current: Record | None = None,
+                 retry_after: int | None = None, outcome: str = "refused") -> None:
         super().__init__(message)
-        self.kind = kind  # bad_request | not_found | conflict | invalid | unavailable
+        self.kind = kind  # bad_request | not_found | conflict | precondition | invalid | unavailable
         self.field = field
+        self.current = current
+        """The record as it is now, for a 409 or 412 (None: there is none)."""
+        self.retry_after = retry_after
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,8 @@ class WriteResult:
     record: Record
     commit: str
     lock_held_ms: float
+    pushed: bool = False
+    """The remote's branch holds ``commit`` (``CFP_WRITE_ACK=remote``)."""
 
 
 @dataclass(frozen=True)
@@ -116,28 +144,40 @@ class Writer:
     branch: str
     push_daemon: PushDaemon | None = None
     now: Callable[[], str] = _now
+    ack: str = "local"
+    """``CFP_WRITE_ACK``; ``remote`` needs ``remote``, ``push_daemon`` and ``reconcile``."""
+    remote: str | Remote | None = None
+    reconcile: Callable[[], object] | None = None
+    """Bring the branch in line with the remote (a reload), after a rejected push."""
+    ack_timeout_s: float = 30.0
+    """``remote``: how long a write keeps trying (rejections, a busy remote lock) before 503."""
 
     # -- the three verbs ------------------------------------------------------------
 
-    def create(self, sheet: str, body: Mapping[str, Any], request_path: str) -> WriteResult:
+    def create(self, sheet: str, body: Mapping[str, Any], request_path: str,
+               if_none_match: bool = False) -> WriteResult:
+        """``if_none_match`` (``If-None-Match: *``): a slug taken is a failed precondition."""
         spec = SHEETS[sheet]
         _check_keys(spec, body, create=True)
 
         def change(base: Snapshot) -> Change:
-            if _find(base, spec, body["slug"]) is not None:
-                raise WriteError("conflict", f"slug: {body['slug']!r} is already taken", "slug")
+            if (taken := _find(base, spec, body["slug"])) is not None:
+                raise WriteError("precondition" if if_none_match else "conflict",
+                                 f"slug: {body['slug']!r} is already taken", "slug", current=taken)
             ts = self.now()
             fields = {**body, "id": str(uuid.uuid4()), "createdAt": ts, "updatedAt": ts}
             return None, _validate(spec, fields), {}
 
         return self._commit(spec, "POST", request_path, "create", change)
 
-    def update(self, sheet: str, slug: str, body: Mapping[str, Any], request_path: str) -> WriteResult:
+    def update(self, sheet: str, slug: str, body: Mapping[str, Any], request_path: str,
+               if_match: Sequence[str] | None = None) -> WriteResult:
+        """``if_match``: the commits of the client's ETags; the record must be as it was at one."""
         spec = SHEETS[sheet]
         _check_keys(spec, body, create=False)
 
         def change(base: Snapshot) -> Change:
-            old = _live(base, spec, slug)
+            old = self._matching(base, spec, _live(base, spec, slug), if_match)
             new_slug = body.get("slug", slug)
             if new_slug != slug and _find(base, spec, new_slug) is not None:
                 raise WriteError("conflict", f"slug: {new_slug!r} is already taken", "slug")
@@ -146,16 +186,33 @@ class Writer:
 
         return self._commit(spec, "PATCH", request_path, "update", change)
 
-    def delete(self, sheet: str, slug: str, request_path: str) -> WriteResult:
+    def delete(self, sheet: str, slug: str, request_path: str, if_match: Sequence[str] | None = None) -> WriteResult:
         spec = SHEETS[sheet]
 
         def change(base: Snapshot) -> Change:
-            old = _live(base, spec, slug)
+            old = self._matching(base, spec, _live(base, spec, slug), if_match)
             ts = self.now()
             edits = {"deletedAt": ts, "updatedAt": ts}
             return old, _validate(spec, {**msgspec.to_builtins(old), **edits}), edits
 
         return self._commit(spec, "DELETE", request_path, "soft-delete", change)
+
+    def _matching(self, base: Snapshot, spec: WritableSheet, record: Record,
+                  if_match: Sequence[str] | None) -> Record:
+        """``record``, if its file is what it was at one of the ``if_match`` commits (412 if not,
+        or if this clone has none of them): only a change to *this* record fails the check."""
+        if if_match is None:
+            return record
+        path = base.table(spec.sheet).path_by_id[record.id]
+        now = self.repo.blob_at(base.tree, path)
+        for commit in if_match:
+            try:
+                if self.repo.has_object(commit) and self.repo.blob_at(self.repo.tree_of(commit), path) == now:
+                    return record
+            except GitError:  # not a commit
+                continue
+        raise WriteError("precondition", f"If-Match: the {spec.subject_type} changed since the ETag's commit "
+                         "(or the service does not know that commit); read it again", current=record)
 
     # -- the commit -------------------------------------------------------------------
 
@@ -164,20 +221,103 @@ class Writer:
         if self.holder.degraded:
             raise WriteError("unavailable", f"writes are refused while the branch head does not build "
                              f"({self.holder.degraded})")
-        try:
-            swapped = swap(self.lock, self.holder, "write",
-                           lambda base, warm: self._prepare(base, warm, spec, method, request_path, action, change),
-                           lambda written: self._move(written, action))
-        except BranchMoved:  # under the lock, after the optimistic attempts: not one of ours
-            raise WriteError("conflict", "the data branch moved outside this service; "
-                             "try the request again") from None
-        commit = swapped.prepared.commit
+        first: list[Change] = []
+
+        def change_once(base: Snapshot) -> Change:
+            """``change``, which on a later base must not overwrite what someone else changed."""
+            now = change(base)
+            if not first:
+                first.append(now)
+            elif (name := _overwritten(first[0], now)) is not None:
+                raise WriteError("conflict", f"{name}: changed by someone else since this write began; "
+                                 "nothing was saved", name, current=now[0])
+            return now
+
+        def prepare(base: Snapshot, warm: bool) -> tuple[Snapshot, _Written]:
+            return self._prepare(base, warm, spec, method, request_path, action, change_once)
+
+        if self.ack == "remote":
+            written, lock_held_ms = self._commit_acknowledged(prepare, action)
+        else:
+            try:
+                swapped = swap(self.lock, self.holder, "write", prepare, lambda w: self._move(w, action))
+            except BranchMoved:  # under the lock, after the optimistic attempts: not one of ours
+                raise WriteError("conflict", "the data branch moved outside this service; "
+                                 "try the request again") from None
+            written, lock_held_ms = swapped.prepared, swapped.lock_held_ms
         log.info("committed %s %s", method, request_path,
-                 extra={"commit": commit, "action": f"{spec.subject_type}.{action}",
-                        "lockHeldMs": round(swapped.lock_held_ms, 3)})
+                 extra={"commit": written.commit, "action": f"{spec.subject_type}.{action}",
+                        "lockHeldMs": round(lock_held_ms, 3), "pushed": self.ack == "remote"})
         if self.push_daemon is not None:
             self.push_daemon.notify()
-        return WriteResult(swapped.prepared.record, commit, swapped.lock_held_ms)
+        return WriteResult(written.record, written.commit, lock_held_ms, self.ack == "remote")
+
+    def _commit_acknowledged(self, prepare: Callable[[Snapshot, bool], tuple[Snapshot, _Written]],
+                             action: str) -> tuple[_Written, float]:
+        """``CFP_WRITE_ACK=remote``. Under the push daemon's remote lock (no reconcile and no
+        daemon push interleaves): prepare on the served snapshot, push the commit expecting
+        the remote where this clone last saw it, and only once the remote holds it move the
+        local branch and swap. A rejected push: reconcile (outside the remote lock), then
+        re-apply on the new snapshot, where :func:`_overwritten` answers 409 for a field
+        someone else changed. Nothing is committed locally unless the remote took it."""
+        assert self.push_daemon is not None and self.remote is not None and self.reconcile is not None
+        deadline = time.monotonic() + self.ack_timeout_s
+        remote_lock = self.push_daemon.remote_lock
+        for attempt in range(1, ATTEMPTS + 1):
+            if not remote_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise WriteError("unavailable", "the remote is busy (another write or a reconcile holds it "
+                                 f"after {self.ack_timeout_s:g} s); nothing was saved", retry_after=1)
+            try:
+                base = self.holder.current
+                snapshot, written = prepare(base, True)
+                pushed = self._push(written.commit)
+                if pushed:
+                    swapped = commit_prepared(self.lock, self.holder, "write", base, snapshot, written,
+                                              lambda w: self._move(w, action))
+                    behind = self.repo.resolve(tracking_ref(self.branch)) != written.commit
+            finally:
+                remote_lock.release()
+            if pushed:
+                if behind:  # others built on it before we saw it land: catch up now
+                    with suppress(Exception):
+                        self.reconcile()
+                return written, swapped.lock_held_ms
+            log.info("a write's push was rejected (attempt %d): reconciling, then applying it again", attempt,
+                     extra={"commit": written.commit, "attempt": attempt})
+            if time.monotonic() >= deadline:
+                break
+            try:
+                self.reconcile()
+            except Exception as exc:  # recorded by the reload (health, metrics, log)
+                raise WriteError("unavailable", f"the remote could not be caught up with: {exc}; "
+                                 "nothing was saved", retry_after=5) from None
+        raise WriteError("unavailable", f"the remote's branch kept moving ({attempt} attempts); nothing was "
+                         "saved; try again", retry_after=1)
+
+    def _push(self, commit: str) -> bool:
+        """Push ``commit`` as the branch, a compare-and-swap from the last remote tip seen (call
+        under the remote lock): True once the remote holds it, False if it refused (moved)."""
+        assert self.remote is not None
+        try:
+            self.repo.push_ref(self.remote, commit, branch_ref(self.branch),
+                               expect=self.repo.resolve(tracking_ref(self.branch)))
+        except PushRejected:
+            return False
+        except PushOutcomeUnknown as exc:  # did the remote move its ref before the connection went?
+            try:
+                tip = self.repo.fetch_branch(self.remote, self.branch)  # the tracking ref follows
+            except GitError:
+                raise WriteError("unavailable", f"{exc}; the write may have been saved: read the record "
+                                 "before trying again", retry_after=5, outcome="unknown") from None
+            if tip is None or not self.repo.is_ancestor(commit, tip):
+                raise WriteError("unavailable", f"{exc}; the remote does not have it: nothing was saved",
+                                 retry_after=5) from None
+            return True
+        except GitError as exc:
+            raise WriteError("unavailable", f"the remote did not take the write: {exc}; nothing was saved",
+                             retry_after=5) from None
+        self.repo.set_ref(tracking_ref(self.branch), commit)
+        return True
 
     def _prepare(self, base: Snapshot, warm: bool, spec: WritableSheet, method: str, request_path: str,
                  action: str, change: Callable[[Snapshot], Change]) -> tuple[Snapshot, _Written]:
@@ -209,6 +349,16 @@ class Writer:
         if not self.repo.cas_ref(branch_ref(self.branch), written.parent, written.commit,
                                  message=f"hotreload: {action}"):
             raise BranchMoved(f"{self.branch} moved away from {written.parent[:12]}")
+
+
+def _overwritten(first: Change, now: Change) -> str | None:
+    """A field this write changes (but ``updatedAt``, which every write sets) whose value
+    before the write differs between its first base (``first``) and this one (``now``)."""
+    before, current = first[0], now[0]
+    if before is None or current is None:  # a create: a slug taken meanwhile is its own 409
+        return None
+    was, now_is = msgspec.to_builtins(before), msgspec.to_builtins(current)
+    return next((key for key in now[2] if key != "updatedAt" and was.get(key) != now_is.get(key)), None)
 
 
 def _check_keys(spec: WritableSheet, body: Mapping[str, Any], create: bool) -> None:
@@ -315,3 +465,11 @@ def _message(method: str, request_path: str, action: str, spec: WritableSheet, r
         f"Subject-Id: {record.id}\n"
         f"Subject-Slug: {slug}\n"
     )
+
+
+_TRAILER = re.compile(r"^(Action|Subject-Type|Subject-Id|Subject-Slug): (.*)$", re.MULTILINE)
+
+
+def write_trailers(message: str) -> dict[str, str]:
+    """What :func:`_message` put in a commit's trailers (empty: not an API write)."""
+    return dict(_TRAILER.findall(message))

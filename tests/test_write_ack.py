@@ -1,0 +1,246 @@
+"""What a write's 2xx means (CFP_WRITE_ACK), conditional writes, and diversions made loud.
+
+* ``remote``: a 2xx only once the remote's branch holds the commit; two replicas writing
+  one field at once give one 2xx and one 409, and nothing reaches a conflicts branch; an
+  unreachable remote is a 503 with nothing committed anywhere, then or later.
+* ``If-Match`` / ``If-None-Match: *``: 412 when the record changed (or exists), nothing committed.
+* ``local``: a write diverted to a conflicts branch by a later reconcile is an ERROR naming
+  it, a metric, and health ``degraded`` until an operator clears it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from falcon import testing
+from prometheus_client import generate_latest
+
+from hotreload.api.app import create_app
+from hotreload.service.runtime import Runtime, boot
+from tests.conftest import SECRET, World, bearer, git, project_toml
+from tests.gitservers import USER, GitHttp
+from tests.test_writes import write
+
+PATCH_BODY = {"title": "Edited"}
+
+
+def start(settings: Any) -> tuple[Runtime, testing.TestClient]:
+    rt = boot(settings)
+    return rt, testing.TestClient(create_app(rt))
+
+
+@pytest.fixture
+def replicas(world: World, tmp_path: Path) -> Iterator[list[tuple[Runtime, testing.TestClient]]]:
+    """Two replicas in ``remote`` mode, each with its own clone of the origin."""
+    second = tmp_path / "second.git"
+    git("clone", "-q", "--bare", str(world.origin), str(second))
+    git("--git-dir", str(second), "update-ref", "refs/remotes/origin/published", "published")
+    pair = [start(world.settings(write_ack="remote")), start(world.settings(write_ack="remote", repo_path=str(second)))]
+    yield pair
+    for rt, _ in pair:
+        rt.close()
+
+
+def a_project(rt: Runtime) -> Any:
+    return next(p for p in rt.holder.current.table("projects").by_id.values() if not p.deleted_at)  # type: ignore[attr-defined]
+
+
+def conflict_branches(world: World) -> list[str]:
+    return git("--git-dir", str(world.origin), "for-each-ref", "--format=%(refname)", "refs/heads/conflicts*").split()
+
+
+def history(path: Path) -> str:
+    """Every commit any ref of ``path`` reaches, with its changes: where a value could hide."""
+    return git("--git-dir", str(path), "log", "--all", "-p", "--format=%H %s")
+
+
+def at_once(*calls: Any) -> list[Any]:
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_a_remote_acknowledged_write_is_on_the_remote_when_answered(world: World) -> None:
+    rt, client = start(world.settings(write_ack="remote"))
+    try:
+        resp = write(client, "POST", "/api/projects", {"slug": "zz-acked", "title": "Acked"})
+        assert resp.status_code == 201, resp.text
+        commit = resp.json["meta"]["commit"]
+        assert resp.json["meta"]["pushed"] is True and resp.headers["X-Data-Commit"] == commit
+        assert world.origin_head() == world.clone_head() == rt.holder.current.commit == commit
+        assert client.simulate_get("/api/health").json["data"]["push"]["pending"] == 0
+    finally:
+        rt.close()
+
+
+def test_a_local_write_says_it_is_not_pushed_yet(client: testing.TestClient) -> None:
+    resp = write(client, "POST", "/api/projects", {"slug": "zz-local", "title": "Local"})
+    assert resp.status_code == 201 and resp.json["meta"] == {"commit": resp.headers["X-Data-Commit"], "pushed": False}
+
+
+def test_two_replicas_writing_one_field_at_once_give_one_2xx_and_one_409(
+        replicas: list[tuple[Runtime, testing.TestClient]], world: World) -> None:
+    (a, ca), (b, cb) = replicas
+    slug = a_project(a).slug
+    before = world.origin_head()
+    answers = at_once(lambda: write(ca, "PATCH", f"/api/projects/{slug}", {"title": "From A"}),
+                      lambda: write(cb, "PATCH", f"/api/projects/{slug}", {"title": "From B"}))
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+    won, lost = sorted(answers, key=lambda r: r.status_code)
+    assert lost.json["error"]["details"]["field"] == "title"
+    assert lost.json["error"]["details"]["current"]["title"] == won.json["data"]["title"]
+    assert conflict_branches(world) == []
+    assert git("--git-dir", str(world.origin), "rev-list", "--count", f"{before}..published") == "1"
+    assert a.holder.current.commit == b.holder.current.commit == world.origin_head() == won.json["meta"]["commit"]
+    loser = a if answers[0] is lost else b
+    assert ("From A" if loser is a else "From B") not in history(Path(loser.repo.path))  # not committed anywhere
+    assert ("From A" if loser is a else "From B") not in history(world.origin)
+
+
+def test_two_replicas_writing_different_fields_both_succeed(
+        replicas: list[tuple[Runtime, testing.TestClient]], world: World) -> None:
+    (a, ca), (b, cb) = replicas
+    slug = a_project(a).slug
+    answers = at_once(lambda: write(ca, "PATCH", f"/api/projects/{slug}", {"title": "Title From A"}),
+                      lambda: write(cb, "PATCH", f"/api/projects/{slug}", {"summary": "Summary from B"}))
+    assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+    stored = git("--git-dir", str(world.origin), "show", f"published:projects/{slug}.toml")
+    assert 'title = "Title From A"' in stored and 'summary = "Summary from B"' in stored
+    assert conflict_branches(world) == []
+
+
+def test_an_unreachable_remote_is_a_503_and_nothing_is_committed_then_or_later(world: World) -> None:
+    rt, client = start(world.settings(write_ack="remote"))
+    try:
+        head, slug = world.clone_head(), a_project(rt).slug
+        os.rename(world.origin, world.root / "away.git")
+        resp = write(client, "PATCH", f"/api/projects/{slug}", {"title": "Never Saved"})
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["Retry-After"] == "5" and resp.json["error"]["details"]["outcome"] == "refused"
+        assert world.clone_head() == head == rt.holder.current.commit
+        os.rename(world.root / "away.git", world.origin)
+        assert rt.push_daemon is not None and rt.push_daemon.flush(5)
+        assert "Never Saved" not in history(world.origin) and "Never Saved" not in history(world.clone)
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("ack", ["local", "remote"])
+def test_a_stale_if_match_is_412_with_nothing_committed(world: World, ack: str) -> None:
+    rt, client = start(world.settings(write_ack=ack))
+    try:
+        slug, other = (p.slug for p in list(rt.holder.current.table("projects").by_id.values())[:2])
+        tag = client.simulate_get(f"/api/projects/{slug}").headers["ETag"]
+        assert write(client, "PATCH", f"/api/projects/{other}", PATCH_BODY).status_code == 200
+        ok = write(client, "PATCH", f"/api/projects/{slug}", {"title": "Still Mine"}, {**AUTH, "If-Match": tag})
+        assert ok.status_code == 200, ok.text  # another record changed since the tag: not this one
+        head = world.clone_head()
+        stale = write(client, "DELETE", f"/api/projects/{slug}", None, {**AUTH, "If-Match": tag})
+        assert stale.status_code == 412 and stale.json["error"]["code"] == "precondition_failed"
+        assert stale.json["error"]["details"]["current"]["title"] == "Still Mine"
+        for unknown in ('"' + "ab" * 20 + '-0123456789abcdef"', '"not-ours"'):
+            resp = write(client, "PATCH", f"/api/projects/{slug}", PATCH_BODY, {**AUTH, "If-Match": unknown})
+            assert resp.status_code == 412, resp.text
+        assert world.clone_head() == head == rt.holder.current.commit
+        if ack == "remote":
+            assert world.origin_head() == head
+        fresh = client.simulate_get(f"/api/projects/{slug}").headers["ETag"]
+        assert write(client, "DELETE", f"/api/projects/{slug}", None, {**AUTH, "If-Match": fresh}).status_code == 200
+        assert write(client, "PATCH", f"/api/projects/{slug}", PATCH_BODY, {**AUTH, "If-Match": "*"}).status_code == 404
+    finally:
+        rt.close()
+
+
+AUTH = bearer("w" * 32)
+
+
+def test_if_none_match_star_refuses_to_create_over_an_existing_slug(client: testing.TestClient,
+                                                                      runtime: Runtime) -> None:
+    taken = a_project(runtime).slug
+    head = runtime.holder.current.commit
+    refused = write(client, "POST", "/api/projects", {"slug": taken, "title": "Again"}, {**AUTH, "If-None-Match": "*"})
+    assert refused.status_code == 412 and refused.json["error"]["details"]["current"]["slug"] == taken
+    assert write(client, "POST", "/api/projects", {"slug": taken, "title": "Again"}).status_code == 409
+    bad = write(client, "POST", "/api/projects", {"slug": "zz-new", "title": "New"}, {**AUTH, "If-None-Match": '"x"'})
+    assert bad.status_code == 400 and bad.json["error"]["details"]["field"] == "If-None-Match"
+    assert runtime.holder.current.commit == head
+    made = write(client, "POST", "/api/projects", {"slug": "zz-new", "title": "New"}, {**AUTH, "If-None-Match": "*"})
+    assert made.status_code == 201
+
+
+def test_a_diverted_write_is_loud_until_an_operator_clears_it(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    rt, client = start(world.settings())
+    try:
+        assert rt.push_daemon is not None
+        rt.push_daemon.stop()  # the write waits, unpushed, while someone edits the same line upstream
+        rt.push_daemon = rt.reloader.push_daemon = rt.writer.push_daemon = None
+        project = a_project(rt)
+        world.commit_upstream({f"projects/{project.slug}.toml": project_toml(project.slug, "Theirs", id=project.id)})
+        assert write(client, "PATCH", f"/api/projects/{project.slug}", {"title": "Ours"}).status_code == 200
+        with caplog.at_level(logging.ERROR):
+            branch = rt.reloader.reload().conflict_branch
+        assert branch and branch.startswith("conflicts/")
+        said = [r for r in caplog.records if "not served" in r.getMessage()]
+        assert len(said) == 1 and f"project.update of project {project.id} ({project.slug})" in said[0].getMessage()
+        assert branch in said[0].getMessage()
+        health = client.simulate_get("/api/health").json["data"]
+        assert health["status"] == "degraded" and health["diverted"] == [branch]
+        assert any(branch in reason for reason in health["degraded"])
+        assert "hotreload_writes_diverted_total 1.0" in generate_latest(rt.metrics.registry).decode()
+    finally:
+        rt.close()
+    rt, client = start(world.settings())  # a restart does not forget it
+    try:
+        assert client.simulate_get("/api/health").json["data"]["diverted"] == [branch]
+        url = f"/api/_internal/diversions?branch={branch}"
+        assert client.simulate_delete(url, headers=bearer("x" * 40)).status_code == 401
+        assert client.simulate_delete("/api/_internal/diversions?branch=conflicts/nope",
+                                      headers=bearer(SECRET)).status_code == 404
+        cleared = client.simulate_delete(url, headers=bearer(SECRET))
+        assert cleared.status_code == 200 and cleared.json["data"] == {"cleared": branch, "diverted": []}
+        health = client.simulate_get("/api/health").json["data"]
+        assert health["status"] == "ok" and health["diverted"] == []
+        assert git("--git-dir", str(world.clone), "rev-parse", branch)  # the branch itself stays
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("then", ["verified", "unknown"])
+def test_a_push_whose_answer_is_lost_is_checked_before_answering(world: World, tmp_path: Path, then: str) -> None:
+    """The remote applies the push and its answer never arrives: the write asks the remote
+    whether it holds the commit (200), or, when it cannot ask, says the outcome is unknown."""
+    password = tmp_path / "password"
+    password.write_text("pw")
+    http = GitHttp(world.root, password)
+    rt, client = start(world.settings(write_ack="remote", remote=http.url("origin.git"), username=USER,
+                                      password_file=str(password), network_timeout_s=1.0))
+    try:
+        http.lose_push_answers, http.down_after_push = 2.5, then == "unknown"
+        resp = write(client, "POST", "/api/projects", {"slug": "zz-lost-answer", "title": "Lost Answer"})
+        http.lose_push_answers, http.down = 0.0, False
+        assert "Lost Answer" in history(world.origin)  # the remote did apply it
+        if then == "verified":
+            assert resp.status_code == 201, resp.text
+            assert resp.json["meta"]["commit"] == world.origin_head() == rt.holder.current.commit
+        else:
+            assert resp.status_code == 503 and resp.json["error"]["details"]["outcome"] == "unknown", resp.text
+            assert "may have been saved" in resp.json["error"]["message"]
+    finally:
+        rt.close()
+        http.close()
