@@ -25,13 +25,14 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.chaos import Chaos
 from simulator.scenario import Scenario, ScenarioError, Step, discover, load
 from simulator.server import Response
 from simulator.truth import NotARecord, expected, github_signature, redirect_target, stored
 from simulator.world import BRANCH, World
 
 RELOAD = "/api/_internal/reload-data"
-DOCUMENTED_STATUSES = {200, 201, 202, 301, 400, 401, 404, 405, 409, 413, 422, 502, 503, 504}
+DOCUMENTED_STATUSES = {200, 201, 202, 301, 400, 401, 404, 405, 409, 412, 413, 422, 502, 503, 504}
 
 
 @dataclass
@@ -53,6 +54,8 @@ class ScenarioReport:
     max_lock_held_ms: float = 0.0
     max_reload_ms: float = 0.0
     seconds: float = 0.0
+    chaos: str | None = None
+    """A chaos step's counts (simulator/chaos.py)."""
 
     @property
     def passed(self) -> bool:
@@ -62,7 +65,8 @@ class ScenarioReport:
         return {"name": self.name, "passed": self.passed, "steps": self.steps,
                 "failures": [f.as_dict() for f in self.failures], "reloads": self.reloads,
                 "maxLockHeldMs": round(self.max_lock_held_ms, 3),
-                "maxReloadMs": round(self.max_reload_ms, 3), "seconds": round(self.seconds, 2)}
+                "maxReloadMs": round(self.max_reload_ms, 3), "seconds": round(self.seconds, 2),
+                **({"chaos": self.chaos} if self.chaos else {})}
 
 
 @dataclass
@@ -99,7 +103,8 @@ class Run:
                            history=self.scenario.history, transport=self.scenario.transport,
                            clone=self.scenario.clone, replicas=self.scenario.replicas,
                            poll_seconds=self.scenario.poll_seconds, peers=self.scenario.peers,
-                           network_timeout_seconds=self.scenario.network_timeout_seconds)
+                           network_timeout_seconds=self.scenario.network_timeout_seconds,
+                           write_ack=self.scenario.write_ack)
         try:
             if self.scenario.start:
                 self.world.start_all()
@@ -292,12 +297,13 @@ class Run:
             server = self.w.replicas[index].server
             assert server is not None, f"replica {index} is not running"
             start.wait()
-            resp = server.request("POST", "/api/projects",
-                                  {"slug": f"sim-write-{step.number}-{i}", "title": f"Concurrent write {i}"},
+            body = {k: str(v).replace("{i}", str(i)) for k, v in step.get("body", {}).items()} or \
+                {"slug": f"sim-write-{step.number}-{i}", "title": f"Concurrent write {i}"}
+            resp = server.request(step.get("method", "POST"), step.get("path", "/api/projects"), body,
                                   {"Authorization": f"Bearer {self.w.write_token}"})
             with lock:
                 statuses.append(resp.status)
-                if resp.status == 201 and resp.commit:
+                if 200 <= resp.status < 300 and resp.commit:
                     self.commits_by_replica.setdefault(index, set()).add(resp.commit)
                     self.acknowledged.add(resp.commit)
 
@@ -335,6 +341,9 @@ class Run:
             t.join()
         self.concurrent = Concurrent(sorted(statuses), rebuilt, problems)
         assert not problems, "torn or wrong reads during the concurrent step:\n    " + "\n    ".join(problems[:5])
+
+    def _chaos(self, step: Step) -> None:
+        Chaos(self, step).execute()
 
     def _expect(self, step: Step) -> None:
         problems: list[str] = []
@@ -738,6 +747,9 @@ def main(names: list[str] | None, json_path: str | None, verbose: bool = False) 
         return 2
     reports = run_scenarios(paths, verbose)
     print(render_table(reports))
+    for report in reports:
+        if report.chaos:
+            print(f"{report.name}: {report.chaos}")
     for report in reports:
         for failure in report.failures:
             print(f"\nFAIL {report.name} step {failure.step} ({failure.kind}):\n    {failure.message}")

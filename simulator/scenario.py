@@ -12,6 +12,7 @@ name the file, the step number and the field.
     peers = true                  # replicas forward webhooks to each other (CFP_RELOAD_PEERS)
     poll_seconds = 0              # CFP_DATA_POLL_SECONDS (0: no poll)
     network_timeout_seconds = 30  # CFP_DATA_NETWORK_TIMEOUT_SECONDS
+    write_ack = "remote"          # CFP_WRITE_ACK (unset: the service's default, local)
     clone = true                  # false: no clone yet; the service clones at its first start
     start = true                  # false: step 1 runs before the service is started
     push_backoff_seconds = 0.2    # the service's push daemon
@@ -57,7 +58,9 @@ STEP_FIELDS: dict[str, dict[str, Any]] = {
                 "secret": str, "deleted": bool, "forced": bool},
     "fault": {"fault": str},
     "concurrent": {"webhooks": int, "readers": int, "writes": int, "commit": str, "spread": bool,
-                   "upstreams": int},
+                   "upstreams": int, "method": str, "path": str, "body": dict},
+    "chaos": {"seconds": (int, float), "seed": int, "writers": int, "records": int, "kill_every": (int, float),
+              "stall_seconds": (int, float)},
     "expect": {"status": int, "outcome": str, "rebuilt": bool, "no_changes": bool, "prechecked": bool,
                "code": str, "error_path": str, "visible": list, "absent": list, "served": str,
                "origin_branch": str, "conflict_branches": int, "statuses": list,
@@ -102,6 +105,7 @@ class Scenario:
     poll_seconds: float = 0.0
     peers: bool = True
     network_timeout_seconds: float | None = None
+    write_ack: str | None = None
 
 
 def load(path: str) -> Scenario:
@@ -129,7 +133,7 @@ def load(path: str) -> Scenario:
     if not isinstance(world, dict):
         raise fail("world: must be a table")
     allowed = ("records", "history", "transport", "clone", "start", "push_backoff_seconds", "replicas",
-               "poll_seconds", "peers", "network_timeout_seconds")
+               "poll_seconds", "peers", "network_timeout_seconds", "write_ack")
     bad = sorted(set(world) - set(allowed))
     if bad:
         raise fail(f"world.{bad[0]}: unknown field (allowed: {', '.join(allowed)})")
@@ -155,6 +159,9 @@ def load(path: str) -> Scenario:
     timeout = world.get("network_timeout_seconds")
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
         raise fail("world.network_timeout_seconds: must be a number > 0")
+    write_ack = world.get("write_ack")
+    if write_ack not in (None, "local", "remote"):
+        raise fail(f"world.write_ack: {write_ack!r} is not one of 'local', 'remote'")
     backoff = world.get("push_backoff_seconds", 0.2)
     if not isinstance(backoff, (int, float)) or backoff <= 0:
         raise fail("world.push_backoff_seconds: must be a number > 0")
@@ -168,7 +175,7 @@ def load(path: str) -> Scenario:
                        f"{replicas} replica(s) (0-{replicas - 1})")
     return Scenario(name, description, path, records, float(backoff), steps, history, transport,
                     flags["clone"], flags["start"], replicas, float(poll), flags["peers"],
-                    None if timeout is None else float(timeout))
+                    None if timeout is None else float(timeout), write_ack)
 
 
 def _step(where: str, number: int, raw: Any) -> Step:

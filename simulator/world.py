@@ -48,7 +48,8 @@ class Replica:
 class World:
     def __init__(self, records: int = 40, push_backoff_seconds: float = 0.2, seed: int = 11,
                  history: int = 0, transport: str = "local", clone: bool = True, replicas: int = 1,
-                 poll_seconds: float = 0.0, peers: bool = True, network_timeout_seconds: float | None = None) -> None:
+                 poll_seconds: float = 0.0, peers: bool = True, network_timeout_seconds: float | None = None,
+                 write_ack: str | None = None) -> None:
         self.root = tempfile.mkdtemp(prefix="hotreload-sim-")
         self.origin = os.path.join(self.root, "origin.git")
         self.away = os.path.join(self.root, "origin-away.git")
@@ -78,6 +79,7 @@ class World:
         self.network_timeout_seconds = network_timeout_seconds
         self.stalled: socket.socket | None = None
         self.peers = peers and replicas > 1
+        self.write_ack = write_ack
 
     @property
     def replica(self) -> Replica:
@@ -108,9 +110,10 @@ class World:
 
     # -- the service --------------------------------------------------------------
 
-    def env(self) -> dict[str, str]:
+    def env(self, replica: Replica | None = None) -> dict[str, str]:
+        """The environment of the active replica's ``serve`` (or ``replica``'s)."""
         env = {
-            "CFP_DATA_REPO_PATH": self.clone, "CFP_DATA_REMOTE": self.remote,
+            "CFP_DATA_REPO_PATH": (replica or self.replica).clone, "CFP_DATA_REMOTE": self.remote,
             "CFP_DATA_BRANCH": BRANCH, "CFP_DATA_RELOAD_SECRET": self.secret,
             "CFP_API_WRITE_TOKEN": self.write_token,
             "CFP_DATA_PUSH_BACKOFF_SECONDS": str(self.push_backoff_seconds),
@@ -119,6 +122,8 @@ class World:
         }
         if self.network_timeout_seconds is not None:
             env["CFP_DATA_NETWORK_TIMEOUT_SECONDS"] = str(self.network_timeout_seconds)
+        if self.write_ack is not None:
+            env["CFP_WRITE_ACK"] = self.write_ack
         if self.peers:
             env["CFP_RELOAD_PEERS"] = ",".join(f"127.0.0.1:{r.port}" for r in self.replicas)
         return env
