@@ -168,8 +168,9 @@ class Chaos:
 
     def _faults(self, rng: random.Random) -> None:
         """SIGKILL a replica now and then (restarted a moment later); stall the remote once."""
-        stall_at = rng.uniform(0.3, 0.6) * self.seconds
-        started, next_kill = time.monotonic(), rng.uniform(0.5, 1.5) * self.kill_every if self.kill_every else None
+        stall_at: float | None = rng.uniform(0.3, 0.6) * self.seconds
+        next_kill = rng.uniform(0.5, 1.5) * self.kill_every if self.kill_every else None
+        started = time.monotonic()
         while not self.stop.wait(0.05):
             now = time.monotonic() - started
             if stall_at is not None and now >= stall_at and self.w.daemon is not None:

@@ -115,7 +115,7 @@ def test_two_replicas_writing_one_field_at_once_give_one_2xx_and_one_409(
 
 def test_two_replicas_writing_different_fields_both_succeed(
         replicas: list[tuple[Runtime, testing.TestClient]], world: World) -> None:
-    (a, ca), (b, cb) = replicas
+    (a, ca), (_, cb) = replicas
     slug = a_project(a).slug
     answers = at_once(lambda: write(ca, "PATCH", f"/api/projects/{slug}", {"title": "Title From A"}),
                       lambda: write(cb, "PATCH", f"/api/projects/{slug}", {"summary": "Summary from B"}))

@@ -35,8 +35,8 @@ def _object(properties: dict[str, Any], *required: str, **extra: Any) -> dict[st
     return {"type": "object", **extra, **({"required": list(required)} if required else {}), "properties": properties}
 
 
-def _ok(description: str, data: dict[str, Any], meta: bool = False) -> dict[str, Any]:
-    schema = _object({"success": {"const": True}, "data": data, **({"meta": _ref("Meta")} if meta else {})},
+def _ok(description: str, data: dict[str, Any], meta: str | None = None) -> dict[str, Any]:
+    schema = _object({"success": {"const": True}, "data": data, **({"meta": _ref(meta)} if meta else {})},
                      "success", "data", *(["meta"] if meta else []))
     return {"description": description, "headers": HEADERS, "content": {"application/json": {"schema": schema}}}
 
@@ -72,9 +72,20 @@ WRITE_ERRORS = {
     "415": _error("Content-Type is not application/json"),
     "422": _error("A field fails validation (the message names it); nothing was committed"),
     "429": _error("Too many failed authentications from this address", RETRY_AFTER),
-    "503": _error("Writes not configured, or refused while the branch head does not build"),
+    "503": _error("Writes not configured, or refused while the branch head does not build; with "
+                  "CFP_WRITE_ACK=remote, the remote did not take the write in time (details.outcome: refused, "
+                  "nothing was saved; unknown, it may have been: read before retrying)", RETRY_AFTER),
 }
-CONFLICT = {"409": _error("The slug is already taken")}
+CONFLICT = {"409": _error("The slug is already taken (details.current: the record that holds it)")}
+EDIT_CONFLICT = {"409": _error("The new slug is taken, or a field this write changes was changed by someone else "
+                               "since the write began (details.field, details.current); nothing was saved")}
+IF_MATCH = _param("If-Match", STRING, "The record's ETag (from its GET, or any response answered from a commit): "
+                  "the write applies only if the record's file is as it was at that commit, else 412", "header")
+CREATE_IF_NONE_MATCH = _param("If-None-Match", {"const": "*"}, "*: refuse (412) to create over an existing "
+                              "slug, where a plain create answers 409", "header")
+STALE = {"412": _error("If-Match: the record changed since the ETag's commit (or the commit is unknown here); "
+                       "details.current holds it now; nothing was saved")}
+TAKEN = {"412": _error("If-None-Match: *: the slug is taken (details.current); nothing was saved")}
 MIN_COMMIT = _param(
     "X-Data-Min-Commit", {"type": "string", "pattern": "^[0-9a-fA-F]{40}$"},
     "Read-your-writes across replicas: answer only from a snapshot that contains this commit (it or a "
@@ -82,7 +93,8 @@ MIN_COMMIT = _param(
     "waits (CFP_DATA_MIN_COMMIT_WAIT_SECONDS), else answers 503 with Retry-After", "header")
 NOT_YET = _error("This replica does not serve X-Data-Min-Commit yet, even after reloading: retry",
                  {**RETRY_AFTER, **DATA_COMMIT})
-ITEM_WRITE_ERRORS = {**WRITE_ERRORS, **NOT_FOUND, **CONFLICT}
+ITEM_WRITE_ERRORS = {**WRITE_ERRORS, **NOT_FOUND, **EDIT_CONFLICT, **STALE}
+CREATE_ERRORS = {**WRITE_ERRORS, **CONFLICT, **TAKEN}
 CACHING = {
     "ETag": {"description": '"<commit>-<hash of path and query>": the commit answered from (as '
                             "X-Data-Commit) and the request; a reload or write changes it", "schema": STRING},
@@ -94,10 +106,15 @@ NOT_MODIFIED = {"description": "Not modified: the served commit answers this req
                 "headers": {**HEADERS, **CACHING}}
 
 
-def _write(operation_id: str, summary: str, body: str | None, ok: dict[str, Any],
-           errors: dict[str, Any]) -> dict[str, Any]:
-    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "security": [{"writeToken": []}],
-                                 "responses": {**ok, **errors}}
+def _write(operation_id: str, summary: str, body: str | None, status: str, record: str) -> dict[str, Any]:
+    """A write: one commit; its answer names the commit and says whether the remote holds it yet."""
+    create = status == "201"
+    operation: dict[str, Any] = {
+        "operationId": operation_id, "summary": summary, "security": [{"writeToken": []}],
+        "parameters": [CREATE_IF_NONE_MATCH if create else IF_MATCH],
+        "responses": {status: _ok(f"The {record.lower()}; meta.pushed: the remote's branch holds meta.commit "
+                                  "(CFP_WRITE_ACK=remote), or not yet (local)", _ref(record), "WriteMeta"),
+                      **(CREATE_ERRORS if create else ITEM_WRITE_ERRORS)}}
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     return operation
@@ -121,40 +138,35 @@ def _records() -> dict[str, Any]:
     return {
         "/api/projects": {
             **_get("listProjects", "List projects with facets",
-                   {"200": _ok("Projects, meta.total and meta.facets", _list("Project"), meta=True),
+                   {"200": _ok("Projects, meta.total and meta.facets", _list("Project"), meta="Meta"),
                     **MOVED, **READ_ERRORS, "404": _error("No project with that legacy id (ID)")},
                    _param("q", STRING, "Full-text search (title, summary, overview)"),
                    _param("stage", {"type": "string", "enum": list(STAGES)}, "Stage filter"),
                    _param("tag", {"type": "array", "items": TAG_HANDLE_SCHEMA},
                           "Tag handle namespace.slug; repeatable, all must match", style="form", explode=True),
                    *LEGACY, *PAGING),
-            "post": _write("createProject", "Create a project (one commit)", "ProjectCreate",
-                           {"201": _ok("The new project", _ref("Project"))}, {**WRITE_ERRORS, **CONFLICT}),
+            "post": _write("createProject", "Create a project (one commit)", "ProjectCreate", "201", "Project"),
         },
         "/api/projects/{slug}": {
             "parameters": [SLUG],
             **_get("getProject", "One project with its tags", {"200": _ok("Project", _ref("Project")), **MOVED,
                                                                 **NOT_FOUND}),
-            "patch": _write("updateProject", "Edit a project (renaming moves its file)", "ProjectUpdate",
-                            {"200": _ok("The project", _ref("Project"))}, ITEM_WRITE_ERRORS),
-            "delete": _write("deleteProject", "Soft-delete a project (sets deletedAt)", None,
-                             {"200": _ok("The deleted project", _ref("Project"))}, ITEM_WRITE_ERRORS),
+            "patch": _write("updateProject", "Edit a project (renaming moves its file)", "ProjectUpdate", "200",
+                            "Project"),
+            "delete": _write("deleteProject", "Soft-delete a project (sets deletedAt)", None, "200", "Project"),
         },
         "/api/people": {
             **_get("listPeople", "List people",
-                   {"200": _ok("People and meta.total", _list("Person"), meta=True),
+                   {"200": _ok("People and meta.total", _list("Person"), meta="Meta"),
                     **MOVED, **READ_ERRORS, "404": _error("No person with that legacy id (ID)")},
                    _param("q", STRING, "Full-text search (fullName, bio)"), *LEGACY, *PAGING),
-            "post": _write("createPerson", "Create a person (one commit)", "PersonCreate",
-                           {"201": _ok("The new person", _ref("Person"))}, {**WRITE_ERRORS, **CONFLICT}),
+            "post": _write("createPerson", "Create a person (one commit)", "PersonCreate", "201", "Person"),
         },
         "/api/people/{slug}": {
             "parameters": [SLUG],
             **_get("getPerson", "One person with tags", {"200": _ok("Person", _ref("Person")), **MOVED, **NOT_FOUND}),
-            "patch": _write("updatePerson", "Edit a person", "PersonUpdate",
-                            {"200": _ok("The person", _ref("Person"))}, ITEM_WRITE_ERRORS),
-            "delete": _write("deletePerson", "Soft-delete a person", None,
-                             {"200": _ok("The deleted person", _ref("Person"))}, ITEM_WRITE_ERRORS),
+            "patch": _write("updatePerson", "Edit a person", "PersonUpdate", "200", "Person"),
+            "delete": _write("deletePerson", "Soft-delete a person", None, "200", "Person"),
         },
     }
 
@@ -177,7 +189,7 @@ def _activity() -> dict[str, Any]:
     return {
         "/api/projects/{slug}/updates": _get(
             "listProjectUpdates", "A project's updates, highest number first",
-            {"200": _ok("Updates", _list("ProjectUpdateEntry"), meta=True), **MOVED, **READ_ERRORS, **NOT_FOUND},
+            {"200": _ok("Updates", _list("ProjectUpdateEntry"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
             SLUG, *PAGING),
         "/api/projects/{slug}/updates/{number}": _get(
             "getProjectUpdate", "One update of a project",
@@ -187,16 +199,16 @@ def _activity() -> dict[str, Any]:
                          "The update's number (1, 2, ...)", "path")),
         "/api/projects/{slug}/buzz": _get(
             "listProjectBuzz", "Press about a project, newest first",
-            {"200": _ok("Buzz", _list("ProjectBuzz"), meta=True), **MOVED, **READ_ERRORS, **NOT_FOUND},
+            {"200": _ok("Buzz", _list("ProjectBuzz"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
             SLUG, *PAGING),
         "/api/projects/{slug}/help-wanted": _get(
             "listProjectHelpWanted", "A project's help-wanted roles, newest first",
-            {"200": _ok("Roles", _list("HelpWantedRole"), meta=True), **MOVED, **READ_ERRORS, **NOT_FOUND},
+            {"200": _ok("Roles", _list("HelpWantedRole"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
             SLUG, _param("status", {"type": "string", "enum": list(ROLE_STATUSES)},
                          "Only roles with this status (default: every role)"), *PAGING),
         "/api/help-wanted": _get(
             "searchHelpWanted", "Help-wanted roles of live projects",
-            {"200": _ok("Roles", _list("HelpWantedRole"), meta=True), **READ_ERRORS},
+            {"200": _ok("Roles", _list("HelpWantedRole"), meta="Meta"), **READ_ERRORS},
             _param("q", STRING, "Full-text search (title, description); best match first"),
             _param("status", {"type": "string", "enum": list(ROLE_STATUSES), "default": "open"}, "Status"),
             _param("tag", {"type": "array", "items": TAG_HANDLE_SCHEMA},
@@ -213,7 +225,7 @@ def _sheets() -> dict[str, Any]:
         "/api/sheets": _get("listSheets", "Every sheet the data repository declares",
                             {"200": _ok("Sheets", _list("Sheet"))}),
         "/api/sheets/{sheet}": _get("listSheetRecords", "The records of one sheet, typed or not, by path",
-                                    {"200": _ok("Records", _list("SheetRecord"), meta=True), **READ_ERRORS,
+                                    {"200": _ok("Records", _list("SheetRecord"), meta="Meta"), **READ_ERRORS,
                                      "404": _error("No such sheet")}, sheet, *PAGING),
         "/api/sheets/{sheet}/{key}": _get(
             "getSheetRecord", "One record: key is its path below the sheet's root, without .toml (may hold '/')",
@@ -260,6 +272,7 @@ SCHEMAS = {
     "Meta": _object({"total": {"type": "integer", "minimum": 0}, "page": {"type": "integer", "minimum": 1},
                      "perPage": {"type": "integer", "minimum": 1, "maximum": 100}, "facets": OBJECT},
                     "total", "page", "perPage"),
+    "WriteMeta": _object({"commit": STRING, "pushed": {"type": "boolean"}}, "commit", "pushed"),
     "Project": _object({**RECORD, **{k: v for k, v in PROJECT_FIELDS.items() if k != "slug"}, "slug": STRING,
                         "legacyId": NULLABLE_INTEGER, "deletedAt": NULLABLE, "tags": STRINGS},
                        "id", "slug", "title", "stage"),
@@ -288,7 +301,8 @@ SCHEMAS = {
         "lastReload": {"type": ["object", "null"]}, "reloading": {"type": ["object", "null"]}, "push": OBJECT,
         "poll": _object({"enabled": {"type": "boolean"}, "intervalS": {"type": "number"}, "lastAt": NULLABLE,
                          "lastResult": NULLABLE, "lastError": STRING}),
-        "revocations": _object({"count": INTEGER, "latestRevokedAt": NULLABLE, "changedInCommit": NULLABLE})},
+        "revocations": _object({"count": INTEGER, "latestRevokedAt": NULLABLE, "changedInCommit": NULLABLE}),
+        "diverted": STRINGS, "writeAck": {"enum": ["local", "remote"]}},
         "status", "branch", "servedCommit", "records"),
     "ProjectCreate": _object(PROJECT_FIELDS, "slug", "title", additionalProperties=False),
     "ProjectUpdate": _object(PROJECT_FIELDS, additionalProperties=False, minProperties=1),

@@ -56,10 +56,11 @@ def _if_none_match(req: falcon.Request) -> bool:
     """``If-None-Match: *`` on a create: refuse (412) to create over an existing slug."""
     if req.get_header("If-Match") is not None:
         raise bad_request("If-Match", "a create has no record to match yet; use If-None-Match: *")
-    tags = req.if_none_match
-    if tags is not None and list(map(str, tags)) != ["*"]:
+    if req.get_header("If-None-Match") is None:
+        return False
+    if list(map(str, req.if_none_match or ())) != ["*"]:
         raise bad_request("If-None-Match", "only * is meaningful on a create")
-    return tags is not None
+    return True
 
 
 def _record_json(runtime: Runtime, record: Record) -> dict[str, Any]:
