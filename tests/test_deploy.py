@@ -55,7 +55,7 @@ def test_every_setting_the_image_and_manifests_pass_is_read_by_the_service() -> 
     passed = set()
     for path in [ROOT / "Dockerfile", *map(Path, MANIFESTS)]:
         passed |= set(re.findall(r"\bCFP_[A-Z_]+", path.read_text()))
-    assert passed >= {"CFP_DATA_REPO_PATH", "CFP_RELOAD_PEERS", "CFP_DATA_POLL_SECONDS"}
+    assert passed >= {"CFP_DATA_REPO_PATH", "CFP_RELOAD_PEERS", "CFP_DATA_POLL_SECONDS", "CFP_WRITE_ACK"}
     for name in sorted(passed):
         assert f'"{name}"' in config, f"{name} is set in the deploy files but never read"
         assert name in documented, f"{name} is set in the deploy files but not in docs/configuration.md"
@@ -66,3 +66,11 @@ def test_probes_use_the_health_route_the_service_serves(probe: str) -> None:
     text = (ROOT / "deploy" / "statefulset.yaml").read_text()
     block = text.split(f"{probe}:", 1)[1].split("Probe:", 1)[0]
     assert "path: /api/health" in block and "port: http" in block
+
+
+def test_several_replicas_acknowledge_writes_once_the_remote_holds_them() -> None:
+    """With more than one replica taking writes, ``local`` acknowledgement lets two of them
+    answer 2xx for one field (specs/writes.md): the manifests set ``remote``."""
+    text = (ROOT / "deploy" / "statefulset.yaml").read_text()
+    replicas = int(re.search(r"^\s*replicas: (\d+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert replicas > 1 and re.search(r"- name: CFP_WRITE_ACK\n\s*value: remote\n", text)

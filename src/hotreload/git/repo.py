@@ -32,14 +32,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from hotreload.git import objects, transport
-from hotreload.git.errors import (
-    BranchMoved,
-    GitError,
-    NotABareRepository,
-    PushOutcomeUnknown,
-    PushRejected,
-    TransportError,
-)
+from hotreload.git.errors import BranchMoved, GitError, NotABareRepository, PushRejected, TransportError
 from hotreload.git.history import Comparison, History
 from hotreload.git.objects import (
     HEX40,
@@ -56,7 +49,7 @@ from hotreload.git.remotes import Remote, as_remote, redact, without_credentials
 
 __all__ = [
     "API_IDENTITY", "HEX40", "ZERO_SHA", "BlobChange", "BlobEntry", "BranchMoved", "GitError", "GitRepo",
-    "NotABareRepository", "PushOutcomeUnknown", "PushRejected", "Remote", "Signature", "TransportError",
+    "NotABareRepository", "PushRejected", "Remote", "Signature", "TransportError",
     "branch_ref", "clone_bare", "init_bare", "origin_url", "readable", "redact", "tracking_ref",
     "tree_objects",
 ]
