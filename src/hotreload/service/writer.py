@@ -44,19 +44,9 @@ from hotreload.data.records import (
 )
 from hotreload.data.sheets import tree_path_problem
 from hotreload.data.snapshot import Snapshot, SnapshotHolder
+from hotreload.git.errors import PushOutcomeUnknown, PushRejected
 from hotreload.git.push import PushDaemon
-from hotreload.git.repo import (
-    API_IDENTITY,
-    BranchMoved,
-    GitError,
-    GitRepo,
-    PushOutcomeUnknown,
-    PushRejected,
-    Remote,
-    Signature,
-    branch_ref,
-    tracking_ref,
-)
+from hotreload.git.repo import API_IDENTITY, BranchMoved, GitError, GitRepo, Remote, Signature, branch_ref, tracking_ref
 from hotreload.service.lock import DataLock
 from hotreload.service.swap import ATTEMPTS, build, commit_prepared, swap
 
