@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hotreload.data.records import Revocation
 from hotreload.data.snapshot import Snapshot
+from hotreload.git import reconcile
 from hotreload.service.runtime import Runtime
 
 
@@ -57,8 +58,9 @@ class HealthResource:
             "trigger": flight.trigger, "secondsSoFar": round(time.time() - flight.since, 1),
             "since": dt.datetime.fromtimestamp(flight.since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         reasons = [r for r in (rt.holder.degraded, last.error if last is not None else None) if r]
+        diverted = reconcile.diverted_branches(rt.repo)  # a ref each, in the clone (decision 143)
         reasons += [f"local commits (API writes) were diverted to {branch} and are not served; see it, then "
-                    "clear this (docs/runbook.md, 'A diverted write')" for branch in rt.reloader.diverted]
+                    "clear this (docs/runbook.md, 'A diverted write')" for branch in diverted]
         resp.set_header("X-Data-Commit", snap.commit)
         resp.media = {"success": True, "data": {
             "status": "degraded" if reasons else "ok",
@@ -72,7 +74,7 @@ class HealthResource:
             "reloading": reloading,
             "push": push,
             "poll": poll,
-            "diverted": list(rt.reloader.diverted),
+            "diverted": diverted,
             "writeAck": rt.settings.write_ack,
         }}
 

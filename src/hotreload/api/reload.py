@@ -17,6 +17,7 @@ import falcon
 from hotreload.api import auth, githosts
 from hotreload.api.errors import ApiError, bad_request, parse_json
 from hotreload.api.ratelimit import client_address
+from hotreload.git import reconcile
 from hotreload.service.peers import FORWARDED_HEADER, PASSED_HEADERS
 from hotreload.service.reloader import FetchFailed, RebuildFailed, ReloadResult
 from hotreload.service.runtime import Runtime
@@ -206,9 +207,9 @@ class DiversionsResource:
 
     @falcon.before(auth.authenticate, lambda settings: settings.reload_secrets, "hot-reload not configured")
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
-        branch = req.get_param("branch") or ""
-        if not self.runtime.reloader.clear_diverted(branch):
+        branch, repo = req.get_param("branch") or "", self.runtime.repo
+        if not reconcile.clear_diverted(repo, branch):
             raise ApiError(404, "not_found", f"branch: {branch!r} is not a diversion health names here "
-                           f"(it names: {', '.join(self.runtime.reloader.diverted) or 'none'})")
+                           f"(it names: {', '.join(reconcile.diverted_branches(repo)) or 'none'})")
         log.warning("diversion to %s cleared by an operator", branch, extra={"conflictBranch": branch})
-        resp.media = {"success": True, "data": {"cleared": branch, "diverted": list(self.runtime.reloader.diverted)}}
+        resp.media = {"success": True, "data": {"cleared": branch, "diverted": reconcile.diverted_branches(repo)}}

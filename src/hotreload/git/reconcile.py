@@ -174,9 +174,9 @@ DIVERTED = b"refs/hotreload/diverted/"
 (never pushed, so a clone made from the remote does not inherit another replica's)."""
 
 
-def diverted_branches(repo: GitRepo) -> tuple[str, ...]:
+def diverted_branches(repo: GitRepo) -> list[str]:
     """The conflict branches this clone diverted local commits to, not cleared yet."""
-    return tuple(sorted(ref.removeprefix(DIVERTED.decode()) for ref in repo.refs_under(DIVERTED)))
+    return sorted(ref.removeprefix(DIVERTED.decode()) for ref in repo.refs_under(DIVERTED))
 
 
 def clear_diverted(repo: GitRepo, branch: str) -> bool:

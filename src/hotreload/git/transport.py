@@ -132,8 +132,20 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
                 return
             check(current)
             copy_missing_objects(repo, target, new)
-            moved = _move_ref(target, remote_ref, current, new, os.path.join(local_path, remote_ref.decode()),
-                              str(remote))
+            give_up = time.monotonic() + REF_LOCK_TIMEOUT_S
+            while True:  # another pusher's ref lock: wait for it as git does
+                try:
+                    moved = (target.refs.add_if_new(remote_ref, new) if current is None
+                             else target.refs.set_if_equals(remote_ref, current, new))
+                    break
+                except FileLocked:
+                    if time.monotonic() >= give_up:
+                        lock_file = os.path.join(local_path, remote_ref.decode() + ".lock")
+                        raise TransportError(
+                            f"push to {remote} failed: {lock_file} exists: another push is under way, or one "
+                            "was killed and left it behind; if no push is running, delete that file "
+                            "(see docs/runbook.md, 'A lock file on the remote')") from None
+                    time.sleep(0.005)
             if not moved:
                 raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} "
                                    "moved during the push (fetch first)")
@@ -184,22 +196,6 @@ REF_LOCK_TIMEOUT_S = 0.1
 """How long a push to a local path waits for another pusher's ref lock: git's own
 ``core.filesRefLockTimeout`` (100 ms)."""
 
-
-def _move_ref(target: Repo, ref: bytes, current: bytes | None, new: bytes, ref_file: str, remote: str) -> bool:
-    """CAS ``ref`` from ``current`` to ``new`` in a local repository, waiting for its lock
-    file as git does; a lock held past that is an error naming the file."""
-    give_up = time.monotonic() + REF_LOCK_TIMEOUT_S
-    while True:
-        try:
-            return bool(target.refs.add_if_new(ref, new) if current is None
-                        else target.refs.set_if_equals(ref, current, new))
-        except FileLocked:
-            if time.monotonic() >= give_up:
-                raise TransportError(
-                    f"push to {remote} failed: {ref_file}.lock exists: another push is under way, "
-                    "or one was killed and left it behind; if no push is running, delete that file "
-                    "(see docs/runbook.md, 'A lock file on the remote')") from None
-            time.sleep(0.005)
 
 
 def pack_records(store: Any, objects: Sequence[RawObject], bases: Mapping[bytes, bytes],

@@ -107,8 +107,6 @@ class Reloader:
     push_daemon: PushDaemon | None = None
     clock: Clock = utc_now
     last: LastReload | None = field(default=None, init=False)
-    diverted: tuple[str, ...] = field(default=(), init=False)
-    """Conflict branches local commits went to, not cleared by an operator yet (health)."""
     _flight_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _flight: Flight | None = field(default=None, init=False)
     _seq: int = field(default=0, init=False)
@@ -255,16 +253,6 @@ class Reloader:
                       extra={"outcome": str(result.outcome), "commit": sha, "action": trailers["Action"],
                              "subjectType": trailers.get("Subject-Type"), "subjectId": trailers.get("Subject-Id"),
                              "subjectSlug": trailers.get("Subject-Slug"), "conflictBranch": result.conflict_branch})
-        self.refresh_diverted()
-
-    def refresh_diverted(self) -> None:
-        self.diverted = reconcile.diverted_branches(self.repo)
-
-    def clear_diverted(self, branch: str) -> bool:
-        """An operator has dealt with ``branch`` (docs/runbook.md): health stops naming it."""
-        cleared = reconcile.clear_diverted(self.repo, branch)
-        self.refresh_diverted()
-        return cleared
 
     def _push(self, result: ReconcileResult) -> ReconcileResult:
         if self.remote is not None:

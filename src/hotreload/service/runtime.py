@@ -297,7 +297,6 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     if push_daemon is not None:
         metrics.watch_push_pending(lambda: push_daemon.status().pending)
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
-    reloader.refresh_diverted()
     metrics.watch_reload_in_flight(lambda: time.time() - flight.since if (flight := reloader.in_flight()) else 0.0)
     if settings.write_ack == "remote" and remote is None:
         raise ConfigError("CFP_WRITE_ACK=remote needs a remote to acknowledge writes: set CFP_DATA_REMOTE "
