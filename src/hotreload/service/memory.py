@@ -1,10 +1,9 @@
 """Giving freed memory back to the operating system after a snapshot swap.
 
 Each reload (and write) builds a new snapshot, whose SQLite search database and
-dict copies are allocated by whichever server thread ran it. glibc would give each
-thread a malloc arena of its own, and keep freed memory there; the service has its
-threads share the main one (:func:`share_one_heap`, decision 77). ``malloc_trim(0)``
-returns the free pages of every arena. On other C libraries this does nothing.
+dict copies are allocated by whichever server thread ran it. glibc keeps freed memory
+in the arena that held it; ``malloc_trim(0)`` returns the free pages of every arena.
+On other C libraries this does nothing.
 
 A trim costs what the free memory spans, not what it returns: it advises away
 every free chunk again, most of them returned by the trim before (at 500k records,
@@ -29,20 +28,6 @@ log = logging.getLogger(__name__)
 
 
 _MALLOC_TRIM: Callable[[int], int] | None = c_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
-_MALLOPT: Callable[[int, int], int] | None = c_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
-_M_ARENA_MAX = -8  # glibc's malloc.h
-
-
-def share_one_heap() -> bool:
-    """Have every thread started from now on allocate from the main heap (glibc's
-    ``M_ARENA_MAX`` of 1), unless ``MALLOC_ARENA_MAX`` says otherwise. With an arena
-    per thread, a reload on a server thread found its arena's pages handed back since
-    it last ran and faulted a big tree's 7.4 MB in again (1,796 minor faults, 5-7 ms
-    at 500k records); in the main heap they are usually still there (decision 77).
-    The GIL serialises most allocations anyway. True when the setting took."""
-    if _MALLOPT is None or "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    return bool(_MALLOPT(_M_ARENA_MAX, 1))
 
 
 TRIM_GROWTH = 1 / 64

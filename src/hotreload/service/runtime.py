@@ -34,7 +34,7 @@ from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare
 from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
-from hotreload.service.memory import release_free_memory, share_one_heap
+from hotreload.service.memory import release_free_memory
 from hotreload.service.peers import PeerNotifier
 from hotreload.service.poll import Poller
 from hotreload.service.reloader import FetchFailed, RebuildFailed, Reloader
@@ -216,7 +216,6 @@ def _is_empty_repository(path: str) -> bool:
 def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int | None = None,
          phase: Callable[[str], object] = lambda step: None) -> Runtime:
     """The running service; ``phase`` hears each step of the start as it begins."""
-    share_one_heap()  # before the service starts its threads
     phase("opening the repository" if os.path.exists(settings.repo_path) else "cloning the remote")
     repo = open_repository(settings)
     try:
