@@ -44,7 +44,6 @@ STEPS = [  # (module or class, function, label), outermost first
     (ProjectFacets, "of_snapshot", "    project facets"),
     (snapshot.Snapshot, "warm_from", "  warm"),
     (reconcile, "apply", "apply (under the lock)"),
-    (reloader, "release_free_memory", "post-swap collection"),
 ]
 
 

@@ -24,7 +24,6 @@ from hotreload.git.reconcile import Clock, Outcome, Plan, ReconcileResult, utc_n
 from hotreload.git.repo import GitError, GitRepo, Remote, tracking_ref
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
-from hotreload.service.memory import release_free_memory
 from hotreload.service.swap import Swapped, build, swap
 from hotreload.service.writer import write_trailers
 
@@ -229,12 +228,7 @@ class Reloader:
             if swapped.applied.conflict_branch:
                 self._report_diverted_writes(swapped.applied)
             result = self._push(swapped.applied)
-        answer = _answer(swapped, result, self.holder.current.commit)
-        in_full = swapped.snapshot is not None and not swapped.snapshot.incremental
-        del swapped  # drop our references to the old snapshot, then trim
-        if answer.rebuilt:
-            release_free_memory(force=in_full)
-        return replace(answer, duration_ms=_ms_since(started))
+        return replace(_answer(swapped, result, self.holder.current.commit), duration_ms=_ms_since(started))
 
     def _report_diverted_writes(self, result: ReconcileResult) -> None:
         """Each API write (a commit with the writer's trailers) that the branch no longer holds

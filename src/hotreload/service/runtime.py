@@ -34,7 +34,6 @@ from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare
 from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
 from hotreload.service.lock import DataLock
-from hotreload.service.memory import release_free_memory
 from hotreload.service.peers import PeerNotifier
 from hotreload.service.poll import Poller
 from hotreload.service.reloader import FetchFailed, RebuildFailed, Reloader
@@ -285,7 +284,6 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     holder = SnapshotHolder(snapshot, degraded)
     if cache is not None and built_in_full:
         _save_cache(cache, holder, "start")  # before serving: a crash from here on restarts in O(change)
-    release_free_memory(force=True)  # the start-up build's objects frozen: later collections scan one reload's work
     metrics = Metrics()
     metrics.watch_records(lambda: holder.current.record_counts())
     lock = DataLock(lambda hold: metrics.lock_hold.labels(hold.reason).observe(hold.held_ms / 1000))
