@@ -127,19 +127,6 @@ def test_version_and_help_with_defaults() -> None:
     assert "(default: 8080)" in helptext and "(default: 127.0.0.1)" in helptext and "(default: 8)" in helptext
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "fast", "nan"])
-def test_bad_switch_interval(world: World, value: str) -> None:
-    line = error_line(serve(world.env(CFP_SWITCH_INTERVAL_MS=value)))
-    assert "CFP_SWITCH_INTERVAL_MS" in line and ("milliseconds" in line or "greater than 0" in line)
-
-
-def test_switch_interval_setting() -> None:
-    from hotreload.config import Settings
-
-    assert Settings.from_env({"CFP_DATA_REPO_PATH": "/x"}).switch_interval_ms == 0.5
-    assert Settings.from_env({"CFP_DATA_REPO_PATH": "/x", "CFP_SWITCH_INTERVAL_MS": "2"}).switch_interval_ms == 2.0
-
-
 @pytest.mark.parametrize(("env", "says"), [
     ({"CFP_DATA_POLL_SECONDS": "-1"}, "CFP_DATA_POLL_SECONDS is '-1'; it must be greater than 0 (or 0 to disable)"),
     ({"CFP_DATA_POLL_SECONDS": "soon"}, "CFP_DATA_POLL_SECONDS is 'soon'; it must be a number of seconds"),

@@ -47,11 +47,6 @@ def _serve(settings: Settings, host: str, port: int, threads: int, banner: str |
     problem = _check_listen_options(host, port, threads)
     if problem:
         return _fail(problem)
-    # Request threads wait for the GIL after every socket read and write; with CPython's
-    # 5 ms switch interval a reload's Python work (build, warming) made each of those waits
-    # up to 5 ms. 0.5 ms took readers' p99 during back-to-back reloads at 50k from 56-64 to
-    # 30-32 ms (docs/benchmarks.md; specs/decisions.md, 40).
-    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     started = time.perf_counter()
     gate = Gate()
     try:

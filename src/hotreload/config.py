@@ -34,8 +34,6 @@ class Settings:
     """Also accepted (bearer and HMAC) while callers move to the new secret."""
     auth_failures_per_minute: int = 30
     """Failed authentications per client address and minute before 429; 0 disables."""
-    switch_interval_ms: float = 0.5
-    """The interpreter's thread switch interval while serving (CPython's default is 5 ms)."""
     poll_seconds: float = 60.0
     """Ask the remote for the branch tip this often (refs only) and reload if it moved; 0 disables."""
     reload_peers: tuple[tuple[str, int], ...] = ()
@@ -97,7 +95,6 @@ class Settings:
         backoff = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_SECONDS", 1.0)
         backoff_cap = _positive_float(env, "CFP_DATA_PUSH_BACKOFF_CAP_SECONDS", 3600.0)
         upkeep = _positive_float(env, "CFP_DATA_UPKEEP_SECONDS", 300.0, allow_zero=True)
-        switch = _positive_float(env, "CFP_SWITCH_INTERVAL_MS", 0.5, unit="milliseconds")
         poll = _positive_float(env, "CFP_DATA_POLL_SECONDS", 60.0, allow_zero=True)
         min_commit_wait = _positive_float(env, "CFP_DATA_MIN_COMMIT_WAIT_SECONDS", 5.0)
         snapshot_cache = _switch(env, "CFP_SNAPSHOT_CACHE", True)
@@ -129,7 +126,6 @@ class Settings:
             push_backoff_cap_seconds=backoff_cap,
             upkeep_seconds=upkeep,
             auth_failures_per_minute=failures,
-            switch_interval_ms=switch,
             poll_seconds=poll,
             reload_peers=peers,
             min_commit_wait_seconds=min_commit_wait,
