@@ -3,15 +3,12 @@ costs the change since it was written, not a full build.
 
 One file, ``<clone>/hotreload-snapshot.cache``::
 
-    hotreload-snapshot 2\\n
+    hotreload-snapshot 3\\n
     {"stamp": ..., "commit": ..., "tree": ..., "sha256": ..., "payload": N, "search": M}\\n
-    payload: N bytes, a marshal of (a pickle of the sheets, config blobs and project facets
-             (their arrays keyed by the search image's rowids); per table its records as
-             field tuples and its two path maps; the indices)
+    payload: N bytes, a pickle of the sheets, config blobs, tables (records by id, the
+             two path maps), indices and project facets (their arrays keyed by the search
+             image's rowids)
     search:  M bytes, the search databases' image (SQLite's serialize of each, length-prefixed)
-
-The records go in as plain tuples and are made again with a constructor generated for
-their class (:func:`_constructor`): a third of what unpickling them cost (decision 63).
 
 It is written to a temporary file in the same directory, flushed to disk and
 renamed over the old one, so a crash leaves the old file or the new one, never
@@ -38,14 +35,11 @@ it can already rewrite the data's refs.
 from __future__ import annotations
 
 import functools
-import gc
 import glob
 import hashlib
 import importlib.metadata
-import itertools
 import json
 import logging
-import marshal
 import os
 import pickle
 import re
@@ -54,14 +48,11 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
-
-import msgspec
 
 import hotreload
 from hotreload.data.facets import ProjectFacets
-from hotreload.data.records import RECORD_TYPES, Entry, Untyped
 from hotreload.data.search import SearchIndex
 from hotreload.data.snapshot import Snapshot, Table, build_incremental
 from hotreload.git.repo import GitRepo
@@ -73,7 +64,7 @@ TEMPORARY = re.compile(r"\.hotreload-snapshot-[a-z0-9_]{8}\Z")
 """The names of :meth:`SnapshotCache.save`'s temporary files (``mkstemp``'s eight characters)."""
 FREE_RESERVE = 64 * 2**20
 """Free bytes a save leaves on the volume, for the clone's own writes."""
-MAGIC = b"hotreload-snapshot 2\n"
+MAGIC = b"hotreload-snapshot 3\n"
 MAX_HEADER = 4096
 
 
@@ -217,41 +208,10 @@ def remove_leftovers(directory: str) -> None:
 def _payload(snap: Snapshot) -> bytes:
     # the facets go in built (0.6 s to build from the tables at 500k records, against a 4.5 s
     # unchanged restart); their rowids are the search image's, saved from the same snapshot
-    small = pickle.dumps((snap.sheets, dict(snap.config_blobs), snap.facets), protocol=pickle.HIGHEST_PROTOCOL)
-    tables = [(name, _runs(table), list(table.by_id), dict(table.path_by_id), dict(table.id_by_path))
-              for name, table in snap.tables.items()]
-    return marshal.dumps((small, tables, {name: dict(index) for name, index in snap.indices.items()}))
-
-
-def _runs(table: Table) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The table's records in order as runs of one class: (class name, field tuples)."""
-    return [(cls.__name__, [msgspec.structs.astuple(record) for record in run])
-            for cls, run in itertools.groupby(table.by_id.values(), type)]
-
-
-_CLASSES: dict[str, type[Entry]] = {cls.__name__: cls for cls in RECORD_TYPES.values()} | {"Untyped": Untyped}
-
-
-@functools.cache
-def _constructor(cls: type[Entry]) -> Callable[..., Entry]:
-    """``cls``'s constructor taking every field in order: ``cls(**dict(zip(fields, values)))``
-    without the dict, generated as :mod:`dataclasses` generates ``__init__``. At 500k records
-    it makes them in 0.35 s, against 0.97 s through a dict and ~2.3 s for unpickling them
-    (decision 63). Like unpickling, it does not validate: the values are a snapshot's."""
-    fields = cls.__struct_fields__  # Python identifiers, in order
-    params = ", ".join(f"_{i}" for i in range(len(fields)))
-    keywords = ", ".join(f"{field}=_{i}" for i, field in enumerate(fields))
-    namespace: dict[str, Any] = {"cls": cls}
-    exec(f"def make({params}):\n    return cls({keywords})\n", namespace)
-    return namespace["make"]  # type: ignore[no-any-return]
-
-
-def _table(runs: list[tuple[str, list[tuple[Any, ...]]]], keys: list[str], path_by_id: dict[str, str],
-           id_by_path: dict[str, str]) -> Table:
-    made: list[Entry] = []
-    for class_name, rows in runs:
-        made += itertools.starmap(_constructor(_CLASSES[class_name]), rows)
-    return Table(dict(zip(keys, made, strict=True)), path_by_id, id_by_path)
+    tables = {name: Table(dict(t.by_id), dict(t.path_by_id), dict(t.id_by_path)) for name, t in snap.tables.items()}
+    indices = {name: dict(index) for name, index in snap.indices.items()}
+    return pickle.dumps((snap.sheets, dict(snap.config_blobs), tables, indices, snap.facets),
+                        protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _read_header(handle: IO[bytes]) -> Mapping[str, Any]:
@@ -281,17 +241,8 @@ def _read_body(handle: IO[bytes], header: Mapping[str, Any]) -> tuple[bytes, byt
 
 
 def _decode(commit: str, tree: str, payload: bytes, image: bytes) -> Snapshot:
-    enabled = gc.isenabled()
-    gc.disable()  # a million new objects would start a collection every 700 of them
-    try:
-        small, table_parts, indices = marshal.loads(payload)
-        sheet_configs, config_blobs, project_facets = pickle.loads(small)  # see the docstring
-        tables = {name: _table(*parts) for name, *parts in table_parts}
-    finally:
-        if enabled:
-            gc.enable()
-    if not isinstance(project_facets, ProjectFacets):
+    sheets, config_blobs, tables, indices, facets = pickle.loads(payload)  # see the docstring
+    if not isinstance(facets, ProjectFacets):
         raise ValueError("the payload's facets are not project facets")
-    search_index = SearchIndex.from_image(image)
-    return Snapshot(commit=commit, tree=tree, sheets=sheet_configs, config_blobs=config_blobs,
-                    tables=tables, indices=indices, search=search_index, facets=project_facets)
+    return Snapshot(commit=commit, tree=tree, sheets=sheets, config_blobs=config_blobs, tables=tables,
+                    indices=indices, search=SearchIndex.from_image(image), facets=facets)
