@@ -21,18 +21,13 @@ a table mapping its rowids to record ids, nothing else (decision 56). A
 contentless row is removed with FTS5's ``delete`` command and the values it was
 indexed with, which are the old record's, at hand in the previous snapshot.
 
-Each database lives in SQLite's ``memdb`` VFS under a name of its own, so several
-connections can open it: the writer that builds it, then one reader per server
-thread. Readers never share a connection, so searches run side by side (SQLite
-releases the GIL while it steps) instead of queueing on one connection's mutex;
-the database is never written once served, so their shared locks never wait.
+Each database is an in-memory SQLite database with one connection, which every
+server thread uses (SQLite serialises them; the database is never written once served).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import os
 import re
 import sqlite3
 import threading
@@ -130,34 +125,20 @@ def _fts5_tokens(word: str) -> tuple[str, ...]:
         return tokens
 
 
-_NAMES = itertools.count()
-
-
 class _Database:
-    """One table's in-memory database, which other connections open by its URI."""
+    """One table's in-memory database."""
 
     def __init__(self) -> None:
-        self.uri = f"file:/hotreload-search-{os.getpid()}-{next(_NAMES)}?vfs=memdb"
-        self.conn = sqlite3.connect(self.uri, uri=True, check_same_thread=False)
-        """The connection that built the database: kept open (an in-memory database lives
-        while one of its connections does) and used to copy it."""
+        self.conn = sqlite3.connect(":memory:", check_same_thread=False)
         self.lock = threading.Lock()
-        self._readers: dict[int, sqlite3.Connection] = {}
-        # A sqlite3.Connection sits in a reference cycle (its statement cache), so
-        # only a full GC pass would free it, and with it its in-memory database; on
-        # a large, quiet heap that was one database per reload, never given back.
-        # Close them as soon as this database (shared by the indices using it) goes.
-        weakref.finalize(self, _close_all, self.conn, self._readers)
+        # A sqlite3.Connection sits in a reference cycle (its statement cache), so only a
+        # full GC pass would free it, and with it its in-memory database; on a large,
+        # quiet heap that was one database per reload, never given back. Close it as
+        # soon as this database (shared by the indices using it) goes.
+        weakref.finalize(self, self.conn.close)
 
     def reader(self) -> sqlite3.Connection:
-        """This thread's own read-only connection."""
-        thread = threading.get_ident()
-        conn = self._readers.get(thread)
-        if conn is None:
-            conn = sqlite3.connect(self.uri + "&mode=ro", uri=True, check_same_thread=False)
-            with self.lock:
-                self._readers[thread] = conn
-        return conn
+        return self.conn
 
     def copy(self) -> _Database:
         copy = _Database()
@@ -171,14 +152,8 @@ class _Database:
 
     @classmethod
     def from_image(cls, image: bytes) -> _Database:
-        # a deserialized database is private to its connection: copy it into a shared one
-        private = sqlite3.connect(":memory:")
-        try:
-            private.deserialize(image)
-            db = cls()
-            private.backup(db.conn)
-        finally:
-            private.close()
+        db = cls()
+        db.conn.deserialize(image)
         return db
 
 
@@ -556,10 +531,3 @@ class Ranked:
         else:
             ordered = sorted(zip(self.ranks[lo:hi].tolist(), (ids[r] for r in rows.tolist()), strict=True))
             self._ids.extend(record_id for _, record_id in ordered)
-
-
-def _close_all(writer: sqlite3.Connection, readers: dict[int, sqlite3.Connection]) -> None:
-    for conn in list(readers.values()):
-        conn.close()
-    writer.close()
-
