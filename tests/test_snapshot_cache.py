@@ -294,7 +294,7 @@ def test_a_save_without_room_on_the_volume_is_skipped_with_a_warning(
 
 def test_the_code_stamp_changes_with_any_source_file_of_the_package_or_any_library_version(tmp_path: Path) -> None:
     """A cache is read only by the code and libraries that wrote it: every module of
-    the package (ranking, layered maps, the git object reader the parser uses, ...),
+    the package (ranking, facets, the git object reader the parser uses, ...),
     every installed distribution's version, Python's and SQLite's."""
     package = Path(hotreload.__file__).parent
     versions = cache_module.installed_versions()
