@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from unittest.mock import patch
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hotreload.data import search
 from hotreload.data.ranking import _row_lengths, _total
 from hotreload.data.search import PROJECTS, SearchIndex, match_expression, prefix_tokens, query_words
 
@@ -82,28 +80,26 @@ queries = st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=3).map(" ".jo
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_array_ranks_are_sqlites_ranks_through_derivations(data: st.DataObject) -> None:
-    """Random removals, rewrites and additions, with the delta folded into the base
-    after each derivation, never, or in between (``COMPACT_MIN``)."""
+    """Random removals, rewrites and additions."""
     n = data.draw(st.integers(1, 25))
     records = {d.key: d for d in data.draw(docs([f"r{i:02d}" for i in range(n)]))}
-    with patch.object(search, "COMPACT_MIN", data.draw(st.sampled_from([0, 3, 8, 10_000]))):
-        index = SearchIndex.build({"projects": list(records.values())})
-        for query in data.draw(st.lists(queries, max_size=3)):  # what the ranker learns before deriving
+    index = SearchIndex.build({"projects": list(records.values())})
+    for query in data.draw(st.lists(queries, max_size=3)):  # what the ranker learns before deriving
+        check(index, records, query)
+    for step in range(data.draw(st.integers(1, 4))):
+        keys = sorted(records)
+        removed = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
+        rewritten = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
+        rewritten = [k for k in rewritten if k not in removed]
+        added = [f"s{step}-{i}" for i in range(data.draw(st.integers(0, 3)))]
+        new = data.draw(docs(rewritten + added))
+        gone = [records[k] for k in removed + rewritten]
+        index = index.derive({"projects": (gone, new)})
+        for k in removed:
+            del records[k]
+        records.update((d.key, d) for d in new)
+        for query in data.draw(st.lists(queries, min_size=1, max_size=4)):
             check(index, records, query)
-        for step in range(data.draw(st.integers(1, 4))):
-            keys = sorted(records)
-            removed = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
-            rewritten = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
-            rewritten = [k for k in rewritten if k not in removed]
-            added = [f"s{step}-{i}" for i in range(data.draw(st.integers(0, 3)))]
-            new = data.draw(docs(rewritten + added))
-            gone = [records[k] for k in removed + rewritten]
-            index = index.derive({"projects": (gone, new)})
-            for k in removed:
-                del records[k]
-            records.update((d.key, d) for d in new)
-            for query in data.draw(st.lists(queries, min_size=1, max_size=4)):
-                check(index, records, query)
     for query in PREFIXES:  # every query, learnt or not, on the last index
         check(index, records, query)
 

@@ -9,11 +9,10 @@ whole table. So for a query of word prefixes (``"data"* "maps"*``) the ranking
 needs, per prefix, the rows containing it with their counts (its *postings*), and
 per row its length; the rest is arithmetic over arrays.
 
-A :class:`Ranker` keeps those for one table, whose rows are in one or more
-databases (:class:`Segment`: a base and a delta, decision 68): row lengths from
-FTS5's own ``docsize`` tables, and the postings of each prefix asked for, read
-once from FTS5's ``fts5vocab`` instance tables (the tokens FTS5 itself indexed,
-so nothing is tokenised twice), the masked rows of each left out. A derived
+A :class:`Ranker` keeps those for one table's database: row lengths from FTS5's
+own ``docsize`` table, and the postings of each prefix asked for, read once from
+FTS5's ``fts5vocab`` instance table (the tokens FTS5 itself indexed, so nothing
+is tokenised twice). A derived
 table's ranker patches its parent's arrays with the rows that changed (their
 counts from a scratch FTS5 table holding only those rows), instead of reading
 them again.
@@ -65,14 +64,6 @@ class Postings:
     """How many of the row's tokens start with the prefix."""
 
 
-@dataclass(frozen=True, eq=False)
-class Segment:
-    """One database of a table's rows: ``connect`` gives this thread's connection to
-    it; its rows at ``masked`` rowids are not live (a later segment may hold them)."""
-    connect: Callable[[], sqlite3.Connection]
-    masked: Ints
-
-
 @dataclass(frozen=True)
 class _Lengths:
     doc_len: Floats
@@ -115,12 +106,12 @@ class Ranker:
     Immutable like the database it ranks, except for what it learns lazily
     (the lengths on first use, each prefix's postings on first ask), under a lock."""
 
-    def __init__(self, name: str, columns: Sequence[str], segments: Sequence[Segment],
+    def __init__(self, name: str, columns: Sequence[str], connect: Callable[[], sqlite3.Connection],
                  lengths: _Lengths | None = None, postings: dict[str, Postings] | None = None) -> None:
         self._name = name
         self._columns = tuple(columns)
-        self._segments = tuple(segments)
-        """The databases holding the table's rows, read in order (decision 68)."""
+        self._connect = connect
+        """A connection to the table's database."""
         self._lengths = lengths
         self._postings: dict[str, Postings] = postings or {}
         self._lock = threading.Lock()
@@ -131,15 +122,10 @@ class Ranker:
         with self._lock:
             if self._lengths is None:
                 sql = f"SELECT id, sz FROM [{self._name}_fts_docsize]"
-                parts = []
-                for segment in self._segments:
-                    rowids, totals = _row_lengths(segment.connect().execute(sql).fetchall())
-                    live = ~np.isin(rowids, segment.masked)
-                    parts.append((rowids[live], totals[live]))
-                size = max((int(rowids.max(initial=0)) for rowids, _ in parts), default=0) + 1
+                rowids, totals = _row_lengths(self._connect().execute(sql).fetchall())
+                size = int(rowids.max(initial=0)) + 1
                 doc_len, present = np.zeros(size), np.zeros(size, dtype=np.bool_)
-                for rowids, totals in parts:
-                    doc_len[rowids], present[rowids] = totals, True
+                doc_len[rowids], present[rowids] = totals, True
                 self._lengths = _Lengths(doc_len, present, int(np.count_nonzero(present)), int(doc_len.sum()))
             return self._lengths
 
@@ -147,22 +133,14 @@ class Ranker:
         with self._lock:
             found = self._postings.pop(prefix, None)
             if found is None:
-                per_row = np.zeros(0, dtype=np.int64)
-                for segment in self._segments:
-                    conn = segment.connect()
-                    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.[{self._name}_vocab] "
-                                 f"USING fts5vocab(main, [{self._name}_fts], instance)")
-                    # one row per occurrence, counted per row with bincount: 1.4x faster at
-                    # 50k records than SQLite's GROUP BY, which sorts them first
-                    occurrences = conn.execute(f"SELECT doc FROM temp.[{self._name}_vocab] "
-                                               "WHERE term >= ? AND term <= ?", (prefix, prefix + "\U0010ffff"))
-                    counts = np.bincount(np.fromiter((row[0] for row in occurrences), dtype=np.int64))
-                    counts[segment.masked[segment.masked < len(counts)]] = 0
-                    if len(counts) > len(per_row):
-                        counts[:len(per_row)] += per_row
-                        per_row = counts
-                    else:
-                        per_row[:len(counts)] += counts
+                conn = self._connect()
+                conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.[{self._name}_vocab] "
+                             f"USING fts5vocab(main, [{self._name}_fts], instance)")
+                # one row per occurrence, counted per row with bincount: 1.4x faster at
+                # 50k records than SQLite's GROUP BY, which sorts them first
+                occurrences = conn.execute(f"SELECT doc FROM temp.[{self._name}_vocab] "
+                                           "WHERE term >= ? AND term <= ?", (prefix, prefix + "\U0010ffff"))
+                per_row = np.bincount(np.fromiter((row[0] for row in occurrences), dtype=np.int64))
                 rowids = np.flatnonzero(per_row)
                 found = Postings(rowids.astype(np.int32), per_row[rowids].astype(np.int32))
             self._postings[prefix] = found  # most recently used last
@@ -173,7 +151,7 @@ class Ranker:
 
     # -- deriving ------------------------------------------------------------
 
-    def derive(self, segments: Sequence[Segment], removed: Iterable[int],
+    def derive(self, connect: Callable[[], sqlite3.Connection], removed: Iterable[int],
                written: Sequence[tuple[int, tuple[str | None, ...]]]) -> Ranker:
         """The ranker of a database derived from this one's: rows ``removed`` (by
         rowid) are gone, rows ``written`` (rowid, column values) are new or
@@ -181,7 +159,7 @@ class Ranker:
         a ranker that learnt nothing yields one that learns from its own database."""
         with self._lock:
             lengths, postings = self._lengths, dict(self._postings)
-        derived = Ranker(self._name, self._columns, segments)
+        derived = Ranker(self._name, self._columns, connect)
         if lengths is None:
             return derived
         dropped = np.fromiter(removed, dtype=np.int64)

@@ -3,17 +3,12 @@ summary, overview), people (fullName, bio) and help-wanted roles (title,
 description), each in in-memory SQLite databases of its own.
 
 An index is never changed once its snapshot is served. A new snapshot's index is
-either built from scratch or *derived*, in time that follows the change: each
-sheet is a *base* database, shared by every index derived from it, and a small
-*delta* database holding the current rows of the records written since, with the
-base rows they replace or remove masked out (decision 68). A derivation copies
-the delta and applies the change to it in one transaction; once the delta passes
-1/32 of the base it is folded into a new base. A record keeps its rowid while it
-lives, and each sheet has a :class:`~hotreload.data.ranking.Ranker` that ranks
-searches with arrays over both databases, derived alongside it (decision 61).
-Every query whose words FTS5 reads as one token each is ranked there; the rest
-(a word FTS5 splits, like ``foo_bar``) read the base and delta merged into one
-database, made on first ask.
+either built from scratch or *derived*: each changed sheet's database is copied
+(SQLite's backup) and the change applied to the copy in one transaction, indexing
+only the records that changed. A record keeps its rowid while it lives, and each
+sheet has a :class:`~hotreload.data.ranking.Ranker` that ranks searches with arrays,
+derived alongside it (decision 61). Every query whose words FTS5 reads as one token
+each is ranked there; the rest (a word FTS5 splits, like ``foo_bar``) by SQLite.
 
 The FTS5 tables are *contentless* (``content=''``): the text lives in the records
 in memory, not a second time in SQLite. A database holds the full-text index and
@@ -39,7 +34,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from hotreload.data.ranking import Floats, Ints, Ranker, Segment, rankable
+from hotreload.data.ranking import Floats, Ints, Ranker, rankable
 from hotreload.data.records import Entry
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -191,92 +186,31 @@ def _delete(db: _Database, table: SearchTable, rows: Iterable[tuple[int, Row]]) 
     db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid, _ in rows))
 
 
-def _merge(base: _Database, table: SearchTable, masked: Mapping[int, Row], written: Mapping[int, Row]) -> _Database:
-    """A copy of ``base`` without its ``masked`` rows and with the ``written`` ones."""
-    db = base.copy()
-    with db.conn:
-        _delete(db, table, masked.items())
-        _insert(db, table, sorted(written.items()))
-    return db
-
-
-COMPACT_SHARE = 32
-"""A sheet's delta is folded into a new base once the rows it holds or hides pass
-1/32 of the base's rows (and :data:`COMPACT_MIN`): a reload then copies the base,
-as every reload did before decision 68, so that copy is paid once per that many
-changed rows, not once per reload."""
-COMPACT_MIN = 256
-
-_EMPTY: Ints = np.zeros(0, dtype=np.int64)
-
-
 class _Sheet:
-    """One sheet's full-text index, in two parts (decision 68):
+    """One sheet's full-text index: its database, never written once served, and its
+    record ids by rowid. A derivation copies the database and applies the change to
+    the copy in one transaction."""
 
-    * ``base``, a database never written once served, shared by every index derived
-      from the one that built it;
-    * ``delta``, a small database holding the current rows of the records written
-      since (new or rewritten, each at its rowid), with ``masked``, the base rows no
-      longer live (removed, or rewritten into the delta).
-
-    A one-record reload copies the delta, not the base, so it costs the size of what
-    changed since the base, not of the sheet. The ranker (:class:`Ranker`) reads both
-    parts; a query only SQLite can rank reads both merged into one database, made on
-    first ask (:meth:`merged`)."""
-
-    def __init__(self, table: SearchTable, base: _Database, base_ids: np.ndarray, base_rows: int,
-                 next_rowid: int, delta: _Database | None = None, masked: Mapping[int, Row] | None = None,
-                 written: Mapping[int, Row] | None = None) -> None:
+    def __init__(self, table: SearchTable, db: _Database, ids: np.ndarray, next_rowid: int) -> None:
         self.table = table
-        self.base = base
-        self.base_ids = base_ids
-        """The base's record ids by rowid (an object array, None where no row is)."""
-        self.base_rows = base_rows
-        """Rows in the base database, masked ones included."""
+        self.db = db
+        self.ids = ids
+        """The record ids by rowid (an object array, None where no row is)."""
         self.next_rowid = next_rowid
         """The rowid the next new record gets (rowids are never reused within a lineage)."""
-        self.delta = delta
-        self.masked: Mapping[int, Row] = masked or {}
-        """Base rowid -> the values the base indexed that row with (to delete it when merging)."""
-        self.written: Mapping[int, Row] = written or {}
-        """Delta rowid -> its values (``table.row(record)``)."""
-        self._merged: _Database | None = base if delta is None and not self.masked else None
-        self._lock = threading.Lock()
 
     @classmethod
     def built(cls, table: SearchTable, db: _Database, rowids: Mapping[str, int]) -> _Sheet:
-        """A sheet of ``db`` alone, whose records have ``rowids`` (by id: the same
-        strings serve as the ids by rowid)."""
+        """A sheet of ``db``, whose records have ``rowids`` (by id: the same strings
+        serve as the ids by rowid)."""
         next_rowid = max(rowids.values(), default=0) + 1
         ids = np.full(next_rowid, None, dtype=object)
         ids[np.fromiter(rowids.values(), dtype=np.int64, count=len(rowids))] = list(rowids)
-        return cls(table, db, ids, len(rowids), next_rowid)
-
-    def segments(self) -> list[Segment]:
-        """What the ranker reads: the base without its masked rows, then the delta."""
-        found = [Segment(self.base.reader, np.fromiter(self.masked, dtype=np.int64, count=len(self.masked)))]
-        if self.delta is not None:
-            found.append(Segment(self.delta.reader, _EMPTY))
-        return found
-
-    def merged(self) -> _Database:
-        """The sheet as one database, base and delta merged: made on first ask, then kept."""
-        with self._lock:
-            if self._merged is None:
-                self._merged = _merge(self.base, self.table, self.masked, self.written)
-            return self._merged
+        return cls(table, db, ids, next_rowid)
 
     def id_array(self, rowids: Ints) -> np.ndarray:
         """The record id of each of ``rowids`` (live rows), as an object array."""
-        base = self.base_ids
-        inside = rowids < len(base)
-        ids = np.full(len(rowids), None, dtype=object)
-        ids[inside] = base[rowids[inside]]
-        if self.written:
-            delta = np.fromiter(self.written, dtype=np.int64, count=len(self.written))
-            for at in np.flatnonzero(np.isin(rowids, delta)).tolist():
-                ids[at] = self.written[int(rowids[at])][0]
-        return ids
+        return self.ids[rowids]
 
     def ids_of(self, rowids: Iterable[int]) -> dict[int, str]:
         """Record ids by rowid, of live rows."""
@@ -303,34 +237,16 @@ class _Sheet:
             if rowid is None:
                 rowid, fresh = fresh, fresh + 1
             written.append((rowid, row))
-        masked, delta_rows = dict(self.masked), dict(self.written)
-        from_delta = []
-        for row in old_rows:
-            rowid = found[str(row[0])]
-            if rowid in delta_rows:
-                from_delta.append((rowid, delta_rows.pop(rowid)))
-            else:
-                masked[rowid] = row  # live in the base until now: as the base indexed it
-        delta_rows.update(written)
-        if len(masked) + len(delta_rows) > max(COMPACT_MIN, self.base_rows // COMPACT_SHARE):
-            base = _merge(self.base, table, masked, delta_rows)  # fold everything into a new base
-            ids = np.full(fresh, None, dtype=object)  # the new base's: a pointer copy, patched
-            ids[:len(self.base_ids)] = self.base_ids
-            ids[np.fromiter(masked, dtype=np.int64, count=len(masked))] = None
-            for rowid, row in delta_rows.items():
-                ids[rowid] = row[0]
-            rows = self.base_rows - len(masked) + len(delta_rows)
-            return _Sheet(table, base, ids, rows, fresh), removed, written
-        if self.delta is not None:
-            delta = self.delta.copy()
-        else:
-            delta = _Database()
-            _create(delta, table)
-        with delta.conn:  # one transaction
-            _delete(delta, table, from_delta)
-            _insert(delta, table, written)
-        return _Sheet(table, self.base, self.base_ids, self.base_rows, fresh, delta, masked, delta_rows), \
-            removed, written
+        db = self.db.copy()
+        with db.conn:  # one transaction
+            _delete(db, table, [(found[str(row[0])], row) for row in old_rows])
+            _insert(db, table, written)
+        ids = np.full(fresh, None, dtype=object)  # a pointer copy, patched
+        ids[:len(self.ids)] = self.ids
+        ids[np.fromiter(removed.values(), dtype=np.int64, count=len(removed))] = None
+        for rowid, row in written:
+            ids[rowid] = row[0]
+        return _Sheet(table, db, ids, fresh), removed, written
 
 
 @dataclass(frozen=True)
@@ -354,7 +270,7 @@ class SearchIndex:
         self._rankers = dict(rankers or {})
         for sheet, part in self._sheets.items():
             if sheet not in self._rankers:
-                self._rankers[sheet] = Ranker(TABLES[sheet].name, TABLES[sheet].columns, part.segments())
+                self._rankers[sheet] = Ranker(TABLES[sheet].name, TABLES[sheet].columns, part.db.reader)
         self.deltas: Mapping[str, SheetDelta] = dict(deltas or {})
         """Per sheet changed from the index this one was derived from; empty for a built one."""
 
@@ -381,8 +297,7 @@ class SearchIndex:
     def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]) -> SearchIndex:
         """A new index: this one plus a delta, per sheet ``(records as they were
         indexed and are gone, records new or changed)``; a changed record is in
-        both. A changed sheet's delta database is copied and changed (its base only
-        when the delta has grown past :data:`COMPACT_SHARE`); this index is left
+        both. A changed sheet's database is copied and changed; this index is left
         untouched."""
         sheets, rankers, rowids, changed = dict(self._sheets), dict(self._rankers), dict(self._rowids), {}
         for sheet, (gone, new) in deltas.items():
@@ -397,14 +312,14 @@ class SearchIndex:
                     del rowid_of[record_id]
                 rowid_of.update(written_ids)
             rankers[sheet] = self._rankers[sheet].derive(
-                part.segments(), removed.values(), [(rowid, row[1:]) for rowid, row in written])
+                part.db.reader, removed.values(), [(rowid, row[1:]) for rowid, row in written])
             changed[sheet] = SheetDelta(removed, written_ids)
         return SearchIndex(sheets, rankers, changed, rowids)
 
     def image(self) -> bytes:
-        """The databases as bytes (SQLite's serialize of each sheet's merged database,
+        """The databases as bytes (SQLite's serialize of each sheet's database,
         in ``TABLES`` order, each after its length as 8 bytes), for the snapshot cache."""
-        images = [self._sheets[sheet].merged().image() for sheet in TABLES]
+        images = [self._sheets[sheet].db.image() for sheet in TABLES]
         return b"".join(len(image).to_bytes(8, "little") + image for image in images)
 
     @classmethod
@@ -424,7 +339,7 @@ class SearchIndex:
 
     def _by_sqlite(self, table: SearchTable, query: str, column: str) -> list[Any]:
         """``column`` (of the FTS5 table ``f`` or the id table ``t``) of each match, in
-        SQLite's order: rank, then id. Reads the sheet's merged database."""
+        SQLite's order: rank, then id."""
         expression = match_expression(query)
         if expression is None:
             return []
@@ -432,7 +347,7 @@ class SearchIndex:
             f"SELECT {column} FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
-        return [row[0] for row in self._sheets[table.sheet].merged().reader().execute(sql, (expression,))]
+        return [row[0] for row in self._sheets[table.sheet].db.reader().execute(sql, (expression,))]
 
     def search(self, table: SearchTable, query: str) -> list[str]:
         """Ids of matching records, best match first (rank, then id)."""
