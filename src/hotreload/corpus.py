@@ -96,8 +96,7 @@ STYLES = ("flat", "mixed")
 def restyle(data: bytes, rng: random.Random) -> bytes:
     """The same table written the way people write TOML by hand: aligned ``=``,
     literal strings, long text as a multi-line string, a comment. ``tomllib`` reads
-    it to the same values (a test checks); the service's flat fast path does not
-    take it, so it exercises the full parser."""
+    it to the same values (a test checks)."""
     table = tomllib.loads(data.decode())
     width = max(map(len, table)) if rng.random() < 0.5 else 0
     lines = ["# kept by hand"] if rng.random() < 0.5 else []
