@@ -23,9 +23,11 @@ COPY --from=build /opt/hotreload /opt/hotreload
 # uid and gid 10001, as deploy/statefulset.yaml's securityContext assumes
 RUN groupadd --system --gid 10001 hotreload \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/hotreload --create-home hotreload
+# MALLOC_ARENA_MAX: the server's threads share glibc's one heap (docs/deploy.md#memory)
 ENV PATH=/opt/hotreload/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=1 \
     CFP_DATA_REPO_PATH=/var/lib/hotreload/data.git
 # the bare clone lives here: mount a volume per replica (it is cloned at first start)
 VOLUME ["/var/lib/hotreload"]
