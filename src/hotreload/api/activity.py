@@ -1,10 +1,12 @@
 """What happens around a project: its updates, its buzz (press), and help-wanted
-roles, per project and (roles) searched across all projects. Read-only; every
+roles, per project and across all projects (the seed's global feeds). Read-only; every
 route under ``/api/projects/{slug}/...`` follows a renamed project's slug history
-with a 301, like the project itself."""
+with a 301, like the project itself (and a buzz item's, its own)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -14,6 +16,7 @@ from hotreload.api.errors import ApiError, bad_request
 from hotreload.api.read import (
     _int_param,
     _ok,
+    _redirect,
     _snapshot,
     cached_body,
     live_project,
@@ -29,6 +32,7 @@ from hotreload.data.records import (
     Project,
     ProjectBuzz,
     ProjectUpdate,
+    parse_timestamp,
     to_json_dict,
 )
 from hotreload.data.search import ROLES
@@ -87,6 +91,78 @@ class ProjectBuzzResource:
         buzz = cast(list[ProjectBuzz], _children(snap, "buzz_by_project", "project-buzz", project))
         buzz.sort(key=lambda b: (b.published_at, b.slug), reverse=True)
         page_of(resp, snap, pages, buzz, lambda b: {**to_json_dict(b), "project": project.slug})
+
+
+class ProjectBuzzItemResource:
+    """``/api/projects/{slug}/buzz/{buzz}``: one buzz item; a renamed one answers 301 to its
+    new slug (``slug-history``, entity ``buzz``), as a renamed project does."""
+
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self.holder = holder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, slug: str, buzz: str) -> None:
+        snap = _snapshot(self.holder, resp)
+        project = live_project(req, snap, slug, f"/buzz/{buzz}")
+        index = snap.indices["buzz_by_project_slug"]
+        buzz_id = index.get((project.id, buzz))
+        if buzz_id is None:
+            _redirect(req, snap, "buzz", "buzz", buzz, lambda b: (project.id, b) in index,
+                      lambda b: f"/api/projects/{project.slug}/buzz/{b}")
+            raise ApiError(404, "not_found", f"project {project.slug!r} has no buzz {buzz!r}")
+        _ok(resp, snap, {**to_json_dict(snap.table("project-buzz").by_id[buzz_id]), "project": project.slug})
+
+
+_SINCE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]{8,18}([Zz]|[+-][0-9]{2}:[0-9]{2}))?\Z")
+
+
+def _since(req: falcon.Request) -> dt.datetime | None:
+    raw = req.get_param("since")
+    if raw is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(raw.upper()) if _SINCE.match(raw) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise bad_request("since", "must be a date or an RFC 3339 time (2024-05-01 or 2024-05-01T12:00:00Z)")
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+class GlobalFeedResource:
+    """``/api/project-updates`` and ``/api/project-buzz``, the seed's global feeds: the items
+    of every live project, newest first (``createdAt`` of an update, ``publishedAt`` of buzz;
+    ties by id), ``since`` (only items at or after that time), ``tag`` (repeatable: items of
+    projects carrying *any* of them, as the seed reads it), paged (``perPage`` default 30)."""
+
+    def __init__(self, holder: SnapshotHolder, sheet: str, when: str) -> None:
+        self.holder, self.sheet, self.when = holder, sheet, when
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        snap = _snapshot(self.holder, resp)
+        since, handles, pages = _since(req), tag_params(req), paging(req, per_page=30)
+        sheet, when = self.sheet, self.when
+
+        def compute(s: Snapshot) -> list[tuple[Any, str]]:
+            projects: Mapping[str, Any] = s.table("projects").by_id
+            wanted = {s.indices["tag_by_handle"].get(h) for h in handles} - {None}
+            found: list[tuple[Any, str]] = []
+            item: Any
+            for item in s.table(sheet).by_id.values():
+                project = projects.get(item.project_id)
+                if project is None or project.deleted_at is not None:
+                    continue
+                if since is not None and parse_timestamp(getattr(item, when)) < since:
+                    continue
+                if handles and not wanted & s.tag_ids_of("project", project.id):
+                    continue
+                found.append((item, project.slug))
+            found.sort(key=lambda ip: (parse_timestamp(getattr(ip[0], when)), ip[0].id), reverse=True)
+            return found
+
+        key = ("feed", sheet, since, handles)
+        reads = (sheet, "projects", "tags", "tag-assignments")
+        cached_body(resp, snap, (*key, pages), lambda s: page_body(
+            pages, s.cached(key, compute, reads), lambda ip: {**to_json_dict(ip[0]), "project": ip[1]}), reads)
 
 
 def _status(req: falcon.Request, default: str | None) -> str | None:

@@ -12,7 +12,9 @@ import falcon.media
 import msgspec
 
 from hotreload.api.activity import (
+    GlobalFeedResource,
     HelpWantedResource,
+    ProjectBuzzItemResource,
     ProjectBuzzResource,
     ProjectHelpWantedResource,
     ProjectUpdateResource,
@@ -134,6 +136,9 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     route("/api/projects/{slug}/updates", ProjectUpdatesResource(holder))
     route("/api/projects/{slug}/updates/{number}", ProjectUpdateResource(holder))
     route("/api/projects/{slug}/buzz", ProjectBuzzResource(holder))
+    route("/api/projects/{slug}/buzz/{buzz}", ProjectBuzzItemResource(holder))
+    route("/api/project-updates", GlobalFeedResource(holder, "project-updates", "created_at"))
+    route("/api/project-buzz", GlobalFeedResource(holder, "project-buzz", "published_at"))
     route("/api/projects/{slug}/help-wanted", ProjectHelpWantedResource(holder))
     route("/api/help-wanted", HelpWantedResource(holder))
     route("/api/tags", TagsResource(holder))

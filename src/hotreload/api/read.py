@@ -42,11 +42,11 @@ def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
-def paging(req: falcon.Request) -> tuple[int, int]:
-    """``page`` and ``perPage``, checked. Handlers check every parameter before they
-    look anything up: a bad one is a 400 even where the record moved (no 301 that
+def paging(req: falcon.Request, per_page: int = 20) -> tuple[int, int]:
+    """``page`` and ``perPage`` (default ``per_page``), checked. Handlers check every parameter
+    before they look anything up: a bad one is a 400 even where the record moved (no 301 that
     would carry the bad query on)."""
-    return _int_param(req, "page", 1, 1, 1_000_000), _int_param(req, "perPage", 20, 1, 100)
+    return _int_param(req, "page", 1, 1, 1_000_000), _int_param(req, "perPage", per_page, 1, 100)
 
 
 def tag_params(req: falcon.Request) -> tuple[str, ...]:
