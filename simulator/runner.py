@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.chaos import Chaos
+from simulator.downstream import Follower
 from simulator.scenario import Scenario, ScenarioError, Step, discover, load
 from simulator.server import Response
 from simulator.truth import NotARecord, expected, github_signature, redirect_target, stored
@@ -94,6 +95,7 @@ class Run:
         self.origin_tips: list[str] = []
         self.rng = random.Random(scenario.name)
         self._reported: set[str] = set()
+        self.follower: Follower | None = None
 
     # -- driving ---------------------------------------------------------------------
 
@@ -109,6 +111,9 @@ class Run:
             if self.scenario.start:
                 self.world.start_all()
                 self._observe_all(0)
+            if self.scenario.downstream:  # replica 0's consumer, from the commit it serves at the start
+                served = self.world.local_head()
+                self.follower = Follower(self._base_of_first, self.w.local_repo(), served, self._sheet_roots(served))
             for step in self.scenario.steps:
                 if self.verbose:
                     print(f"  {self.scenario.name} step {step.number}: {step.kind} {step.args}", file=sys.stderr)
@@ -123,12 +128,19 @@ class Run:
         except Exception as exc:
             self._fail(0, "world", f"{type(exc).__name__}: {exc}")
         finally:
+            if self.follower is not None:
+                self.follower.close()
             if self.report.failures and self.world.server is not None:
                 log = self.world.server.log().strip().splitlines()[-15:]
                 self.report.failures[-1].message += "\n    server log (tail):\n      " + "\n      ".join(log)
             self.world.close()
         self.report.seconds = time.perf_counter() - started
         return self.report
+
+    def _base_of_first(self) -> str:
+        server = self.w.replicas[0].server
+        assert server is not None, "replica 0 is not running"
+        return server.base
 
     @property
     def local_commits(self) -> set[str]:
@@ -477,6 +489,8 @@ class Run:
                 if self.w.running:
                     where = f"replica {i}: " if len(self.w.replicas) > 1 else ""
                     problems += [where + p for p in self._check_replica()]
+                    if i == 0 and self.follower is not None:
+                        problems += self.follower.check(self.w.local_repo(), self.w.local_head())
         self._observe_all(step)
         if len(self.origin_tips) >= 2 and not self.w.origin_is_ancestor(self.origin_tips[-2], self.origin_tips[-1]):
             problems.append(f"the origin's {BRANCH} went backwards: {self.origin_tips[-2][:12]} -> "

@@ -16,6 +16,7 @@ name the file, the step number and the field.
     clone = true                  # false: no clone yet; the service clones at its first start
     start = true                  # false: step 1 runs before the service is started
     push_backoff_seconds = 0.2    # the service's push daemon
+    downstream = false            # a consumer follows /api/events and /api/changes (simulator/downstream.py)
 
     [[step]]
     kind = "upstream"
@@ -106,6 +107,7 @@ class Scenario:
     peers: bool = True
     network_timeout_seconds: float | None = None
     write_ack: str | None = None
+    downstream: bool = False
 
 
 def load(path: str) -> Scenario:
@@ -133,7 +135,7 @@ def load(path: str) -> Scenario:
     if not isinstance(world, dict):
         raise fail("world: must be a table")
     allowed = ("records", "history", "transport", "clone", "start", "push_backoff_seconds", "replicas",
-               "poll_seconds", "peers", "network_timeout_seconds", "write_ack")
+               "poll_seconds", "peers", "network_timeout_seconds", "write_ack", "downstream")
     bad = sorted(set(world) - set(allowed))
     if bad:
         raise fail(f"world.{bad[0]}: unknown field (allowed: {', '.join(allowed)})")
@@ -152,7 +154,7 @@ def load(path: str) -> Scenario:
     transport = world.get("transport", "local")
     if transport not in ("local", "git"):
         raise fail(f"world.transport: {transport!r} is not one of 'local', 'git'")
-    flags = {key: world.get(key, True) for key in ("clone", "start", "peers")}
+    flags = {key: world.get(key, key != "downstream") for key in ("clone", "start", "peers", "downstream")}
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise fail(f"world.{key}: must be true or false")
@@ -175,7 +177,7 @@ def load(path: str) -> Scenario:
                        f"{replicas} replica(s) (0-{replicas - 1})")
     return Scenario(name, description, path, records, float(backoff), steps, history, transport,
                     flags["clone"], flags["start"], replicas, float(poll), flags["peers"],
-                    None if timeout is None else float(timeout), write_ack)
+                    None if timeout is None else float(timeout), write_ack, flags["downstream"])
 
 
 def _step(where: str, number: int, raw: Any) -> Step:

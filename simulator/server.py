@@ -7,8 +7,10 @@ driven only through its CLI and HTTP, as a user would.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -68,6 +70,57 @@ def request(base: str, method: str, path: str, body: bytes | str | dict[str, Any
             return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
     except urllib.error.HTTPError as err:
         return Response(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+
+
+class EventStream:
+    """A subscriber to ``/api/events`` (server-sent events), read on a thread of its own:
+    :meth:`next` gives each event as ``(event, id, data)`` (a comment line, such as a
+    heartbeat, as ``("comment", None, text)``), in order."""
+
+    def __init__(self, base: str, last_id: str | None = None, timeout: float = 60.0) -> None:
+        host, _, port = base.removeprefix("http://").partition(":")
+        self._conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        self._conn.request("GET", "/api/events", headers={"Last-Event-ID": last_id} if last_id else {})
+        self.response = self._conn.getresponse()
+        self.status = self.response.status
+        self._events: queue.Queue[tuple[str, str | None, str] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        kind, event_id, data = "message", None, list[str]()
+        try:
+            while line := self.response.readline():
+                text = line.decode().rstrip("\r\n")
+                if text.startswith(":"):
+                    self._events.put(("comment", None, text[1:].strip()))
+                elif not text and data:
+                    self._events.put((kind, event_id, "\n".join(data)))
+                    kind, event_id, data = "message", None, list[str]()
+                elif text:
+                    name, _, value = text.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "data":
+                        data.append(value)
+                    elif name == "event":
+                        kind = value
+                    elif name == "id":
+                        event_id = value
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        self._events.put(None)  # the stream ended
+
+    def next(self, timeout: float = 10.0, skip_comments: bool = True) -> tuple[str, str | None, str] | None:
+        """The next event (None: the stream ended); raises ``queue.Empty`` after ``timeout`` s."""
+        while True:
+            item = self._events.get(timeout=timeout)
+            if item is None or not (skip_comments and item[0] == "comment"):
+                return item
+
+    def close(self) -> None:
+        if self._conn.sock is not None:
+            with contextlib.suppress(OSError):
+                self._conn.sock.shutdown(socket.SHUT_RDWR)  # the reading thread ends too
+        self._conn.close()
 
 
 def dying_with_parent(argv: list[str]) -> list[str]:

@@ -23,6 +23,9 @@ def data_reads(runtime: Runtime) -> dict[str, str]:
     updated: Any = snap.table("projects").by_id[update.project_id]
     person: Any = next(p for p in snap.table("people").by_id.values() if p.deleted_at is None)
     tag: Any = next(iter(snap.table("tags").by_id.values()))
+    buzz: Any = next(b for b in snap.table("project-buzz").by_id.values()
+                     if snap.table("projects").by_id[b.project_id].deleted_at is None)
+    buzzed: Any = snap.table("projects").by_id[buzz.project_id]
     return {
         "/api/projects": "/api/projects?q=transit&perPage=5",
         "/api/projects/{slug}": f"/api/projects/{updated.slug}",
@@ -31,6 +34,10 @@ def data_reads(runtime: Runtime) -> dict[str, str]:
         "/api/projects/{slug}/updates": f"/api/projects/{updated.slug}/updates",
         "/api/projects/{slug}/updates/{number}": f"/api/projects/{updated.slug}/updates/{update.number}",
         "/api/projects/{slug}/buzz": f"/api/projects/{updated.slug}/buzz",
+        "/api/projects/{slug}/buzz/{buzz}": f"/api/projects/{buzzed.slug}/buzz/{buzz.slug}",
+        "/api/project-updates": "/api/project-updates?perPage=5",
+        "/api/project-buzz": "/api/project-buzz?since=2020-01-01",
+        "/api/changes": f"/api/changes?since={snap.commit}",
         "/api/projects/{slug}/help-wanted": f"/api/projects/{updated.slug}/help-wanted",
         "/api/help-wanted": "/api/help-wanted",
         "/api/tags": "/api/tags?namespace=topic",

@@ -422,6 +422,11 @@ def test_diff_trees_equals_git_diff_tree_over_random_nested_trees(wrepo: Path, s
             files[path] = ("100644", random_sha(rng))
     new = index_tree(wrepo, files)
     store = Repo(str(wrepo)).object_store
-    ours = {(c.path, c.old, c.new) for c in objects.diff_trees(store, old, new)}
+    in_order = list(objects.diff_trees(store, old, new))
+    ours = {(c.path, c.old, c.new) for c in in_order}
     assert ours == git_file_changes(wrepo, old, new)
     assert {(p, n, o) for p, o, n in ours} == {(c.path, c.old, c.new) for c in objects.diff_trees(store, new, old)}
+    # in path order, and resumable after any path (a page of the change feed): the rest, in order
+    assert [c.path for c in in_order] == sorted({c.path for c in in_order})
+    for after in [*rng.sample([c.path for c in in_order], min(3, len(in_order))), random_path(), ""]:
+        assert list(objects.diff_trees(store, old, new, after)) == [c for c in in_order if c.path > after]

@@ -6,9 +6,11 @@ variable to fix; ``hotreload serve`` prints that one line and exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -66,6 +68,11 @@ class Settings:
     write_ack: str = "local"
     """``CFP_WRITE_ACK``: what a write's 2xx waits for: ``local`` (the commit is here; the push
     daemon delivers it) or ``remote`` (the remote's branch holds it)."""
+    notify_urls: tuple[str, ...] = ()
+    """Each gets a signed POST per swap (service/notify.py)."""
+    notify_secret: str | None = None
+    events_max_subscribers: int = 500
+    """Open ``/api/events`` streams at most; one more answers 503."""
 
     @property
     def reload_secrets(self) -> tuple[str, ...]:
@@ -112,6 +119,10 @@ class Settings:
         if write_ack not in ("local", "remote"):
             raise ConfigError(f"CFP_WRITE_ACK is {env['CFP_WRITE_ACK']!r}; it must be local (a 2xx once the commit "
                               "is made here) or remote (a 2xx once the remote's branch holds it)")
+        notify_urls, notify_secret = parse_urls(env.get("CFP_NOTIFY_URLS", "")), _secret(env, "CFP_NOTIFY_SECRET")
+        if notify_urls and notify_secret is None:
+            raise ConfigError("CFP_NOTIFY_URLS is set but CFP_NOTIFY_SECRET is not: every notification is signed "
+                              "with it (generate one with: openssl rand -base64 48)")
         log_level = (get("CFP_LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"CFP_LOG_LEVEL is {env['CFP_LOG_LEVEL']!r}; it must be DEBUG, INFO, WARNING or ERROR")
@@ -146,6 +157,10 @@ class Settings:
             log_level=log_level,
             max_object_bytes=_size(env, "CFP_DATA_MAX_OBJECT_BYTES", 16 * 1024 * 1024),
             write_ack=write_ack,
+            notify_urls=notify_urls,
+            notify_secret=notify_secret,
+            events_max_subscribers=_whole(env, "CFP_EVENTS_MAX_SUBSCRIBERS", 500, 1,
+                                          "open /api/events streams at most, 1 or more"),
         )
 
 
@@ -167,6 +182,18 @@ def parse_peers(raw: str) -> tuple[tuple[str, int], ...]:
                               "hotreload-peers.data.svc.cluster.local:8080, 10.0.0.7:8080 or [fd00::7]:8080)")
         peers.append((match.group("v6") or match.group("host"), port))
     return tuple(dict.fromkeys(peers))
+
+
+def parse_urls(raw: str) -> tuple[str, ...]:
+    """``CFP_NOTIFY_URLS``: comma-separated http(s) URLs."""
+    urls = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    for url in urls:
+        with contextlib.suppress(ValueError):  # e.g. an unclosed [IPv6 address
+            if urllib.parse.urlsplit(url).scheme in ("http", "https") and urllib.parse.urlsplit(url).hostname:
+                continue
+        raise ConfigError(f"CFP_NOTIFY_URLS: {url!r} is not an http(s) URL (for example "
+                          "https://site.example.org/hooks/data-changed)")
+    return urls
 
 
 def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

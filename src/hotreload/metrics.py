@@ -39,14 +39,6 @@ class _RecordsCollector(Collector):
         yield family
 
 
-class _GaugeCollector(Collector):
-    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
-        self._name, self._doc, self._value = name, documentation, value
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(self._name, self._doc, value=self._value())
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -88,18 +80,19 @@ class Metrics:
         self.last_successful_reload = Gauge(
             "hotreload_last_successful_reload_timestamp_seconds",
             "Unix time of the last reload that ended without an error (0: none yet)", registry=r)
+        self.stream_dropped = Counter(
+            "hotreload_stream_dropped", "Event streams dropped for not reading fast enough", registry=r)
+        self.notifications = Counter(
+            "hotreload_notifications", "Signed notifications (CFP_NOTIFY_URLS) by result: delivered, failed "
+            "(an attempt; it is retried), dropped (the queue was full)", ["result"], registry=r)
         self.auth_rate_limited = Counter(
             "hotreload_auth_rate_limited", "Calls refused with 429 after too many failed authentications "
             "from their address", registry=r)
 
+    def watch(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        """A gauge whose value is read from ``value`` at each scrape."""
+        Gauge(name, documentation, registry=self.registry).set_function(value)
+
     def watch_records(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_RecordsCollector(counts))
 
-    def watch_push_pending(self, pending: Callable[[], int]) -> None:
-        self.registry.register(_GaugeCollector(
-            "hotreload_push_pending", "Local commits the remote is not known to have", lambda: float(pending())))
-
-    def watch_reload_in_flight(self, seconds: Callable[[], float]) -> None:
-        self.registry.register(_GaugeCollector(
-            "hotreload_reload_in_flight_seconds", "How long the reload running now has run (0: none runs)",
-            seconds))

@@ -5,8 +5,8 @@ with a 301, like the project itself (and a buzz item's, its own)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -112,20 +112,15 @@ class ProjectBuzzItemResource:
         _ok(resp, snap, {**to_json_dict(snap.table("project-buzz").by_id[buzz_id]), "project": project.slug})
 
 
-_SINCE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]{8,18}([Zz]|[+-][0-9]{2}:[0-9]{2}))?\Z")
-
-
 def _since(req: falcon.Request) -> dt.datetime | None:
     raw = req.get_param("since")
     if raw is None:
         return None
-    try:
-        when = dt.datetime.fromisoformat(raw.upper()) if _SINCE.match(raw) else None
-    except ValueError:
-        when = None
-    if when is None:
-        raise bad_request("since", "must be a date or an RFC 3339 time (2024-05-01 or 2024-05-01T12:00:00Z)")
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    with contextlib.suppress(ValueError):
+        if raw.isascii():  # fromisoformat takes other scripts' digits too
+            when = dt.datetime.fromisoformat(raw.upper())
+            return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    raise bad_request("since", "must be a date or an RFC 3339 time (2024-05-01 or 2024-05-01T12:00:00Z)")
 
 
 class GlobalFeedResource:

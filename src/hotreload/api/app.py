@@ -21,6 +21,7 @@ from hotreload.api.activity import (
     ProjectUpdatesResource,
 )
 from hotreload.api.conditional import ConditionalMiddleware
+from hotreload.api.downstream import ChangesResource, EventsResource
 from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
 from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
@@ -146,6 +147,8 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     route("/api/sheets", SheetsResource(holder))
     route("/api/sheets/{sheet}", SheetResource(holder))
     route("/api/sheets/{sheet}/{key:path}", SheetRecordResource(holder))
+    route("/api/changes", ChangesResource(runtime))
+    route("/api/events", EventsResource(runtime), data=False)
 
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)

@@ -76,6 +76,8 @@ class HealthResource:
             "poll": poll,
             "diverted": diverted,
             "writeAck": rt.settings.write_ack,
+            "notify": {"enabled": rt.notifier is not None,
+                       "receivers": rt.notifier.status() if rt.notifier is not None else []},
         }}
 
 

@@ -201,6 +201,17 @@ def _activity() -> dict[str, Any]:
             "listProjectBuzz", "Press about a project, newest first",
             {"200": _ok("Buzz", _list("ProjectBuzz"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
             SLUG, *PAGING),
+        "/api/projects/{slug}/buzz/{buzz}": _get(
+            "getProjectBuzz", "One buzz item of a project; a renamed one answers 301",
+            {"200": _ok("Buzz", _ref("ProjectBuzz")), **MOVED, "404": _error("No such project or buzz")},
+            SLUG, _param("buzz", STRING, "The buzz item's slug", "path")),
+        **{f"/api/project-{what}": _get(
+            op, f"Every live project's {what}, newest first", {"200": _ok(what, _list(item), "Meta"), **READ_ERRORS},
+            _param("since", {"type": "string", "format": "date-time"}, "Only items at or after this time (or date)"),
+            _param("tag", {"type": "array", "items": TAG_HANDLE_SCHEMA}, "Repeatable: projects with any", style="form",
+                   explode=True), PAGING[0], {**PAGING[1], "schema": {**PAGING[1]["schema"], "default": 30}})
+           for what, op, item in (("updates", "listAllProjectUpdates", "ProjectUpdateEntry"),
+                                  ("buzz", "listAllProjectBuzz", "ProjectBuzz"))},
         "/api/projects/{slug}/help-wanted": _get(
             "listProjectHelpWanted", "A project's help-wanted roles, newest first",
             {"200": _ok("Roles", _list("HelpWantedRole"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
@@ -232,6 +243,39 @@ def _sheets() -> dict[str, Any]:
             {"200": _ok("Record", _ref("SheetRecord")), "404": _error("No such sheet or record")},
             sheet, _param("key", STRING, "The record's path below the root, without .toml", "path")),
     }
+
+
+COMMIT_PARAM = {"type": "string", "pattern": "^[0-9a-fA-F]{4,40}$"}
+
+
+def _changes() -> dict[str, Any]:
+    """The change feed (specs/downstream.md)."""
+    ok = _ok("The changes, in path order; meta.next is the next page's link (null: the last)", _list("Change"),
+             meta="ChangesMeta")
+    return {"/api/changes": _get(
+        "listChanges", "The records that differ between a commit and the served one, in path order, paged",
+        {"200": ok,
+         **READ_ERRORS, "404": _error("since or to names no commit this service has"),
+         "409": _error("since is not in the served history (the branch was rewritten): read everything again")},
+        _param("since", COMMIT_PARAM, "The last commit you have (an event's id, a page's meta.to)", required=True),
+        _param("to", COMMIT_PARAM, "Answer up to this commit (default: the served one; meta.next keeps it)"),
+        _param("after", STRING, "The cursor: entries after this path (meta.next sets it)"),
+        _param("include", {"type": "string", "enum": ["records"]}, "records: each record's JSON as read"),
+        _param("perPage", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size"))}
+
+
+def _events() -> dict[str, Any]:
+    """The event stream: not a data read (no ETag, no X-Data-Min-Commit)."""
+    stream = {"description": "Server-sent events: retry, then per swap `id: <commit>`, `event: reload|write`, "
+                             "`data: {event, from, to, outcome, counts, at}`; `event: catch-up` with "
+                             "`data: {from, to, changes}` for a Last-Event-ID too old; `: heartbeat` every 15 s",
+              "headers": HEADERS, "content": {"text/event-stream": {"schema": STRING}}}
+    return {"/api/events": _get(
+        "getEvents", "One event per reload or write, as they happen (text/event-stream)",
+        {"200": stream, "400": _error("Last-Event-ID is not an event id"),
+         "503": _error("CFP_EVENTS_MAX_SUBSCRIBERS streams are open", RETRY_AFTER)},
+        _param("Last-Event-ID", {"type": "string", "pattern": "^[0-9a-f]{40}$"},
+               "Resume after this event (EventSource sends it when it reconnects)", "header"))}
 
 
 def _not_data() -> dict[str, Any]:
@@ -295,6 +339,10 @@ SCHEMAS = {
     "Sheet": _object({"name": STRING, "root": STRING, "pathTemplate": STRING, "typed": {"type": "boolean"},
                       "count": INTEGER, "changedInCommit": NULLABLE}, "name", "root", "pathTemplate", "typed", "count"),
     "SheetRecord": _object({"key": STRING, "path": STRING, "data": OBJECT}, "key", "path", "data"),
+    "Change": _object({"path": STRING, "change": {"enum": ["added", "changed", "removed"]}, "sheet": NULLABLE,
+                       "key": NULLABLE, "record": {"type": ["object", "null"]}}, "path", "change", "sheet", "key"),
+    "ChangesMeta": _object({"from": STRING, "to": STRING, "commits": STRINGS, "commitCount": INTEGER,
+                            "perPage": INTEGER, "next": NULLABLE}, "from", "to", "commits", "commitCount", "next"),
     "Health": _object({
         "status": {"enum": ["ok", "degraded"]}, "branch": STRING, "servedCommit": STRING, "headCommit": NULLABLE,
         "records": {"type": "object", "additionalProperties": INTEGER}, "degraded": STRINGS,
@@ -302,7 +350,9 @@ SCHEMAS = {
         "poll": _object({"enabled": {"type": "boolean"}, "intervalS": {"type": "number"}, "lastAt": NULLABLE,
                          "lastResult": NULLABLE, "lastError": STRING}),
         "revocations": _object({"count": INTEGER, "latestRevokedAt": NULLABLE, "changedInCommit": NULLABLE}),
-        "diverted": STRINGS, "writeAck": {"enum": ["local", "remote"]}},
+        "diverted": STRINGS, "writeAck": {"enum": ["local", "remote"]},
+        "notify": _object({"enabled": {"type": "boolean"}, "receivers": {"type": "array", "items": _object(
+            {"url": STRING, "pending": INTEGER, "lastError": NULLABLE, "lastDeliveredAt": NULLABLE})}})},
         "status", "branch", "servedCommit", "records"),
     "ProjectCreate": _object(PROJECT_FIELDS, "slug", "title", additionalProperties=False),
     "ProjectUpdate": _object(PROJECT_FIELDS, additionalProperties=False, minProperties=1),
@@ -314,14 +364,14 @@ SCHEMAS = {
 
 def document() -> dict[str, Any]:
     """The routes by group, then what every data read shares, then the schemas."""
-    data = {**_health(), **_records(), **_tags(), **_activity(), **_sheets()}
+    data = {**_health(), **_records(), **_tags(), **_activity(), **_sheets(), **_changes()}
     _data_reads(data)
     return {
         "openapi": "3.1.0",
         "info": {"title": "hotreload", "version": __version__,
                  "description": "Public records of a gitsheets data repository, served from memory. "
                                 "Every data response names the commit it was answered from (X-Data-Commit)."},
-        "paths": {**data, **_not_data()},
+        "paths": {**data, **_events(), **_not_data()},
         "components": {"securitySchemes": {"writeToken": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
     }
 

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from hotreload.data.facets import ProjectFacets
@@ -38,7 +38,7 @@ from hotreload.data.records import (
 )
 from hotreload.data.search import SEARCHED_SHEETS, SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
-from hotreload.git.repo import GitRepo, readable
+from hotreload.git.repo import BlobChange, GitRepo, readable
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -173,14 +173,23 @@ answers at 500k records and left the rest to the first readers (p99 during reloa
 619 ms); 4 s warmed them all (83 ms). Answers carried over cost nothing."""
 
 
+KEPT_FILES = 10_000
+
+
 @dataclass(frozen=True)
 class Changes:
-    added: int = 0
-    modified: int = 0
-    deleted: int = 0
+    sheets: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Records per sheet that changed: ``{added, changed, removed}``."""
+    base: str | None = None
+    files: tuple[BlobChange, ...] | None = None
+    """Every file that differs from the tree of commit ``base`` (the snapshot this one was
+    derived from), in path order, when at most :data:`KEPT_FILES` do: the change feed's answer
+    from that commit, kept (None: a full build, or more)."""
 
     def as_dict(self) -> dict[str, int]:
-        return {"added": self.added, "modified": self.modified, "deleted": self.deleted}
+        """The totals, as the webhook's answer names them."""
+        return {name: sum(c[word] for c in self.sheets.values())
+                for name, word in (("added", "added"), ("modified", "changed"), ("deleted", "removed"))}
 
 
 @dataclass(frozen=True, eq=False)
@@ -324,6 +333,8 @@ class SnapshotHolder:
     def __init__(self, snapshot: Snapshot, degraded: str | None = None) -> None:
         self.current = snapshot
         self.degraded = degraded
+        self.on_swap: Callable[[str, str, Snapshot, Snapshot], None] = lambda *swap: None
+        """Told each swap, under the data lock: (kind, outcome, base, snapshot); must not block."""
 
 
 # -- building -----------------------------------------------------------------
@@ -367,7 +378,7 @@ Added = dict[str, dict[str, Entry]]  # sheet -> path -> record
 Removed = dict[str, set[str]]  # sheet -> paths
 
 
-def _sheet_for(sheets: Iterable[Sheet], path: str) -> Sheet | None:
+def sheet_for(sheets: Iterable[Sheet], path: str) -> Sheet | None:
     owners = [s for s in sheets if s.owns(path)]
     return max(owners, key=lambda s: len(s.root)) if owners else None
 
@@ -384,7 +395,7 @@ def build_full(repo: GitRepo, commit: str) -> Snapshot:
             continue
         nested = any(o is not sheet and o.root.startswith(sheet.root + "/") for o in sheets)
         owned += [(sheet, e.path, e.sha) for e in repo.list_blobs(root, sheet.root)
-                  if e.path.endswith(".toml") and (not nested or _sheet_for(sheets, e.path) is sheet)]
+                  if e.path.endswith(".toml") and (not nested or sheet_for(sheets, e.path) is sheet)]
     contents = repo.read_many({sha for _, _, sha in owned})  # in pack order: see git/repo.py
     added: Added = {sheet.name: {} for sheet in sheets}
     for sheet, path, sha in owned:
@@ -399,16 +410,20 @@ def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapsho
     started = time.perf_counter()
     tree = repo.tree_of(commit)
     if tree == previous.tree:
-        return _assemble(previous, commit, tree, previous.sheets, previous.config_blobs, {}, {},
-                         started)
+        snapshot = _assemble(previous, commit, tree, previous.sheets, previous.config_blobs, {}, {}, started)
+        return replace(snapshot, changes=Changes(base=previous.commit, files=()))
     removed: Removed = {}
     new_blobs: list[tuple[Sheet, str, str]] = []
     sheets = previous.sheets
+    files: list[BlobChange] | None = []
     for change in repo.diff_trees(previous.tree, tree):
+        if files is not None:  # kept for the change feed while they are few (a re-import's are not)
+            files.append(change)
+            files = files if len(files) <= KEPT_FILES else None
         if change.path.startswith(CONFIG_DIR + "/"):
             log.info("sheet configuration changed (%s); building in full", change.path)
             return build_full(repo, commit)
-        sheet = _sheet_for(sheets, change.path)
+        sheet = sheet_for(sheets, change.path)
         if sheet is None:
             continue
         if change.old is not None:
@@ -419,7 +434,9 @@ def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapsho
     added: Added = {}
     for sheet, path, sha in new_blobs:
         added.setdefault(sheet.name, {})[path] = parse_record(sheet, path, contents[sha])
-    return _assemble(previous, commit, tree, sheets, previous.config_blobs, removed, added, started)
+    snapshot = _assemble(previous, commit, tree, sheets, previous.config_blobs, removed, added, started)
+    kept = tuple(files) if files is not None else None
+    return replace(snapshot, changes=replace(snapshot.changes, base=previous.commit, files=kept))
 
 
 def _assemble(
@@ -436,16 +453,15 @@ def _assemble(
     tables: dict[str, Table] = {}
     gone: dict[str, list[Entry]] = {}
     new: dict[str, list[tuple[str, Entry]]] = {}
-    n_added = n_modified = n_deleted = 0
+    counts: dict[str, dict[str, int]] = {}
     for sheet in sheets:
         old = prev_tables.get(sheet.name, EMPTY_TABLE)
         rm, add = removed.get(sheet.name, set()), added.get(sheet.name, {})
         if not rm and not add:
             tables[sheet.name] = old
             continue
-        n_modified += len(rm & add.keys())
-        n_deleted += len(rm - add.keys())
-        n_added += len(add.keys() - rm)
+        counts[sheet.name] = {"added": len(add.keys() - rm), "changed": len(rm & add.keys()),
+                              "removed": len(rm - add.keys())}
         tables[sheet.name], gone[sheet.name], new[sheet.name] = _apply_table(old, rm, add)
 
     indices = dict(previous.indices) if previous else dict(_EMPTY_INDICES)
@@ -468,7 +484,7 @@ def _assemble(
         indices=indices,
         search=search,
         facets=facets,
-        changes=Changes(n_added, n_modified, n_deleted),
+        changes=Changes(counts),
         build_ms=(time.perf_counter() - started) * 1000,
         incremental=previous is not None,
         changed_in=changed_in,

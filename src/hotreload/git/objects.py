@@ -783,30 +783,33 @@ def iter_blobs(store: Any, tree_sha: str, prefix: str = "") -> Iterator[BlobEntr
                 yield BlobEntry(path, child.decode())
 
 
-def diff_trees(store: Any, old_tree: str, new_tree: str) -> list[BlobChange]:
-    """Regular files added, removed or changed between two trees. Subtrees with
-    the same id are skipped whole, and each changed folder is compared by
-    :class:`TreeBytes` (only the entries between the first and the last differing
-    byte are parsed), so the work follows the change, not the corpus."""
-    changes: list[BlobChange] = []
-    stack: list[tuple[str, str | None, str | None]] = [("", old_tree, new_tree)]
-    while stack:
-        base, old_sha, new_sha = stack.pop()
-        if old_sha == new_sha:
+def diff_trees(store: Any, old_tree: str, new_tree: str, after: str = "") -> Iterator[BlobChange]:
+    """Regular files added, removed or changed between two trees, in path order (git's: a
+    folder sorts as its name and a '/'), from the first path after ``after``. Subtrees with
+    the same id are skipped whole, and so is a folder wholly before ``after``; each changed
+    folder is compared by :class:`TreeBytes` (only the entries between the first and the
+    last differing byte are parsed), so the work follows the change, not the corpus, and a
+    page of a large diff costs the page and the folders on its path."""
+    stack: list[tuple[str, str, str | None, str | None]] = [("/", "", old_tree, new_tree)]
+    while stack:  # (sort key, path, old, new): a folder's key ends with '/', a file's is its path
+        key, path, old_sha, new_sha = stack.pop()
+        if not key.endswith("/"):
+            yield BlobChange(path, old_sha, new_sha)
             continue
-        for raw_name, before, after in TREE_BYTES.changes(
+        level: list[tuple[str, str, str | None, str | None]] = []
+        for raw_name, before, now in TREE_BYTES.changes(
                 store, old_sha.encode() if old_sha else None, new_sha.encode() if new_sha else None):
             name = raw_name.decode(errors="surrogateescape")
-            path = f"{base}/{name}" if base else name
+            child = f"{path}/{name}" if path else name
             old_dir = before[1].decode() if before and stat.S_ISDIR(before[0]) else None
-            new_dir = after[1].decode() if after and stat.S_ISDIR(after[0]) else None
-            if old_dir or new_dir:
-                stack.append((path, old_dir, new_dir))
+            new_dir = now[1].decode() if now and stat.S_ISDIR(now[0]) else None
+            if (old_dir or new_dir) and (child + "/" > after or after.startswith(child + "/")):
+                level.append((child + "/", child, old_dir, new_dir))
             old_file = before[1].decode() if before and stat.S_ISREG(before[0]) else None
-            new_file = after[1].decode() if after and stat.S_ISREG(after[0]) else None
-            if old_file != new_file:
-                changes.append(BlobChange(path, old_file, new_file))
-    return changes
+            new_file = now[1].decode() if now and stat.S_ISREG(now[0]) else None
+            if old_file != new_file and child > after:
+                level.append((child, child, old_file, new_file))
+        stack += sorted(level, reverse=True)  # the smallest on top: popped first
 
 
 def read_many(store: Any, shas: Iterable[str]) -> dict[str, bytes]:

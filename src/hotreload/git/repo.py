@@ -240,8 +240,9 @@ class GitRepo:
     def iter_blobs(self, tree_sha: str, prefix: str = "") -> Iterator[BlobEntry]:
         return objects.iter_blobs(self.store, tree_sha, prefix)
 
-    def diff_trees(self, old_tree: str, new_tree: str) -> list[BlobChange]:
-        return objects.diff_trees(self.store, old_tree, new_tree)
+    def diff_trees(self, old_tree: str, new_tree: str, after: str = "") -> Iterator[BlobChange]:
+        """The files that differ, in path order, from the first path after ``after``."""
+        return objects.diff_trees(self.store, old_tree, new_tree, after)
 
     def read_many(self, shas: Iterable[str]) -> dict[str, bytes]:
         return objects.read_many(self.store, shas)

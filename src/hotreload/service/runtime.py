@@ -33,7 +33,9 @@ from hotreload.git.remotes import Remote, without_credentials
 from hotreload.git.repo import GitError, GitRepo, NotABareRepository, clone_bare, origin_url
 from hotreload.git.upkeep import UpkeepDaemon
 from hotreload.metrics import Metrics
+from hotreload.service.events import EventHub
 from hotreload.service.lock import DataLock
+from hotreload.service.notify import Notifier
 from hotreload.service.peers import PeerNotifier
 from hotreload.service.poll import Poller
 from hotreload.service.reloader import FetchFailed, RebuildFailed, Reloader
@@ -58,13 +60,18 @@ class Runtime:
     reloader: Reloader
     writer: Writer
     push_daemon: PushDaemon | None
+    events: EventHub
     upkeep: UpkeepDaemon | None = None
     instance_lock: IO[str] | None = None
     poller: Poller | None = None
     peers: PeerNotifier | None = None
     snapshot_cache: SnapshotCache | None = None
+    notifier: Notifier | None = None
 
     def close(self) -> None:
+        self.events.close()
+        if self.notifier is not None:
+            self.notifier.close()
         if self.poller is not None:
             self.poller.stop()
         if self.peers is not None:
@@ -292,9 +299,13 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
         push_daemon = PushDaemon(repo, remote, branch, metrics, settings.push_backoff_seconds,
                                  settings.push_backoff_cap_seconds)
     if push_daemon is not None:
-        metrics.watch_push_pending(lambda: push_daemon.status().pending)
+        metrics.watch("hotreload_push_pending", "Local commits the remote is not known to have",
+                      lambda: push_daemon.status().pending)
+    events = EventHub(metrics, settings.events_max_subscribers)
+    holder.on_swap = events.publish
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
-    metrics.watch_reload_in_flight(lambda: time.time() - flight.since if (flight := reloader.in_flight()) else 0.0)
+    metrics.watch("hotreload_reload_in_flight_seconds", "How long the reload running now has run (0: none runs)",
+                  lambda: time.time() - flight.since if (flight := reloader.in_flight()) else 0.0)
     if settings.write_ack == "remote" and remote is None:
         raise ConfigError("CFP_WRITE_ACK=remote needs a remote to acknowledge writes: set CFP_DATA_REMOTE "
                           "(or give the clone an origin), or use CFP_WRITE_ACK=local")
@@ -302,7 +313,10 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
                     reconcile=lambda: reloader.reload(trigger="push-rejected"),
                     ack_timeout_s=settings.network_timeout_s)
     runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
-                      push_daemon, instance_lock=instance_lock, snapshot_cache=cache)
+                      push_daemon, events, instance_lock=instance_lock, snapshot_cache=cache)
+    if settings.notify_urls and settings.notify_secret:
+        runtime.notifier = Notifier(settings.notify_urls, settings.notify_secret, settings.network_timeout_s, metrics)
+        events.listeners.append(runtime.notifier.put)
     if push_daemon is not None:
         # another replica (or author) moved the branch: rebase our writes onto it now
         push_daemon.on_rejected = lambda: reloader.reload(trigger="push-rejected")

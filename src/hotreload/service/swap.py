@@ -2,6 +2,8 @@
 prepare outside the data lock, then under it check the base, move the branch (CAS) and
 assign ``holder.current``; on a lost race prepare again, and after :data:`ATTEMPTS` of
 them do the work under the lock, logged at WARN, so it is never dropped (decision 4).
+Each swap that serves a new snapshot is told to ``holder.on_swap`` in the critical section,
+so downstream's events (:mod:`~hotreload.service.events`) keep the swaps' order.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def swap(lock: DataLock, holder: SnapshotHolder, reason: str,
     the lock: a memo is never warmed while holding it). ``apply_under_lock`` moves the
     refs, raising :class:`BranchMoved` if the branch is not where ``prepare`` found it.
     The lock is held as ``reason``, or ``<reason>-fallback``; a BranchMoved there means
-    something outside this process moved the branch: it propagates."""
+    something outside this process moved the branch: it propagates. The swap's outcome is
+    the ``outcome`` of what ``apply_under_lock`` returned (a reconcile's), else ``committed``."""
     for attempt in range(1, ATTEMPTS + 1):
         base = holder.current
         snapshot, prepared = prepare(base, True)
@@ -57,7 +60,7 @@ def swap(lock: DataLock, holder: SnapshotHolder, reason: str,
         base = holder.current
         snapshot, prepared = prepare(base, False)
         applied = apply_under_lock(prepared)
-        _serve(holder, snapshot)
+        _serve(holder, reason, base, snapshot, applied)
     return Swapped(base, snapshot, prepared, applied, hold.held_ms)
 
 
@@ -69,14 +72,15 @@ def commit_prepared(lock: DataLock, holder: SnapshotHolder, reason: str, base: S
         if holder.current is not base:
             raise BranchMoved("another reload or write swapped while this one prepared")
         applied = apply_under_lock(prepared)
-        _serve(holder, snapshot)
+        _serve(holder, reason, base, snapshot, applied)
     return Swapped(base, snapshot, prepared, applied, hold.held_ms)
 
 
-def _serve(holder: SnapshotHolder, snapshot: Snapshot | None) -> None:
+def _serve(holder: SnapshotHolder, reason: str, base: Snapshot, snapshot: Snapshot | None, applied: object) -> None:
     if snapshot is not None:  # the refs moved: the one assignment readers see
         holder.current = snapshot
         holder.degraded = None  # a snapshot of the branch head is served again
+        holder.on_swap(reason, str(getattr(applied, "outcome", "committed")), base, snapshot)
 
 
 def build(repo: GitRepo, base: Snapshot, commit: str, warm: bool) -> Snapshot:
