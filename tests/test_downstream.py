@@ -215,6 +215,33 @@ def test_events_come_in_swap_order_and_resume_after_a_last_event_id(world: World
     assert b"event: catch-up\n" in unknown and f"/api/changes?since={'ab' * 20}".encode() in unknown
 
 
+def test_each_acknowledged_write_is_one_event_chained_to_the_served_commit(world: World) -> None:
+    """CFP_WRITE_ACK=remote pushes before it serves (issue #21): its swaps are events too."""
+    runtime = boot(world.settings(write_ack="remote"))
+    try:
+        client = testing.TestClient(create_app(runtime))
+        listener, _ = runtime.events.subscribe(None, runtime.holder.current.commit)
+        offered = woken(listener)
+        served = [runtime.holder.current.commit]
+        for slug in ("acked-1", "acked-2"):
+            written = client.simulate_post("/api/projects", json={"slug": slug, "title": slug}, headers=bearer("w" * 32))
+            assert written.status_code == 201, written.text
+            served.append(written.headers["x-data-commit"])
+        got: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            offered.wait(0.1)
+            offered.clear()
+            got += [f for f in frames(listener) if not f.startswith(":")]
+        events = [dict(line.split(": ", 1) for line in f.split("\n")) for f in got]
+        assert [(e["event"], e["id"]) for e in events] == [("write", served[1]), ("write", served[2])]
+        assert [(json.loads(e["data"])["from"], json.loads(e["data"])["to"]) for e in events] == list(
+            itertools.pairwise(served))
+        assert git("--git-dir", str(world.origin), "rev-parse", "published").strip() == served[2]  # acknowledged
+    finally:
+        runtime.close()
+
+
 def test_a_slow_subscriber_is_dropped_and_the_bound_on_subscribers_holds(runtime: Runtime) -> None:
     metrics = Metrics()
     hub = EventHub(metrics, max_subscribers=2, queue_bytes=100, heartbeat_s=0.02)
