@@ -19,6 +19,7 @@ from hotreload.git.repo import GitRepo
 from tests.conftest import World, git
 
 KINDS = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
+BIG = 128 << 10
 
 
 def cat_file(repo: Path, sha: str) -> tuple[int, bytes]:
@@ -169,8 +170,8 @@ def test_a_loose_objects_content_is_what_zlib_inflates(size: int, seed: int, lev
     """``loose_content`` against the standard library's zlib, on our stored stream,
     on hand-made stored blocks (a header split across blocks, empty blocks), and on
     zlib's own at every level (0 makes stored blocks too); the stored ones must take
-    the block-reading path, not the fallback."""
-    from hotreload.git.objects import _stored_pieces, loose_content, stored_zlib
+    the same content as zlib's."""
+    from hotreload.git.objects import loose_content, stored_zlib
 
     rng = random.Random(seed)
     raw = rng.randbytes(size)
@@ -183,17 +184,15 @@ def test_a_loose_objects_content_is_what_zlib_inflates(size: int, seed: int, lev
         stream = zlib.compress(header + b"\0" + raw, int(level))
     whole = zlib.decompress(stream)
     assert loose_content(stream) == (header, whole[len(header) + 1:])
-    if level in ("ours", "hand", 0):
-        assert _stored_pieces(stream) is not None
 
 
 @pytest.mark.parametrize("damage", ["a content byte", "the checksum", "a block length", "the end cut off"])
 def test_a_damaged_stored_stream_is_refused_as_zlib_refuses_it(damage: str) -> None:
-    """Damage to a stored stream is never read past: the block-reading path declines,
-    and zlib-ng's inflate raises, as the standard library's does."""
+    """Damage to a stored stream is never read past: zlib-ng's inflate raises, as the
+    standard library's does."""
     from zlib_ng import zlib_ng
 
-    from hotreload.git.objects import _stored_pieces, loose_content, stored_zlib
+    from hotreload.git.objects import loose_content, stored_zlib
 
     raw = random.Random(7).randbytes(150_000)
     stream = bytearray(b"".join(stored_zlib(b"tree 150000\0", raw)))
@@ -205,7 +204,6 @@ def test_a_damaged_stored_stream_is_refused_as_zlib_refuses_it(damage: str) -> N
         stream[3] ^= 1
     else:
         del stream[-10:]
-    assert _stored_pieces(bytes(stream)) is None
     with pytest.raises(zlib.error):
         zlib.decompress(bytes(stream))  # the oracle agrees it is damaged
     with pytest.raises(zlib_ng.error):
@@ -213,93 +211,22 @@ def test_a_damaged_stored_stream_is_refused_as_zlib_refuses_it(damage: str) -> N
 
 
 def test_bytes_after_a_stored_stream_are_read_as_zlib_reads_them() -> None:
-    """A byte after the checksum: the block-reading path declines it, and the object
-    reads as zlib reads it (the stream, the byte ignored), as it always has here."""
-    from hotreload.git.objects import _stored_pieces, loose_content, stored_zlib
+    """A byte after the checksum: the object reads as zlib reads it (the stream, the
+    byte ignored), as it always has here."""
+    from hotreload.git.objects import loose_content, stored_zlib
 
     raw = random.Random(8).randbytes(70_000)
     stream = b"".join(stored_zlib(b"blob 70000\0", raw)) + b"\0"
-    assert _stored_pieces(stream) is None
     assert loose_content(stream) == (b"blob 70000", zlib.decompress(stream)[len(b"blob 70000\0"):])
 
 
-@given(sizes=st.lists(st.integers(0, 700_000), max_size=12), seed=st.integers(0, 2**16), writeback=st.booleans())
-@settings(max_examples=40, deadline=None)
-def test_write_all_writes_every_piece_in_order_through_short_writes(
-        sizes: list[int], seed: int, writeback: bool, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Pieces reach the file whole and in order, however short each ``writev`` comes
-    back; no call asks for more than WRITE_CHUNK bytes or more buffers than the system
-    takes; with ``writeback``, the ranges handed to the disk follow one another from
-    where the write began and cover all but the last WRITEBACK_EVERY bytes at most."""
-    import os
-
-    from hotreload.git import objects
-
-    rng = random.Random(seed)
-    pieces: list[bytes | memoryview] = [rng.randbytes(n) for n in sizes]
-    pieces = [memoryview(p) if rng.random() < 0.5 else p for p in pieces]
-    path = tmp_path_factory.mktemp("w") / "out"
-    real = os.writev
-    asked: list[int] = []
-    ranges: list[tuple[int, int]] = []
-
-    def short(fd: int, buffers: list[memoryview]) -> int:
-        asked.append(sum(len(b) for b in buffers))
-        assert len(buffers) <= objects._IOV_MAX
-        # write a random prefix of what was asked (at least one byte)
-        want = rng.randint(1, max(1, asked[-1])) if rng.random() < 0.5 else asked[-1]
-        kept, left = [], want
-        for buffer in buffers:
-            kept.append(buffer[:left])
-            left -= len(kept[-1])
-            if left <= 0:
-                break
-        return real(fd, kept)
-
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        os.write(fd, b"before")  # the write begins at the file's offset, not at 0
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(objects.os, "writev", short)
-            patch.setattr(objects, "start_writeback", lambda fd, offset, length: ranges.append((offset, length)))
-            objects.write_all(fd, pieces, writeback=writeback)
-    finally:
-        os.close(fd)
-    total = sum(len(p) for p in pieces)
-    assert path.read_bytes() == b"before" + b"".join(bytes(p) for p in pieces)
-    assert all(0 < n <= objects.WRITE_CHUNK for n in asked)
-    if not writeback:
-        assert not ranges
-        return
-    end = len(b"before")
-    for offset, length in ranges:
-        assert offset == end and length >= objects.WRITEBACK_EVERY
-        end += length
-    assert len(b"before") + total - end < objects.WRITEBACK_EVERY
-
-
-def test_the_kernel_takes_a_writeback_request() -> None:
-    """On Linux the request reaches ``sync_file_range`` and succeeds (0)."""
-    import os
-    import tempfile
-
-    from hotreload.git import objects
-
-    assert objects._SYNC_FILE_RANGE is not None
-    with tempfile.TemporaryFile() as fh:
-        fh.write(b"x" * 100_000)
-        fh.flush()
-        assert objects._SYNC_FILE_RANGE(fh.fileno(), 0, 100_000, objects._SYNC_FILE_RANGE_WRITE) == 0
-        os.fsync(fh.fileno())
-
-
 @pytest.mark.parametrize("kind", ["stored by us", "deflated by git"])
-def test_a_loose_object_big_enough_to_be_mapped_reads_as_git_reads_it(world: World, kind: str) -> None:
-    """Files from MAP_FROM bytes up are mapped, not read: the same content as
-    ``git cat-file``, for our stored stream and for git's own deflated one."""
-    from hotreload.git.objects import MAP_FROM, write_loose
+def test_a_big_loose_object_reads_as_git_reads_it(world: World, kind: str) -> None:
+    """A big loose object (a flat folder's tree) reads as ``git cat-file`` reads it,
+    for our stored stream and for git's own deflated one."""
+    from hotreload.git.objects import write_loose
 
-    content = random.Random(3).randbytes(MAP_FROM + 12_345)  # does not deflate: the file stays this big
+    content = random.Random(3).randbytes(BIG + 12_345)  # does not deflate: the file stays this big
     repo = GitRepo(str(world.clone))
     try:
         if kind == "stored by us":
@@ -308,23 +235,23 @@ def test_a_loose_object_big_enough_to_be_mapped_reads_as_git_reads_it(world: Wor
             blob = world.clone.parent / "big.bin"
             blob.write_bytes(content)
             sha = git("--git-dir", str(world.clone), "hash-object", "-w", str(blob))
-        assert (world.clone / "objects" / sha[:2] / sha[2:]).stat().st_size >= MAP_FROM
+        assert (world.clone / "objects" / sha[:2] / sha[2:]).stat().st_size >= BIG
         assert get_raw(repo.store, sha.encode()) == cat_file(world.clone, sha) == (3, content)
     finally:
         repo.close()
 
 
-@pytest.mark.parametrize("damage", ["cut short (mapped)", "garbage (read)", "empty (read)"])
+@pytest.mark.parametrize("damage", ["cut short", "garbage (read)", "empty (read)"])
 def test_a_loose_object_that_does_not_inflate_is_an_error_naming_it(world: World, damage: str) -> None:
-    from hotreload.git.objects import MAP_FROM, write_loose
+    from hotreload.git.objects import write_loose
 
     repo = GitRepo(str(world.clone))
     try:
-        sha = write_loose(repo.store, 3, random.Random(4).randbytes(MAP_FROM * 2))
+        sha = write_loose(repo.store, 3, random.Random(4).randbytes(BIG * 2))
         path = world.clone / "objects" / sha[:2] / sha[2:]
         data = path.read_bytes()
         path.chmod(0o644)
-        path.write_bytes({"cut short (mapped)": data[:MAP_FROM + 100], "garbage (read)": b"not zlib at all",
+        path.write_bytes({"cut short": data[:BIG + 100], "garbage (read)": b"not zlib at all",
                           "empty (read)": b""}[damage])
         with pytest.raises(GitError, match=f"loose object {sha} is corrupt"):
             get_raw(repo.store, sha.encode())

@@ -8,11 +8,8 @@ points to. Ids are 40-character hex ``str`` outside :mod:`hotreload.git`.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import ctypes
 import hashlib
-import mmap
 import os
 import re
 import stat
@@ -33,7 +30,6 @@ from dulwich.pack import UnpackedObject, UnpackedObjectIterator, UnresolvedDelta
 from zlib_ng import zlib_ng
 
 from hotreload.git.errors import GitError
-from hotreload.libc import c_function
 
 ZERO_SHA = b"0" * 40
 HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
@@ -456,78 +452,13 @@ def _write_stored(fh: Any, header: bytes, raw: bytes) -> None:
     """Write :func:`stored_zlib`'s stream, its checksum computed on a helper thread
     meanwhile: the 7.4 MB tree of a 150,000-record folder took 2.1 ms to checksum and
     3.1 ms to write, one after the other (decision 69); zlib-ng's adler32 takes 0.3 ms
-    (decision 74). The blocks go in ``writev`` calls of :data:`WRITE_CHUNK` bytes:
-    through the file object each 5-byte block header flushed the one before it,
-    ~230 calls for 7.4 MB (decision 76)."""
+    (decision 74)."""
     trailer = _helpers().submit(_adler_trailer, header, raw)
     try:
-        fh.flush()
-        write_all(fh.fileno(), _stored_blocks(header, raw), writeback=FSYNC)
+        fh.writelines(_stored_blocks(header, raw))
     finally:
         checksum = trailer.result()
     fh.write(checksum)
-
-
-_IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per writev (1024 on Linux)
-
-WRITE_CHUNK = 256 << 10
-"""Bytes per write system call. On this machine's ext4 a call that dirties a few MiB
-often takes 20-30 ms where smaller calls take 2-3 (``benchmarks/loose_io.py``, 7.4 MB
-written and fsynced: one call 26-36 ms, 2 MiB calls 12-33, 256 KiB calls 9.7-10.5,
-each 64 KiB block after its 5-byte header through a file object 13.1-13.2; decision 76)."""
-
-
-def write_all(fd: int, pieces: Sequence[bytes | memoryview], writeback: bool = False) -> None:
-    """Write ``pieces`` one after the other to ``fd``, in ``writev`` calls of about
-    :data:`WRITE_CHUNK` bytes, resuming after a short write where it stopped. With
-    ``writeback``, the disk is asked to start on each :data:`WRITEBACK_EVERY` bytes
-    as soon as they are written, so that it works while the rest is copied in and the
-    fsync that follows has less left to wait for."""
-    queue = collections.deque(memoryview(piece).cast("B") for piece in pieces if len(piece))
-    position = started = os.lseek(fd, 0, os.SEEK_CUR) if writeback else 0
-    while queue:
-        batch: list[memoryview] = []
-        size = 0
-        while queue and size < WRITE_CHUNK and len(batch) < _IOV_MAX:
-            piece = queue.popleft()
-            if size + len(piece) > WRITE_CHUNK:  # split it: the rest goes first next time
-                queue.appendleft(piece[WRITE_CHUNK - size:])
-                piece = piece[:WRITE_CHUNK - size]
-            batch.append(piece)
-            size += len(piece)
-        written = os.writev(fd, batch)
-        position += written
-        rest: list[memoryview] = []  # after a short write (a signal, a full disk's last bytes)
-        for piece in batch:
-            if written >= len(piece):
-                written -= len(piece)
-            else:
-                rest.append(piece[written:])
-                written = 0
-        queue.extendleft(reversed(rest))
-        if writeback and position - started >= WRITEBACK_EVERY:
-            start_writeback(fd, started, position - started)
-            started = position
-
-
-WRITEBACK_EVERY = 1 << 20
-"""Bytes written between two requests to start writing back (:func:`write_all`). A
-7.4 MB tree written in 256 KiB calls and fsynced: 9.7-10.5 ms; asking for writeback
-after each MiB, 7.1-7.6 ms (``benchmarks/loose_io.py``, decision 76)."""
-
-
-_SYNC_FILE_RANGE: Callable[[int, int, int, int], int] | None = c_function(
-    "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint], ctypes.c_int)
-_SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing ``length`` bytes from ``offset`` to disk,
-    without waiting (Linux ``sync_file_range``; nothing elsewhere). Durability is
-    still the fsync's: this only starts it sooner, and a failure here is the
-    fsync's to report."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 FSYNC = True
@@ -558,7 +489,7 @@ def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
     if path is not None:
         try:
             with open(os.path.join(path, hexsha[:2], hexsha[2:]), "rb") as fh:
-                header, body = loose_content(_file_bytes(fh))
+                header, body = loose_content(fh.read())
         except FileNotFoundError:
             pass
         except zlib_ng.error as exc:
@@ -572,70 +503,11 @@ def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
     return type_num, bytes(raw)
 
 
-MAP_FROM = 128 << 10
-"""Loose object files from this size (bytes) up are mapped rather than read: to its
-content, the 7.4 MB tree of a 150,000-record folder read into a fresh buffer and
-inflated took 10.2-10.7 ms, mapped and taken by its block lengths 2.2-2.3; 0.74 MB
-1.07 against 0.37 (``benchmarks/loose_io.py``); 64 KB 0.04 against 0.06 ms mapped (a
-micro-benchmark; decision 76)."""
-
-
-def _file_bytes(fh: Any) -> bytes | mmap.mmap:
-    """A loose object file's bytes: read, or mapped when big. The mapping goes when
-    nothing refers to it, the views :func:`loose_content` takes of it included (a
-    loose object file is never changed in place, only replaced or removed, which a
-    mapping outlives)."""
-    size = os.fstat(fh.fileno()).st_size
-    if size < MAP_FROM:
-        return fh.read()
-    return mmap.mmap(fh.fileno(), size, prot=mmap.PROT_READ)
-
-
-def loose_content(data: bytes | mmap.mmap) -> tuple[bytes, bytes]:
-    """A loose object file's ``<type> <size>`` header and content. A stream of stored
-    blocks (how a big tree is written, :data:`STORE_UNCOMPRESSED_FROM`) is read by
-    its block lengths, its checksum checked, in one copy: zlib-ng inflated the 7.4 MB
-    tree of a 150,000-record folder in 5.4 ms, this takes 0.5 (a micro-benchmark,
-    decision 76). Any other stream (or one that does not add up) is inflated by
-    zlib-ng, which is 3x zlib's speed here (decision 74) and raises on a corrupt one."""
-    pieces = _stored_pieces(data)
-    if pieces is None:
-        header, _, body = zlib_ng.decompress(data).partition(b"\0")
-        return header, body
-    end = bytes(pieces[0][:32]).find(b"\0")  # "commit 18446744073709551615\0" at the most
-    if end < 0:  # a header split across blocks: never written so, but valid
-        header, _, body = b"".join(pieces).partition(b"\0")
-        return header, body
-    return bytes(pieces[0][:end]), b"".join([pieces[0][end + 1:], *pieces[1:]])
-
-
-def _stored_pieces(data: bytes | mmap.mmap) -> list[memoryview] | None:
-    """The blocks of a zlib stream (RFC 1950) made only of stored deflate blocks
-    (RFC 1951, BTYPE 00), as views of ``data``; None when it is not one, when a
-    block's length and its complement disagree, when anything follows the checksum,
-    or when the checksum does not match. Each stored block starts on a byte: the
-    3-bit block header, then padding to the byte, then LEN and NLEN."""
-    view = memoryview(data)
-    if len(data) < 2 + 5 + 4 or data[0] & 0x0F != 8 or data[1] & 0x20 or (data[0] << 8 | data[1]) % 31:
-        return None
-    pieces: list[memoryview] = []
-    checksum = 1
-    pos, final = 2, False
-    while not final:
-        if pos + 5 > len(data) or data[pos] & 0b110:  # past the end, or a compressed block
-            return None
-        final = bool(data[pos] & 1)
-        length, complement = struct.unpack_from("<HH", data, pos + 1)
-        pos += 5
-        if length ^ complement != 0xFFFF or pos + length > len(data):
-            return None
-        piece = view[pos:pos + length]
-        checksum = zlib_ng.adler32(piece, checksum)
-        pieces.append(piece)
-        pos += length
-    if pos + 4 != len(data) or struct.unpack_from(">I", data, pos)[0] != checksum:
-        return None
-    return pieces
+def loose_content(data: bytes) -> tuple[bytes, bytes]:
+    """A loose object file's ``<type> <size>`` header and content, inflated by
+    zlib-ng, which is 3x zlib's speed here (decision 74) and raises on a corrupt stream."""
+    header, _, body = zlib_ng.decompress(data).partition(b"\0")
+    return header, body
 
 
 def read_object(store: Any, sha: bytes) -> ShaFile:
