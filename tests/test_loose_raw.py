@@ -85,19 +85,6 @@ def test_a_big_object_written_uncompressed_is_read_by_git(world: World) -> None:
     git("--git-dir", str(world.clone), "fsck", "--strict", "--no-dangling")
 
 
-@given(size=st.sampled_from([0, 1, 0xFFFF - 12, 0xFFFF - 11, 0xFFFF - 10, 2 * 0xFFFF - 11, 200_000]),
-       seed=st.integers(0, 2**16))
-@settings(max_examples=30, deadline=None)
-def test_a_stored_zlib_stream_inflates_to_its_data(size: int, seed: int) -> None:
-    """Stored deflate blocks as zlib itself reads them, at every block boundary (the
-    11-byte header ``blob <size>\\0`` counts: 0xFFFF - 11 fills one block exactly)."""
-    from hotreload.git.objects import stored_zlib
-
-    raw = random.Random(seed).randbytes(size)
-    header = b"blob %d\0" % size
-    assert zlib.decompress(b"".join(stored_zlib(header, raw))) == header + raw
-
-
 def test_a_store_moved_away_is_not_recreated_by_a_write(world: World, tmp_path: Path) -> None:
     """A push to a local remote holds the remote's store open; if the remote is moved
     away meanwhile, writing an object must fail, not recreate its folders at the
@@ -164,21 +151,18 @@ def _stream_of_stored_blocks(header: bytes, raw: bytes, sizes: list[int]) -> byt
 
 
 @given(size=st.sampled_from([0, 1, 100, 0xFFFF - 11, 0xFFFF - 10, 200_000]), seed=st.integers(0, 2**16),
-       level=st.sampled_from(["ours", "hand", 0, 1, 6, 9]))
+       level=st.sampled_from(["hand", 0, 1, 6, 9]))
 @settings(max_examples=60, deadline=None)
 def test_a_loose_objects_content_is_what_zlib_inflates(size: int, seed: int, level: str | int) -> None:
-    """``loose_content`` against the standard library's zlib, on our stored stream,
-    on hand-made stored blocks (a header split across blocks, empty blocks), and on
-    zlib's own at every level (0 makes stored blocks too); the stored ones must take
-    the same content as zlib's."""
-    from hotreload.git.objects import loose_content, stored_zlib
+    """``loose_content`` against the standard library's zlib, on hand-made stored
+    blocks (a header split across blocks, empty blocks), and on zlib's own at every
+    level (0 makes stored blocks, as a big object is written)."""
+    from hotreload.git.objects import loose_content
 
     rng = random.Random(seed)
     raw = rng.randbytes(size)
     header = b"blob %d" % size
-    if level == "ours":
-        stream = b"".join(stored_zlib(header + b"\0", raw))
-    elif level == "hand":
+    if level == "hand":
         stream = _stream_of_stored_blocks(header + b"\0", raw, [rng.choice([0, 1, 3, 7, 40]) for _ in range(4)])
     else:
         stream = zlib.compress(header + b"\0" + raw, int(level))
@@ -192,10 +176,10 @@ def test_a_damaged_stored_stream_is_refused_as_zlib_refuses_it(damage: str) -> N
     standard library's does."""
     from zlib_ng import zlib_ng
 
-    from hotreload.git.objects import loose_content, stored_zlib
+    from hotreload.git.objects import loose_content
 
     raw = random.Random(7).randbytes(150_000)
-    stream = bytearray(b"".join(stored_zlib(b"tree 150000\0", raw)))
+    stream = bytearray(zlib.compress(b"tree 150000\0" + raw, 0))
     if damage == "a content byte":
         stream[70_000] ^= 0x40
     elif damage == "the checksum":
@@ -213,10 +197,10 @@ def test_a_damaged_stored_stream_is_refused_as_zlib_refuses_it(damage: str) -> N
 def test_bytes_after_a_stored_stream_are_read_as_zlib_reads_them() -> None:
     """A byte after the checksum: the object reads as zlib reads it (the stream, the
     byte ignored), as it always has here."""
-    from hotreload.git.objects import loose_content, stored_zlib
+    from hotreload.git.objects import loose_content
 
     raw = random.Random(8).randbytes(70_000)
-    stream = b"".join(stored_zlib(b"blob 70000\0", raw)) + b"\0"
+    stream = zlib.compress(b"blob 70000\0" + raw, 0) + b"\0"
     assert loose_content(stream) == (b"blob 70000", zlib.decompress(stream)[len(b"blob 70000\0"):])
 
 

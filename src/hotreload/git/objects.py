@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import stat
-import struct
 import tempfile
 import threading
 from array import array
@@ -387,11 +386,10 @@ def _stage(store: Any, type_num: int, raw: bytes, sha: bytes | None) -> tuple[st
     try:
         # git's core.looseCompression default is 1; a big object (a flat folder's tree:
         # 0.7 MB at 50k records, 15 ms to deflate; 7.4 MB at 500k, 110 ms) is stored
-        # uncompressed, which git reads the same, until upkeep packs it
-        if len(raw) < STORE_UNCOMPRESSED_FROM:
-            fh.write(zlib_ng.compress(header + raw, 1))
-        else:
-            _write_stored(fh, header, raw)
+        # uncompressed (level 0), which git reads the same, until upkeep packs it
+        data = memoryview(zlib_ng.compress(header + raw, 1 if len(raw) < STORE_UNCOMPRESSED_FROM else 0))
+        for start in range(0, len(data), WRITE_CHUNK):
+            fh.write(data[start:start + WRITE_CHUNK])
         fh.flush()
     except BaseException:
         fh.close()
@@ -422,43 +420,10 @@ def _helpers() -> ThreadPoolExecutor:
         return _HELPERS[0]
 
 
-def stored_zlib(header: bytes, raw: bytes) -> list[bytes | memoryview]:
-    """``header + raw`` as a zlib stream of stored (uncompressed) deflate blocks
-    (RFC 1950/1951), in pieces to write one after the other. ``zlib.compress(data,
-    0)`` makes the same kind of stream but copies the data through its window: 21 ms
-    for 7.4 MB against 4 ms here (decision 59)."""
-    return [*_stored_blocks(header, raw), _adler_trailer(header, raw)]
-
-
-def _stored_blocks(header: bytes, raw: bytes) -> list[bytes | memoryview]:
-    """The stream of :func:`stored_zlib` but its checksum: only the first block is
-    copied (the header joined to the start of ``raw``); the rest are views of ``raw``."""
-    first = 0xFFFF - len(header)
-    data = memoryview(raw)
-    pieces: list[bytes | memoryview] = [b"\x78\x01"]  # deflate, 32 KiB window; no preset dictionary
-    blocks: list[bytes | memoryview] = [header + raw[:first]]
-    blocks.extend(data[start:start + 0xFFFF] for start in range(first, len(raw), 0xFFFF))
-    for n, block in enumerate(blocks):
-        pieces.append(struct.pack("<BHH", n == len(blocks) - 1, len(block), len(block) ^ 0xFFFF))
-        pieces.append(block)
-    return pieces
-
-
-def _adler_trailer(header: bytes, raw: bytes) -> bytes:
-    return struct.pack(">I", zlib_ng.adler32(raw, zlib_ng.adler32(header)))
-
-
-def _write_stored(fh: Any, header: bytes, raw: bytes) -> None:
-    """Write :func:`stored_zlib`'s stream, its checksum computed on a helper thread
-    meanwhile: the 7.4 MB tree of a 150,000-record folder took 2.1 ms to checksum and
-    3.1 ms to write, one after the other (decision 69); zlib-ng's adler32 takes 0.3 ms
-    (decision 74)."""
-    trailer = _helpers().submit(_adler_trailer, header, raw)
-    try:
-        fh.writelines(_stored_blocks(header, raw))
-    finally:
-        checksum = trailer.result()
-    fh.write(checksum)
+WRITE_CHUNK = 256 << 10
+"""Bytes per write call, as git too writes a loose object in pieces: on this machine's
+ext4 a 7.4 MB object written in one call, then fsynced, took 20.6 ms, in 256 KiB calls
+6.4 (issue #30's ablation, benchmarks/results/2026-12-06-ablation-git.md)."""
 
 
 FSYNC = True
