@@ -18,7 +18,6 @@ import threading
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -319,10 +318,8 @@ def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None)
 
 def write_loose_many(store: Any, objects: Sequence[RawObject]) -> None:
     """:func:`write_loose` for several objects, made visible in the order given, each
-    durable before the next is visible, as one by one; but every file's data is
-    written first and fsynced side by side (the filesystem commits them together),
-    then each is renamed into place in turn. A one-record reload's objects (a blob,
-    a folder tree, the root tree, a commit) were four fsyncs one after the other."""
+    durable before the next is visible; every file's data is written first, so a
+    failure while writing leaves none of them visible."""
     staged: list[_Staged] = []
     try:
         for type_num, raw, sha in objects:
@@ -336,15 +333,13 @@ def write_loose_many(store: Any, objects: Sequence[RawObject]) -> None:
 
 
 def _settle(staged: list[_Staged]) -> None:
-    """fsync written objects (side by side when several), then rename each into place
-    in order; on a failure, the ones not yet in place are removed."""
+    """fsync each written object and rename it into place, in order; on a failure,
+    the ones not yet in place are removed."""
     done = 0
     try:
-        if FSYNC and len(staged) > 1:
-            list(_helpers().map(lambda one: os.fsync(one.file.fileno()), staged))
-        elif FSYNC and staged:
-            os.fsync(staged[0].file.fileno())
         for one in staged:
+            if FSYNC:
+                os.fsync(one.file.fileno())
             one.file.close()
             _publish(one)
             done += 1
@@ -406,18 +401,6 @@ def _publish(staged: _Staged) -> None:
     os.replace(staged.tmp, staged.path)
     if FSYNC:
         _fsync_dir(staged.folder)
-
-
-_HELPERS: list[ThreadPoolExecutor] = []
-_HELPERS_LOCK = threading.Lock()
-
-
-def _helpers() -> ThreadPoolExecutor:
-    """Threads for the work that lets the GIL go beside a write: fsyncs, checksums."""
-    with _HELPERS_LOCK:
-        if not _HELPERS:
-            _HELPERS.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="loose-write"))
-        return _HELPERS[0]
 
 
 WRITE_CHUNK = 256 << 10
