@@ -15,6 +15,7 @@ import re
 import stat
 import tempfile
 import threading
+import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,6 @@ import numpy as np
 from dulwich.errors import ObjectFormatException
 from dulwich.objects import Blob, Commit, ShaFile, Tree, object_class, parse_tree
 from dulwich.pack import UnpackedObject, UnpackedObjectIterator, UnresolvedDeltas
-from zlib_ng import zlib_ng
 
 from hotreload.git.errors import GitError
 
@@ -382,7 +382,7 @@ def _stage(store: Any, type_num: int, raw: bytes, sha: bytes | None) -> tuple[st
         # git's core.looseCompression default is 1; a big object (a flat folder's tree:
         # 0.7 MB at 50k records, 15 ms to deflate; 7.4 MB at 500k, 110 ms) is stored
         # uncompressed (level 0), which git reads the same, until upkeep packs it
-        data = memoryview(zlib_ng.compress(header + raw, 1 if len(raw) < STORE_UNCOMPRESSED_FROM else 0))
+        data = memoryview(zlib.compress(header + raw, 1 if len(raw) < STORE_UNCOMPRESSED_FROM else 0))
         for start in range(0, len(data), WRITE_CHUNK):
             fh.write(data[start:start + WRITE_CHUNK])
         fh.flush()
@@ -440,7 +440,7 @@ def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
                 header, body = loose_content(fh.read())
         except FileNotFoundError:
             pass
-        except zlib_ng.error as exc:
+        except zlib.error as exc:
             raise GitError(f"loose object {hexsha} is corrupt ({exc})") from None
         else:
             kind, _, size = header.partition(b" ")
@@ -452,9 +452,9 @@ def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
 
 
 def loose_content(data: bytes) -> tuple[bytes, bytes]:
-    """A loose object file's ``<type> <size>`` header and content, inflated by
-    zlib-ng, which is 3x zlib's speed here (decision 74) and raises on a corrupt stream."""
-    header, _, body = zlib_ng.decompress(data).partition(b"\0")
+    """A loose object file's ``<type> <size>`` header and content (zlib raises on a
+    corrupt stream)."""
+    header, _, body = zlib.decompress(data).partition(b"\0")
     return header, body
 
 
