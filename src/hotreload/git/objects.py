@@ -930,29 +930,3 @@ def tree_objects(files: Mapping[str, bytes]) -> tuple[str, list[Blob | Tree]]:
 
     root = make(nested)
     return root.id.decode(), objects
-
-
-def _memoise_pack_names() -> None:
-    """dulwich's ``Pack.name()`` hashes every object id in the pack's index on each
-    call, and every pack it writes calls it for each existing pack (to spot a
-    duplicate): a one-commit fetch over the network paid 90 ms for an index of
-    86,000 objects, growing with corpus and history. A pack's index never changes
-    once written, so remember the name on the Pack object. (specs/decisions.md)"""
-    from dulwich.pack import Pack
-
-    original = Pack.name
-    if getattr(original, "_memoised", False):
-        return
-
-    def name(self: Pack) -> bytes:
-        cached: bytes | None = self.__dict__.get("_hotreload_name")
-        if cached is None:
-            cached = original(self)
-            self.__dict__["_hotreload_name"] = cached
-        return cached
-
-    name._memoised = True  # type: ignore[attr-defined]
-    Pack.name = name  # type: ignore[method-assign]
-
-
-_memoise_pack_names()
