@@ -7,18 +7,9 @@ from __future__ import annotations
 
 import inspect
 
-from dulwich.client import GitClient, TCPGitClient
+from dulwich.client import TCPGitClient
 
-from hotreload.git.compat import TimedTCPGitClient, heed_no_thin
-
-
-def test_reach_1_receive_pack_negotiation_is_where_no_thin_is_read() -> None:
-    params = list(inspect.signature(GitClient._negotiate_receive_pack_capabilities).parameters)
-    assert params == ["self", "server_capabilities"], f"reach 1 (heed_no_thin): dulwich changed it: {params}"
-    client = TCPGitClient("127.0.0.1")
-    said = heed_no_thin(client)
-    negotiated = client._negotiate_receive_pack_capabilities({b"report-status", b"no-thin", b"ofs-delta"})
-    assert said() is True and isinstance(negotiated, tuple) and b"report-status" in negotiated[0]
+from hotreload.git.compat import TimedTCPGitClient
 
 
 def test_reach_2_the_tcp_clients_connect_and_what_it_reads() -> None:

@@ -12,31 +12,13 @@ import select
 import socket
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
 
 from dulwich.client import TCPGitClient
 from dulwich.protocol import DEFAULT_GIT_PROTOCOL_VERSION_FETCH, DEFAULT_GIT_PROTOCOL_VERSION_SEND, Protocol
 
 
-def heed_no_thin(client: Any) -> Callable[[], bool]:
-    """Reach 1: ``GitClient._negotiate_receive_pack_capabilities``, wrapped on the
-    instance to note the server's ``no-thin`` capability, which dulwich reads past
-    (a server that cannot complete a thin pack must get whole objects). Returns a
-    function telling, once the push negotiated, whether the server said it.
-    Upstream: pass the negotiated capabilities to ``generate_pack_data``."""
-    said = [False]
-    negotiate = getattr(client, "_negotiate_receive_pack_capabilities", None)
-    if negotiate is not None:
-        def negotiating(server_capabilities: Any) -> Any:
-            said[0] = b"no-thin" in server_capabilities
-            return negotiate(server_capabilities)
-
-        client._negotiate_receive_pack_capabilities = negotiating
-    return lambda: said[0]
-
-
 class TimedTCPGitClient(TCPGitClient):
-    """Reach 2: ``TCPGitClient._connect`` (and the ``_host``, ``_port``,
+    """The reach: ``TCPGitClient._connect`` (and the ``_host``, ``_port``,
     ``_remote_path_encoding`` and ``_report_activity`` it reads). dulwich's git://
     client connects and reads with no timeout at all: a daemon that accepts and never
     answers held a fetch forever. This one connects with ``timeout_s``, waits at most

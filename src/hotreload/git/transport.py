@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
 from dulwich.objects import Tree
-from dulwich.pack import PACK_SPOOL_FILE_MAX_SIZE, REF_DELTA, UnpackedObject, create_delta
+from dulwich.pack import PACK_SPOOL_FILE_MAX_SIZE, UnpackedObject
 from dulwich.repo import Repo
 
-from hotreload.git import compat, unpack
+from hotreload.git import unpack
 from hotreload.git.errors import PushOutcomeUnknown, PushRejected, TransportError
 from hotreload.git.objects import (
     LOOSE_OBJECT_LIMIT,
@@ -169,14 +169,13 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
         candidates = seen_on_remote + sorted(set(have) - set(seen_on_remote))  # the ref's own tip first
         known = [h.decode() for h in candidates if h != ZERO_SHA and has_object(store, h)]
         commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
-        bases: dict[bytes, bytes] = {}
-        objects = objects_for_commits(store, commits, lambda sha: False, bases)
+        objects = objects_for_commits(store, commits, lambda sha: False)
         sent.append(True)
-        return len(objects), pack_records(store, objects, bases, ofs_delta, thin=not server_says_no_thin())
+        return len(objects), (UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw],
+                                             sha=bytes.fromhex(sha.decode())) for type_num, raw, sha in objects)
 
     try:
         with connected(remote, "push to") as (client, path):
-            server_says_no_thin = compat.heed_no_thin(client)
             result = client.send_pack(path.encode() if isinstance(path, str) else path,
                                       update_refs, generate_pack_data)
     except TransportError as exc:
@@ -195,30 +194,6 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
 REF_LOCK_TIMEOUT_S = 0.1
 """How long a push to a local path waits for another pusher's ref lock: git's own
 ``core.filesRefLockTimeout`` (100 ms)."""
-
-
-
-def pack_records(store: Any, objects: Sequence[RawObject], bases: Mapping[bytes, bytes],
-                 ofs_delta: bool, thin: bool = True) -> Iterator[UnpackedObject]:
-    """The records of a pack to send: each tree with a previous version as a delta
-    against it (dulwich's ``create_delta``), as ``git push`` sends a thin pack, when
-    the delta is under half the tree; every other object whole. A folder's tree is
-    its whole listing (7.4 MB for 150,000 records), which a push deflated at zlib's
-    default level (180 ms, 3.9 MB sent) for a one-entry change; the delta is a few
-    hundred bytes, made in ~6 ms (decision 67). A base sent in the same pack comes
-    before (parents first) and is written as an offset, if the server takes those
-    (``ofs_delta``); a base the receiver has makes the pack thin, unless the server
-    cannot complete one (``thin`` False: it advertised ``no-thin``)."""
-    in_pack = {sha for _, _, sha in objects}
-    for type_num, raw, sha in objects:
-        base = bases.get(sha)
-        if base is not None and (ofs_delta if base in in_pack else thin):
-            delta = b"".join(create_delta(TREE_BYTES.raw(store, base), raw))
-            if len(delta) < len(raw) // 2:
-                yield UnpackedObject(REF_DELTA, delta_base=bytes.fromhex(base.decode()), decomp_chunks=[delta],
-                                     sha=bytes.fromhex(sha.decode()))
-                continue
-        yield UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw], sha=bytes.fromhex(sha.decode()))
 
 
 def local_remote_path(remote: str) -> str | None:
@@ -270,8 +245,7 @@ def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
     return len(missing)
 
 
-def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callable[[bytes], bool],
-                        bases: dict[bytes, bytes] | None = None) -> list[RawObject]:
+def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callable[[bytes], bool]) -> list[RawObject]:
     """The objects a receiver needs for ``commits`` (parents before children),
     given that it has every commit they build on: each commit's tree is walked
     against its first parent's, skipping every entry identical to the parent's
@@ -285,11 +259,7 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
     commit's tree, first met relative to the wrong parent, and X's blob would
     never be sent.) The list is ordered so an object comes only after everything
     it points to (blobs and trees children-first, then the commit): a process
-    killed mid-copy never leaves a tree or commit whose closure is incomplete.
-
-    ``bases``, when given, is filled with each tree sent that has a previous version
-    (the same folder in its commit's first parent): tree id -> that version's id,
-    which the receiver has or is sent first."""
+    killed mid-copy never leaves a tree or commit whose closure is incomplete."""
     missing: list[RawObject] = []
     seen: set[bytes] = set()
 
@@ -311,8 +281,6 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
         # no second time (inflating 7.4 MB again, ~5 ms at 500k records)
         changes = TREE_BYTES.changes(src, parent_id, tree_id)
         missing.append((Tree.type_num, TREE_BYTES.raw(src, tree_id), tree_id))
-        if bases is not None and parent_id is not None:
-            bases[tree_id] = parent_id
         for _name, before, after in changes:
             if after is None:
                 continue  # removed: nothing to send
