@@ -61,30 +61,3 @@ def test_every_object_of_a_deltified_pack_reads_back_exactly(tmp_path: Path, mon
     assert got == want
     assert sum(build_full(repo, repo.branch_commit("published") or "").record_counts().values()) == 400
     repo.close()
-
-
-def test_the_tree_cache_holds_two_versions_of_the_largest_folder() -> None:
-    """A reload diffs the old and the new version of a flat folder; both must stay
-    parsed, whatever the base bound (issue #14: at 500k records a fixed bound re-parsed
-    150,000-entry folders at every reload)."""
-    from dulwich.objects import Blob, Tree
-
-    def folder(n: int, version: int) -> Tree:
-        tree = Tree()
-        for i in range(n):
-            tree.add(f"r{i}.toml".encode(), 0o100644, Blob.from_string(f"{i} {version}".encode()).id)
-        return tree
-
-    trees = {t.id: t for t in (folder(50, 1), folder(50, 2))}
-    reads: list[bytes] = []
-
-    class Store:
-        def get_raw(self, sha: bytes) -> tuple[int, bytes]:
-            reads.append(sha)
-            return Tree.type_num, trees[sha].as_raw_string()
-
-    cache = objects.TreeCache(max_entries=10)  # a base bound far below one version
-    for _ in range(3):
-        for sha in trees:
-            assert len(cache.entries(Store(), sha)) == 50
-    assert len(reads) == 2  # each version parsed once, then served from the cache

@@ -18,7 +18,7 @@ import threading
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -76,32 +76,6 @@ class _Bounded(Generic[V]):
                 self.held += size
             while self.held > self._max and len(self._items) > 1:
                 self.held -= self._size(self._items.pop(next(iter(self._items))))
-
-
-class TreeCache:
-    """Parsed tree entries by tree id, shared by every repository in the process:
-    a tree is content-addressed, so the same id means the same entries anywhere.
-    Path lookups and writes then parse a big flat folder (``projects/``: one entry
-    per record) once instead of once per use (a reload's diffs do not parse whole
-    folders at all: :class:`TreeBytes`). Bounded by the total number of entries
-    held (least recently used out), so a few big trees cannot pile up; the bound
-    grows to hold two versions of the largest tree seen plus the base bound, since
-    a reload diffs the old and the new version of a flat folder (at 500k records
-    ``people/`` alone is 150,000 entries: a fixed 64,000 re-parsed both versions
-    at every reload). Callers must not modify a returned dict."""
-
-    def __init__(self, max_entries: int = 64_000) -> None:
-        self._trees: _Bounded[Entries] = _Bounded(max_entries, 2, len)
-
-    def entries(self, store: Any, sha: bytes) -> Entries:
-        found = self._trees.get(sha)
-        if found is None:
-            found = {name: (mode, child) for name, mode, child in parse_tree(_read_tree(store, sha), SHA_BYTES)}
-            self._trees.put(sha, found)
-        return found
-
-
-TREES = TreeCache()
 
 
 TreeChange = tuple[bytes, tuple[int, bytes] | None, tuple[int, bytes] | None]
@@ -538,19 +512,22 @@ def read_blob(store: Any, sha: str) -> bytes:
     return bytes(obj.data)
 
 
-def tree_entries(store: Any, tree_sha: str) -> Entries:
-    """name -> (mode, id) of a tree (shared: do not modify)."""
-    return TREES.entries(store, tree_sha.encode())
+def lookup(store: Any, tree_sha: str, path: str) -> tuple[int, bytes] | None:
+    """(mode, hex id) of what ``path`` names below the tree (a file or a folder), or
+    None: a binary search in each folder's raw bytes (:data:`TREE_BYTES`, which a write
+    or a reload reads next anyway), not a parse of a folder of 150,000 entries."""
+    found: tuple[int, bytes] | None = (stat.S_IFDIR, tree_sha.encode())
+    for part in filter(None, path.split("/")):
+        if found is None or not stat.S_ISDIR(found[0]):
+            return None
+        found = _find(TREE_BYTES.tree(store, found[1]), part.encode("utf-8", "surrogateescape"))
+    return found
 
 
 def subtree(store: Any, tree_sha: str, path: str) -> str | None:
-    sha = tree_sha
-    for part in filter(None, path.split("/")):
-        found = tree_entries(store, sha).get(part.encode("utf-8", "surrogateescape"))
-        if found is None or not stat.S_ISDIR(found[0]):
-            return None
-        sha = found[1].decode()
-    return sha
+    """The id of the folder at ``path`` in the tree, or None."""
+    found = lookup(store, tree_sha, path)
+    return found[1].decode() if found is not None and stat.S_ISDIR(found[0]) else None
 
 
 def readable(path: str) -> str:
@@ -560,47 +537,14 @@ def readable(path: str) -> str:
 
 def blob_at(store: Any, tree_sha: str, path: str) -> str | None:
     """The id of the file at ``path`` in the tree, or None."""
-    *folders, name = path.split("/")
-    parent = subtree(store, tree_sha, "/".join(folders))
-    found = tree_entries(store, parent).get(name.encode("utf-8", "surrogateescape")) if parent else None
-    if found is None or stat.S_ISDIR(found[0]):
-        return None
-    return str(found[1].decode())
-
-
-def read_path(store: Any, tree_sha: str, path: str) -> bytes | None:
-    """The blob at ``path`` in the tree, or None."""
-    sha = blob_at(store, tree_sha, path)
-    return None if sha is None else read_blob(store, sha)
+    found = lookup(store, tree_sha, path)
+    return found[1].decode() if found is not None and not stat.S_ISDIR(found[0]) else None
 
 
 def read_file(store: Any, tree_sha: str, path: str) -> bytes | None:
-    """The file at ``path`` in the tree, or None, found by binary search in each
-    folder's raw bytes (:data:`TREE_BYTES`, which a write reads next anyway), not by
-    parsing a folder of 150,000 entries into a dict as :func:`read_path` does: what a
-    write's edit reads the stored record with."""
-    sha = tree_sha.encode()
-    parts = path.split("/")
-    for depth, part in enumerate(parts):
-        found = _find(TREE_BYTES.tree(store, sha), part.encode("utf-8", "surrogateescape"))
-        if found is None or stat.S_ISDIR(found[0]) != (depth < len(parts) - 1):
-            return None
-        sha = found[1]
-    return read_blob(store, sha.decode())
-
-
-def iter_blobs(store: Any, tree_sha: str, prefix: str = "") -> Iterator[BlobEntry]:
-    """Every blob below a tree, depth first, with its path from the tree's root."""
-    stack = [(prefix, tree_sha)]
-    while stack:
-        base, sha = stack.pop()
-        for raw_name, (mode, child) in tree_entries(store, sha).items():
-            name = raw_name.decode(errors="surrogateescape")  # any bytes git allows
-            path = f"{base}/{name}" if base else name
-            if stat.S_ISDIR(mode):
-                stack.append((path, child.decode()))
-            elif stat.S_ISREG(mode):
-                yield BlobEntry(path, child.decode())
+    """The file at ``path`` in the tree, or None."""
+    sha = blob_at(store, tree_sha, path)
+    return None if sha is None else read_blob(store, sha)
 
 
 def diff_trees(store: Any, old_tree: str, new_tree: str, after: str = "") -> Iterator[BlobChange]:

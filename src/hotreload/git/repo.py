@@ -39,7 +39,6 @@ from hotreload.git.objects import (
     ZERO_SHA,
     BlobChange,
     BlobEntry,
-    Entries,
     LooseWritingStore,
     Signature,
     readable,
@@ -221,15 +220,8 @@ class GitRepo:
     def read_blob(self, sha: str) -> bytes:
         return objects.read_blob(self.store, sha)
 
-    def tree_entries(self, tree_sha: str) -> Entries:
-        """name -> (mode, id) of a tree (shared: do not modify)."""
-        return objects.tree_entries(self.store, tree_sha)
-
     def blob_at(self, tree_sha: str, path: str) -> str | None:
         return objects.blob_at(self.store, tree_sha, path)
-
-    def read_path(self, tree_sha: str, path: str) -> bytes | None:
-        return objects.read_path(self.store, tree_sha, path)
 
     def read_file(self, tree_sha: str, path: str) -> bytes | None:
         return objects.read_file(self.store, tree_sha, path)
@@ -238,7 +230,8 @@ class GitRepo:
         return objects.subtree(self.store, tree_sha, path)
 
     def iter_blobs(self, tree_sha: str, prefix: str = "") -> Iterator[BlobEntry]:
-        return objects.iter_blobs(self.store, tree_sha, prefix)
+        """Every file below a tree, with its path from the tree's root."""
+        return iter(objects.list_blobs(self.store, tree_sha, prefix))
 
     def diff_trees(self, old_tree: str, new_tree: str, after: str = "") -> Iterator[BlobChange]:
         """The files that differ, in path order, from the first path after ``after``."""
