@@ -29,6 +29,7 @@ tests check what we write with ``git commit-graph verify``. dulwich reads it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -40,8 +41,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from dulwich.objects import Commit
+from dulwich.pack import load_pack_index
 
 from hotreload.git.objects import LOOSE_OBJECT_LIMIT, add_raw_objects, get_raw, read_object
 from hotreload.git.repo import GitRepo
@@ -119,30 +122,37 @@ def _unpacked(raw: list[tuple[int, bytes, bytes]]) -> Iterable[object]:
 def prune_packed(repo: GitRepo, grace_s: float = PRUNE_GRACE_S) -> int:
     """Delete loose objects that a pack older than ``grace_s`` also holds."""
     store = repo.store
-    store._update_pack_cache()
+    pack_dir = os.path.join(store.path, "pack")
     cutoff = time.time() - grace_s
-    old_packs = []
-    for pack in store.packs:
-        try:
-            if os.path.getmtime(pack._data_path) <= cutoff:
-                old_packs.append(pack)
+    indexes = []
+    for name in sorted(os.listdir(pack_dir)) if os.path.isdir(pack_dir) else []:
+        index_path = os.path.join(pack_dir, name.removesuffix(".pack") + ".idx")
+        try:  # a pack is complete once its index is there (dulwich and git write it last)
+            if name.endswith(".pack") and os.path.exists(index_path) and \
+                    os.path.getmtime(os.path.join(pack_dir, name)) <= cutoff:
+                indexes.append(load_pack_index(index_path, store.object_format))
         except OSError:
-            continue
+            continue  # removed meanwhile (another process's repack)
     pruned = 0
-    for sha in loose_objects(store.path):
-        binary = bytes.fromhex(sha)
-        for pack in old_packs:
-            try:
-                pack.index.object_offset(binary)
-            except KeyError:
-                continue
-            try:
-                os.remove(os.path.join(store.path, sha[:2], sha[2:]))
-                pruned += 1
-            except FileNotFoundError:
-                pass
-            break
+    try:
+        for sha in loose_objects(store.path):
+            binary = bytes.fromhex(sha)
+            if any(_holds(index, binary) for index in indexes):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(store.path, sha[:2], sha[2:]))
+                    pruned += 1
+    finally:
+        for index in indexes:
+            index.close()
     return pruned
+
+
+def _holds(index: Any, binary: bytes) -> bool:
+    try:
+        index.object_offset(binary)
+    except KeyError:
+        return False
+    return True
 
 
 # -- the commit-graph ---------------------------------------------------------------
