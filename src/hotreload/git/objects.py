@@ -577,59 +577,24 @@ def diff_trees(store: Any, old_tree: str, new_tree: str, after: str = "") -> Ite
 
 
 def read_many(store: Any, shas: Iterable[str]) -> dict[str, bytes]:
-    """The raw content of many objects at once, read in pack order: every
-    wanted object is located in the pack indices, then read sorted by (pack,
-    offset) in one sequential pass, without building dulwich objects. Deltas
-    and loose objects fall back to a lookup each."""
-    wanted = {sha.encode() for sha in shas}
-    located: list[tuple[int, int, bytes, Any]] = []
-    for n, pack in enumerate(store.packs):
-        index = pack.index
-        for sha in wanted:
-            try:
-                located.append((n, index.object_offset(sha), sha, pack))
-            except KeyError:
-                continue
+    """The raw content of many objects at once: each pack's share in one pass of
+    dulwich's delta-chain iterator (decision 39), so every object on a delta chain is
+    inflated once and a pack of long chains (``git gc``, ``git fast-import``) costs its
+    chains' length, not the sum of every object's depth (50k records in chains up to
+    50 deep: 1.4 s, against 8.9 s one object at a time). The rest (loose objects, a
+    base outside the pack) one by one."""
+    wanted = [sha.encode() for sha in shas]
     found: dict[str, bytes] = {}
-    deltas: dict[int, tuple[Any, dict[int, str]]] = {}  # pack number -> (pack, offset -> sha) of wanted deltas
-    for n, offset, sha, pack in sorted(located, key=lambda x: (x[0], x[1])):
-        if sha.decode() in found:
-            continue
-        unpacked = pack.data.get_unpacked_object_at(offset)
-        if unpacked.pack_type_num in (1, 2, 3, 4):  # stored whole, not as a delta
-            found[sha.decode()] = b"".join(unpacked.decomp_chunks)
-        else:
-            deltas.setdefault(n, (pack, {}))[1][offset] = sha.decode()
-    for pack, offsets in deltas.values():
-        if len(offsets) >= DELTA_PASS_MIN:
-            _resolve_deltas(pack, offsets, found)
+    for pack in store.packs:
+        walker = UnpackedObjectIterator.for_pack_subset(pack, [s for s in wanted if s.decode() not in found],
+                                                        allow_missing=True)
+        with contextlib.suppress(UnresolvedDeltas):  # a base outside this pack: left to the lookups below
+            for unpacked in walker:
+                found[unpacked.sha().hex()] = b"".join(unpacked.obj_chunks)
     for sha in wanted:
-        key = sha.decode()
-        if key not in found:
-            found[key] = get_raw(store, sha)[1]
+        if sha.decode() not in found:
+            found[sha.decode()] = get_raw(store, sha)[1]
     return found
-
-
-DELTA_PASS_MIN = 1000
-"""From this many wanted deltas in one pack, resolve them in one pass over their
-chains (each base inflated once) rather than one chain walk per object."""
-
-
-def _resolve_deltas(pack: Any, offsets: Mapping[int, str], found: dict[str, bytes]) -> None:
-    """Inflate the wanted deltified objects of ``pack`` with dulwich's delta-chain
-    iterator over just their chains: every object on a chain is inflated exactly
-    once, so a pack with long chains (as ``git fast-import`` or ``git gc`` leave
-    one) costs its chains' length, not the sum of every object's depth. External
-    bases (thin packs) are left to the per-object fallback."""
-    walker = UnpackedObjectIterator.for_pack_subset(
-        pack, [offsets_sha.encode() for offsets_sha in offsets.values()], allow_missing=True)
-    try:
-        for unpacked in walker:
-            sha = offsets.get(unpacked.offset)
-            if sha is not None:
-                found[sha] = b"".join(unpacked.obj_chunks)
-    except UnresolvedDeltas:
-        pass  # a base outside this pack: those objects go through the fallback
 
 
 def list_blobs(store: Any, tree_sha: str, prefix: str = "") -> list[BlobEntry]:
