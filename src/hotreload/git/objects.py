@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import numpy as np
 from dulwich.errors import ObjectFormatException
 from dulwich.objects import Blob, Commit, ShaFile, Tree, object_class, parse_tree
 from dulwich.pack import UnpackedObject, UnpackedObjectIterator, UnresolvedDeltas
@@ -780,12 +779,10 @@ def _splice(tree: _RawTree, edits: Mapping[bytes, tuple[int, bytes] | None]) -> 
 
 
 def _shifted(offsets: array[int], shift: int) -> array[int]:
-    """``offsets`` each plus ``shift`` (through numpy: a Python loop over 150,000 is ~10 ms)."""
-    if not shift:
-        return offsets
-    moved = array("q")
-    moved.frombytes((np.frombuffer(offsets, dtype=np.int64) + shift).tobytes())
-    return moved
+    """``offsets`` each plus ``shift``: nothing to do when an entry changed in place
+    (a record edited: its id has the same length); 1.3 ms per 15,000 entries when one
+    was added or removed before them."""
+    return array("q", map(shift.__add__, offsets)) if shift else offsets
 
 
 def write_commit(
