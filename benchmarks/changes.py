@@ -20,7 +20,6 @@ from hotreload.config import Settings
 from hotreload.corpus import WORDS
 from hotreload.data.search import PROJECTS
 from hotreload.data.snapshot import Snapshot
-from hotreload.git.objects import TreeBytes
 from hotreload.git.repo import GitRepo, Signature, branch_ref
 
 _round = itertools.count()
@@ -34,11 +33,6 @@ def record_blobs(repo: GitRepo, tree: str, sheets: tuple[str, ...] = ("projects"
         if root:
             blobs.update((e.path, e.sha) for e in repo.list_blobs(root, sheet))
     return blobs
-
-
-_UPSTREAM_TREES = TreeBytes()
-"""The outside author's own tree cache: it is another process, whose trees the service
-must read from the remote (a write remembers the trees it makes: decision 73)."""
 
 
 def _edited(contents: bytes, n: int) -> bytes:
@@ -60,7 +54,7 @@ def edit_upstream(origin: str, count: int, seed: int = 0) -> str:
         paths = random.Random(seed + n).sample(sorted(blobs), count)
         contents = repo.read_many({blobs[p] for p in paths})
         changes: dict[str, bytes | None] = {path: _edited(contents[blobs[path]], n) for path in paths}
-        new_tree = repo.write_tree_changes(tree, changes, _UPSTREAM_TREES)
+        new_tree = repo.write_tree_changes(tree, changes)  # the author's own tree cache: its GitRepo's
         commit = repo.write_commit(new_tree, [parent], f"bench edit {n}\n",
                                    Signature(b"Bench <bench@example.org>", 1_700_000_000 + n, 0))
         assert repo.cas_ref(branch_ref("published"), parent, commit)
@@ -75,7 +69,6 @@ def edit_chain(origin: str, count: int, seed: int = 0) -> list[str]:
     origin and seed give the same commits (a harness comparing two versions feeds both
     the same changes); the record list is read once, not once a commit."""
     repo = GitRepo(origin)
-    trees = TreeBytes()
     try:
         parent = repo.branch_commit("published")
         assert parent is not None
@@ -86,7 +79,7 @@ def edit_chain(origin: str, count: int, seed: int = 0) -> list[str]:
         commits = []
         for n, path in enumerate(paths):
             data = edited[path] = _edited(edited.get(path) or repo.read_many({blobs[path]})[blobs[path]], n)
-            tree = repo.write_tree_changes(tree, {path: data}, trees)
+            tree = repo.write_tree_changes(tree, {path: data})
             parent = repo.write_commit(tree, [parent], f"bench edit {n}\n",
                                        Signature(b"Bench <bench@example.org>", 1_700_000_000 + n, 0))
             commits.append(parent)

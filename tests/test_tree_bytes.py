@@ -22,8 +22,9 @@ from dulwich.repo import Repo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hotreload.git import objects
+from hotreload.git import objects, trees
 from hotreload.git.errors import GitError
+from hotreload.git.repo import GitRepo
 
 MODES = ("100644", "100755", "120000", "40000")
 # names git allows, with the bytes that make entry boundaries ambiguous: spaces,
@@ -77,7 +78,7 @@ def random_name(rng: random.Random) -> str:
     return "".join(rng.choice(NAME_PARTS) for _ in range(rng.randint(1, 4))).strip("\t") or "x"
 
 
-def changes(repo: Path, cache: objects.TreeBytes, old: str | None, new: str | None) -> set[tuple]:
+def changes(repo: Path, cache: trees.TreeBytes, old: str | None, new: str | None) -> set[tuple]:
     store = Repo(str(repo)).object_store
     found = cache.changes(store, old.encode() if old else None, new.encode() if new else None)
     assert len(found) == len({name for name, _, _ in found})
@@ -110,13 +111,13 @@ def test_changes_equal_git_over_a_chain_of_versions(repo: Path, seed: int, size:
             else:
                 entries[name] = (rng.choice(MODES), entries[name][1])
         versions.append(mktree(repo, entries))
-    cache = objects.TreeBytes()
+    cache = trees.TreeBytes()
     assert changes(repo, cache, None, versions[0]) == expected(repo, None, versions[0])
     for old, new in itertools.pairwise(versions):
         assert changes(repo, cache, old, new) == expected(repo, old, new)
     # and backwards (the newest version's offsets were derived, never scanned), and to nothing
     assert changes(repo, cache, versions[-1], versions[0]) == expected(repo, versions[-1], versions[0])
-    assert changes(repo, objects.TreeBytes(), versions[-1], None) == expected(repo, versions[-1], None)
+    assert changes(repo, trees.TreeBytes(), versions[-1], None) == expected(repo, versions[-1], None)
 
 
 def test_an_entry_of_the_new_tree_running_into_the_common_tail(repo: Path) -> None:
@@ -126,7 +127,7 @@ def test_an_entry_of_the_new_tree_running_into_the_common_tail(repo: Path) -> No
     sha0, sha1 = "11" * 20, "22" * 20
     old = mktree(repo, {"abc": ("100644", sha0), "yy": ("100644", sha1)})
     new = mktree(repo, {"abc 100644 yy": ("100644", sha1)})
-    cache = objects.TreeBytes()
+    cache = trees.TreeBytes()
     assert changes(repo, cache, old, new) == expected(repo, old, new) == {
         (b"abc", (0o100644, sha0.encode()), None),
         (b"yy", (0o100644, sha1.encode()), None),
@@ -143,17 +144,17 @@ def test_a_one_entry_change_parses_only_that_entry(repo: Path, monkeypatch: pyte
     old = mktree(repo, entries)
     entries["person-02500.toml"] = ("100644", random_sha(rng))
     new = mktree(repo, entries)
-    cache = objects.TreeBytes()
+    cache = trees.TreeBytes()
     cache.changes(Repo(str(repo)).object_store, None, old.encode())  # the old version, as a reload leaves it
     parsed: list[int] = []
-    real = objects.parse_tree
+    real = trees.parse_tree
 
     def counting(raw: bytes, sha_len: int) -> list:
         found = list(real(raw, sha_len))
         parsed.append(len(found))
         return found
 
-    monkeypatch.setattr(objects, "parse_tree", counting)
+    monkeypatch.setattr(trees, "parse_tree", counting)
     assert changes(repo, cache, old, new) == expected(repo, old, new)
     assert sum(parsed) == 2
 
@@ -162,25 +163,25 @@ def test_not_a_tree_and_a_malformed_tree_are_errors(repo: Path) -> None:
     blob = git(repo, "hash-object", "-w", "--stdin", stdin="hello\n").strip()
     store = Repo(str(repo)).object_store
     with pytest.raises(GitError, match="not a tree"):
-        objects.TreeBytes().changes(store, None, blob.encode())
+        trees.TreeBytes().changes(store, None, blob.encode())
 
     class Store:
         def get_raw(self, sha: bytes) -> tuple[int, bytes]:
-            return objects.Tree.type_num, b"100644 cut\0" + b"x" * 7  # id cut short
+            return trees.Tree.type_num, b"100644 cut\0" + b"x" * 7  # id cut short
 
     with pytest.raises(GitError):
-        objects.TreeBytes().changes(Store(), None, b"ab" * 20)
+        trees.TreeBytes().changes(Store(), None, b"ab" * 20)
 
 
 def test_the_cache_is_bounded_by_bytes(repo: Path) -> None:
     rng = random.Random(3)
-    cache = objects.TreeBytes(base_bytes=0)
-    trees = [mktree(repo, {f"n{k}": ("100644", random_sha(rng)) for k in range(50)}) for _ in range(10)]
-    for old, new in itertools.pairwise(trees):
+    cache = trees.TreeBytes(base_bytes=0)
+    versions = [mktree(repo, {f"n{k}": ("100644", random_sha(rng)) for k in range(50)}) for _ in range(10)]
+    for old, new in itertools.pairwise(versions):
         changes(repo, cache, old, new)
-    one = len(ls_tree(repo, trees[0])) * (len("100644 n00\0") + 20)  # about one tree's bytes
+    one = len(ls_tree(repo, versions[0])) * (len("100644 n00\0") + 20)  # about one tree's bytes
     assert cache._trees.held <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten
-    assert len(cache._trees) < len(trees)
+    assert len(cache._trees) < len(versions)
 
 
 # -- writing a tree by splicing its raw bytes -----------------------------------------
@@ -235,16 +236,17 @@ def test_read_file_finds_what_git_wrote_and_nothing_else(wrepo: Path, seed: int,
     and a name that is not there are None."""
     rng = random.Random(seed)
     base, paths, texts = random_tree(wrepo, rng, size)
-    store = Repo(str(wrepo)).object_store
+    repo = GitRepo(str(wrepo))
     for path in paths:
-        assert objects.read_file(store, base, path) == texts[path].encode(), path
-        assert objects.read_file(store, base, path + "/a") is None  # below a file
+        assert repo.read_file(base, path) == texts[path].encode(), path
+        assert repo.read_file(base, path + "/a") is None  # below a file
     folders = {path.rsplit("/", 1)[0] for path in paths if "/" in path}
     for folder in folders:
-        assert objects.read_file(store, base, folder) is None
+        assert repo.read_file(base, folder) is None
     for path in {"/".join(rng.choice(FILE_NAMES) for _ in range(rng.choice((1, 2, 3)))) for _ in range(20)}:
         if path not in paths:
-            assert objects.read_file(store, base, path) is None, path
+            assert repo.read_file(base, path) is None, path
+    repo.close()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -269,17 +271,18 @@ def test_a_written_tree_is_the_tree_git_writes(wrepo: Path, seed: int, size: int
                 continue  # a file where a folder is (or the reverse): git's index would refuse it too
             changes[path] = rng.choice(("four", "five", "one")).encode()
     store = Repo(str(repo)).object_store
-    ours = objects.write_tree_changes(store, base, changes)
+    cache = trees.TreeBytes()
+    ours = cache.write(store, base, changes)
     theirs = git_expected_tree(repo, base, {p: (blob(c.decode()) if c is not None else None) for p, c in changes.items()})
     if ours != theirs:  # show the difference, as git lists it
         pytest.fail(f"{changes}\nours:\n{git(repo, 'ls-tree', '-r', ours)}\ngit:\n{git(repo, 'ls-tree', '-r', theirs)}")
     git(repo, "fsck", "--no-dangling", "--strict")  # and every tree written is well-formed
     # each tree written is remembered with offsets carried over from its base: they must be
     # where git's bytes put each entry (scanned here, one entry at a time)
-    trees = [ours] + [line.split()[2] for line in git(repo, "ls-tree", "-r", "-t", ours).splitlines()
-                      if line.split()[1] == "tree"]
-    for sha in trees:
-        remembered = objects.TREE_BYTES._trees.get(sha.encode())
+    written = [ours] + [line.split()[2] for line in git(repo, "ls-tree", "-r", "-t", ours).splitlines()
+                        if line.split()[1] == "tree"]
+    for sha in written:
+        remembered = cache._trees.get(sha.encode())
         if remembered is None:
             continue  # a folder the write did not touch
         raw = subprocess.run(["git", "-C", str(repo), "cat-file", "tree", sha], capture_output=True,
@@ -296,7 +299,7 @@ def test_removing_every_file_gives_the_empty_tree(wrepo: Path) -> None:
     blob = git(repo, "hash-object", "-w", "--stdin", stdin="x").strip()
     base = mktree(repo, {"only.toml": ("100644", blob)})
     store = Repo(str(repo)).object_store
-    assert objects.write_tree_changes(store, base, {"only.toml": None}) == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    assert trees.TreeBytes().write(store, base, {"only.toml": None}) == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
 @pytest.mark.parametrize("case", ["folder becomes a file", "file becomes a folder"])
@@ -312,10 +315,10 @@ def test_a_file_and_a_folder_of_one_name_replace_each_other(wrepo: Path, case: s
         changes = {"a": None, "a/x.toml": b"two"}
     two = git(repo, "hash-object", "-w", "--stdin", stdin="two").strip()
     store = Repo(str(repo)).object_store
-    ours = objects.write_tree_changes(store, base, changes)
+    ours = trees.TreeBytes().write(store, base, changes)
     assert ours == git_expected_tree(repo, base, {p: (two if c else None) for p, c in changes.items()})
     with pytest.raises(ValueError, match="as a file and as a folder"):
-        objects.write_tree_changes(store, base, {"a": b"two", "a/y.toml": b"two"})
+        trees.TreeBytes().write(store, base, {"a": b"two", "a/y.toml": b"two"})
 
 
 def test_the_empty_tree_is_known_without_being_stored(tmp_path: Path) -> None:
@@ -324,8 +327,8 @@ def test_the_empty_tree_is_known_without_being_stored(tmp_path: Path) -> None:
     one = git(repo, "hash-object", "-w", "--stdin", stdin="one").strip()
     tree = mktree(repo, {"a.toml": ("100644", one)})
     store = Repo(str(repo)).object_store
-    assert not objects.has_object(store, objects.EMPTY_TREE_ID)
-    assert objects.TreeBytes().changes(store, objects.EMPTY_TREE_ID, tree.encode()) == [
+    assert not objects.has_object(store, trees.EMPTY_TREE_ID)
+    assert trees.TreeBytes().changes(store, trees.EMPTY_TREE_ID, tree.encode()) == [
         (b"a.toml", None, (0o100644, one.encode()))]
 
 
@@ -344,13 +347,13 @@ def test_common_prefix_and_suffix_count_equal_bytes_one_by_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The chunked memcmp search against a count made one byte at a time, with chunks
     shorter than, equal to and longer than the strings."""
-    monkeypatch.setattr(objects, "_CHUNK", chunk)
+    monkeypatch.setattr(trees, "_CHUNK", chunk)
     a, b = head + mid_a + tail, head + mid_b + tail
     limit = data.draw(st.integers(0, min(len(a), len(b))))
-    prefix = objects._common_prefix(a, b, limit)
+    prefix = trees._common_prefix(a, b, limit)
     assert prefix == _naive_prefix(a, b, limit)
     rest = data.draw(st.integers(0, min(len(a), len(b))))
-    assert objects._common_suffix(a, b, rest) == _naive_prefix(a[::-1], b[::-1], rest)
+    assert trees._common_suffix(a, b, rest) == _naive_prefix(a[::-1], b[::-1], rest)
 
 
 # -- the recursive diff a reload builds from, against git's diff-tree --------------------------
@@ -422,11 +425,11 @@ def test_diff_trees_equals_git_diff_tree_over_random_nested_trees(wrepo: Path, s
             files[path] = ("100644", random_sha(rng))
     new = index_tree(wrepo, files)
     store = Repo(str(wrepo)).object_store
-    in_order = list(objects.diff_trees(store, old, new))
+    in_order = list(trees.TreeBytes().diff(store, old, new))
     ours = {(c.path, c.old, c.new) for c in in_order}
     assert ours == git_file_changes(wrepo, old, new)
-    assert {(p, n, o) for p, o, n in ours} == {(c.path, c.old, c.new) for c in objects.diff_trees(store, new, old)}
+    assert {(p, n, o) for p, o, n in ours} == {(c.path, c.old, c.new) for c in trees.TreeBytes().diff(store, new, old)}
     # in path order, and resumable after any path (a page of the change feed): the rest, in order
     assert [c.path for c in in_order] == sorted({c.path for c in in_order})
     for after in [*rng.sample([c.path for c in in_order], min(3, len(in_order))), random_path(), ""]:
-        assert list(objects.diff_trees(store, old, new, after)) == [c for c in in_order if c.path > after]
+        assert list(trees.TreeBytes().diff(store, old, new, after)) == [c for c in in_order if c.path > after]

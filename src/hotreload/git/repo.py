@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import stat
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,17 +35,9 @@ from dulwich.repo import Repo
 from hotreload.git import objects, transport
 from hotreload.git.errors import BranchMoved, GitError, NotABareRepository, PushRejected, TransportError
 from hotreload.git.history import Comparison, History
-from hotreload.git.objects import (
-    HEX40,
-    ZERO_SHA,
-    BlobChange,
-    BlobEntry,
-    LooseWritingStore,
-    Signature,
-    readable,
-    tree_objects,
-)
+from hotreload.git.objects import HEX40, ZERO_SHA, BlobEntry, LooseWritingStore, Signature, readable, tree_objects
 from hotreload.git.remotes import Remote, as_remote, redact, without_credentials
+from hotreload.git.trees import BlobChange, TreeBytes
 
 __all__ = [
     "API_IDENTITY", "HEX40", "ZERO_SHA", "BlobChange", "BlobEntry", "BranchMoved", "GitError", "GitRepo",
@@ -95,6 +88,8 @@ class GitRepo:
         # tracking ref); dulwich's ref lock files would make one of them fail
         self._ref_lock = threading.Lock()
         self.history = History(os.path.join(path, "objects"))
+        self.trees = TreeBytes()
+        """The trees a reload's diff, a write and a path lookup share (trees.py)."""
         repo = self._open_new()  # fail early, in the caller's thread
         if not repo.bare:
             repo.close()
@@ -221,13 +216,19 @@ class GitRepo:
         return objects.read_blob(self.store, sha)
 
     def blob_at(self, tree_sha: str, path: str) -> str | None:
-        return objects.blob_at(self.store, tree_sha, path)
+        """The id of the file at ``path`` in the tree, or None."""
+        found = self.trees.find(self.store, tree_sha, path)
+        return found[1].decode() if found is not None and not stat.S_ISDIR(found[0]) else None
 
     def read_file(self, tree_sha: str, path: str) -> bytes | None:
-        return objects.read_file(self.store, tree_sha, path)
+        """The file at ``path`` in the tree, or None."""
+        sha = self.blob_at(tree_sha, path)
+        return None if sha is None else self.read_blob(sha)
 
     def subtree(self, tree_sha: str, path: str) -> str | None:
-        return objects.subtree(self.store, tree_sha, path)
+        """The id of the folder at ``path`` in the tree, or None."""
+        found = self.trees.find(self.store, tree_sha, path)
+        return found[1].decode() if found is not None and stat.S_ISDIR(found[0]) else None
 
     def iter_blobs(self, tree_sha: str, prefix: str = "") -> Iterator[BlobEntry]:
         """Every file below a tree, with its path from the tree's root."""
@@ -235,7 +236,7 @@ class GitRepo:
 
     def diff_trees(self, old_tree: str, new_tree: str, after: str = "") -> Iterator[BlobChange]:
         """The files that differ, in path order, from the first path after ``after``."""
-        return objects.diff_trees(self.store, old_tree, new_tree, after)
+        return self.trees.diff(self.store, old_tree, new_tree, after)
 
     def read_many(self, shas: Iterable[str]) -> dict[str, bytes]:
         return objects.read_many(self.store, shas)
@@ -252,9 +253,9 @@ class GitRepo:
     def write_blob(self, data: bytes) -> str:
         return objects.write_loose(self.store, 3, data)  # 3: blob
 
-    def write_tree_changes(self, base_tree: str | None, changes: Mapping[str, bytes | None],
-                           cache: objects.TreeBytes | None = None) -> str:
-        return objects.write_tree_changes(self.store, base_tree, changes, cache)
+    def write_tree_changes(self, base_tree: str | None, changes: Mapping[str, bytes | None]) -> str:
+        """``base_tree`` with each path set to new content (None: removed), written."""
+        return self.trees.write(self.store, base_tree, changes)
 
     def write_commit(self, tree: str, parents: list[str], message: str, author: Signature,
                      committer: Signature | None = None) -> str:
@@ -327,7 +328,7 @@ class GitRepo:
         """Fetch one branch into ``refs/remotes/origin/<branch>``. Returns the
         remote tip, or None when the remote has no such branch."""
         ours = [sha for sha in (self.branch_commit(branch), self.resolve(tracking_ref(branch))) if sha]
-        tip = transport.fetch_branch(self.repo, remote, branch, self.walk(*ours) if ours else None)
+        tip = transport.fetch_branch(self.repo, self.trees, remote, branch, self.walk(*ours) if ours else None)
         if tip is not None:
             self.set_ref(tracking_ref(branch), tip)
         return tip
@@ -340,7 +341,7 @@ class GitRepo:
         """Update ``remote_ref`` on the remote to ``local_sha``, only as a
         fast-forward (or a new ref), and with ``expect``, only from that commit.
         Never forces."""
-        transport.push_ref(self.repo, remote, local_sha, remote_ref,
+        transport.push_ref(self.repo, self.trees, remote, local_sha, remote_ref,
                            lambda ancestor, tip: self.is_ancestor(ancestor, tip, confirmed=True), self.new_commits,
                            expect)
 

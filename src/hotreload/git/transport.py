@@ -29,27 +29,22 @@ from dulwich.repo import Repo
 
 from hotreload.git import unpack
 from hotreload.git.errors import PushOutcomeUnknown, PushRejected, TransportError
-from hotreload.git.objects import (
-    LOOSE_OBJECT_LIMIT,
-    TREE_BYTES,
-    ZERO_SHA,
-    RawObject,
-    add_raw_objects,
-    get_raw,
-    has_object,
-)
+from hotreload.git.objects import LOOSE_OBJECT_LIMIT, ZERO_SHA, RawObject, add_raw_objects, get_raw, has_object
 from hotreload.git.remotes import CLONE_DEADLINE_FACTOR, Remote, as_remote, connected, redact
+from hotreload.git.trees import TreeBytes
 
 __all__ = ["Remote", "redact"]
 
 
-def fetch_branch(repo: Repo, remote: str | Remote, branch: str, haves: Iterator[str] | None = None) -> str | None:
+def fetch_branch(repo: Repo, trees: TreeBytes, remote: str | Remote, branch: str,
+                 haves: Iterator[str] | None = None) -> str | None:
     """Fetch one branch's objects (the explicit refspec
     ``+refs/heads/<b>:refs/remotes/origin/<b>``, which a ``git clone --bare``
     clone's default refspec never fills). Returns the remote tip, or None when
-    the remote has no such branch; the caller moves the tracking ref. ``haves``
-    (our commits, newest first) bounds the negotiation of a network fetch; no object
-    bigger than the remote's ``max_object_bytes`` is taken (unpack.PackReader)."""
+    the remote has no such branch; the caller moves the tracking ref. ``trees`` is
+    the clone's tree cache; ``haves`` (our commits, newest first) bounds the
+    negotiation of a network fetch; no object bigger than the remote's
+    ``max_object_bytes`` is taken (unpack.PackReader)."""
     remote = as_remote(remote)
     ref = b"refs/heads/" + branch.encode()
     local_path = local_remote_path(remote.url)
@@ -58,7 +53,7 @@ def fetch_branch(repo: Repo, remote: str | Remote, branch: str, haves: Iterator[
             tip = _branch_tip(source, ref)
             if tip is None:
                 return None
-            copy_missing_objects(source, repo, tip)
+            copy_missing_objects(source, repo, trees, tip)
         return tip.decode()
     store = repo.object_store
 
@@ -67,7 +62,7 @@ def fetch_branch(repo: Repo, remote: str | Remote, branch: str, haves: Iterator[
         return [sha] if sha and sha != ZERO_SHA and sha not in store else []
 
     with connected(remote, "fetch from") as (client, path):
-        target: Any = _Receiving(repo, None if haves is None else BoundedHaves(haves), remote.max_object_bytes)
+        target: Any = _Receiving(repo, trees, None if haves is None else BoundedHaves(haves), remote.max_object_bytes)
         result = client.fetch(path, target, determine_wants=determine_wants)
     tip = result.refs.get(ref)
     if not tip or tip == ZERO_SHA:
@@ -97,7 +92,7 @@ def remote_tip(remote: str | Remote, branch: str) -> str | None:
     return tip.decode() if tip and tip != ZERO_SHA else None
 
 
-def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes,
+def push_ref(repo: Repo, trees: TreeBytes, remote: str | Remote, local_sha: str, remote_ref: bytes,
              is_ancestor: Callable[[str, str], bool],
              new_commits: Callable[[list[str], str], Sequence[str]], expect: str | None = None) -> None:
     """Update ``remote_ref`` on the remote to ``local_sha``, only as a
@@ -131,7 +126,7 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
             if current == new:
                 return
             check(current)
-            copy_missing_objects(repo, target, new)
+            copy_missing_objects(repo, target, trees, new)
             give_up = time.monotonic() + REF_LOCK_TIMEOUT_S
             while True:  # another pusher's ref lock: wait for it as git does
                 try:
@@ -169,7 +164,7 @@ def push_ref(repo: Repo, remote: str | Remote, local_sha: str, remote_ref: bytes
         candidates = seen_on_remote + sorted(set(have) - set(seen_on_remote))  # the ref's own tip first
         known = [h.decode() for h in candidates if h != ZERO_SHA and has_object(store, h)]
         commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
-        objects = objects_for_commits(store, commits, lambda sha: False)
+        objects = objects_for_commits(store, trees, commits, lambda sha: False)
         sent.append(True)
         return len(objects), (UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw],
                                              sha=bytes.fromhex(sha.decode())) for type_num, raw, sha in objects)
@@ -219,7 +214,7 @@ class _open_remote:
         self.repo.close()
 
 
-def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
+def copy_missing_objects(source: Repo, target: Repo, trees: TreeBytes, tip: bytes) -> int:
     """Copy every object reachable from ``tip`` that ``target`` lacks, as one pack
     (or loose, when few). The new commits are found by walking back to ones the
     target has; their objects by :func:`objects_for_commits`. (dulwich's local
@@ -240,12 +235,13 @@ def copy_missing_objects(source: Repo, target: Repo, tip: bytes) -> int:
         visited.add(sha)
         stack.append((sha, True))
         stack.extend((parent, False) for parent in src[sha].parents)
-    missing = objects_for_commits(src, order, lambda sha: has_object(dst, sha))
+    missing = objects_for_commits(src, trees, order, lambda sha: has_object(dst, sha))
     add_raw_objects(dst, missing)
     return len(missing)
 
 
-def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callable[[bytes], bool]) -> list[RawObject]:
+def objects_for_commits(src: Any, trees: TreeBytes, commits: Sequence[bytes],
+                        receiver_has: Callable[[bytes], bool]) -> list[RawObject]:
     """The objects a receiver needs for ``commits`` (parents before children),
     given that it has every commit they build on: each commit's tree is walked
     against its first parent's, skipping every entry identical to the parent's
@@ -279,8 +275,8 @@ def objects_for_commits(src: Any, commits: Sequence[bytes], receiver_has: Callab
         # held the GIL ~100-200 ms a fetch, and every reader waited for it). Found
         # first: that reads the new tree and keeps it, so taking its bytes reads it
         # no second time (inflating 7.4 MB again, ~5 ms at 500k records)
-        changes = TREE_BYTES.changes(src, parent_id, tree_id)
-        missing.append((Tree.type_num, TREE_BYTES.raw(src, tree_id), tree_id))
+        changes = trees.changes(src, parent_id, tree_id)
+        missing.append((Tree.type_num, trees.raw(src, tree_id), tree_id))
         for _name, before, after in changes:
             if after is None:
                 continue  # removed: nothing to send
@@ -346,10 +342,10 @@ class _Receiving:
     """A repository as dulwich's ``fetch`` sees it: negotiating with our haves (when
     given), and unpacking a small received pack into loose objects itself."""
 
-    def __init__(self, repo: Repo, haves: BoundedHaves | None, max_object_bytes: int) -> None:
+    def __init__(self, repo: Repo, trees: TreeBytes | None, haves: BoundedHaves | None, max_object_bytes: int) -> None:
         self._repo = repo
         self._haves = haves
-        self.object_store = _ReceivingStore(repo.object_store, max_object_bytes)
+        self.object_store = _ReceivingStore(repo.object_store, trees, max_object_bytes)
 
     def get_graph_walker(self, heads: Any = None) -> Any:
         return self._haves if self._haves is not None else self._repo.get_graph_walker(heads)
@@ -366,9 +362,8 @@ class _ReceivingStore:
     four) is unpacked into loose objects here (decision 65), a bigger one goes to
     dulwich, which keeps it as a pack."""
 
-    def __init__(self, store: Any, max_object_bytes: int) -> None:
-        self._store = store
-        self._max_object_bytes = max_object_bytes
+    def __init__(self, store: Any, trees: TreeBytes | None, max_object_bytes: int) -> None:
+        self._store, self._trees, self._max_object_bytes = store, trees, max_object_bytes
 
     def add_thin_pack(self, read_all: Callable[..., bytes], read_some: Any, progress: Any = None) -> Any:
         with tempfile.SpooledTemporaryFile(PACK_SPOOL_FILE_MAX_SIZE, dir=self._store.path, prefix="incoming-") as fh:
@@ -386,7 +381,8 @@ class _ReceivingStore:
 
     def _base(self, binary: bytes) -> tuple[int, bytes] | None:
         sha = binary.hex().encode()
-        cached = TREE_BYTES.cached(sha)  # a folder's previous version, as a reload just read it
+        # a folder's previous version, as the last reload read it
+        cached = self._trees.cached(sha) if self._trees is not None else None
         if cached is not None:
             return Tree.type_num, cached
         try:
@@ -430,7 +426,7 @@ def fetch_all_into(remote: str | Remote, path: str) -> tuple[dict[bytes, bytes],
     with connected(remote, "clone from", CLONE_DEADLINE_FACTOR) as (client, remote_path):
         target = Repo.init_bare(path, mkdir=True)
         try:
-            result = client.fetch(remote_path, _Receiving(target, None, remote.max_object_bytes))
+            result = client.fetch(remote_path, _Receiving(target, None, None, remote.max_object_bytes))
         finally:
             target.close()
     return dict(result.refs), dict(result.symrefs or {})
