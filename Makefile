@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed.stamp
 
-.PHONY: run test simulate lint bench bench-quick bench-compare clean
+.PHONY: run test test-lowest simulate lint bench bench-quick bench-compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,17 @@ run: $(STAMP)  ## the demo on the embedded sample data (http://127.0.0.1:$(PORT)
 
 test: $(STAMP)  ## unit, integration and property tests, every simulator scenario, bench smoke
 	$(BIN)/python -m pytest -n 2 --dist load tests benchmarks --benchmark-disable
+
+LOWEST := .venv-lowest
+
+test-lowest:  ## the suite against the lowest release of every runtime range in pyproject.toml (its own venv)
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(PYTHON) -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+		print(*(re.sub(r'>=([^,]+),.*', r'==\1', d.replace(' ', '')) for d in deps), sep='\n')" > $(LOWEST)/lowest.txt
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/lowest.txt -e '.[dev]'
+	$(LOWEST)/bin/python -m pip check
+	$(LOWEST)/bin/python -m pytest -n 2 --dist load tests --benchmark-disable -m 'not slow'
 
 simulate: $(STAMP)  ## every simulator scenario, with the report table
 	$(BIN)/hotreload simulate
@@ -39,4 +50,4 @@ bench-compare: $(STAMP)  ## every figure readers feel, this tree against BASE (d
 		$(if $(ROUNDS),--rounds $(ROUNDS))
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks .bench-cache .hotreload-demo
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .hypothesis .benchmarks .bench-cache .hotreload-demo

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 
 from dulwich.client import TCPGitClient
+from dulwich.protocol import Protocol
 
 from hotreload.git.compat import TimedTCPGitClient
 
@@ -20,3 +21,5 @@ def test_reach_2_the_tcp_clients_connect_and_what_it_reads() -> None:
         assert hasattr(client, name), f"reach 2 (TimedTCPGitClient): TCPGitClient has no {name} any more"
     assert "timeout" not in inspect.signature(TCPGitClient.__init__).parameters, (
         "dulwich's TCPGitClient takes a timeout now: pass it and retire compat.TimedTCPGitClient")
+    assert "shutdown_write" in inspect.signature(Protocol.__init__).parameters, (
+        "reach 2 (TimedTCPGitClient): dulwich's Protocol takes no shutdown_write (dulwich < 1.2.12?)")

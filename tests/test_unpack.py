@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dulwich.pack import unpack_object_at
+from dulwich.pack import PackStreamReader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,11 +54,7 @@ def _thin_pack(repo: Path, new: str, old: str) -> bytes:
 
 def _pack_types(pack: bytes) -> list[int]:
     """The type of each entry in a pack (6, 7: deltas), read with dulwich's reader."""
-    types, at = [], 12
-    for _ in range(pack_object_count(pack)):
-        entry, at = unpack_object_at(pack, at, hashlib.sha1)
-        types.append(entry.pack_type_num)
-    return types
+    return [entry.pack_type_num for entry in PackStreamReader(hashlib.sha1, io.BytesIO(pack).read).read_objects()]
 
 
 def _cat(repo: Path, sha: str) -> tuple[int, bytes]:
