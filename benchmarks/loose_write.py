@@ -1,5 +1,5 @@
-"""One big loose object written as a reload writes a flat folder's tree (stored deflate
-blocks, fsync, rename): the median of ``--runs`` writes of ``--mb`` MB (7.4 MB is
+"""One big loose object written as a reload writes a flat folder's tree (stored, zlib
+level 0; fsync, rename): the median of ``--runs`` writes of ``--mb`` MB (7.4 MB is
 the ``people/`` tree at 500,000 records), into a scratch folder under ``.bench-cache``::
 
     .venv/bin/python benchmarks/loose_write.py
