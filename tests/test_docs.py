@@ -69,3 +69,17 @@ def test_nothing_cites_a_design_document_outside_the_repository() -> None:
     this = Path(__file__).resolve()
     offenders = [str(p.relative_to(ROOT)) for p in files if p != this and cited.search(p.read_text())]
     assert not offenders, f"cite the specs/ page instead: {offenders}"
+
+
+def test_each_numbered_decision_renders_with_its_own_number() -> None:
+    """A Markdown list numbers its items from the first one: a decision that does not follow
+    its predecessor's number (a range of another issue) must start a new list, after a heading."""
+    previous = None
+    for line in (ROOT / "specs" / "decisions.md").read_text().splitlines():
+        if line.startswith("#"):
+            previous = None
+        found = re.match(r"(\d+)\. <a id=\"d\1\">", line)
+        if found:
+            number = int(found.group(1))
+            assert previous is None or number == previous + 1, f"decision {number} follows {previous} in one list"
+            previous = number
