@@ -182,9 +182,15 @@ NOT_MIXED = ("health",)
 
 # -- measuring ------------------------------------------------------
 
+DEPLOYED_ENV = {"MALLOC_ARENA_MAX": "1"}
+"""What the image and the manifests set outside the service (docs/deploy.md#memory): servers are
+measured as they are deployed (tests/test_deploy.py checks the two agree)."""
+
+
 def _env(origin: Path, clone: Path) -> dict[str, str]:
     return {"CFP_DATA_REPO_PATH": str(clone), "CFP_DATA_REMOTE": str(origin), "CFP_DATA_BRANCH": "published",
-            "CFP_DATA_RELOAD_SECRET": SECRET, "CFP_DATA_POLL_SECONDS": "0", "CFP_DATA_UPKEEP_SECONDS": "0"}
+            "CFP_DATA_RELOAD_SECRET": SECRET, "CFP_DATA_POLL_SECONDS": "0", "CFP_DATA_UPKEEP_SECONDS": "0",
+            **DEPLOYED_ENV}
 
 
 class Subject:

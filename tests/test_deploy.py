@@ -74,3 +74,14 @@ def test_several_replicas_acknowledge_writes_once_the_remote_holds_them() -> Non
     text = (ROOT / "deploy" / "statefulset.yaml").read_text()
     replicas = int(re.search(r"^\s*replicas: (\d+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
     assert replicas > 1 and re.search(r"- name: CFP_WRITE_ACK\n\s*value: remote\n", text)
+
+
+def test_the_regression_gate_measures_servers_with_the_environment_they_are_deployed_with() -> None:
+    """benchmarks/compare.py sets what the image sets outside the service (docs/deploy.md#memory)."""
+    from benchmarks.compare import DEPLOYED_ENV
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    manifest = (ROOT / "deploy" / "statefulset.yaml").read_text()
+    for name, value in DEPLOYED_ENV.items():
+        assert re.search(rf"\b{name}={value}\b", dockerfile), f"the Dockerfile does not set {name}={value}"
+        assert re.search(rf"- name: {name}\n\s*value: \"?{value}\"?\n", manifest), f"the manifest does not set {name}"
