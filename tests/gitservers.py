@@ -46,6 +46,11 @@ class GitHttp:
         self.down_after_push = False
         """After such a push, answer every request 503 (the remote went away)."""
         self.down = False
+        self.apply_pushes_late: Any = None
+        """Set (a callable, run first): a push waits, before the backend applies it, until the refs
+        were advertised to a fetch once more (its pusher, out of time, asked where the ref is)."""
+        self.adverts = threading.Condition()
+        self.adverts_served = 0
         self.server = make_server("127.0.0.1", 0, self.wsgi, server_class=_Threading, handler_class=_Quiet)
         if cert is not None and key is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -72,6 +77,11 @@ class GitHttp:
             start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="git"')])
             return [b"no\n"]
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        if self.apply_pushes_late and environ["PATH_INFO"].endswith("/git-receive-pack"):
+            with self.adverts:
+                seen = self.adverts_served
+                self.apply_pushes_late()
+                self.adverts.wait_for(lambda: self.adverts_served > seen, timeout=30)
         env = {key: value for key, value in environ.items() if key.startswith("HTTP_")}
         env.update(GIT_PROJECT_ROOT=str(self.root), GIT_HTTP_EXPORT_ALL="1", REMOTE_USER=USER,
                    REMOTE_ADDR="127.0.0.1", PATH_INFO=environ["PATH_INFO"], QUERY_STRING=environ["QUERY_STRING"],
@@ -79,6 +89,10 @@ class GitHttp:
                    CONTENT_LENGTH=str(len(body)), PATH=os.environ["PATH"], GIT_CONFIG_NOSYSTEM="1",
                    GIT_CONFIG_GLOBAL="/dev/null", HOME=str(self.root))
         out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=True).stdout
+        if environ["QUERY_STRING"] == "service=git-upload-pack":
+            with self.adverts:
+                self.adverts_served += 1
+                self.adverts.notify_all()
         if self.lose_push_answers and environ["PATH_INFO"].endswith("/git-receive-pack"):
             self.down = self.down_after_push
             time.sleep(self.lose_push_answers)  # the fault itself: applied, and no answer in time

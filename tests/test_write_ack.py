@@ -24,7 +24,7 @@ from prometheus_client import generate_latest
 from hotreload.api.app import create_app
 from hotreload.service.runtime import Runtime, boot
 from tests.conftest import SECRET, World, bearer, git, project_toml
-from tests.gitservers import USER, GitHttp
+from tests.gitservers import USER, GitHttp, wait_for
 from tests.test_writes import write
 
 PATCH_BODY = {"title": "Edited"}
@@ -241,6 +241,39 @@ def test_a_push_whose_answer_is_lost_is_checked_before_answering(world: World, t
         else:
             assert resp.status_code == 503 and resp.json["error"]["details"]["outcome"] == "unknown", resp.text
             assert "may have been saved" in resp.json["error"]["message"]
+    finally:
+        rt.close()
+        http.close()
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "the-branch-moved"])
+def test_a_push_the_remote_is_slow_to_apply_is_not_called_refused_while_it_may_still_land(
+        world: World, tmp_path: Path, meanwhile: str) -> None:
+    """The answer times out before the remote applied the push, and the check finds the remote's
+    branch where the push expected it: the compare-and-swap may still apply, so the outcome is
+    ``unknown`` (and it does land, and is served). Only a branch moved elsewhere, which the
+    remote's old-value check can never accept, is ``refused``."""
+    password = tmp_path / "password"
+    password.write_text("pw")
+    http = GitHttp(world.root, password)
+    rt, client = start(world.settings(write_ack="remote", remote=http.url("origin.git"), username=USER,
+                                      password_file=str(password), network_timeout_s=1.0))
+    try:
+        other = a_project(rt)
+        http.apply_pushes_late = (lambda: None) if meanwhile == "nothing" else (lambda: world.commit_upstream(
+            {f"projects/{other.slug}.toml": project_toml(other.slug, "Theirs", id=other.id)}))
+        resp = write(client, "POST", "/api/projects", {"slug": "zz-late", "title": "Late Apply"})
+        http.apply_pushes_late = None
+        assert resp.status_code == 503, resp.text
+        if meanwhile == "nothing":
+            assert resp.json["error"]["details"]["outcome"] == "unknown", resp.text
+            assert "may have been saved" in resp.json["error"]["message"]
+            wait_for(lambda: "Late Apply" in history(world.origin))
+            rt.reloader.reload()
+            assert client.simulate_get("/api/projects/zz-late").json["data"]["title"] == "Late Apply"
+        else:
+            assert resp.json["error"]["details"]["outcome"] == "refused", resp.text
+            assert "Theirs" in history(world.origin) and "Late Apply" not in history(world.origin)
     finally:
         rt.close()
         http.close()

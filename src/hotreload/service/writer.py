@@ -288,21 +288,23 @@ class Writer:
         """Push ``commit`` as the branch, a compare-and-swap from the last remote tip seen (call
         under the remote lock): True once the remote holds it, False if it refused (moved)."""
         assert self.remote is not None
+        expected = self.repo.resolve(tracking_ref(self.branch))
         try:
-            self.repo.push_ref(self.remote, commit, branch_ref(self.branch),
-                               expect=self.repo.resolve(tracking_ref(self.branch)))
+            self.repo.push_ref(self.remote, commit, branch_ref(self.branch), expect=expected)
         except PushRejected:
             return False
         except PushOutcomeUnknown as exc:  # did the remote move its ref before the connection went?
             try:
                 tip = self.repo.fetch_branch(self.remote, self.branch)  # the tracking ref follows
             except GitError:
-                raise WriteError("unavailable", f"{exc}; the write may have been saved: read the record "
-                                 "before trying again", retry_after=5, outcome="unknown") from None
-            if tip is None or not self.repo.is_ancestor(commit, tip):
-                raise WriteError("unavailable", f"{exc}; the remote does not have it: nothing was saved",
-                                 retry_after=5) from None
-            return True
+                tip = expected  # cannot be asked: as unknown as a remote that has not moved yet
+            if tip is not None and self.repo.is_ancestor(commit, tip):
+                return True
+            if tip == expected:  # a remote slow to apply may still: its old-value check would pass (decision 145)
+                raise WriteError("unavailable", f"{exc}; the write may have been saved, or may still "
+                                 "be: read the record before trying again", retry_after=5, outcome="unknown") from None
+            raise WriteError("unavailable", f"{exc}; the remote's branch moved elsewhere, so it can never take "
+                             "the write: nothing was saved", retry_after=5) from None
         except GitError as exc:
             raise WriteError("unavailable", f"the remote did not take the write: {exc}; nothing was saved",
                              retry_after=5) from None
