@@ -167,6 +167,18 @@ def test_a_stale_if_match_is_412_with_nothing_committed(world: World, ack: str) 
         rt.close()
 
 
+def test_an_if_match_holding_no_tag_matches_nothing(client: testing.TestClient, runtime: Runtime) -> None:
+    """An ``If-Match`` header that is there but empty (a script whose GET failed sent ``$tag``
+    empty) is a condition no record meets: 412, never an unconditional write (RFC 9110 13.1.1)."""
+    slug, head = a_project(runtime).slug, runtime.holder.current.commit
+    for value in ("", ",", " , "):
+        for method, body in (("PATCH", PATCH_BODY), ("DELETE", None)):
+            resp = write(client, method, f"/api/projects/{slug}", body, {**AUTH, "If-Match": value})
+            assert resp.status_code == 412, (method, value, resp.text)
+            assert resp.json["error"]["details"]["current"]["slug"] == slug
+    assert runtime.holder.current.commit == head
+
+
 AUTH = bearer("w" * 32)
 
 

@@ -80,7 +80,8 @@ CONFLICT = {"409": _error("The slug is already taken (details.current: the recor
 EDIT_CONFLICT = {"409": _error("The new slug is taken, or a field this write changes was changed by someone else "
                                "since the write began (details.field, details.current); nothing was saved")}
 IF_MATCH = _param("If-Match", STRING, "The record's ETag (from its GET, or any response answered from a commit): "
-                  "the write applies only if the record's file is as it was at that commit, else 412", "header")
+                  "the write applies only if the record's file is as it was at that commit, else 412 (also when the "
+                  "header holds no tag)", "header")
 CREATE_IF_NONE_MATCH = _param("If-None-Match", {"const": "*"}, "*: refuse (412) to create over an existing "
                               "slug, where a plain create answers 409", "header")
 STALE = {"412": _error("If-Match: the record changed since the ETag's commit (or the commit is unknown here); "

@@ -43,11 +43,14 @@ def _json_object(req: falcon.Request) -> dict[str, Any]:
 
 def _if_match(req: falcon.Request) -> list[str] | None:
     """The commits of ``If-Match``'s tags (None: no header, or ``*``, which any existing
-    record matches). A tag this service did not give names no commit, so it never matches."""
+    record matches). A tag this service did not give names no commit, so it never matches;
+    a header holding no tag at all (empty: a script's GET failed) matches nothing either."""
     if req.get_header("If-None-Match") is not None:
         raise bad_request("If-None-Match", "only POST takes it (as *); PATCH and DELETE take If-Match")
-    tags = req.if_match
-    if not tags or "*" in tags:
+    if req.get_header("If-Match") is None:
+        return None
+    tags = req.if_match or ()
+    if "*" in tags:
         return None
     return [tag.commit for tag in map(parse_etag, map(str, tags)) if tag is not None]
 
