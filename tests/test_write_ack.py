@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from falcon import testing
 from prometheus_client import generate_latest
 
 from hotreload.api.app import create_app
+from hotreload.git import transport
 from hotreload.service.runtime import Runtime, boot
 from tests.conftest import SECRET, World, bearer, git, project_toml
 from tests.gitservers import USER, GitHttp, wait_for
@@ -289,3 +291,23 @@ def test_a_push_the_remote_is_slow_to_apply_is_not_called_refused_while_it_may_s
     finally:
         rt.close()
         http.close()
+
+
+def test_a_local_remote_failing_with_an_os_error_is_a_503_naming_it(world: World,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local-path remote whose disk is full: the write is a 503 naming the remote and the error,
+    with nothing committed, not a bare 500."""
+    rt, client = start(world.settings(write_ack="remote"))
+    try:
+        head = rt.holder.current.commit
+
+        def disk_full(*args: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(transport, "copy_missing_objects", disk_full)
+        resp = write(client, "PATCH", f"/api/projects/{a_project(rt).slug}", PATCH_BODY)
+        assert resp.status_code == 503 and resp.headers.get("Retry-After"), resp.text
+        assert str(world.origin) in resp.json["error"]["message"] and "No space left" in resp.json["error"]["message"]
+        assert world.clone_head() == world.origin_head() == head == rt.holder.current.commit
+    finally:
+        rt.close()

@@ -121,29 +121,32 @@ def push_ref(repo: Repo, trees: TreeBytes, remote: str | Remote, local_sha: str,
 
     local_path = local_remote_path(remote.url)
     if local_path is not None:
-        with _open_remote(local_path, remote) as target:
-            current = target.refs.as_dict(b"").get(remote_ref)
-            if current == new:
-                return
-            check(current)
-            copy_missing_objects(repo, target, trees, new)
-            give_up = time.monotonic() + REF_LOCK_TIMEOUT_S
-            while True:  # another pusher's ref lock: wait for it as git does
-                try:
-                    moved = (target.refs.add_if_new(remote_ref, new) if current is None
-                             else target.refs.set_if_equals(remote_ref, current, new))
-                    break
-                except FileLocked:
-                    if time.monotonic() >= give_up:
-                        lock_file = os.path.join(local_path, remote_ref.decode() + ".lock")
-                        raise TransportError(
-                            f"push to {remote} failed: {lock_file} exists: another push is under way, or one "
-                            "was killed and left it behind; if no push is running, delete that file "
-                            "(see docs/runbook.md, 'A lock file on the remote')") from None
-                    time.sleep(0.005)
-            if not moved:
-                raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} "
-                                   "moved during the push (fetch first)")
+        try:
+            with _open_remote(local_path, remote) as target:
+                current = target.refs.as_dict(b"").get(remote_ref)
+                if current == new:
+                    return
+                check(current)
+                copy_missing_objects(repo, target, trees, new)
+                give_up = time.monotonic() + REF_LOCK_TIMEOUT_S
+                while True:  # another pusher's ref lock: wait for it as git does
+                    try:
+                        moved = (target.refs.add_if_new(remote_ref, new) if current is None
+                                 else target.refs.set_if_equals(remote_ref, current, new))
+                        break
+                    except FileLocked:
+                        if time.monotonic() >= give_up:
+                            lock_file = os.path.join(local_path, remote_ref.decode() + ".lock")
+                            raise TransportError(
+                                f"push to {remote} failed: {lock_file} exists: another push is under way, or one "
+                                "was killed and left it behind; if no push is running, delete that file "
+                                "(see docs/runbook.md, 'A lock file on the remote')") from None
+                        time.sleep(0.005)
+                if not moved:
+                    raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} "
+                                       "moved during the push (fetch first)")
+        except OSError as exc:  # the remote's disk (full, read-only): a transport failure, named
+            raise TransportError(f"push to {remote} failed: {exc}") from None
         return
 
     seen_on_remote: list[bytes] = []
