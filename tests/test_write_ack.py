@@ -24,6 +24,7 @@ from prometheus_client import generate_latest
 
 from hotreload.api.app import create_app
 from hotreload.git import transport
+from hotreload.service import writer as writer_module
 from hotreload.service.runtime import Runtime, boot
 from tests.conftest import SECRET, World, bearer, git, project_toml
 from tests.gitservers import USER, GitHttp, wait_for
@@ -311,3 +312,35 @@ def test_a_local_remote_failing_with_an_os_error_is_a_503_naming_it(world: World
         assert world.clone_head() == world.origin_head() == head == rt.holder.current.commit
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("if_match", [False, True])
+def test_a_local_write_that_loses_the_race_to_another_write_of_its_field_applies_after_it(
+        client: testing.TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, if_match: bool) -> None:
+    """``local``: write B lands, whole, while write A prepares on the old snapshot. A prepares again
+    on B's and applies, as it would have had it come a moment later (decision 147): no timing-
+    dependent 409. With ``If-Match`` from before B, A is a 412: the client's own protection holds."""
+    slug = a_project(runtime).slug
+    tag = client.simulate_get(f"/api/projects/{slug}").headers["ETag"]
+    real_build, b_answers = writer_module.build, []
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        if not b_answers:  # A's first prepare: B goes first
+            b_answers.append(None)
+            b = threading.Thread(target=lambda: b_answers.append(
+                write(client, "PATCH", f"/api/projects/{slug}", {"title": "From B"})))
+            b.start()
+            b.join()
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "build", build)
+    a = write(client, "PATCH", f"/api/projects/{slug}", {"title": "From A"},
+              {**AUTH, "If-Match": tag} if if_match else None)
+    assert b_answers[1].status_code == 200, b_answers[1].text
+    served = client.simulate_get(f"/api/projects/{slug}").json["data"]["title"]
+    if if_match:
+        assert a.status_code == 412 and a.json["error"]["details"]["current"]["title"] == "From B", a.text
+        assert served == "From B"
+    else:
+        assert a.status_code == 200 and a.json["meta"]["pushed"] is False, a.text
+        assert served == "From A"

@@ -77,8 +77,9 @@ WRITE_ERRORS = {
                   "nothing was saved; unknown, it may have been or may still be: read before retrying)", RETRY_AFTER),
 }
 CONFLICT = {"409": _error("The slug is already taken (details.current: the record that holds it)")}
-EDIT_CONFLICT = {"409": _error("The new slug is taken, or a field this write changes was changed by someone else "
-                               "since the write began (details.field, details.current); nothing was saved")}
+EDIT_CONFLICT = {"409": _error("The new slug is taken, or (CFP_WRITE_ACK=remote) a field this write changes was "
+                               "changed by someone else since the write began (details.field, details.current); "
+                               "nothing was saved")}
 IF_MATCH = _param("If-Match", STRING, "The record's ETag (from its GET, or any response answered from a commit): "
                   "the write applies only if the record's file is as it was at that commit, else 412 (also when the "
                   "header holds no tag)", "header")

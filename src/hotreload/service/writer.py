@@ -6,8 +6,9 @@ it observed (validate, write blob/tree/commit objects, derive the new snapshot),
 then under the lock checks that the observed snapshot is still the served one,
 moves the branch (CAS) and swaps (:mod:`~hotreload.service.swap`). If a reload or
 another write got there first it starts again from the new snapshot, so whichever
-takes the lock second sees the other's commit: nothing is lost. Prepared again, a
-write never overwrites a field someone else changed since its first base: 409.
+takes the lock second sees the other's commit: nothing is lost, and the write applies
+as it would have a moment later. In ``remote`` mode, re-applied after a rejected push,
+a write never overwrites a field someone else changed since its first base: 409.
 
 What a 2xx waits for is ``CFP_WRITE_ACK`` (specs/writes.md): ``local``, the commit is
 on the branch here and the push daemon delivers it; ``remote``, the remote's branch
@@ -223,8 +224,9 @@ class Writer:
                                  "nothing was saved", name, current=now[0])
             return now
 
-        def prepare(base: Snapshot, warm: bool) -> tuple[Snapshot, _Written]:
-            return self._prepare(base, warm, spec, method, request_path, action, change_once)
+        def prepare(base: Snapshot, warm: bool) -> tuple[Snapshot, _Written]:  # local: a lost race re-applies (147)
+            return self._prepare(base, warm, spec, method, request_path, action,
+                                 change_once if self.ack == "remote" else change)
 
         if self.ack == "remote":
             written, lock_held_ms = self._commit_acknowledged(prepare, action)
