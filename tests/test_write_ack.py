@@ -227,6 +227,9 @@ def test_a_diverted_write_is_loud_until_an_operator_clears_it(world: World, capl
         assert client.simulate_delete(url, headers=bearer("x" * 40)).status_code == 401
         assert client.simulate_delete("/api/_internal/diversions?branch=conflicts/nope",
                                       headers=bearer(SECRET)).status_code == 404
+        for missing in ("", "?branch="):  # no branch named: the operator's mistake, said as such
+            said = client.simulate_delete(f"/api/_internal/diversions{missing}", headers=bearer(SECRET))
+            assert said.status_code == 400 and said.json["error"]["details"]["field"] == "branch", said.text
         cleared = client.simulate_delete(url, headers=bearer(SECRET))
         assert cleared.status_code == 200 and cleared.json["data"] == {"cleared": branch, "diverted": []}
         health = client.simulate_get("/api/health").json["data"]

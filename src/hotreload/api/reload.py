@@ -208,6 +208,9 @@ class DiversionsResource:
     @falcon.before(auth.authenticate, lambda settings: settings.reload_secrets, "hot-reload not configured")
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         branch, repo = req.get_param("branch") or "", self.runtime.repo
+        if not branch:
+            raise bad_request("branch", "name the conflict branch to clear (health's diverted list: "
+                              f"{', '.join(reconcile.diverted_branches(repo)) or 'none'})")
         if not reconcile.clear_diverted(repo, branch):
             raise ApiError(404, "not_found", f"branch: {branch!r} is not a diversion health names here "
                            f"(it names: {', '.join(reconcile.diverted_branches(repo)) or 'none'})")
