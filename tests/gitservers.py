@@ -80,7 +80,8 @@ class GitHttp:
         if self.apply_pushes_late and environ["PATH_INFO"].endswith("/git-receive-pack"):
             with self.adverts:
                 seen = self.adverts_served
-                self.apply_pushes_late()
+            self.apply_pushes_late()
+            with self.adverts:
                 self.adverts.wait_for(lambda: self.adverts_served > seen, timeout=30)
         env = {key: value for key, value in environ.items() if key.startswith("HTTP_")}
         env.update(GIT_PROJECT_ROOT=str(self.root), GIT_HTTP_EXPORT_ALL="1", REMOTE_USER=USER,

@@ -347,3 +347,34 @@ def test_a_local_write_that_loses_the_race_to_another_write_of_its_field_applies
     else:
         assert a.status_code == 200 and a.json["meta"]["pushed"] is False, a.text
         assert served == "From A"
+
+
+def test_writes_waiting_on_a_stalled_remote_take_at_most_a_quarter_of_the_workers(world: World,
+                                                                                   tmp_path: Path) -> None:
+    """``remote``: while one write waits on a remote that does not answer, a second (beyond a
+    quarter of 4 worker threads) is a 503 with ``Retry-After`` at once, not a second worker held
+    for the remote's timeout: readers keep the other workers."""
+    password = tmp_path / "password"
+    password.write_text("pw")
+    http = GitHttp(world.root, password)
+    rt = boot(world.settings(write_ack="remote", remote=http.url("origin.git"), username=USER,
+                             password_file=str(password), network_timeout_s=1.0))
+    client = testing.TestClient(create_app(rt, threads=4))
+    stalled, release = threading.Event(), threading.Event()
+    http.apply_pushes_late = lambda: (stalled.set(), release.wait(30))
+    try:
+        slug = a_project(rt).slug
+        first = threading.Thread(target=write, args=(client, "PATCH", f"/api/projects/{slug}", {"title": "First"}))
+        first.start()
+        assert stalled.wait(10)
+        second = write(client, "PATCH", f"/api/projects/{slug}", {"summary": "Second"})
+        assert first.is_alive(), "the second write waited for the first"
+        assert second.status_code == 503 and second.headers["Retry-After"] == "1", second.text
+        assert "--threads" in second.json["error"]["message"]
+        assert "Second" not in history(world.origin)
+        release.set()
+        first.join()
+    finally:
+        release.set()
+        rt.close()
+        http.close()

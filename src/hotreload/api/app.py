@@ -39,7 +39,7 @@ from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
 from hotreload.api.reload import DiversionsResource, ReloadResource
 from hotreload.api.sheets import SheetRecordResource, SheetResource, SheetsResource
 from hotreload.api.write import MAX_BODY as WRITE_MAX_BODY
-from hotreload.api.write import CollectionWriteResource, ItemWriteResource
+from hotreload.api.write import CollectionWriteResource, ItemWriteResource, remote_gate
 from hotreload.metrics import Metrics
 from hotreload.service.runtime import Runtime
 
@@ -130,10 +130,11 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     route("/api/openapi.json", OpenApiResource(), data=False)
     route("/api/_internal/reload-data", ReloadResource(runtime), data=False)
     route("/api/_internal/diversions", DiversionsResource(runtime), data=False)
-    route("/api/projects", _Router(ProjectsResource(holder), CollectionWriteResource(runtime, "projects")))
-    route("/api/projects/{slug}", _Router(ProjectResource(holder), ItemWriteResource(runtime, "projects")))
-    route("/api/people", _Router(PeopleResource(holder), CollectionWriteResource(runtime, "people")))
-    route("/api/people/{slug}", _Router(PersonResource(holder), ItemWriteResource(runtime, "people")))
+    gate = remote_gate(runtime, threads)
+    route("/api/projects", _Router(ProjectsResource(holder), CollectionWriteResource(runtime, "projects", gate)))
+    route("/api/projects/{slug}", _Router(ProjectResource(holder), ItemWriteResource(runtime, "projects", gate)))
+    route("/api/people", _Router(PeopleResource(holder), CollectionWriteResource(runtime, "people", gate)))
+    route("/api/people/{slug}", _Router(PersonResource(holder), ItemWriteResource(runtime, "people", gate)))
     route("/api/projects/{slug}/updates", ProjectUpdatesResource(holder))
     route("/api/projects/{slug}/updates/{number}", ProjectUpdateResource(holder))
     route("/api/projects/{slug}/buzz", ProjectBuzzResource(holder))

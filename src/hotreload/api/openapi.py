@@ -74,7 +74,8 @@ WRITE_ERRORS = {
     "429": _error("Too many failed authentications from this address", RETRY_AFTER),
     "503": _error("Writes not configured, or refused while the branch head does not build; with "
                   "CFP_WRITE_ACK=remote, the remote did not take the write in time (details.outcome: refused, "
-                  "nothing was saved; unknown, it may have been or may still be: read before retrying)", RETRY_AFTER),
+                  "nothing was saved; unknown, it may have been or may still be: read before retrying), or a "
+                  "quarter of the worker threads already wait for the remote (refused)", RETRY_AFTER),
 }
 CONFLICT = {"409": _error("The slug is already taken (details.current: the record that holds it)")}
 EDIT_CONFLICT = {"409": _error("The new slug is taken, or (CFP_WRITE_ACK=remote) a field this write changes was "

@@ -5,6 +5,7 @@ record's ETag) and ``If-None-Match: *`` (POST)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import falcon
 from hotreload.api import auth
 from hotreload.api.conditional import parse_etag
 from hotreload.api.errors import ApiError, bad_request, parse_json
+from hotreload.api.freshness import WAITING_SHARE
 from hotreload.api.read import person_json, project_json
 from hotreload.data.records import Person, Project, Record
 from hotreload.service.runtime import Runtime
@@ -72,7 +74,19 @@ def _record_json(runtime: Runtime, record: Record) -> dict[str, Any]:
         person_json(snap, record) if isinstance(record, Person) else {})
 
 
-def _run(runtime: Runtime, action: Callable[[], WriteResult]) -> WriteResult:
+def remote_gate(runtime: Runtime, threads: int) -> threading.BoundedSemaphore | None:
+    """``CFP_WRITE_ACK=remote``: the writes that may wait on the remote at once, at most a quarter of
+    the worker threads (as for ``X-Data-Min-Commit``), so a stalled remote never takes every worker
+    from the readers (decision 148). None: ``local`` writes never wait on the network."""
+    return threading.BoundedSemaphore(max(1, threads // WAITING_SHARE)) if runtime.settings.write_ack == "remote" \
+        else None
+
+
+def _run(runtime: Runtime, action: Callable[[], WriteResult], gate: threading.BoundedSemaphore | None) -> WriteResult:
+    if gate is not None and not gate.acquire(blocking=False):
+        raise ApiError(503, "service_unavailable", "a quarter of the worker threads (--threads) already wait "
+                       "for the remote (CFP_WRITE_ACK=remote); nothing was saved; retry", {"outcome": "refused"},
+                       {"Retry-After": "1"})
     try:
         return action()
     except WriteError as exc:
@@ -83,6 +97,9 @@ def _run(runtime: Runtime, action: Callable[[], WriteResult]) -> WriteResult:
             details["outcome"] = exc.outcome
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         raise ApiError(*ERRORS[exc.kind], str(exc), details or None, headers) from None
+    finally:
+        if gate is not None:
+            gate.release()
 
 
 def _respond(runtime: Runtime, resp: falcon.Response, result: WriteResult, status: int) -> None:
@@ -93,32 +110,33 @@ def _respond(runtime: Runtime, resp: falcon.Response, result: WriteResult, statu
 
 
 class CollectionWriteResource:
-    def __init__(self, runtime: Runtime, sheet: str) -> None:
-        self.runtime = runtime
-        self.sheet = sheet
+    def __init__(self, runtime: Runtime, sheet: str, gate: threading.BoundedSemaphore | None = None) -> None:
+        self.runtime, self.sheet, self.gate = runtime, sheet, gate
 
     @authorized
     @limited
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body, if_none_match = _json_object(req), _if_none_match(req)
-        result = _run(self.runtime, lambda: self.runtime.writer.create(self.sheet, body, req.path, if_none_match))
+        result = _run(self.runtime, lambda: self.runtime.writer.create(self.sheet, body, req.path, if_none_match),
+                      self.gate)
         _respond(self.runtime, resp, result, 201)
 
 
 class ItemWriteResource:
-    def __init__(self, runtime: Runtime, sheet: str) -> None:
-        self.runtime = runtime
-        self.sheet = sheet
+    def __init__(self, runtime: Runtime, sheet: str, gate: threading.BoundedSemaphore | None = None) -> None:
+        self.runtime, self.sheet, self.gate = runtime, sheet, gate
 
     @authorized
     @limited
     def on_patch(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         body, if_match = _json_object(req), _if_match(req)
-        result = _run(self.runtime, lambda: self.runtime.writer.update(self.sheet, slug, body, req.path, if_match))
+        result = _run(self.runtime, lambda: self.runtime.writer.update(self.sheet, slug, body, req.path, if_match),
+                      self.gate)
         _respond(self.runtime, resp, result, 200)
 
     @authorized
     def on_delete(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         if_match = _if_match(req)
-        result = _run(self.runtime, lambda: self.runtime.writer.delete(self.sheet, slug, req.path, if_match))
+        result = _run(self.runtime, lambda: self.runtime.writer.delete(self.sheet, slug, req.path, if_match),
+                      self.gate)
         _respond(self.runtime, resp, result, 200)
