@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from falcon import testing
 from prometheus_client import generate_latest
 
 from hotreload.api.app import create_app
+from hotreload.data.records import TagAssignment, to_toml
 from hotreload.git import transport
 from hotreload.service import writer as writer_module
 from hotreload.service.runtime import Runtime, boot
@@ -378,3 +380,36 @@ def test_writes_waiting_on_a_stalled_remote_take_at_most_a_quarter_of_the_worker
         release.set()
         rt.close()
         http.close()
+
+
+@pytest.mark.parametrize("answer", [200, 412])
+def test_a_writes_answer_renders_the_snapshot_its_commit_names(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                                answer: int) -> None:
+    """A reload that swaps between a write's swap and its answer (here: one tagging the record)
+    does not leak into the answer: the body is the record at ``X-Data-Commit``, tags included; a
+    412's ``details.current`` is the record as the precondition saw it."""
+    runtime, client = start(world.settings(write_ack="remote"))  # the write is on the origin when answered
+    try:
+        project, snap = a_project(runtime), runtime.holder.current
+        tag = next(t for t in snap.table("tags").by_id.values() if t not in snap.tags_of("project", project.id))
+        real_update = runtime.writer.update
+
+        def update_then_a_reload(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return real_update(*args, **kwargs)
+            finally:
+                assignment = TagAssignment(id=str(uuid.uuid4()), tag_id=tag.id, taggable_type="project",  # type: ignore[arg-type]
+                                           taggable_id=project.id, created_at="2026-01-01T00:00:00Z")
+                world.commit_upstream({f"tag-assignments/{tag.id}/project/{project.id}.toml":
+                                       to_toml(assignment).decode()})
+                runtime.reloader.reload()
+
+        monkeypatch.setattr(runtime.writer, "update", update_then_a_reload)
+        resp = write(client, "PATCH", f"/api/projects/{project.slug}", PATCH_BODY,
+                     {**AUTH, "If-Match": '"not-ours"'} if answer == 412 else None)
+        assert resp.status_code == answer, resp.text
+        assert tag.handle in client.simulate_get(f"/api/projects/{project.slug}").json["data"]["tags"]  # served now
+        said = resp.json["data"] if answer == 200 else resp.json["error"]["details"]["current"]
+        assert said["title"] == ("Edited" if answer == 200 else project.title) and tag.handle not in said["tags"]
+    finally:
+        runtime.close()

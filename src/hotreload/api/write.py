@@ -17,6 +17,7 @@ from hotreload.api.errors import ApiError, bad_request, parse_json
 from hotreload.api.freshness import WAITING_SHARE
 from hotreload.api.read import person_json, project_json
 from hotreload.data.records import Person, Project, Record
+from hotreload.data.snapshot import Snapshot
 from hotreload.service.runtime import Runtime
 from hotreload.service.writer import WriteError, WriteResult
 
@@ -68,8 +69,9 @@ def _if_none_match(req: falcon.Request) -> bool:
     return True
 
 
-def _record_json(runtime: Runtime, record: Record) -> dict[str, Any]:
-    snap = runtime.holder.current
+def _record_json(runtime: Runtime, record: Record, snap: Snapshot | None = None) -> dict[str, Any]:
+    """``record`` as its GET gives it, with what ``snap`` (else the served snapshot) links to it."""
+    snap = snap or runtime.holder.current
     return project_json(snap, record) if isinstance(record, Project) else (
         person_json(snap, record) if isinstance(record, Person) else {})
 
@@ -92,7 +94,7 @@ def _run(runtime: Runtime, action: Callable[[], WriteResult], gate: threading.Bo
     except WriteError as exc:
         details: dict[str, Any] = {"field": exc.field} if exc.field else {}
         if exc.current is not None:  # a 409 or 412: what the record holds now
-            details["current"] = _record_json(runtime, exc.current)
+            details["current"] = _record_json(runtime, exc.current, exc.seen_in)
         if exc.kind == "unavailable":
             details["outcome"] = exc.outcome
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
@@ -105,7 +107,7 @@ def _run(runtime: Runtime, action: Callable[[], WriteResult], gate: threading.Bo
 def _respond(runtime: Runtime, resp: falcon.Response, result: WriteResult, status: int) -> None:
     resp.status = status
     resp.set_header("X-Data-Commit", result.commit)
-    resp.media = {"success": True, "data": _record_json(runtime, result.record),
+    resp.media = {"success": True, "data": _record_json(runtime, result.record, result.snapshot),
                   "meta": {"commit": result.commit, "pushed": result.pushed}}
 
 

@@ -49,7 +49,7 @@ from hotreload.git.errors import PushOutcomeUnknown, PushRejected
 from hotreload.git.push import PushDaemon
 from hotreload.git.repo import API_IDENTITY, BranchMoved, GitError, GitRepo, Remote, Signature, branch_ref, tracking_ref
 from hotreload.service.lock import DataLock
-from hotreload.service.swap import ATTEMPTS, build, commit_prepared, swap
+from hotreload.service.swap import ATTEMPTS, Swapped, build, commit_prepared, swap
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,13 @@ class WriteError(Exception):
     ``outcome="unknown"``: the remote went away after it was sent the commit)."""
 
     def __init__(self, kind: str, message: str, field: str | None = None, current: Record | None = None,
-                 retry_after: int | None = None, outcome: str = "refused") -> None:
+                 retry_after: int | None = None, outcome: str = "refused", seen_in: Snapshot | None = None) -> None:
         super().__init__(message)
         self.kind = kind  # bad_request | not_found | conflict | precondition | invalid | unavailable
         self.field = field
         self.current = current
-        """The record as it is now, for a 409 or 412 (None: there is none)."""
+        """The record as it is now, for a 409 or 412 (None: there is none), in the snapshot ``seen_in``."""
+        self.seen_in = seen_in
         self.retry_after = retry_after
         self.outcome = outcome
 
@@ -112,6 +113,8 @@ class WriteResult:
     lock_held_ms: float
     pushed: bool = False
     """The remote's branch holds ``commit`` (``CFP_WRITE_ACK=remote``)."""
+    snapshot: Snapshot | None = None
+    """The snapshot of ``commit``, to answer from (a reload may have swapped since)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ class Writer:
         def change(base: Snapshot) -> Change:
             if (taken := _find(base, spec, body["slug"])) is not None:
                 raise WriteError("precondition" if if_none_match else "conflict",
-                                 f"slug: {body['slug']!r} is already taken", "slug", current=taken)
+                                 f"slug: {body['slug']!r} is already taken", "slug", current=taken,
+                                 seen_in=base)
             ts = self.now()
             fields = {**body, "id": str(uuid.uuid4()), "createdAt": ts, "updatedAt": ts}
             return None, _validate(spec, fields), {}
@@ -203,7 +207,8 @@ class Writer:
             except GitError:  # not a commit
                 continue
         raise WriteError("precondition", f"If-Match: the {spec.subject_type} changed since the ETag's commit "
-                         "(or the service does not know that commit); read it again", current=record)
+                         "(or the service does not know that commit); read it again", current=record,
+                         seen_in=base)
 
     # -- the commit -------------------------------------------------------------------
 
@@ -221,7 +226,7 @@ class Writer:
                 first.append(now)
             elif (name := _overwritten(first[0], now)) is not None:
                 raise WriteError("conflict", f"{name}: changed by someone else since this write began; "
-                                 "nothing was saved", name, current=now[0])
+                                 "nothing was saved", name, current=now[0], seen_in=base)
             return now
 
         def prepare(base: Snapshot, warm: bool) -> tuple[Snapshot, _Written]:  # local: a lost race re-applies (147)
@@ -229,23 +234,24 @@ class Writer:
                                  change_once if self.ack == "remote" else change)
 
         if self.ack == "remote":
-            written, lock_held_ms = self._commit_acknowledged(prepare, action)
+            swapped = self._commit_acknowledged(prepare, action)
         else:
             try:
                 swapped = swap(self.lock, self.holder, "write", prepare, lambda w: self._move(w, action))
             except BranchMoved:  # under the lock, after the optimistic attempts: not one of ours
                 raise WriteError("conflict", "the data branch moved outside this service; "
                                  "try the request again") from None
-            written, lock_held_ms = swapped.prepared, swapped.lock_held_ms
+        written = swapped.prepared
         log.info("committed %s %s", method, request_path,
                  extra={"commit": written.commit, "action": f"{spec.subject_type}.{action}",
-                        "lockHeldMs": round(lock_held_ms, 3), "pushed": self.ack == "remote"})
+                        "lockHeldMs": round(swapped.lock_held_ms, 3), "pushed": self.ack == "remote"})
         if self.push_daemon is not None:
             self.push_daemon.notify()
-        return WriteResult(written.record, written.commit, lock_held_ms, self.ack == "remote")
+        return WriteResult(written.record, written.commit, swapped.lock_held_ms, self.ack == "remote",
+                           swapped.snapshot)
 
     def _commit_acknowledged(self, prepare: Callable[[Snapshot, bool], tuple[Snapshot, _Written]],
-                             action: str) -> tuple[_Written, float]:
+                             action: str) -> Swapped[_Written, None]:
         """``CFP_WRITE_ACK=remote``. Under the push daemon's remote lock (no reconcile and no
         daemon push interleaves): prepare on the served snapshot, push the commit expecting
         the remote where this clone last saw it, and only once the remote holds it move the
@@ -273,7 +279,7 @@ class Writer:
                 if behind:  # others built on it before we saw it land: catch up now
                     with suppress(Exception):
                         self.reconcile()
-                return written, swapped.lock_held_ms
+                return swapped
             log.info("a write's push was rejected (attempt %d): reconciling, then applying it again", attempt,
                      extra={"commit": written.commit, "attempt": attempt})
             if time.monotonic() >= deadline:
