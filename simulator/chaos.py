@@ -62,12 +62,14 @@ class Counts:
     lost: int = 0
     kills: int = 0
     stalls: int = 0
+    slow_applies: int = 0
 
     def line(self) -> str:
         refused = ", ".join(f"{n} x {s}" for s, n in sorted(self.refused.items())) or "none"
         return (f"chaos seed={self.seed}: tried {self.tried}, acknowledged {self.acknowledged}, refused "
                 f"{sum(self.refused.values())} ({refused}), unknown {self.unknown}, unanswered {self.unanswered}, "
-                f"diverted {self.diverted}, lost {self.lost}; {self.kills} kills, {self.stalls} stalls")
+                f"diverted {self.diverted}, lost {self.lost}; {self.kills} kills, {self.stalls} stalls, "
+                f"{self.slow_applies} slow applies")
 
 
 class Chaos:
@@ -80,10 +82,14 @@ class Chaos:
         self.n_records = int(step.get("records", 3))
         self.kill_every = float(step.get("kill_every", 4))
         self.stall_seconds = float(step.get("stall_seconds", 2))
+        self.slow_apply_seconds = float(step.get("slow_apply_seconds", 0))
+        """For ``stall_seconds`` once, the remote applies each push this late (0: never)."""
         self.counts = Counts(self.seed)
         self.attempts: list[Attempt] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.applying_late = threading.Event()
+        """The remote applies pushes late: the author pauses, so a late push can still land."""
         self.down: set[int] = set()
         self.remote_mode = self.w.write_ack == "remote"
 
@@ -162,13 +168,17 @@ class Chaos:
         """An outside author editing the shared records on the remote."""
         n = 0
         while not self.stop.wait(rng.uniform(0.3, 0.9)):
+            if self.applying_late.is_set():
+                continue
             n += 1
             self.w.upstream([{"op": "modify", "sheet": "projects", "slug": rng.choice(self.slugs),
                               "fields": {"summary": f"upstream-{self.seed}-{n}"}}], f"Chaos upstream edit {n}")
 
     def _faults(self, rng: random.Random) -> None:
-        """SIGKILL a replica now and then (restarted a moment later); stall the remote once."""
+        """SIGKILL a replica now and then (restarted a moment later); stall the remote once, and
+        once make it slow to apply pushes (after their pushers may have given up)."""
         stall_at: float | None = rng.uniform(0.3, 0.6) * self.seconds
+        slow_at = random.Random(self.seed + 3).uniform(0.65, 0.9) * self.seconds if self.slow_apply_seconds else None
         next_kill = rng.uniform(0.5, 1.5) * self.kill_every if self.kill_every else None
         started = time.monotonic()
         while not self.stop.wait(0.05):
@@ -179,6 +189,14 @@ class Chaos:
                 self.stop.wait(self.stall_seconds)
                 self.w.remote_up()
                 stall_at = None
+            if slow_at is not None and now >= slow_at:
+                self.w.remote_slow_to_apply(self.slow_apply_seconds)
+                self.applying_late.set()
+                self.counts.slow_applies += 1
+                self.stop.wait(self.stall_seconds)
+                self.w.remote_slow_to_apply(0)
+                self.applying_late.clear()
+                slow_at = None
             if next_kill is not None and now >= next_kill:
                 i = rng.randrange(len(self.w.replicas))
                 self.down.add(i)

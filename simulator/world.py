@@ -11,6 +11,7 @@ reads the clone's refs directly (read-only) to check the invariants.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -187,6 +188,19 @@ class World:
         if self.stalled is None:
             self.daemon.stop()
             self.stalled = socket.create_server(("127.0.0.1", self.daemon.port), backlog=64)
+
+    def remote_slow_to_apply(self, seconds: float) -> None:
+        """The remote waits ``seconds`` before it applies each push (a pre-receive hook: the ref
+        moves after the pusher may have given up); 0: it applies at once again."""
+        hook = os.path.join(self.origin, "hooks", "pre-receive")
+        if not seconds:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(hook)
+            return
+        os.makedirs(os.path.dirname(hook), exist_ok=True)
+        with open(hook, "w") as fh:
+            fh.write(f"#!/bin/sh\nsleep {seconds:g}\n")
+        os.chmod(hook, 0o755)
 
     def _origin_path(self) -> str:
         # an outside author commits on the remote's own host, reachable or not
