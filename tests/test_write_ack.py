@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -38,6 +39,21 @@ PATCH_BODY = {"title": "Edited"}
 def start(settings: Any) -> tuple[Runtime, testing.TestClient]:
     rt = boot(settings)
     return rt, testing.TestClient(create_app(rt))
+
+
+@contextlib.contextmanager
+def over_http(world: World, tmp_path: Path, threads: int = 8) -> Iterator[tuple[GitHttp, Runtime, testing.TestClient]]:
+    """A ``remote``-mode service whose remote is smart HTTP with credentials, timing out after 1 s."""
+    password = tmp_path / "password"
+    password.write_text("pw")
+    http = GitHttp(world.root, password)
+    rt = boot(world.settings(write_ack="remote", remote=http.url("origin.git"), username=USER,
+                             password_file=str(password), network_timeout_s=1.0))
+    try:
+        yield http, rt, testing.TestClient(create_app(rt, threads=threads))
+    finally:
+        rt.close()
+        http.close()
 
 
 @pytest.fixture
@@ -245,12 +261,7 @@ def test_a_diverted_write_is_loud_until_an_operator_clears_it(world: World, capl
 def test_a_push_whose_answer_is_lost_is_checked_before_answering(world: World, tmp_path: Path, then: str) -> None:
     """The remote applies the push and its answer never arrives: the write asks the remote
     whether it holds the commit (200), or, when it cannot ask, says the outcome is unknown."""
-    password = tmp_path / "password"
-    password.write_text("pw")
-    http = GitHttp(world.root, password)
-    rt, client = start(world.settings(write_ack="remote", remote=http.url("origin.git"), username=USER,
-                                      password_file=str(password), network_timeout_s=1.0))
-    try:
+    with over_http(world, tmp_path) as (http, rt, client):
         http.lose_push_answers, http.down_after_push = 2.5, then == "unknown"
         resp = write(client, "POST", "/api/projects", {"slug": "zz-lost-answer", "title": "Lost Answer"})
         http.lose_push_answers, http.down = 0.0, False
@@ -261,9 +272,6 @@ def test_a_push_whose_answer_is_lost_is_checked_before_answering(world: World, t
         else:
             assert resp.status_code == 503 and resp.json["error"]["details"]["outcome"] == "unknown", resp.text
             assert "may have been saved" in resp.json["error"]["message"]
-    finally:
-        rt.close()
-        http.close()
 
 
 @pytest.mark.parametrize("meanwhile", ["nothing", "the-branch-moved"])
@@ -273,12 +281,7 @@ def test_a_push_the_remote_is_slow_to_apply_is_not_called_refused_while_it_may_s
     branch where the push expected it: the compare-and-swap may still apply, so the outcome is
     ``unknown`` (and it does land, and is served). Only a branch moved elsewhere, which the
     remote's old-value check can never accept, is ``refused``."""
-    password = tmp_path / "password"
-    password.write_text("pw")
-    http = GitHttp(world.root, password)
-    rt, client = start(world.settings(write_ack="remote", remote=http.url("origin.git"), username=USER,
-                                      password_file=str(password), network_timeout_s=1.0))
-    try:
+    with over_http(world, tmp_path) as (http, rt, client):
         other = a_project(rt)
         http.apply_pushes_late = (lambda: None) if meanwhile == "nothing" else (lambda: world.commit_upstream(
             {f"projects/{other.slug}.toml": project_toml(other.slug, "Theirs", id=other.id)}))
@@ -294,9 +297,6 @@ def test_a_push_the_remote_is_slow_to_apply_is_not_called_refused_while_it_may_s
         else:
             assert resp.json["error"]["details"]["outcome"] == "refused", resp.text
             assert "Theirs" in history(world.origin) and "Late Apply" not in history(world.origin)
-    finally:
-        rt.close()
-        http.close()
 
 
 def test_a_local_remote_failing_with_an_os_error_is_a_503_naming_it(world: World,
@@ -356,30 +356,23 @@ def test_writes_waiting_on_a_stalled_remote_take_at_most_a_quarter_of_the_worker
     """``remote``: while one write waits on a remote that does not answer, a second (beyond a
     quarter of 4 worker threads) is a 503 with ``Retry-After`` at once, not a second worker held
     for the remote's timeout: readers keep the other workers."""
-    password = tmp_path / "password"
-    password.write_text("pw")
-    http = GitHttp(world.root, password)
-    rt = boot(world.settings(write_ack="remote", remote=http.url("origin.git"), username=USER,
-                             password_file=str(password), network_timeout_s=1.0))
-    client = testing.TestClient(create_app(rt, threads=4))
-    stalled, release = threading.Event(), threading.Event()
-    http.apply_pushes_late = lambda: (stalled.set(), release.wait(30))
-    try:
-        slug = a_project(rt).slug
-        first = threading.Thread(target=write, args=(client, "PATCH", f"/api/projects/{slug}", {"title": "First"}))
-        first.start()
-        assert stalled.wait(10)
-        second = write(client, "PATCH", f"/api/projects/{slug}", {"summary": "Second"})
-        assert first.is_alive(), "the second write waited for the first"
-        assert second.status_code == 503 and second.headers["Retry-After"] == "1", second.text
-        assert "--threads" in second.json["error"]["message"]
-        assert "Second" not in history(world.origin)
-        release.set()
-        first.join()
-    finally:
-        release.set()
-        rt.close()
-        http.close()
+    with over_http(world, tmp_path, threads=4) as (http, rt, client):
+        stalled, release = threading.Event(), threading.Event()
+        http.apply_pushes_late = lambda: (stalled.set(), release.wait(30))
+        try:
+            slug = a_project(rt).slug
+            first = threading.Thread(target=write, args=(client, "PATCH", f"/api/projects/{slug}", {"title": "First"}))
+            first.start()
+            assert stalled.wait(10)
+            second = write(client, "PATCH", f"/api/projects/{slug}", {"summary": "Second"})
+            assert first.is_alive(), "the second write waited for the first"
+            assert second.status_code == 503 and second.headers["Retry-After"] == "1", second.text
+            assert "--threads" in second.json["error"]["message"]
+            assert "Second" not in history(world.origin)
+            release.set()
+            first.join()
+        finally:
+            release.set()
 
 
 @pytest.mark.parametrize("answer", [200, 412])
