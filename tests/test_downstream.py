@@ -52,12 +52,15 @@ def whole_feed(client: testing.TestClient, since: str, per_page: int, **params: 
     """Every page of the feed from ``since``, following each page's ``next`` link."""
     resp = client.simulate_get("/api/changes", params={"since": since, "perPage": str(per_page), **params})
     entries: list[dict[str, Any]] = []
+    links: set[str] = set()
     while True:
         assert resp.status_code == 200, resp.text
         entries += resp.json["data"]
         link = resp.json["meta"]["next"]
         if link is None:
             return entries
+        assert link not in links, f"the feed sends {link} again: its pages would never end"
+        links.add(link)
         path, _, query = link.partition("?")
         resp = client.simulate_get(path, query_string=query)
 
@@ -129,6 +132,22 @@ def test_a_one_record_reload_lists_that_record_with_its_json_as_the_read_api_ren
     assert client.simulate_get("/api/changes", params={"since": before[:10]}).json["meta"]["from"] == before
     monkeypatch.undo()
     assert client.simulate_get("/api/changes", params={"since": after}).json["data"] == []
+
+
+def test_paging_goes_past_file_names_that_are_not_utf8(world: World, client: testing.TestClient) -> None:
+    """The cursor is the path's bytes: a name that is not UTF-8 is neither repeated nor skipped."""
+    since = world.clone_head()
+    git("pull", "-q", "--rebase", "origin", "published", cwd=world.work)
+    (world.work / "notes").mkdir(exist_ok=True)
+    for name in (b"\xff.txt", b"\xff\xfe.txt", b"plain.txt"):
+        with open(bytes(world.work / "notes") + b"/" + name, "wb") as fh:
+            fh.write(b"x\n")
+    git("add", "-A", cwd=world.work)
+    git("commit", "-q", "-m", "names that are not UTF-8", cwd=world.work)
+    git("push", "-q", "origin", "HEAD:published", cwd=world.work)
+    reload(client)
+    paths = [e["path"] for e in whole_feed(client, since, 1)]
+    assert paths == ["notes/plain.txt", "notes/\\xff.txt", "notes/\\xff\\xfe.txt"], paths
 
 
 def test_a_page_keeps_its_range_while_a_reload_moves_the_served_commit(world: World,
@@ -213,6 +232,36 @@ def test_events_come_in_swap_order_and_resume_after_a_last_event_id(world: World
     assert everything.count(b"\nevent: ") == 4
     _, unknown = hub.subscribe("ab" * 20, served[-1])
     assert b"event: catch-up\n" in unknown and f"/api/changes?since={'ab' * 20}".encode() in unknown
+
+
+def test_a_stream_opened_just_after_a_swap_starts_with_that_swaps_event(world: World, client: testing.TestClient,
+                                                                        runtime: Runtime) -> None:
+    """/api/events reads the served commit, then subscribes: a swap handled by the hub in between
+    was offered to no one, so the new stream starts with it (with or without Last-Event-ID)."""
+    hub = runtime.events
+    read_by_the_request = runtime.holder.current.commit
+    watcher, _ = hub.subscribe(None, read_by_the_request)
+    offered = woken(watcher)
+    world.commit_upstream({"projects/ev-race.toml": project_toml("ev-race", "Race")})
+    swapped = reload(client)["newCommit"]
+    assert offered.wait(10)  # the hub has handled the swap
+    for last_id in (None, read_by_the_request):
+        _, start = hub.subscribe(last_id, read_by_the_request)
+        assert f"id: {swapped}\n".encode() in start, (last_id, start)
+
+
+@pytest.mark.slow
+def test_a_server_stopped_with_a_stream_open_exits_cleanly(world: World) -> None:
+    """The listening loop and its wake-up pipe close first; closing the streams after must not
+    write to that pipe (its fd may be reused), nor fail the rest of the shutdown."""
+    server = ServerProcess(world.env()).start()
+    stream = EventStream(server.base)
+    try:
+        assert stream.status == 200
+        server.stop()
+        assert server.proc.returncode == 0 and "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        stream.close()
 
 
 def test_each_acknowledged_write_is_one_event_chained_to_the_served_commit(world: World) -> None:

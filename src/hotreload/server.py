@@ -136,7 +136,9 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         with self.parking:
             if not self.gone:
                 self._map[self._fileno] = self
-        self.server.pull_trigger()
+        with self.server.waking:  # never after the loop's wake-up pipe closed: its fd may be reused
+            if not self.server.closed:
+                self.server.pull_trigger()
 
     def readable(self) -> bool:
         # a stream's client has nothing more to ask; one that went away is found by the next write
@@ -175,6 +177,9 @@ class Server(TcpWSGIServer):  # type: ignore[misc]
     channel_class = _Channel
     close_at: float | None = None
     head_timeout_s = HEAD_TIMEOUT_S
+    closed = False
+    """Set before the listener and the loop's wake-up pipe close (streams then wake nothing)."""
+    waking = threading.Lock()
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Close the listener ``drain_s`` from now; :meth:`run` returns once the requests in
@@ -187,6 +192,8 @@ class Server(TcpWSGIServer):  # type: ignore[misc]
             for channel in list(self.active_channels.values()):
                 if not channel.requests:
                     channel.will_close = True
+            with self.waking:
+                self.closed = True
             self.close()
             return False
         return bool(super().readable())

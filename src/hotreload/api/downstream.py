@@ -67,7 +67,7 @@ class ChangesResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         repo, snap = self.runtime.repo, _snapshot(self.runtime.holder, resp)
-        include, after = req.get_param("include"), req.get_param("after") or ""
+        include, after = req.get_param("include"), _after(req)
         limit = _int_param(req, "perPage", 100, 1, 1000)
         if include not in (None, "records"):
             raise bad_request("include", "must be records (each record's JSON as the read API renders it)")
@@ -86,11 +86,19 @@ class ChangesResource:
         more, page = len(page) > limit, page[:limit]
         contents = repo.read_many({c.new for c in page if c.new}) if include else None
         commits = repo.compare(since, to).right_only
-        query = {"since": since, "to": to, "perPage": limit, "after": readable(page[-1].path) if more else None,
+        cursor = page[-1].path.encode("utf-8", "surrogateescape") if more else None
+        query = {"since": since, "to": to, "perPage": limit, "after": cursor,
                  **({"include": include} if include else {})}
         resp.media = envelope([_entry(snap, change, contents) for change in page], {
             "from": since, "to": to, "commits": list(commits[-MAX_COMMITS:]), "commitCount": len(commits),
             "perPage": limit, "next": f"/api/changes?{urllib.parse.urlencode(query)}" if more else None})
+
+
+def _after(req: falcon.Request) -> str:
+    """The cursor: the last path of the page before, percent-encoded from its bytes, so a name
+    that is not UTF-8 comes back as it was (its readable form sorts elsewhere: a page would repeat)."""
+    values = urllib.parse.parse_qs(req.query_string, errors="surrogateescape").get("after")
+    return values[-1] if values else ""
 
 
 class EventsResource:

@@ -8,6 +8,7 @@ listeners (the notifier's queue), waiting for none."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections import deque
@@ -19,6 +20,8 @@ import msgspec
 
 from hotreload.data.snapshot import Snapshot
 from hotreload.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 HISTORY = 256
 QUEUE_BYTES = 256 * 1024
@@ -118,10 +121,17 @@ class EventHub:
             if time.monotonic() >= beat_at:  # a comment line keeps proxies and idle timeouts off
                 frames, beat_at = frames + b": heartbeat\n\n", time.monotonic() + heartbeat_s
             for subscriber in subscribers:
-                subscriber.offer(frames)
+                try:
+                    subscriber.offer(frames)
+                except Exception:  # one subscriber's failure must not end every stream's events
+                    log.exception("an event stream could not be offered its events; dropping it")
+                    self.forget(subscriber)
             for event in events:
                 for listener in self.listeners:
-                    listener(event)
+                    try:
+                        listener(event)
+                    except Exception:
+                        log.exception("a listener of events failed on %s", event.id)
 
     def subscribe(self, last_id: str | None, served: str) -> tuple[Subscriber, bytes]:
         """A new subscriber and what its stream starts with: the retry interval, then the events
@@ -134,10 +144,11 @@ class EventHub:
             self._subscribers.add(subscriber)
             history = list(self._history)
         start, ids = b"retry: %d\n\n" % RETRY_MS, [history[0].base, *(e.id for e in history)] if history else []
-        if last_id is None or last_id == served:
-            return subscriber, start
+        last_id = last_id or served  # the request read ``served`` before it subscribed: a swap may have come since
         if last_id in ids:  # the events after its last place (a rewound branch may come back to a commit)
             return subscriber, start + b"".join(e.frame for e in history[len(ids) - 1 - ids[::-1].index(last_id):])
+        if last_id == served:
+            return subscriber, start
         gap = msgspec.json.encode({"from": last_id, "to": served, "changes": f"/api/changes?since={last_id}"})
         return subscriber, start + b"event: catch-up\ndata: %s\n\n" % gap
 
