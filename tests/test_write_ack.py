@@ -27,6 +27,7 @@ from prometheus_client import generate_latest
 from hotreload.api.app import create_app
 from hotreload.data.records import TagAssignment, to_toml
 from hotreload.git import transport
+from hotreload.git.repo import tracking_ref
 from hotreload.service import writer as writer_module
 from hotreload.service.runtime import Runtime, boot
 from tests.conftest import SECRET, World, bearer, git, project_toml
@@ -297,6 +298,10 @@ def test_a_push_the_remote_is_slow_to_apply_is_not_called_refused_while_it_may_s
         else:
             assert resp.json["error"]["details"]["outcome"] == "refused", resp.text
             assert "Theirs" in history(world.origin) and "Late Apply" not in history(world.origin)
+            # the check fetched the remote's new tip but served nothing: the tracking ref must not say
+            # otherwise, or the poll (which compares the two) would never reload it
+            assert rt.repo.resolve(tracking_ref("published")) != world.origin_head()
+            assert rt.reloader.reload().new_commit == world.origin_head() == rt.holder.current.commit
 
 
 def test_a_local_remote_failing_with_an_os_error_is_a_503_naming_it(world: World,

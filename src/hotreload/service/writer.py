@@ -25,7 +25,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,8 +276,10 @@ class Writer:
                 remote_lock.release()
             if pushed:
                 if behind:  # others built on it before we saw it land: catch up now
-                    with suppress(Exception):
+                    try:
                         self.reconcile()
+                    except Exception:  # the poll catches up: the tracking ref must not say it has
+                        self.repo.set_ref(tracking_ref(self.branch), written.commit)
                 return swapped
             log.info("a write's push was rejected (attempt %d): reconciling, then applying it again", attempt,
                      extra={"commit": written.commit, "attempt": attempt})
@@ -308,6 +309,8 @@ class Writer:
                 tip = expected  # cannot be asked: as unknown as a remote that has not moved yet
             if tip is not None and self.repo.is_ancestor(commit, tip):
                 return True
+            if expected is not None:  # a tip fetched but not served: the poll must still see it move
+                self.repo.set_ref(tracking_ref(self.branch), expected)
             if tip == expected:  # a remote slow to apply may still: its old-value check would pass (decision 145)
                 raise WriteError("unavailable", f"{exc}; the write may have been saved, or may still "
                                  "be: read the record before trying again", retry_after=5, outcome="unknown") from None
