@@ -443,6 +443,9 @@ def test_a_receiver_that_is_down_gets_every_delivery_in_order_once_it_is_back(ru
         deliveries = [headers["x-hotreload-delivery"] for headers, _ in got]
         assert len(got) == refused + 3 and len(set(deliveries[refused:])) == 3
         assert set(deliveries[:refused]) == {deliveries[refused]}  # every retry was the first delivery, again
+        deadline = time.monotonic() + 10  # the receiver has the request before the notifier has its answer
+        while notifier.status()[0]["pending"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert notifier.status()[0]["pending"] == 0 and notifier.status()[0]["lastError"] is None
         assert metrics.notifications.labels("delivered")._value.get() == 3
     finally:
