@@ -75,7 +75,7 @@ def test_each_numbered_decision_renders_with_its_own_number() -> None:
     """A Markdown list numbers its items from the first one: a decision that does not follow
     its predecessor's number (a range of another issue) must start a new list, after a heading."""
     previous = None
-    for line in (ROOT / "specs" / "decisions.md").read_text().splitlines():
+    for line in "\n".join(p.read_text() for p in sorted((ROOT / "specs").glob("decisions*.md"))).splitlines():
         if line.startswith("#"):
             previous = None
         found = re.match(r"(\d+)\. <a id=\"d\1\">", line)
