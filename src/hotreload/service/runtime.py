@@ -1,15 +1,9 @@
-"""Boot: from Settings to a running set of use cases (no HTTP here).
+"""Boot: from Settings to a running set of use cases (no HTTP here), in the steps of :func:`boot`.
 
-Order: open the bare repository (cloning it from the remote if absent, into a
-temporary directory renamed into place, so a failed clone leaves nothing), take
-the clone's single-instance lock, resolve the branch, build the snapshot of the
-branch in full, then reconcile once with the remote through the reloader, so
-even the first fast-forward is validated before the ref moves.
-
-Start-up never crash-loops on data: if the branch head does not build, the
-service serves the newest first-parent ancestor that does (refusing writes and
-saying why in health and the log) until a reload serves a head that builds; a
-reconcile that fails at start is logged and the local branch served.
+Start-up never crash-loops on data: if the branch head does not build, the service serves the
+newest first-parent ancestor that does (refusing writes and saying why in health and the log)
+until a reload serves a head that builds; a reconcile that fails at start is logged and the
+local branch served.
 """
 
 from __future__ import annotations
@@ -219,24 +213,6 @@ def _is_empty_repository(path: str) -> bool:
             and os.path.isdir(objects) and not any(os.scandir(objects)))
 
 
-def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int | None = None,
-         phase: Callable[[str], object] = lambda step: None) -> Runtime:
-    """The running service; ``phase`` hears each step of the start as it begins."""
-    phase("opening the repository" if os.path.exists(settings.repo_path) else "cloning the remote")
-    repo = open_repository(settings)
-    try:
-        instance_lock = take_instance_lock(repo.path)
-    except StartupError:
-        repo.close()
-        raise
-    try:
-        return _boot(settings, repo, instance_lock, reconcile_at_start, listen_port, phase)
-    except BaseException:
-        repo.close()
-        instance_lock.close()
-        raise
-
-
 def _forget_stored_credentials(repo: GitRepo, settings: Settings) -> None:
     """An earlier version stored CFP_DATA_REMOTE's credentials in the clone's config;
     with the remote set, the stored URL is never used: keep it without them."""
@@ -254,13 +230,48 @@ def _forget_stored_credentials(repo: GitRepo, settings: Settings) -> None:
                 "or CFP_DATA_PASSWORD_FILE, and are never written to disk", repo.path)
 
 
-def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_at_start: bool,
-          listen_port: int | None, phase: Callable[[str], object]) -> Runtime:
-    repo.remove_stale_locks()  # a killed predecessor's: safe now that we hold the instance lock
-    remove_leftovers(repo.path)
-    _forget_stored_credentials(repo, settings)
-    url = settings.remote or origin_url(repo)
-    remote = remote_of(settings, url) if url else None
+def boot(settings: Settings, reconcile_at_start: bool = True, listen_port: int | None = None,
+         phase: Callable[[str], object] = lambda step: None) -> Runtime:
+    """The running service; ``phase`` hears each step of the start as it begins."""
+    phase("opening the repository" if os.path.exists(settings.repo_path) else "cloning the remote")
+    repo = open_repository(settings)
+    instance_lock: IO[str] | None = None
+    try:
+        instance_lock = take_instance_lock(repo.path)
+        repo.remove_stale_locks()  # a killed predecessor's: safe now that we hold the instance lock
+        remove_leftovers(repo.path)
+        _forget_stored_credentials(repo, settings)
+        url = settings.remote or origin_url(repo)
+        remote = remote_of(settings, url) if url else None
+        if settings.write_ack == "remote" and remote is None:
+            raise ConfigError("CFP_WRITE_ACK=remote needs a remote to acknowledge writes: set CFP_DATA_REMOTE "
+                              "(or give the clone an origin), or use CFP_WRITE_ACK=local")
+        branch, local = _served_branch(repo, settings)
+        phase(f"loading {branch} at {local[:12]}")
+        cache = SnapshotCache(repo.path) if settings.snapshot_cache else None
+        runtime = _assemble(settings, repo, branch, remote, _load(repo, branch, local, cache), listen_port)
+        runtime.instance_lock, runtime.snapshot_cache = instance_lock, cache
+        if remote is not None and reconcile_at_start:
+            phase(f"reconciling with {remote} (CFP_DATA_NETWORK_TIMEOUT_SECONDS={settings.network_timeout_s:g})")
+            _reconcile_at_start(runtime.reloader)
+        if runtime.push_daemon is not None:
+            runtime.push_daemon.start()
+        if settings.upkeep_seconds > 0:
+            runtime.upkeep = UpkeepDaemon(repo, interval_s=settings.upkeep_seconds)
+            runtime.upkeep.start()
+        if remote is not None and settings.poll_seconds > 0:
+            runtime.poller = Poller(runtime.reloader, repo, remote, branch, settings.poll_seconds, runtime.metrics)
+            runtime.poller.start()
+        return runtime
+    except BaseException:
+        repo.close()
+        if instance_lock is not None:
+            instance_lock.close()
+        raise
+
+
+def _served_branch(repo: GitRepo, settings: Settings) -> tuple[str, str]:
+    """The branch to serve and its commit here."""
     branch = settings.branch or repo.head_branch()
     if branch is None:
         raise ConfigError(f"CFP_DATA_BRANCH is not set and {repo.path} has no HEAD branch; set it")
@@ -269,28 +280,38 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
         known = ", ".join(sorted(n.removeprefix("refs/heads/") for n in repo.refs_under(b"refs/heads/")))
         raise ConfigError(f"CFP_DATA_BRANCH: branch {branch!r} does not exist in {repo.path} "
                           f"(branches: {known or 'none'})")
-    degraded = None
-    phase(f"loading {branch} at {local[:12]}")
-    cache = SnapshotCache(repo.path) if settings.snapshot_cache else None
+    return branch, local
+
+
+def _load(repo: GitRepo, branch: str, local: str, cache: SnapshotCache | None) -> SnapshotHolder:
+    """The snapshot of ``local``, from the cache, else built in full (and cached before serving:
+    a crash from here on restarts in O(change)), else the newest commit before it that builds."""
     snapshot = cache.load(repo, local) if cache is not None else None
-    built_in_full = snapshot is None
-    if snapshot is None:
-        try:
-            snapshot = build_full(repo, local)
-        except Exception as exc:  # a record, a missing object, anything: never a crash loop
-            snapshot = _newest_that_builds(repo, branch, local, exc)
-            degraded = (f"the data at {branch} ({local[:12]}) does not build: {exc}; serving "
-                        f"{snapshot.commit[:12]}, the newest commit before it that does, and refusing "
-                        "writes; fix the record on the branch and reload")
-            log.error("hot-reload: %s", degraded, extra={"outcome": "degraded", "branch": branch,
-                                                         "headCommit": local, "servedCommit": snapshot.commit,
-                                                         "path": getattr(exc, "path", None)})
-        log.info("loaded %s at %s in %.0f ms", branch, snapshot.commit[:12], snapshot.build_ms,
-                 extra={"commit": snapshot.commit, "records": snapshot.record_counts(),
-                        "buildMs": round(snapshot.build_ms, 1), "from": "full build"})
+    if snapshot is not None:
+        return SnapshotHolder(snapshot, None)
+    degraded = None
+    try:
+        snapshot = build_full(repo, local)
+    except Exception as exc:  # a record, a missing object, anything: never a crash loop
+        snapshot = _newest_that_builds(repo, branch, local, exc)
+        degraded = (f"the data at {branch} ({local[:12]}) does not build: {exc}; serving "
+                    f"{snapshot.commit[:12]}, the newest commit before it that does, and refusing "
+                    "writes; fix the record on the branch and reload")
+        log.error("hot-reload: %s", degraded, extra={"outcome": "degraded", "branch": branch, "headCommit": local,
+                                                     "servedCommit": snapshot.commit,
+                                                     "path": getattr(exc, "path", None)})
+    log.info("loaded %s at %s in %.0f ms", branch, snapshot.commit[:12], snapshot.build_ms,
+             extra={"commit": snapshot.commit, "records": snapshot.record_counts(),
+                    "buildMs": round(snapshot.build_ms, 1), "from": "full build"})
     holder = SnapshotHolder(snapshot, degraded)
-    if cache is not None and built_in_full:
-        _save_cache(cache, holder, "start")  # before serving: a crash from here on restarts in O(change)
+    if cache is not None:
+        _save_cache(cache, holder, "start")
+    return holder
+
+
+def _assemble(settings: Settings, repo: GitRepo, branch: str, remote: Remote | None, holder: SnapshotHolder,
+              listen_port: int | None) -> Runtime:
+    """The use cases around ``holder``, and the metrics that watch them (nothing runs yet)."""
     metrics = Metrics()
     metrics.watch_records(lambda: holder.current.record_counts())
     lock = DataLock(lambda hold: metrics.lock_hold.labels(hold.reason).observe(hold.held_ms / 1000))
@@ -298,7 +319,6 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     if remote is not None:
         push_daemon = PushDaemon(repo, remote, branch, metrics, settings.push_backoff_seconds,
                                  settings.push_backoff_cap_seconds)
-    if push_daemon is not None:
         metrics.watch("hotreload_push_pending", "Local commits the remote is not known to have",
                       lambda: push_daemon.status().pending)
     events = EventHub(metrics, settings.events_max_subscribers)
@@ -306,14 +326,10 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
     reloader = Reloader(repo, holder, lock, branch, remote, metrics, push_daemon)
     metrics.watch("hotreload_reload_in_flight_seconds", "How long the reload running now has run (0: none runs)",
                   lambda: time.time() - flight.since if (flight := reloader.in_flight()) else 0.0)
-    if settings.write_ack == "remote" and remote is None:
-        raise ConfigError("CFP_WRITE_ACK=remote needs a remote to acknowledge writes: set CFP_DATA_REMOTE "
-                          "(or give the clone an origin), or use CFP_WRITE_ACK=local")
     writer = Writer(repo, holder, lock, branch, push_daemon, ack=settings.write_ack, remote=remote,
                     reconcile=lambda: reloader.reload(trigger="push-rejected"),
                     ack_timeout_s=settings.network_timeout_s)
-    runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer,
-                      push_daemon, events, instance_lock=instance_lock, snapshot_cache=cache)
+    runtime = Runtime(settings, repo, branch, remote, holder, lock, metrics, reloader, writer, push_daemon, events)
     if settings.notify_urls and settings.notify_secret:
         runtime.notifier = Notifier(settings.notify_urls, settings.notify_secret, settings.network_timeout_s, metrics)
         events.listeners.append(runtime.notifier.put)
@@ -322,26 +338,21 @@ def _boot(settings: Settings, repo: GitRepo, instance_lock: IO[str], reconcile_a
         push_daemon.on_rejected = lambda: reloader.reload(trigger="push-rejected")
     if settings.reload_peers:
         runtime.peers = PeerNotifier(settings.reload_peers, settings.reload_secret, metrics, listen_port)
-    if remote is not None and reconcile_at_start:
-        phase(f"reconciling with {remote} (CFP_DATA_NETWORK_TIMEOUT_SECONDS={settings.network_timeout_s:g})")
-        try:
-            result = reloader.reload(trigger="startup")
-            log.info("start-up reconcile: %s", result.outcome,
-                     extra={"outcome": result.outcome, "oldCommit": result.old_commit,
-                            "newCommit": result.new_commit, "ahead": result.ahead, "behind": result.behind})
-        except FetchFailed as exc:
-            log.warning("start-up reconcile: fetch failed; serving the local branch: %s", exc)
-        except RebuildFailed as exc:
-            log.error("start-up reconcile: the remote's data is invalid; serving the local "
-                      "branch: %s", exc, extra={"commit": exc.commit, "path": exc.path})
-        except Exception:  # whatever it was, serve what we have; health says degraded
-            log.exception("start-up reconcile failed; serving the local branch")
-    if push_daemon is not None:
-        push_daemon.start()
-    if settings.upkeep_seconds > 0:
-        runtime.upkeep = UpkeepDaemon(repo, interval_s=settings.upkeep_seconds)
-        runtime.upkeep.start()
-    if remote is not None and settings.poll_seconds > 0:
-        runtime.poller = Poller(reloader, repo, remote, branch, settings.poll_seconds, metrics)
-        runtime.poller.start()
     return runtime
+
+
+def _reconcile_at_start(reloader: Reloader) -> None:
+    """One reconcile before serving, through the reloader, so even the first fast-forward is
+    validated before the ref moves; whatever goes wrong, the local branch is served."""
+    try:
+        result = reloader.reload(trigger="startup")
+        log.info("start-up reconcile: %s", result.outcome,
+                 extra={"outcome": result.outcome, "oldCommit": result.old_commit,
+                        "newCommit": result.new_commit, "ahead": result.ahead, "behind": result.behind})
+    except FetchFailed as exc:
+        log.warning("start-up reconcile: fetch failed; serving the local branch: %s", exc)
+    except RebuildFailed as exc:
+        log.error("start-up reconcile: the remote's data is invalid; serving the local "
+                  "branch: %s", exc, extra={"commit": exc.commit, "path": exc.path})
+    except Exception:  # whatever it was, serve what we have; health says degraded
+        log.exception("start-up reconcile failed; serving the local branch")
