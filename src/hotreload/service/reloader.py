@@ -9,11 +9,13 @@ share (:mod:`~hotreload.service.swap`). A build that fails moves nothing.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from hotreload.data.records import RecordError
 from hotreload.data.snapshot import Changes, Snapshot, SnapshotHolder
@@ -79,12 +81,11 @@ class LastReload:
 
 @dataclass
 class Flight:
-    """The reload running now: who asked (``trigger``) and since when (``time.time()``)."""
+    """A reload run: who asked (``trigger``), since when (``time.time()``), and how it ended."""
 
     started_seq: int
     trigger: str = "webhook"
     since: float = field(default_factory=time.time)
-    done: threading.Event = field(default_factory=threading.Event)
     result: ReloadResult | None = None
     error: BaseException | None = None
 
@@ -106,11 +107,10 @@ class Reloader:
     push_daemon: PushDaemon | None = None
     clock: Clock = utc_now
     last: LastReload | None = field(default=None, init=False)
-    _flight_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _running: threading.Lock = field(default_factory=threading.Lock, init=False)
     _flight: Flight | None = field(default=None, init=False)
-    _seq: int = field(default=0, init=False)
-
-    # -- entry point --------------------------------------------------------------
+    _done: Flight | None = field(default=None, init=False)
+    _seq: Iterator[int] = field(default_factory=itertools.count, init=False)
 
     def reload(self, commit_hash: str | None = None, precheck: bool = True,
                trigger: str = "webhook") -> ReloadResult:
@@ -118,24 +118,27 @@ class Reloader:
         RebuildFailed (nothing changed), or anything else (invariant intact).
         ``precheck=False`` always reconciles (a GitHub push with ``forced``).
         ``trigger`` labels the metrics: webhook, peer, poll, push-rejected,
-        min-commit or startup (a run shared by several callers counts as its leader's)."""
+        min-commit or startup (a run shared by several callers counts as its leader's).
+        Single flight: a call that arrives while a run is in flight waits for it, then
+        answers from the pre-check, or from a run that started after it arrived, or runs."""
         started = time.perf_counter()
         announced = commit_hash if precheck else None
         if (short := self._precheck(announced, started)) is not None:
             return short
-        with self._flight_lock:
-            self._seq += 1
-            arrived = self._seq
-        while True:
-            flight, leading = self._join_flight(trigger)
-            if leading:
-                return self._lead(flight, started, trigger)
-            flight.done.wait()
+        arrived = next(self._seq)
+        with self._running:
             # the run we waited for may have served the commit we were told about
             if (short := self._precheck(announced, started)) is not None:
                 return short
-            if flight.started_seq > arrived:  # it started after we arrived, so it saw what we were told
-                return flight.outcome()
+            if self._done is not None and self._done.started_seq > arrived:  # it saw what we were told
+                return self._done.outcome()
+            flight = self._flight = Flight(next(self._seq), trigger)
+            try:
+                flight.result = self._run(started, trigger)
+            except BaseException as exc:
+                flight.error = exc
+            self._flight, self._done = None, flight
+        return flight.outcome()
 
     def _precheck(self, commit_hash: str | None, started: float) -> ReloadResult | None:
         """Is the announced commit the one served, or the last remote tip this clone
@@ -162,26 +165,6 @@ class Reloader:
         """The reload running now, if any (health and metrics show it)."""
         return self._flight
 
-    def _join_flight(self, trigger: str) -> tuple[Flight, bool]:
-        """The run in flight, or a new one that this caller leads (True)."""
-        with self._flight_lock:
-            if self._flight is not None:
-                return self._flight, False
-            self._seq += 1
-            self._flight = Flight(self._seq, trigger)
-            return self._flight, True
-
-    def _lead(self, flight: Flight, started: float, trigger: str) -> ReloadResult:
-        try:
-            flight.result = self._run(started, trigger)
-        except BaseException as exc:
-            flight.error = exc
-        finally:
-            with self._flight_lock:
-                self._flight = None
-            flight.done.set()
-        return flight.outcome()
-
     # -- one run ------------------------------------------------------------------
 
     def reload_in_background(self, commit_hash: str | None, trigger: str) -> threading.Event:
@@ -203,11 +186,9 @@ class Reloader:
     def _run(self, started: float, trigger: str) -> ReloadResult:
         try:
             result = self._reconcile_and_swap(started)
-        except FetchFailed as exc:
-            self._record(str(Outcome.FETCH_FAILED), trigger, started, 0.0, str(exc))
-            raise
-        except RebuildFailed as exc:
-            self._record("rebuild-failed", trigger, started, 0.0, str(exc))
+        except (FetchFailed, RebuildFailed) as exc:
+            self._record("rebuild-failed" if isinstance(exc, RebuildFailed) else str(Outcome.FETCH_FAILED),
+                         trigger, started, 0.0, str(exc))
             raise
         except Exception as exc:
             self._record("error", trigger, started, 0.0, f"{type(exc).__name__}: {exc}")
@@ -228,7 +209,7 @@ class Reloader:
             if swapped.applied.conflict_branch:
                 self._report_diverted_writes(swapped.applied)
             result = self._push(swapped.applied)
-        return replace(_answer(swapped, result, self.holder.current.commit), duration_ms=_ms_since(started))
+        return _answer(swapped, result, self.holder.current.commit, _ms_since(started))
 
     def _report_diverted_writes(self, result: ReconcileResult) -> None:
         """Each API write (a commit with the writer's trailers) that the branch no longer holds
@@ -299,13 +280,13 @@ class Reloader:
         self.last = LastReload(outcome, at, round(_ms_since(started), 3), round(lock_held_ms, 3), error, trigger)
 
 
-def _answer(swapped: Swapped[Plan, ReconcileResult], result: ReconcileResult, served: str) -> ReloadResult:
-    """The reload's answer, but for its duration (measured by the caller, last)."""
+def _answer(swapped: Swapped[Plan, ReconcileResult], result: ReconcileResult, served: str,
+            duration_ms: float) -> ReloadResult:
     snapshot = swapped.snapshot
     warmed, carried, warm_ms = snapshot.memo.warmed if snapshot is not None else (0, 0, 0.0)
     return ReloadResult(
         outcome=str(result.outcome), no_changes=result.outcome is Outcome.IN_SYNC and snapshot is None,
-        rebuilt=snapshot is not None, old_commit=swapped.base.commit, new_commit=served, duration_ms=0.0,
+        rebuilt=snapshot is not None, old_commit=swapped.base.commit, new_commit=served, duration_ms=duration_ms,
         lock_held_ms=swapped.lock_held_ms, ahead=result.ahead, behind=result.behind,
         conflict_branch=result.conflict_branch, changes=snapshot.changes if snapshot is not None else Changes(),
         rewritten_from=result.rewritten_from, warmed=warmed, carried=carried, warm_ms=warm_ms,
