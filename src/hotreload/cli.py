@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from hotreload import logs
+from hotreload import __version__, logs
 from hotreload.config import ConfigError, Settings
 
 log = logging.getLogger("hotreload")
@@ -226,15 +226,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_main(args.scenarios, args.json, verbose=args.verbose)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hotreload")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 class _Help(argparse.HelpFormatter):
     """Each option's default after its help, once, and only where there is one."""
 
@@ -247,7 +238,7 @@ class _Help(argparse.HelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotreload", description=__doc__, formatter_class=_Help)
-    parser.add_argument("--version", action="version", version=f"hotreload {_version()}")
+    parser.add_argument("--version", action="version", version=f"hotreload {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = _Help
 

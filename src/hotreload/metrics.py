@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
-from importlib.metadata import PackageNotFoundError, version
 
+import dulwich
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from hotreload import __version__
 
 # ``*_created`` series are a second gauge per counter that no dashboard of ours
 # reads; Prometheus shows them as separate metrics, which confused operators
@@ -18,13 +20,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 LOCK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RELOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-
-def _version_of(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class _RecordsCollector(Collector):
@@ -76,7 +71,8 @@ class Metrics:
         self.build_info = Gauge(
             "hotreload_build_info", "Versions this process runs (always 1)",
             ["version", "python", "dulwich"], registry=r)
-        self.build_info.labels(_version_of("hotreload"), platform.python_version(), _version_of("dulwich")).set(1)
+        self.build_info.labels(__version__, platform.python_version(),
+                               ".".join(map(str, dulwich.__version__))).set(1)
         self.last_successful_reload = Gauge(
             "hotreload_last_successful_reload_timestamp_seconds",
             "Unix time of the last reload that ended without an error (0: none yet)", registry=r)

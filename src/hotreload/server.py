@@ -1,23 +1,15 @@
 """The HTTP server: waitress, answering from the moment the port is bound, and the
 settings that keep slow or idle clients from taking it down.
 
-* Until the data is loaded (clone, build, start-up reconcile: another thread), every
-  request gets 503 ``starting``, saying which step runs and since when.
-* At most ``CFP_HTTP_CONNECTION_LIMIT`` connections (waitress's ``connection_limit``);
-  one idle for ``CFP_HTTP_IDLE_TIMEOUT_SECONDS`` is closed (``channel_timeout``, checked
-  every second); one that has not sent a whole request head within
-  :data:`HEAD_TIMEOUT_S` is closed too (waitress has no setting for that:
-  :meth:`Server.maintenance`), so half-sent requests cannot hold connections.
-* waitress's own refusals (a body over the limit: 413; a malformed request: 400) carry
-  the JSON error envelope like every other answer.
+* Until the data is loaded (another thread), every request gets 503 ``starting: <step>``.
+* At most ``CFP_HTTP_CONNECTION_LIMIT`` connections; one idle for
+  ``CFP_HTTP_IDLE_TIMEOUT_SECONDS``, or that has not sent a whole request head within
+  :data:`HEAD_TIMEOUT_S` (:meth:`Server.maintenance`), is closed.
+* waitress's own refusals (413, 400) carry the JSON error envelope like every other answer.
 * :meth:`Server.stop` (SIGTERM): health answers 503 ``stopping`` at once, the listener
-  closes ``CFP_SHUTDOWN_DRAIN_SECONDS`` later, every response from then on closes its
-  connection, idle connections are closed, and requests in flight finish.
-* An event stream (``/api/events``) holds no worker thread while it waits: once the
-  response has begun, the worker hands the connection to waitress's own loop, which already
-  multiplexes every open connection on one thread, and goes back to the pool; the loop then
-  sends what the stream's subscriber is offered, and keeps an idle stream out of its map
-  (:class:`_Channel`): idle subscribers cost neither a thread nor a turn of the loop (decision 160).
+  closes ``CFP_SHUTDOWN_DRAIN_SECONDS`` later, and requests in flight finish.
+* An event stream (``/api/events``) holds no worker thread: once its response has begun,
+  waitress's own loop carries it, and keeps it out of its map while idle (decision 160).
 """
 
 from __future__ import annotations
@@ -39,8 +31,7 @@ from waitress.task import ErrorTask, WSGITask
 HEAD_TIMEOUT_S = 5.0
 """A connection's request head (request line and headers) must arrive within this."""
 MAX_BODY = 256 * 1024
-"""The largest body any route takes (api/app.py's MAX_REQUEST_BODY; a test keeps them
-equal): waitress refuses a larger one unread."""
+"""The largest body any route takes (api/app.py's, a test says): waitress refuses a larger one unread."""
 
 STREAM_KEY = "hotreload.stream"
 """The WSGI environ key by which this server offers to carry an event stream on its loop (None);
@@ -129,10 +120,8 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         self.stream = stream
 
     def wake(self) -> None:
-        """From any thread, when the stream has something to send: back into the loop's map.
-        An idle stream is kept out of it, as waitress asks every channel in its map whether it
-        is readable and writable on every turn of its loop (100 idle streams in the map cost
-        readers 15% of their throughput)."""
+        """From any thread, when the stream has something to send: back into the loop's map
+        (an idle stream is kept out of it: decision 160)."""
         with self.parking:
             if not self.gone:
                 self._map[self._fileno] = self
@@ -179,7 +168,10 @@ class Server(TcpWSGIServer):  # type: ignore[misc]
     head_timeout_s = HEAD_TIMEOUT_S
     closed = False
     """Set before the listener and the loop's wake-up pipe close (streams then wake nothing)."""
-    waking = threading.Lock()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.waking = threading.Lock()  # guards ``closed``: per server, as a test runs several
+        super().__init__(*args, **kwargs)
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Close the listener ``drain_s`` from now; :meth:`run` returns once the requests in
