@@ -1,17 +1,10 @@
-"""Fan-out of a webhook to the other replicas (``CFP_RELOAD_PEERS``).
+"""Fan-out of a webhook to the other replicas (``CFP_RELOAD_PEERS``, specs/replicas.md).
 
-A webhook reaches one replica (GitHub, or the data repository's workflow, calls
-the Service, which picks one pod). That replica reloads itself and forwards the
-call to every other replica: the same body, signed afresh with its own secret
-(``X-Hub-Signature-256``), marked with ``X-Hotreload-Forwarded-By`` so the peer
-reloads but never forwards again. The forwards, and the DNS lookups before them,
-run in the background with timeouts: the caller's answer (GitHub gives up after
-10 s) never waits for them.
-
-Membership is DNS: each ``host:port`` is resolved at every forward, to all of
-its addresses, so a Kubernetes headless Service's name lists the ready replicas
-as they come and go. A replica recognises itself (an address it can bind, with
-its own listening port) and skips it. There is no membership protocol of our own.
+The replica a webhook reaches forwards it to every other one: the same body, signed afresh
+(``X-Hub-Signature-256``), marked with ``X-Hotreload-Forwarded-By`` so the peer reloads but never
+forwards again; in the background, with timeouts, so the caller never waits. Membership is DNS:
+each ``host:port`` is resolved at every forward, to all its addresses (a Kubernetes headless
+Service's name lists the ready replicas); a replica skips its own address and port.
 """
 
 from __future__ import annotations

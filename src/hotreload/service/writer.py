@@ -1,20 +1,12 @@
-"""The write use case: one commit per successful request, and a snapshot that
-includes it, swapped in the same critical section as the ref move.
+"""The write use case: one commit per successful request, and a snapshot that includes it,
+swapped in the same critical section as the ref move, by the protocol reloads share
+(:mod:`~hotreload.service.swap`): a write that loses the race to a reload or another write
+applies again on the new snapshot, so nothing is lost.
 
-Like a reload, a write does its work outside the data lock against the snapshot
-it observed (validate, write blob/tree/commit objects, derive the new snapshot),
-then under the lock checks that the observed snapshot is still the served one,
-moves the branch (CAS) and swaps (:mod:`~hotreload.service.swap`). If a reload or
-another write got there first it starts again from the new snapshot, so whichever
-takes the lock second sees the other's commit: nothing is lost, and the write applies
-as it would have a moment later. In ``remote`` mode, re-applied after a rejected push,
-a write never overwrites a field someone else changed since its first base: 409.
-
-What a 2xx waits for is ``CFP_WRITE_ACK`` (specs/writes.md): ``local``, the commit is
-on the branch here and the push daemon delivers it; ``remote``, the remote's branch
-holds it: the commit is pushed (a compare-and-swap) *before* the local branch moves, so
-readers never see a write the remote refused. A rejection reconciles and re-applies;
-an unreachable remote is a 503 with nothing committed anywhere.
+What a 2xx waits for is ``CFP_WRITE_ACK`` (specs/writes.md): ``local``, the commit is on the
+branch here and the push daemon delivers it; ``remote``, the commit is pushed (a
+compare-and-swap) *before* the local branch moves, so readers never see a write the remote
+refused; re-applied after a rejection, it never overwrites a field someone else changed (409).
 """
 
 from __future__ import annotations
