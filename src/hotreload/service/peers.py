@@ -65,11 +65,6 @@ def is_local_address(address: str) -> bool:
     return True
 
 
-def _signature(secret: str, body: bytes) -> str:
-    """GitHub's ``X-Hub-Signature-256`` of ``body``: what the webhook verifies."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 class PeerNotifier:
     def __init__(self, entries: Sequence[tuple[str, int]], secret: str | None, metrics: Metrics,
                  own_port: int | None = None, me: str | None = None,
@@ -88,25 +83,18 @@ class PeerNotifier:
         self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-resolve")
         self._closed = threading.Event()
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.entries) and self.secret is not None
-
-    def is_self(self, peer: Peer) -> bool:
-        return peer.port == self.own_port and is_local_address(peer.address)
-
     def others(self) -> list[Peer]:
         """The peers to notify now: every resolved address but this process's own."""
-        return [p for p in self._resolve(self.entries) if not self.is_self(p)]
+        return [p for p in self._resolve(self.entries) if p.port != self.own_port or not is_local_address(p.address)]
 
     def forward(self, body: bytes, headers: dict[str, str], trace_id: str | None = None) -> list[str]:
         """Start forwarding ``body`` to every other peer; returns the entries it goes to
         at once, before their names are resolved (DNS can take seconds)."""
-        if not self.enabled or self._closed.is_set():
+        if not self.entries or self.secret is None or self._closed.is_set():
             return []
-        assert self.secret is not None
         sent = {name: value for name, value in headers.items() if name in PASSED_HEADERS and value}
-        sent.update({"X-Hub-Signature-256": _signature(self.secret, body), FORWARDED_HEADER: self.me,
+        signature = hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()  # what the webhook verifies
+        sent.update({"X-Hub-Signature-256": f"sha256={signature}", FORWARDED_HEADER: self.me,
                      "Content-Type": sent.get("Content-Type", "application/json")})
         if trace_id:
             sent["X-Request-Id"] = trace_id
