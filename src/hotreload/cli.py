@@ -88,7 +88,6 @@ def _serve(settings: Settings, host: str, port: int, threads: int, banner: str |
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("stopping (signal %d): health answers 503 now, the listener closes in %g s",
                  signum, settings.shutdown_drain_s)
-        outcome["stopping"] = True
         gate.stopping = True
         server.stop(settings.shutdown_drain_s if signum == signal.SIGTERM else 0.0)
 
@@ -98,11 +97,11 @@ def _serve(settings: Settings, host: str, port: int, threads: int, banner: str |
     try:
         server.run()
     except (OSError, ValueError) as exc:
-        if "stopping" not in outcome:
+        if not gate.stopping:
             log.error("the server's listening loop failed: %s; stopping, with exit status 1, so that a "
                       "supervisor restarts the service", exc, exc_info=True)
     else:
-        if "stopping" not in outcome and "error" not in outcome:
+        if not gate.stopping and "error" not in outcome:
             log.error("the server's listening loop ended by itself; stopping, with exit status 1")
     finally:
         with handover:
@@ -111,7 +110,7 @@ def _serve(settings: Settings, host: str, port: int, threads: int, banner: str |
             outcome["runtime"].close()
     if "error" in outcome:
         return _fail(outcome["error"])
-    return 0 if "stopping" in outcome else 1
+    return 0 if gate.stopping else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
