@@ -64,16 +64,12 @@ class Runtime:
 
     def close(self) -> None:
         self.events.close()
-        if self.notifier is not None:
-            self.notifier.close()
-        if self.poller is not None:
-            self.poller.stop()
-        if self.peers is not None:
-            self.peers.close()
-        if self.upkeep is not None:
-            self.upkeep.stop()
-        if self.push_daemon is not None:
-            self.push_daemon.stop()
+        for sender in (self.notifier, self.peers):
+            if sender is not None:
+                sender.close()
+        for daemon in (self.poller, self.upkeep, self.push_daemon):
+            if daemon is not None:
+                daemon.stop()
         if self.snapshot_cache is not None and self.instance_lock is not None:
             _save_cache(self.snapshot_cache, self.holder, "stop")
         self.repo.close()
