@@ -16,10 +16,12 @@ import re
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from dulwich.index import commit_tree
+from dulwich.object_store import MemoryObjectStore
 from dulwich.objects import Blob, Commit, ShaFile, Tree, object_class, parse_tree
 from dulwich.pack import DELTA_TYPES, UnpackedObject, UnpackedObjectIterator, UnresolvedDeltas
 
@@ -34,15 +36,13 @@ RawObject = tuple[int, bytes, bytes]
 
 STORE_UNCOMPRESSED_FROM = 16 << 10
 """Loose objects from this size (bytes) up are stored (zlib level 0), the rest deflated at
-git's default level 1: a big flat folder's tree, 0.8 MB at 50k records and 7.4 MB at
-500k, deflates in 8 and 82 ms, is stored in 1.2 and 3.8 (decision 64; git reads both)."""
+git's level 1: a big folder's tree is stored in a fraction of its deflate time (decision 64)."""
 WRITE_CHUNK = 256 << 10
-"""Bytes per write call, as git too writes a loose object in pieces: on this machine's
-ext4 a 7.4 MB object written in one call, then fsynced, took 20.6 ms, in 256 KiB calls
-6.4 (benchmarks/results/2026-12-06-ablation-git.md)."""
+"""Bytes per write call, as git too writes a loose object in pieces (a 7.4 MB object, then
+fsynced: 20.6 ms in one call, 6.4 in these; benchmarks/results/2026-12-06-ablation-git.md)."""
 FSYNC = True
-"""fsync objects before any ref can name them (git's ``core.fsync=objects``).
-Tests of crash-safety keep it; nothing turns it off in production."""
+"""fsync objects before any ref can name them (git's ``core.fsync=objects``)."""
+T = TypeVar("T", bound=ShaFile)
 _TYPE_NUMS = {b"commit": Commit.type_num, b"tree": Tree.type_num, b"blob": Blob.type_num, b"tag": 4}
 
 
@@ -70,10 +70,8 @@ def readable(path: str) -> str:
 
 
 def get_raw(store: Any, sha: bytes) -> tuple[int, bytes]:
-    """(type number, content) of an object, looked up loose first, then in the packs.
-    dulwich looks in the packs first: an object upkeep packs and prunes between its two
-    looks is found in neither (decision 75). A loose object is read raw (dulwich would
-    parse it whole to hand back its bytes). KeyError when the object is in neither."""
+    """(type number, content) of an object, loose first (read raw, not parsed), then in the
+    packs (decision 75). KeyError when the object is in neither."""
     hexsha, path = sha.decode(), getattr(store, "path", None)
     try:
         if path is None:  # not a store on disk
@@ -106,18 +104,12 @@ def read_object(store: Any, sha: bytes) -> ShaFile:
     return ShaFile.from_raw_string(type_num, raw, sha)  # its id known: no rehash of a 7.4 MB tree
 
 
-def read_commit(store: Any, sha: str) -> Commit:
+def read_typed(store: Any, sha: str, kind: type[T]) -> T:
+    """The object ``sha``, which must be a ``kind`` (a commit, a tree, a blob)."""
     obj = read_object(store, sha.encode())
-    if not isinstance(obj, Commit):
-        raise GitError(f"{sha} is not a commit")
+    if not isinstance(obj, kind):
+        raise GitError(f"{sha} is not a {kind.type_name.decode()}")
     return obj
-
-
-def read_blob(store: Any, sha: str) -> bytes:
-    obj = read_object(store, sha.encode())
-    if not isinstance(obj, Blob):
-        raise GitError(f"{sha} is not a blob")
-    return bytes(obj.data)
 
 
 def has_object(store: Any, sha: bytes) -> bool:
@@ -128,14 +120,9 @@ def has_object(store: Any, sha: bytes) -> bool:
 
 
 def read_many(store: Any, shas: Iterable[str]) -> dict[str, bytes]:
-    """The raw content of many objects at once. From each pack, the whole objects are
-    read in the pack's order, and the deltas in one pass of dulwich's delta-chain
-    iterator (decision 39), so every object on a delta chain is inflated once and a pack
-    of long chains (``git gc``, ``git fast-import``) costs its chains' length, not the
-    sum of every object's depth (50k records in chains up to 50 deep: 1.4 s, against
-    8.9 s one object at a time). (The iterator inflates each object it is given twice:
-    once to learn its type, once on its chain.) The rest (loose objects, a base outside
-    the pack) one by one."""
+    """The raw content of many objects at once. From each pack, the whole objects in the
+    pack's order (decision 9), the deltas in one pass of dulwich's delta-chain iterator, so
+    each object on a chain is inflated once (decision 39). The rest one by one."""
     wanted = [sha.encode() for sha in shas]
     found: dict[str, bytes] = {}
     for pack in store.packs:
@@ -199,20 +186,19 @@ def object_id(type_num: int, raw: bytes) -> bytes:
 
 
 def write_loose(store: Any, type_num: int, raw: bytes, sha: bytes | None = None) -> str:
-    """Write one loose object as git does: zlib of ``<type> <size>\\0`` and the
-    content, into a unique temporary file, fsynced, then renamed into place (a
-    temporary file left by a killed process, unlike a lock file, blocks nothing).
-    ``sha`` names an object copied from a store that names it already (git's local
-    clone trusts the store it copies from too); otherwise it is hashed."""
+    """Write one loose object as git does (:func:`write_loose_many`). ``sha`` names an
+    object copied from a store that names it already; otherwise it is hashed."""
     hexsha = sha if sha is not None else object_id(type_num, raw)
     write_loose_many(store, [(type_num, raw, hexsha)])
     return hexsha.decode()
 
 
 def write_loose_many(store: Any, objects: Sequence[RawObject]) -> None:
-    """:func:`write_loose` for several objects, made visible in the order given, each
-    durable before the next is visible; every file is written before the first is
-    renamed into place, so a failure while writing leaves none of them visible."""
+    """Write loose objects as git does (zlib of ``<type> <size>\\0`` and the content),
+    each into a unique temporary file, fsynced, then renamed into place in the order
+    given, each durable before the next is visible (a temporary file left by a killed
+    process, unlike a lock file, blocks nothing). Every file is written before the first
+    is renamed, so a failure while writing leaves none of them visible."""
     staged: list[tuple[str, str]] = []  # (temporary file, final path)
     placed = 0
     try:
@@ -225,8 +211,7 @@ def write_loose_many(store: Any, objects: Sequence[RawObject]) -> None:
         for tmp, path in staged:
             os.chmod(tmp, 0o444)
             os.replace(tmp, path)  # durable before visible: a ref naming it never finds it cut short
-            if FSYNC:
-                _fsync_dir(os.path.dirname(path))
+            _fsync_dir(os.path.dirname(path))
             placed += 1
     except BaseException:
         for tmp, _ in staged[placed:]:
@@ -248,8 +233,7 @@ def _write_temporary(folder: str, content: bytes) -> str:
             for start in range(0, len(data), WRITE_CHUNK):
                 fh.write(data[start:start + WRITE_CHUNK])
             fh.flush()
-            if FSYNC:
-                os.fsync(fh.fileno())
+            os.fsync(fh.fileno())
     except BaseException:
         os.unlink(tmp)
         raise
@@ -264,15 +248,19 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def as_unpacked(objects: Iterable[RawObject]) -> Iterator[UnpackedObject]:
+    """Raw objects as dulwich's pack writers take them, without parsing them."""
+    for type_num, raw, sha in objects:
+        yield UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw], sha=bytes.fromhex(sha.decode()))
+
+
 def add_raw_objects(store: Any, objects: list[RawObject]) -> None:
-    """Write objects as they are, without parsing them, in the order given: fewer than
+    """Write objects as they are, in the order given: fewer than
     :data:`LOOSE_OBJECT_LIMIT` loose, more as one pack, which appears when complete."""
     if len(objects) < LOOSE_OBJECT_LIMIT:
         write_loose_many(store, objects)
-        return
-    store.add_pack_data(len(objects), (
-        UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw], sha=bytes.fromhex(sha.decode()))
-        for type_num, raw, sha in objects))
+    else:
+        store.add_pack_data(len(objects), as_unpacked(objects))
 
 
 def add_object(store: Any, obj: ShaFile) -> str:
@@ -315,26 +303,14 @@ def write_commit(store: Any, tree: str, parents: list[str], message: str, author
     return add_object(store, commit)
 
 
-def tree_objects(files: Mapping[str, bytes]) -> tuple[str, list[Blob | Tree]]:
-    """Blobs and trees for a whole file set, without writing anything: returns the
-    root tree id and every object, ready for :func:`write_pack`."""
-    objects: list[Blob | Tree] = []
-    nested: dict[str, Any] = {}
+def tree_objects(files: Mapping[str, bytes]) -> tuple[str, list[ShaFile]]:
+    """Blobs and trees for a whole file set (dulwich's ``commit_tree``), without writing
+    anything: the root tree id and every object, ready for :func:`write_pack`."""
+    made = MemoryObjectStore()
+    entries = []
     for path, content in files.items():
-        node = nested
-        *dirs, name = path.split("/")
-        for d in dirs:
-            node = node.setdefault(d, {})
         blob = Blob.from_string(content)
-        objects.append(blob)
-        node[name] = blob
-
-    def make(node: dict[str, Any]) -> Tree:
-        tree = Tree()
-        for name, child in node.items():
-            sub = make(child) if isinstance(child, dict) else child
-            tree.add(name.encode(), stat.S_IFDIR if isinstance(child, dict) else 0o100644, sub.id)
-        objects.append(tree)
-        return tree
-
-    return make(nested).id.decode(), objects
+        made.add_object(blob)
+        entries.append((path.encode(), blob.id, 0o100644))
+    root = commit_tree(made, entries)
+    return root.decode(), [made[sha] for sha in made]

@@ -28,7 +28,7 @@ from typing import Any, cast
 from dulwich.errors import NotGitRepository
 from dulwich.merge import Merger
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Commit, ObjectID, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -207,13 +207,13 @@ class GitRepo:
         return bool(HEX40.match(sha)) and objects.has_object(self.store, sha.encode())
 
     def commit(self, sha: str) -> Commit:
-        return objects.read_commit(self.store, sha)
+        return objects.read_typed(self.store, sha, Commit)
 
     def tree_of(self, commit_sha: str) -> str:
         return str(self.commit(commit_sha).tree.decode())
 
     def read_blob(self, sha: str) -> bytes:
-        return objects.read_blob(self.store, sha)
+        return bytes(objects.read_typed(self.store, sha, Blob).data)
 
     def blob_at(self, tree_sha: str, path: str) -> str | None:
         """The id of the file at ``path`` in the tree, or None."""
@@ -266,18 +266,13 @@ class GitRepo:
         conflicting paths, sorted. Without conflicts the merged tree is in the store."""
         # the merger writes the subtrees and blobs it makes through this view: loose, durable
         merger = Merger(cast(BaseObjectStore, LooseWritingStore(self.store)))
-        merged, conflicts = merger.merge_trees(None if base is None else self._tree(base),
-                                               self._tree(ours), self._tree(theirs))
+        base_tree = None if base is None else objects.read_typed(self.store, base, Tree)
+        merged, conflicts = merger.merge_trees(base_tree, objects.read_typed(self.store, ours, Tree),
+                                               objects.read_typed(self.store, theirs, Tree))
         tree = merged.id.decode()
         if not conflicts and not self.has_object(tree):
             self.add_object(merged)
         return tree, tuple(sorted(p.decode(errors="replace") for p in conflicts))
-
-    def _tree(self, sha: str) -> Tree:
-        obj = objects.read_object(self.store, sha.encode())
-        if not isinstance(obj, Tree):
-            raise GitError(f"{sha} is not a tree")
-        return obj
 
     # -- history (hotreload.git.history) ------------------------------------
 

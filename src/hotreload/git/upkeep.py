@@ -1,34 +1,26 @@
 """Repository upkeep: pack loose objects, drop the packed copies, keep the
 commit-graph current. Runs off the request path and never takes the data lock.
 
-Writes and small reloads leave loose objects (one file each); over months they
-make every object lookup and ``fsck`` slower. The commit-graph
-(``objects/info/commit-graph``) gives :mod:`hotreload.git.history` generation
-numbers without parsing commits; commits newer than the file are computed on
-demand, so a stale file is slower, never wrong.
-
 Three steps, each safe while readers, writes and reloads run:
 
 1. **pack** every loose object into one new pack (it becomes visible when
    complete; the loose copies stay);
-2. **prune** a loose object only once a pack that has held it for
-   :data:`PRUNE_GRACE_S` exists, so a reader that looked in the packs just before
-   the new one landed still finds the loose copy a moment later (dulwich looks
-   in packs, rescans, then looks for the loose file);
-3. **graph**: write the commit-graph of every commit reachable from the refs,
-   to a temporary file renamed into place.
+2. **prune** a loose object only once a pack has held it for :data:`PRUNE_GRACE_S`,
+   so a reader that looked in the packs just before the new one landed still finds
+   the loose copy a moment later;
+3. **graph**: write the commit-graph of every commit reachable from the refs
+   (git's format, checked by ``git commit-graph verify`` in the tests), to a
+   temporary file renamed into place. A stale file is slower, never wrong
+   (:mod:`hotreload.git.history`).
 
-dulwich has all three (``maintenance``, ``pack_loose_objects``,
-``write_commit_graph``), but its commit-graph writer is quadratic (8.6 s for
-20,000 commits, 225 s for 100,000), keeps only two parents of an octopus merge,
-and computes generation numbers recursively (RecursionError past ~1,000 commits
-of linear history); and its ``pack_loose_objects`` deletes the loose copies at
-once. The file format is git's (``Documentation/gitformat-commit-graph``); the
-tests check what we write with ``git commit-graph verify``. dulwich reads it.
+Why not dulwich's ``pack_loose_objects`` and ``write_commit_graph`` (decision 20):
+the first deletes the loose copies at once; the second is quadratic, keeps two
+parents of an octopus merge and recurses (RecursionError past ~1,000 commits).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -46,7 +38,7 @@ from typing import Any
 from dulwich.objects import Commit
 from dulwich.pack import load_pack_index
 
-from hotreload.git.objects import LOOSE_OBJECT_LIMIT, add_raw_objects, get_raw, read_object
+from hotreload.git.objects import as_unpacked, get_raw, read_object
 from hotreload.git.repo import GitRepo
 
 log = logging.getLogger(__name__)
@@ -103,20 +95,8 @@ def pack_loose_objects(repo: GitRepo) -> int:
         except KeyError:
             continue  # pruned meanwhile by another process
         raw.append((type_num, data, sha.encode()))
-    if len(raw) < LOOSE_OBJECT_LIMIT:
-        # add_raw_objects writes small batches loose; a pack is the point here
-        store.add_pack_data(len(raw), _unpacked(raw))
-    else:
-        add_raw_objects(store, raw)
+    store.add_pack_data(len(raw), as_unpacked(raw))
     return len(raw)
-
-
-def _unpacked(raw: list[tuple[int, bytes, bytes]]) -> Iterable[object]:
-    from dulwich.pack import UnpackedObject
-
-    for type_num, data, sha in raw:
-        yield UnpackedObject(type_num, decomp_len=len(data), decomp_chunks=[data],
-                             sha=bytes.fromhex(sha.decode()))
 
 
 def prune_packed(repo: GitRepo, grace_s: float = PRUNE_GRACE_S) -> int:
@@ -180,14 +160,8 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
     generation = history.generations({sha: tuple(c.parents) for sha, c in commits.items()})
     order = sorted(commits)  # hex order == binary order
     position = {sha: n for n, sha in enumerate(order)}
-    fanout = [0] * 256
-    for sha in order:
-        fanout[int(sha[:2], 16)] += 1
-    running = 0
-    fanout_bytes = bytearray()
-    for count in fanout:
-        running += count
-        fanout_bytes += struct.pack(">I", running)
+    first_bytes = [int(sha[:2], 16) for sha in order]
+    fanout = struct.pack(">256I", *(bisect.bisect_right(first_bytes, byte) for byte in range(256)))
     lookup = b"".join(bytes.fromhex(sha.decode()) for sha in order)
     data = bytearray()
     edges: list[int] = []
@@ -206,9 +180,9 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
         when = commit.commit_time
         data += bytes.fromhex(commit.tree.decode())
         data += struct.pack(">IIII", first, second, (level << 2) | ((when >> 32) & 0x3), when & 0xFFFFFFFF)
-    chunks = [(b"OIDF", bytes(fanout_bytes)), (b"OIDL", lookup), (b"CDAT", bytes(data))]
+    chunks = [(b"OIDF", fanout), (b"OIDL", lookup), (b"CDAT", bytes(data))]
     if edges:
-        chunks.append((b"EDGE", b"".join(struct.pack(">I", e) for e in edges)))
+        chunks.append((b"EDGE", struct.pack(f">{len(edges)}I", *edges)))
     header = b"CGPH" + bytes([1, 1, len(chunks), 0])
     offset = len(header) + 12 * (len(chunks) + 1)
     table = bytearray()
@@ -269,16 +243,12 @@ def _lower_priority() -> None:
 
 class UpkeepDaemon:
     """Runs upkeep in the background: soon after start, then every ``interval_s``
-    seconds (``CFP_DATA_UPKEEP_SECONDS``), or at once when nudged.
+    seconds (``CFP_DATA_UPKEEP_SECONDS``).
 
-    Each run is a child process (``hotreload upkeep --auto``): parsing 30,000
-    commits for a commit-graph is seconds of CPU, and in a thread it held the GIL
-    that request threads need (health p99 8.5 ms against 2.2 ms p50 while it ran);
-    a process uses another core, at nice 10 so the scheduler favours requests
-    (health p99 with upkeep running: 5.7 ms at normal priority), and its memory is
-    gone when it exits. Packing,
-    pruning and the graph file are safe from another process (see above); this one
-    then re-reads the graph."""
+    Each run is a child process (``hotreload upkeep --auto``) at nice 10: parsing
+    30,000 commits for a commit-graph is seconds of CPU, which in a thread held the
+    GIL that request threads need; a process uses another core, and its memory is
+    gone when it exits. This one then re-reads the graph."""
 
     def __init__(self, repo: GitRepo, interval_s: float = 300.0, first_after_s: float = 1.0) -> None:
         self._repo = repo
@@ -297,9 +267,6 @@ class UpkeepDaemon:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-
-    def nudge(self) -> None:
-        self._wake.set()
 
     def run_once(self) -> None:
         # a graph file this process refused may pass the child's own checks (it disagreed with
