@@ -1,32 +1,21 @@
 """Ancestry questions, each bounded by the change, whatever the history's length.
 
 Every question the service asks (is L an ancestor of R; which commits does L have
-that R lacks, and how many the other way; what is pending a push) is answered by
-one walk, :func:`compare`: git's "paint down to common", taking commits in order
-of **generation number** (a root is 1, any other commit 1 + its parents' largest)
-and stopping as soon as every commit still queued is reachable from both tips.
-Because a child's generation is always above its parents', a commit is taken only
-after all its children: nothing is decided too early, and the walk touches the
-commits that differ plus the few just below the merge base.
+that R lacks, and the other way) is answered by one walk, :meth:`History.compare`:
+git's "paint down to common", taking commits in order of **generation number** (a
+root is 1, any other commit 1 + its parents' largest) and stopping as soon as every
+commit still queued is reachable from both tips. A commit is taken only after all
+its children, so the walk touches the commits that differ plus a few below the merge
+base. Not ``dulwich.graph``: it prunes by commit date, so a wrong clock turns a
+fast-forward into a divergence, and it has no ahead/behind lists (decision 19).
 
 Generation numbers come from ``objects/info/commit-graph`` (read with
-``dulwich.commit_graph``; written by :mod:`hotreload.git.upkeep`, or by git) and,
-for commits the file does not hold yet, are computed from their parents and
-remembered for the life of the process. A missing, stale or damaged graph file
-therefore only makes the first question slower (the computation walks down to
-commits the file holds, or to the root), never wrong: a file is used only when its
-SHA-1 trailer and chunk layout check out (:func:`read_checked_graph`; dulwich's
-reader checks neither), and an answer that can drop a commit (a fast-forward, a
-push, the commits a rebase replays) is asked with ``confirmed=True``, which checks
-it against the commit objects themselves, at the cost of the commits that differ;
-a graph that disagrees with them is dropped and the question asked again without it.
-
-Why not ``dulwich.graph``: its ``can_fast_forward`` prunes by commit *time*, and
-answers False for a fast-forward whose path holds a commit dated before its start
-(one upstream laptop with a wrong clock made a fast-forward look like a
-divergence, and the rebase that follows would replay commits the remote already
-has); and it has no ahead/behind or "commits to replay". See
-specs/decisions.md for the measurements.
+``dulwich.commit_graph`` after the checks it leaves out, decision 88; written by
+:mod:`hotreload.git.upkeep` or by git) and, for commits the file lacks, are computed
+from their parents and remembered. A missing or stale file only makes the first
+question slower; an answer that can drop a commit is asked with ``confirmed=True``,
+which checks it against the commit objects, and a graph that disagrees with them is
+dropped and the question asked again without it.
 """
 
 from __future__ import annotations
@@ -107,8 +96,7 @@ def read_checked_graph(path: str) -> CommitGraph:
 
 
 class History:
-    """Generation numbers and parents of one repository's commits, shared by
-    every thread (commits are immutable, so what is known stays true)."""
+    """Generation numbers and parents of one repository's commits, shared by every thread."""
 
     def __init__(self, objects_path: str) -> None:
         self._graph_path = os.path.join(objects_path, "info", "commit-graph")
@@ -122,10 +110,9 @@ class History:
         """Counts the graph files used: what was settled on top of an older one is not kept."""
         self._lock = threading.Lock()
         self.commits_read = 0
-        """Commit objects parsed (the graph file did not hold them, or an answer was
-        confirmed): for tests that pin the cost of a question."""
+        """Commit objects parsed: for tests that pin the cost of a question."""
         self.nodes_visited = 0
-        """Commits taken by :func:`compare` walks (likewise)."""
+        """Commits taken by the walks (likewise)."""
         self.reload_graph()
 
     # -- the commit-graph file -------------------------------------------------------
@@ -213,9 +200,8 @@ class History:
 
     @staticmethod
     def generations(parents_of: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, int]:
-        """Generation numbers of the commits in ``parents_of`` (every parent is in
-        it) from those parents alone: what upkeep writes, so one pass repairs any
-        wrong number an older file held."""
+        """Generation numbers of the commits in ``parents_of`` (every parent is in it)
+        from those parents alone: what upkeep writes (decision 90)."""
         settled = History._settle(list(parents_of), parents_of.__getitem__, lambda _sha: None)
         return {sha: node[0] for sha, node in settled.items()}
 
@@ -328,11 +314,8 @@ class History:
     def _confirms(self, store: Any, tip: str, only: Sequence[str], other: str) -> bool:
         """True if the commits themselves show that everything reachable from ``tip``
         is in ``only`` or reachable from ``other``: a walk of real parents from ``tip``
-        through ``only`` (each listed commit's parents and generation as the graph
-        says), stopping at commits not listed, each of which a real path from
-        ``other`` reaches. Nothing reachable from ``tip`` is left out of ``only``
-        then, whatever the graph said. Reads ``only`` and the commits between
-        ``other`` and where the walk stopped: the change, not the history."""
+        through ``only`` (each as the graph says it is), stopping at commits not listed,
+        each of which a real path from ``other`` reaches. Reads the change, not the history."""
         listed = {sha.encode() for sha in only}
         reached: set[bytes] = set()
         stops: set[bytes] = set()

@@ -18,43 +18,46 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
 from dulwich.objects import Tree
-from dulwich.pack import PACK_SPOOL_FILE_MAX_SIZE, UnpackedObject
+from dulwich.pack import PACK_SPOOL_FILE_MAX_SIZE
 from dulwich.repo import Repo
 
 from hotreload.git import unpack
 from hotreload.git.errors import PushOutcomeUnknown, PushRejected, TransportError
-from hotreload.git.objects import LOOSE_OBJECT_LIMIT, ZERO_SHA, RawObject, add_raw_objects, get_raw, has_object
-from hotreload.git.remotes import CLONE_DEADLINE_FACTOR, Remote, as_remote, connected, redact
+from hotreload.git.objects import (
+    LOOSE_OBJECT_LIMIT,
+    ZERO_SHA,
+    RawObject,
+    add_raw_objects,
+    as_unpacked,
+    get_raw,
+    has_object,
+)
+from hotreload.git.remotes import CLONE_DEADLINE_FACTOR, Remote, as_remote, connected
 from hotreload.git.trees import TreeBytes
-
-__all__ = ["Remote", "redact"]
 
 
 def fetch_branch(repo: Repo, trees: TreeBytes, remote: str | Remote, branch: str,
                  haves: Iterator[str] | None = None) -> str | None:
-    """Fetch one branch's objects (the explicit refspec
-    ``+refs/heads/<b>:refs/remotes/origin/<b>``, which a ``git clone --bare``
-    clone's default refspec never fills). Returns the remote tip, or None when
-    the remote has no such branch; the caller moves the tracking ref. ``trees`` is
-    the clone's tree cache; ``haves`` (our commits, newest first) bounds the
-    negotiation of a network fetch; no object bigger than the remote's
-    ``max_object_bytes`` is taken (unpack.PackReader)."""
+    """Fetch one branch's objects. Returns the remote tip, or None when the remote has
+    no such branch; the caller moves the tracking ref. ``trees`` is the clone's tree
+    cache; ``haves`` (our commits, newest first) bounds the negotiation of a network
+    fetch; no object bigger than the remote's ``max_object_bytes`` is taken (unpack.py)."""
     remote = as_remote(remote)
     ref = b"refs/heads/" + branch.encode()
     local_path = local_remote_path(remote.url)
     if local_path is not None:
         with _open_remote(local_path, remote) as source:
-            tip = _branch_tip(source, ref)
-            if tip is None:
-                return None
-            copy_missing_objects(source, repo, trees, tip)
-        return tip.decode()
+            tip = source.refs.as_dict(b"refs/heads/").get(branch.encode())
+            if tip is not None:
+                copy_missing_objects(source, repo, trees, tip)
+        return None if tip is None else tip.decode()
     store = repo.object_store
 
     def determine_wants(refs: Mapping[bytes, bytes], depth: int | None = None) -> list[bytes]:
@@ -70,11 +73,6 @@ def fetch_branch(repo: Repo, trees: TreeBytes, remote: str | Remote, branch: str
     return tip.decode()
 
 
-def _branch_tip(source: Repo, ref: bytes) -> bytes | None:
-    """The tip of ``ref`` (``refs/heads/<b>``) in a local repository, or None."""
-    return source.refs.as_dict(b"refs/heads/").get(ref[len(b"refs/heads/"):])
-
-
 def remote_tip(remote: str | Remote, branch: str) -> str | None:
     """The remote's tip of ``branch`` (refs only: no pack is negotiated or sent),
     or None when the remote has no such branch. What the poll asks every interval."""
@@ -83,7 +81,7 @@ def remote_tip(remote: str | Remote, branch: str) -> str | None:
     local_path = local_remote_path(remote.url)
     if local_path is not None:
         with _open_remote(local_path, remote) as source:
-            tip = _branch_tip(source, ref)
+            tip = source.refs.as_dict(b"refs/heads/").get(branch.encode())
         return tip.decode() if tip else None
     with connected(remote, "listing refs of") as (client, path):
         result = client.get_refs(path.encode() if isinstance(path, str) else path, ref_prefix=[ref])
@@ -95,25 +93,18 @@ def remote_tip(remote: str | Remote, branch: str) -> str | None:
 def push_ref(repo: Repo, trees: TreeBytes, remote: str | Remote, local_sha: str, remote_ref: bytes,
              is_ancestor: Callable[[str, str], bool],
              new_commits: Callable[[list[str], str], Sequence[str]], expect: str | None = None) -> None:
-    """Update ``remote_ref`` on the remote to ``local_sha``, only as a
-    fast-forward (or a new ref), and with ``expect``, only from that commit (a
-    compare-and-swap: the receiving git checks the old value we send). Never forces. ``is_ancestor`` answers the
-    fast-forward question in the local history; ``new_commits(haves, tip)`` lists
-    the commits reachable from ``tip`` and from none of ``haves`` (those we have),
-    parents first, so the pack sent follows the change (dulwich's own pack
-    generator collects every ancestor of the remote's refs: O(history))."""
+    """Update ``remote_ref`` on the remote to ``local_sha``, only as a fast-forward (or
+    a new ref), and with ``expect``, only from that commit (a compare-and-swap: the
+    receiving git checks the old value we send). Never forces. ``is_ancestor`` answers
+    the fast-forward question here; ``new_commits(haves, tip)`` lists the commits to
+    send, parents first, so the pack follows the change (decision 21)."""
     remote = as_remote(remote)
     new = local_sha.encode()
 
-    def non_fast_forward(current: bytes) -> PushRejected:
-        return PushRejected(
-            f"push to {remote} rejected: {remote_ref.decode()} is at "
-            f"{current.decode()[:12]}, which is not an ancestor of {local_sha[:12]} "
-            "(non-fast-forward)")
-
     def check(current: bytes | None) -> None:
         if current is not None and not is_ancestor(current.decode(), local_sha):
-            raise non_fast_forward(current)
+            raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} is at {current.decode()[:12]}, "
+                               f"which is not an ancestor of {local_sha[:12]} (non-fast-forward)")
         if expect is not None and current != expect.encode():  # a fast-forward, but not from where we were
             at = current.decode()[:12] if current is not None else "nothing"
             raise PushRejected(f"push to {remote} rejected: {remote_ref.decode()} is at {at}, "
@@ -156,9 +147,8 @@ def push_ref(repo: Repo, trees: TreeBytes, remote: str | Remote, local_sha: str,
         current = refs.get(remote_ref)
         if current is not None and current != ZERO_SHA:
             seen_on_remote.append(current)
-        if current == new:
-            return {remote_ref: new}
-        check(None if current in (None, ZERO_SHA) else current)
+        if current != new:
+            check(None if current in (None, ZERO_SHA) else current)
         return {remote_ref: new}
 
     store = repo.object_store
@@ -169,8 +159,7 @@ def push_ref(repo: Repo, trees: TreeBytes, remote: str | Remote, local_sha: str,
         commits = [c.encode() for tip in want for c in new_commits(known, tip.decode())]
         objects = objects_for_commits(store, trees, commits, lambda sha: False)
         sent.append(True)
-        return len(objects), (UnpackedObject(type_num, decomp_len=len(raw), decomp_chunks=[raw],
-                                             sha=bytes.fromhex(sha.decode())) for type_num, raw, sha in objects)
+        return len(objects), as_unpacked(objects)
 
     try:
         with connected(remote, "push to") as (client, path):
@@ -203,26 +192,22 @@ def local_remote_path(remote: str) -> str | None:
     return remote
 
 
-class _open_remote:
-    def __init__(self, path: str, remote: Remote) -> None:
-        try:
-            self.repo = Repo(path)
-        except (NotGitRepository, OSError) as exc:
-            raise TransportError(f"{remote} is not reachable: {exc}") from None
-
-    def __enter__(self) -> Repo:
-        return self.repo
-
-    def __exit__(self, *exc: object) -> None:
-        self.repo.close()
+@contextmanager
+def _open_remote(path: str, remote: Remote) -> Iterator[Repo]:
+    try:
+        repo = Repo(path)
+    except (NotGitRepository, OSError) as exc:
+        raise TransportError(f"{remote} is not reachable: {exc}") from None
+    try:
+        yield repo
+    finally:
+        repo.close()
 
 
 def copy_missing_objects(source: Repo, target: Repo, trees: TreeBytes, tip: bytes) -> int:
     """Copy every object reachable from ``tip`` that ``target`` lacks, as one pack
-    (or loose, when few). The new commits are found by walking back to ones the
-    target has; their objects by :func:`objects_for_commits`. (dulwich's local
-    fetch enumerates the whole tree of the common commit and scans the whole
-    source pack: O(corpus) for a one-line change.)"""
+    (or loose, when few): the commits back to ones the target has, their objects by
+    :func:`objects_for_commits` (dulwich's local fetch is O(corpus); decision 11)."""
     src, dst = source.object_store, target.object_store
     # Parents strictly before children (a post-order walk): see objects_for_commits.
     order: list[bytes] = []
@@ -272,12 +257,9 @@ def objects_for_commits(src: Any, trees: TreeBytes, commits: Sequence[bytes],
         seen.add(tree_id)
         if parent_id is not None and not has_object(src, parent_id):
             parent_id = None
-        # entries unchanged from the parent are skipped (the receiver has them); the
-        # changed ones are found from the raw bytes of both versions, without parsing
-        # the rest (decision 55: parsing both versions of ``people/`` at 500k records
-        # held the GIL ~100-200 ms a fetch, and every reader waited for it). Found
-        # first: that reads the new tree and keeps it, so taking its bytes reads it
-        # no second time (inflating 7.4 MB again, ~5 ms at 500k records)
+        # entries unchanged from the parent are skipped (the receiver has them), the
+        # changed ones found from the raw bytes of both versions (decision 55); found
+        # first, so the new tree's bytes are cached when taken just below
         changes = trees.changes(src, parent_id, tree_id)
         missing.append((Tree.type_num, trees.raw(src, tree_id), tree_id))
         for _name, before, after in changes:
@@ -304,13 +286,10 @@ def objects_for_commits(src: Any, trees: TreeBytes, commits: Sequence[bytes],
 
 class BoundedHaves:
     """The ``have`` lines of a fetch negotiation: our tips first (the server nearly
-    always has the last remote tip we saw), then ancestors at exponentially
-    growing distances (2, 4, 8, ... commits back: git's "skipping" negotiator), at
-    most ``limit`` in all. dulwich's own walker offers every commit of the history
-    (20,000 haves, 4 s, for a one-commit fetch); and each have the server knows
-    costs it work (32 haves: +35 ms per fetch on a 20,000-commit history, server
-    side). Offering fewer can only make the server send objects we already have,
-    after a divergence deeper than the haves reach."""
+    always has the last remote tip we saw), then ancestors at exponentially growing
+    distances (git's "skipping" negotiator), at most ``limit`` in all; dulwich's own
+    walker offers every commit of the history (decision 21). Offering fewer can only
+    make the server send objects we already have."""
 
     def __init__(self, ancestors: Iterator[str], limit: int = 8, tips: int = 2) -> None:
         self._ancestors = ancestors
@@ -334,11 +313,10 @@ class BoundedHaves:
     next = __next__
 
     def ack(self, sha: bytes) -> None:
-        """dulwich reports the server's ACKs; the haves are fixed in advance, so
-        there is nothing to adjust (and dulwich reads ACKs only after ``done``)."""
+        """The haves are fixed in advance: a server's ACK (or NAK) changes nothing."""
 
     def nak(self) -> None:
-        """Likewise for a NAK."""
+        pass
 
 
 class _Receiving:
@@ -359,11 +337,9 @@ class _Receiving:
 
 class _ReceivingStore:
     """The clone's object store, except that a received pack is spooled to disk and
-    every object's size checked against ``CFP_DATA_MAX_OBJECT_BYTES`` before it is
-    inflated (:class:`~hotreload.git.unpack.PackReader`); then one of fewer than
-    :data:`~hotreload.git.objects.LOOSE_OBJECT_LIMIT` objects (a one-record fetch is
-    four) is unpacked into loose objects here (decision 65), a bigger one goes to
-    dulwich, which keeps it as a pack."""
+    every object's size checked before it is inflated (decision 89); then a pack of
+    fewer than :data:`~hotreload.git.objects.LOOSE_OBJECT_LIMIT` objects is unpacked
+    into loose objects here (decision 65), a bigger one goes to dulwich as a pack."""
 
     def __init__(self, store: Any, trees: TreeBytes | None, max_object_bytes: int) -> None:
         self._store, self._trees, self._max_object_bytes = store, trees, max_object_bytes
@@ -397,14 +373,10 @@ class _ReceivingStore:
         return getattr(self._store, name)
 
 
-
-
 def _copy_object_files(source: str, target: str) -> None:
-    """Copy a local repository's objects as files, as ``git clone --local`` does:
-    packs (``.pack`` before its ``.idx``, so a pack is never visible incomplete)
-    and loose objects. dulwich's local client took 325 s, and a commit-by-commit
-    copy 217 s, on a 20,000-commit history (both resolve the source pack's delta
-    chains one object at a time); copying the files takes well under a second."""
+    """Copy a local repository's objects as files, as ``git clone --local`` does
+    (decision 22): packs (``.pack`` before its ``.idx``, so a pack is never visible
+    incomplete) and loose objects."""
     pack_dir = os.path.join(source, "pack")
     names = sorted(os.listdir(pack_dir)) if os.path.isdir(pack_dir) else []
     for name in [n for n in names if n.endswith(".pack")] + [n for n in names if n.endswith(".idx")]:

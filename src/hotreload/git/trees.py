@@ -1,16 +1,14 @@
 """Trees as their raw bytes: diffs, path lookups and writes whose work follows the
 change, not the folder (decisions 55, 58, 73).
 
-A gitsheets folder is flat: at 500,000 records ``people/`` is one tree of 150,000
-entries, 7.4 MB. A one-record change changes one entry of it. Parsing both versions
-into Python objects to compare them, or to write one entry, is O(folder) interpreted
-work (~100-200 ms at that size, holding the GIL). Here a tree is its raw bytes plus
-the offset of each entry: two versions are compared a chunk at a time (memcmp), and
-only the entries between the first and the last differing byte are parsed; a write
-splices the changed entries into the raw bytes in git's order; a lookup is a binary
-search. The new version's offsets follow from the old one's, so the next reload or
-write scans nothing either. git (``mktree``, ``ls-tree``, ``write-tree``,
-``diff-tree``) is the oracle in ``tests/test_tree_bytes.py``.
+A gitsheets folder is flat (at 500,000 records ``people/`` is one tree of 150,000
+entries, 7.4 MB), and a one-record change changes one entry of it. Here a tree is its
+raw bytes plus the offset of each entry: two versions are compared a chunk at a time
+(memcmp), and only the entries between the first and the last differing byte are
+parsed; a write splices the changed entries into the raw bytes in git's order; a
+lookup is a binary search; the new version's offsets follow from the old one's.
+dulwich's ``tree_changes`` parses both versions whole (a 15,000-entry folder: 64 ms
+against 1.2). git is the oracle in ``tests/test_tree_bytes.py``.
 """
 
 from __future__ import annotations
@@ -125,10 +123,6 @@ class TreeBytes:
             self._trees.put(sha, found)
         return found
 
-    def remember(self, sha: bytes, tree: RawTree) -> None:
-        """Cache a tree just written, whose offsets its writer knows."""
-        self._trees.put(sha, tree)
-
     def changes(self, store: Any, old: bytes | None, new: bytes | None) -> list[TreeChange]:
         """The entries that differ between two trees (None: the empty tree), in no
         particular order. Remembers ``new`` with its offsets."""
@@ -197,16 +191,14 @@ class TreeBytes:
     def write(self, store: Any, base_tree: str | None, changes: Mapping[str, bytes | None]) -> str:
         """A new tree: ``base_tree`` with each path set to new content (or removed when
         None); folders left empty disappear, as in git. Each folder on the way is its
-        previous version's raw bytes with the changed entries spliced in (decision 58).
-        The new objects (blobs, then each folder's tree after the ones below it) are
-        written by :func:`write_loose_many` (each durable before the next is visible),
-        and the new trees remembered with their offsets (decision 73)."""
+        previous version's raw bytes with the changed entries spliced in (decision 58),
+        written after the objects it names, and remembered with its offsets (decision 73)."""
         written: list[RawObject] = []
         made: list[tuple[bytes, RawTree]] = []
         tree = self._write(store, base_tree.encode() if base_tree is not None else None, changes, written, made)
         write_loose_many(store, written)
         for sha, raw_tree in made:
-            self.remember(sha, raw_tree)
+            self._trees.put(sha, raw_tree)  # its offsets known: the next write scans nothing
         return tree.decode() if tree is not None else write_loose(store, Tree.type_num, b"")
 
     def _write(self, store: Any, base_tree: bytes | None, changes: Mapping[str, bytes | None],
@@ -397,7 +389,5 @@ def _splice(tree: RawTree, edits: Mapping[bytes, Entry | None]) -> RawTree:
 
 
 def _shifted(offsets: array[int], shift: int) -> array[int]:
-    """``offsets`` each plus ``shift``: nothing to do when an entry changed in place
-    (a record edited: its id has the same length); 1.3 ms per 15,000 entries when one
-    was added or removed before them."""
+    """``offsets`` each plus ``shift`` (nothing to do when an entry changed in place)."""
     return array("q", map(shift.__add__, offsets)) if shift else offsets
