@@ -1,18 +1,12 @@
 """How to reach a remote: its URL (never stored or shown with credentials), the
-credentials a deployment hands out as files, and a deadline on every network
-operation.
+credentials a deployment hands out as files (read at every operation, so a rotated
+Secret needs no restart), and a deadline on every network operation (decision 81).
 
-A network operation (clone, fetch, push, ls-remote) runs under a :class:`Deadline`:
-connecting and each read wait at most ``CFP_DATA_NETWORK_TIMEOUT_SECONDS`` (HTTP:
-urllib3's timeouts; git://: the socket's; ssh: ``ConnectTimeout``), so a remote that
-accepts and never answers costs one timeout; and when the operation as a whole has
-taken :data:`OPERATION_DEADLINE_FACTOR` timeouts (a first clone
-:data:`CLONE_DEADLINE_FACTOR`), what it still has open is cut (the HTTP and git://
-sockets shut down, the ssh process killed), so one that answers a byte at a time is
-bounded too, while a large transfer that keeps moving is not cut at the first timeout.
-
-Credentials are read from their files at every operation, so rotating a mounted
-Secret needs no restart; a password or token never appears in an error message.
+Connecting and each read wait at most ``CFP_DATA_NETWORK_TIMEOUT_SECONDS`` (HTTP:
+urllib3's timeouts; git://: the socket's; ssh: ``ConnectTimeout``); when an operation
+as a whole has taken :data:`OPERATION_DEADLINE_FACTOR` timeouts (a first clone
+:data:`CLONE_DEADLINE_FACTOR`), what it still has open is cut (sockets shut down, the
+ssh process killed), so a remote that answers a byte at a time is bounded too.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """``GitRepo``: the one facade the rest of the service uses for git.
 
-Commits and trees are named by 40-character hex strings (``str``) everywhere
-outside :mod:`hotreload.git`. The work itself lives in one module per concern,
-as in dulwich: :mod:`~hotreload.git.objects` (reading and writing objects and
-trees), :mod:`~hotreload.git.history` (ancestry questions) and
-:mod:`~hotreload.git.transport` (fetch, push, clone). This module holds what ties
-them to one repository: a dulwich ``Repo`` per thread and the refs.
-
-dulwich's ``Repo`` and its pack readers share file handles and caches and are not
-made for concurrent use, so :class:`GitRepo` hands every thread its own ``Repo``
-object (opening one is cheap: it reads a few files). Objects written through one
-``Repo`` are visible to the others: loose objects are files, and a pack store
-rescans its directory when an object is missing.
+Commits and trees are 40-character hex strings (``str``) outside :mod:`hotreload.git`.
+The work lives in one module per concern, as in dulwich (objects, trees, history,
+transport); this module ties them to one repository: the refs, and a dulwich ``Repo``
+per thread, since its pack readers are not made for concurrent use (objects written
+through one are visible to the others: loose objects are files, and a pack store
+rescans its directory when an object is missing).
 """
 
 from __future__ import annotations
@@ -54,10 +48,7 @@ API_IDENTITY = b"Code for Philly API <api@users.noreply.codeforphilly.org>"
 _LIVE: weakref.WeakSet[GitRepo] = weakref.WeakSet()
 
 PACK_CACHE_BYTES = 4 * 1024 * 1024
-"""dulwich keeps, per pack and per ``Repo``, an LRU of resolved objects of up to
-96 MiB (git's core.deltaBaseCacheLimit). With a ``Repo`` per thread that became
-hundreds of MB of retained memory after a few reloads; our own tree cache and
-bulk reads make a small one enough."""
+"""dulwich's cache of resolved objects, per pack and per ``Repo``, capped (decision 17)."""
 
 
 @atexit.register
@@ -98,10 +89,8 @@ class GitRepo:
         _LIVE.add(self)
 
     def _open(self) -> Repo:
-        """A ``Repo`` for this thread: one a finished thread left, or a new one.
-        Threads come and go (a reload on its own thread for each read that asks for a
-        commit not served yet); each new one opening the pack files again, kept until
-        :meth:`close`, ran a server out of file descriptors (decision 66)."""
+        """A ``Repo`` for this thread: one a finished thread left, or a new one (threads
+        come and go; each opening the packs again ran a server out of descriptors, decision 66)."""
         me = threading.current_thread()
         with self._opened_lock:
             for at, (thread, repo) in enumerate(self._opened):
