@@ -180,8 +180,8 @@ def test_the_cache_is_bounded_by_bytes(repo: Path) -> None:
     for old, new in itertools.pairwise(versions):
         changes(repo, cache, old, new)
     one = len(ls_tree(repo, versions[0])) * (len("100644 n00\0") + 20)  # about one tree's bytes
-    assert cache._trees.held <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten
-    assert len(cache._trees) < len(versions)
+    assert cache.held_bytes <= 4 * 2 * one  # four times the largest tree (+ offsets), not all ten
+    assert len(cache) < len(versions)
 
 
 # -- writing a tree by splicing its raw bytes -----------------------------------------

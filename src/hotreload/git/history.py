@@ -37,7 +37,7 @@ from dulwich.commit_graph import CommitGraph
 from dulwich.objects import Commit, ObjectID
 
 from hotreload.git.errors import GitError
-from hotreload.git.objects import read_object
+from hotreload.git.objects import read_typed
 
 log = logging.getLogger(__name__)
 
@@ -238,13 +238,11 @@ class History:
 
     def _read_parents(self, store: Any, sha: bytes) -> tuple[bytes, ...]:
         try:
-            obj = read_object(store, sha)
+            commit = read_typed(store, sha.decode(), Commit)
         except KeyError:
             raise GitError(f"commit {sha.decode()} is missing from the repository") from None
-        if not isinstance(obj, Commit):
-            raise GitError(f"{sha.decode()} is not a commit")
         self.commits_read += 1
-        return tuple(obj.parents)
+        return tuple(commit.parents)
 
     # -- questions --------------------------------------------------------------------
 

@@ -19,9 +19,10 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from dulwich.errors import ObjectFormatException
+from dulwich.lru_cache import LRUSizeCache
 from dulwich.objects import Blob, Tree, parse_tree
 
 from hotreload.git.errors import GitError
@@ -60,49 +61,38 @@ class RawTree:
 
 
 _EMPTY = RawTree(b"", array("q", [0]))
-V = TypeVar("V")
-
-
-class _Bounded(Generic[V]):
-    """A thread-safe map, least recently used out, bounded by the sum of its values'
-    sizes; the bound grows to ``base + factor * size`` of the largest value seen."""
-
-    def __init__(self, base: int, factor: int, size: Callable[[V], int]) -> None:
-        self._base, self._factor, self._size, self._max = base, factor, size, base
-        self._items: dict[bytes, V] = {}
-        self.held = 0
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: bytes) -> V | None:
-        with self._lock:
-            found = self._items.pop(key, None)
-            if found is not None:
-                self._items[key] = found  # most recently used last
-            return found
-
-    def put(self, key: bytes, value: V) -> None:
-        size = self._size(value)
-        with self._lock:
-            self._max = max(self._max, self._base + self._factor * size)
-            if key not in self._items:
-                self._items[key] = value
-                self.held += size
-            while self.held > self._max and len(self._items) > 1:
-                self.held -= self._size(self._items.pop(next(iter(self._items))))
 
 
 class TreeBytes:
     """One repository's trees as raw bytes with entry offsets: the cache a reload's
     diff, a write and a path lookup share (a tree id is a content address, so a tree
     read from another store, like a local remote's, is the same tree here). Least
-    recently used out, bounded by bytes: 16 MiB plus four times the largest tree seen,
-    enough for the current and the next version of the largest folders."""
+    recently used out (dulwich's ``LRUSizeCache``), bounded by bytes: 16 MiB plus four
+    times the largest tree seen, enough for the current and the next version of the
+    largest folders."""
 
     def __init__(self, base_bytes: int = 16 << 20) -> None:
-        self._trees: _Bounded[RawTree] = _Bounded(base_bytes, 4, lambda tree: tree.size)
+        self._base = self._bound = base_bytes
+        self._trees: LRUSizeCache[bytes, RawTree] = LRUSizeCache(base_bytes, base_bytes, lambda tree: tree.size)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._trees)
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(tree.size for tree in self._trees.items().values())
+
+    def _get(self, sha: bytes) -> RawTree | None:
+        with self._lock:
+            return self._trees.get(sha)
+
+    def _put(self, sha: bytes, tree: RawTree) -> None:
+        with self._lock:
+            if self._base + 4 * tree.size > self._bound:
+                self._bound = self._base + 4 * tree.size
+                self._trees.resize(self._bound, self._bound)
+            self._trees.add(sha, tree)
 
     def raw(self, store: Any, sha: bytes) -> bytes:
         """The tree's raw content (from the cache when it is there)."""
@@ -111,16 +101,16 @@ class TreeBytes:
 
     def cached(self, sha: bytes) -> bytes | None:
         """The tree's raw content if it is in the cache, else None."""
-        found = self._trees.get(sha)
+        found = self._get(sha)
         return found.raw if found is not None else None
 
     def tree(self, store: Any, sha: bytes) -> RawTree:
         """A tree's raw bytes with its entry offsets (scanned once, then cached)."""
-        found = self._trees.get(sha)
+        found = self._get(sha)
         if found is None:
             raw = _read_tree(store, sha)
             found = RawTree(raw, array("q", _entry_offsets(raw, 0, len(raw))))
-            self._trees.put(sha, found)
+            self._put(sha, found)
         return found
 
     def changes(self, store: Any, old: bytes | None, new: bytes | None) -> list[TreeChange]:
@@ -150,7 +140,7 @@ class TreeBytes:
         gone = _parse_entries(a, start, offsets[j])
         came = _parse_entries(raw, start, offsets[j] + shift)
         if new is not None:
-            self._trees.put(new, RawTree(raw, offsets[:i] + array("q", added[:-1]) + _shifted(offsets[j:], shift)))
+            self._put(new, RawTree(raw, offsets[:i] + array("q", added[:-1]) + _shifted(offsets[j:], shift)))
         return [(name, gone.get(name), came.get(name))
                 for name in gone.keys() | came.keys() if gone.get(name) != came.get(name)]
 
@@ -198,7 +188,7 @@ class TreeBytes:
         tree = self._write(store, base_tree.encode() if base_tree is not None else None, changes, written, made)
         write_loose_many(store, written)
         for sha, raw_tree in made:
-            self._trees.put(sha, raw_tree)  # its offsets known: the next write scans nothing
+            self._put(sha, raw_tree)  # its offsets known: the next write scans nothing
         return tree.decode() if tree is not None else write_loose(store, Tree.type_num, b"")
 
     def _write(self, store: Any, base_tree: bytes | None, changes: Mapping[str, bytes | None],

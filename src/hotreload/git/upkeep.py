@@ -172,10 +172,8 @@ def write_commit_graph(repo: GitRepo, tips: Iterable[str]) -> int:
         if len(parents) <= 2:
             second = parents[1] if len(parents) == 2 else _GRAPH_PARENT_NONE
         else:
-            second = _GRAPH_EXTRA_EDGES | len(edges)
-            extra = parents[1:]
-            edges.extend(extra[:-1])
-            edges.append(_GRAPH_LAST_EDGE | extra[-1])
+            second = _GRAPH_EXTRA_EDGES | len(edges)  # the second parent on are in the EDGE chunk
+            edges += [*parents[1:-1], _GRAPH_LAST_EDGE | parents[-1]]
         level = min(generation[sha], _GENERATION_MAX)
         when = commit.commit_time
         data += bytes.fromhex(commit.tree.decode())
