@@ -150,7 +150,7 @@ def test_threads_each_get_their_own_dulwich_repo(world: World) -> None:
     66). Many threads, all alive at once, read every blob at once."""
     repo = GitRepo(str(world.clone))
     head = world.clone_head()
-    expected = {e.path: repo.read_blob(e.sha) for e in repo.iter_blobs(repo.tree_of(head))}
+    expected = {e.path: repo.read_blob(e.sha) for e in repo.list_blobs(repo.tree_of(head))}
     errors: list[BaseException] = []
     repos: set[int] = set()
     all_started = threading.Barrier(8)
@@ -160,7 +160,7 @@ def test_threads_each_get_their_own_dulwich_repo(world: World) -> None:
             repos.add(id(repo.repo))  # before the barrier: no thread has finished, none can hand its Repo on
             all_started.wait(10)
             for _ in range(5):
-                got = {e.path: repo.read_blob(e.sha) for e in repo.iter_blobs(repo.tree_of(head))}
+                got = {e.path: repo.read_blob(e.sha) for e in repo.list_blobs(repo.tree_of(head))}
                 assert got == expected
         except BaseException as exc:
             errors.append(exc)

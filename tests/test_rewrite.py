@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from dulwich.objects import Blob
 from falcon import testing
 
 from hotreload.service.runtime import Runtime
@@ -168,7 +169,7 @@ def test_an_ambiguous_4_character_prefix_is_never_answered_in_sync_without_fetch
         if hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().startswith(prefix):
             break
         n += 1
-    runtime.repo.write_blob(data)
+    runtime.repo.add_object(Blob.from_string(data))
     assert runtime.repo.resolve_commit_prefix(prefix) is None  # ambiguous now
     data_out = post(client, {"commitHash": prefix}, headers=bearer()).json["data"]
     assert "head" not in data_out and data_out["outcome"] == "in-sync", data_out  # reconciled

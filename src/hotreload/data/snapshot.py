@@ -349,7 +349,7 @@ def load_sheets(repo: GitRepo, tree: str) -> tuple[tuple[Sheet, ...], dict[str, 
     """Every sheet the tree declares in ``.gitsheets/*.toml``. A sheet the service has
     no schema for is served untyped, with one log line saying so."""
     config_tree = repo.subtree(tree, CONFIG_DIR)
-    blobs = {e.path: e.sha for e in repo.iter_blobs(config_tree, CONFIG_DIR)} if config_tree else {}
+    blobs = {e.path: e.sha for e in repo.list_blobs(config_tree, CONFIG_DIR)} if config_tree else {}
     sheets = []
     for path, sha in sorted(blobs.items()):
         name = path[len(CONFIG_DIR) + 1 :].removesuffix(".toml")

@@ -219,10 +219,6 @@ class GitRepo:
         found = self.trees.find(self.store, tree_sha, path)
         return found[1].decode() if found is not None and stat.S_ISDIR(found[0]) else None
 
-    def iter_blobs(self, tree_sha: str, prefix: str = "") -> Iterator[BlobEntry]:
-        """Every file below a tree, with its path from the tree's root."""
-        return iter(objects.list_blobs(self.store, tree_sha, prefix))
-
     def diff_trees(self, old_tree: str, new_tree: str, after: str = "") -> Iterator[BlobChange]:
         """The files that differ, in path order, from the first path after ``after``."""
         return self.trees.diff(self.store, old_tree, new_tree, after)
@@ -231,6 +227,7 @@ class GitRepo:
         return objects.read_many(self.store, shas)
 
     def list_blobs(self, tree_sha: str, prefix: str = "") -> list[BlobEntry]:
+        """Every file below a tree, with its path from the tree's root."""
         return objects.list_blobs(self.store, tree_sha, prefix)
 
     def write_pack(self, objs: list[Any]) -> None:
@@ -238,9 +235,6 @@ class GitRepo:
 
     def add_object(self, obj: ShaFile) -> str:
         return objects.add_object(self.store, obj)
-
-    def write_blob(self, data: bytes) -> str:
-        return objects.write_loose(self.store, 3, data)  # 3: blob
 
     def write_tree_changes(self, base_tree: str | None, changes: Mapping[str, bytes | None]) -> str:
         """``base_tree`` with each path set to new content (None: removed), written."""
