@@ -110,20 +110,17 @@ class GitRepo:
             self._opened.append((threading.current_thread(), repo))
         return repo
 
-    def remove_stale_locks(self) -> list[str]:
+    def remove_stale_locks(self) -> None:
         """Remove ``*.lock`` files under ``refs/`` (and ``packed-refs.lock``), which a
         killed process leaves behind and which would block every later update of
         that ref. Only for a repository this process owns alone: call at start."""
-        removed = []
         candidates = [os.path.join(self.path, "packed-refs.lock")]
         for folder, _dirs, files in os.walk(os.path.join(self.path, "refs")):
             candidates += [os.path.join(folder, f) for f in files if f.endswith(".lock")]
         for path in candidates:
             if os.path.exists(path):
                 os.remove(path)
-                removed.append(os.path.relpath(path, self.path))
                 log.warning("removed a stale lock file left by a stopped process: %s", path)
-        return removed
 
     def close(self) -> None:
         """Close every thread's ``Repo`` (pack files and their maps)."""
