@@ -129,15 +129,13 @@ class History:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._graph_stamp:
             return self._graph is not None
-        graph, refused = None, None
         try:
             graph = read_checked_graph(self._graph_path)
         except Exception as exc:  # a torn or foreign file must not stop ancestry questions
-            refused = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
-            log.warning("ignoring the commit-graph file %s until upkeep rewrites it: %s", self._graph_path,
-                        refused, extra={"commitGraph": "refused"})
-        self._use(graph, stamp, refused)
-        return graph is not None
+            self._refuse(stamp, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc))
+            return False
+        self._use(graph, stamp, None)
+        return True
 
     def _use(self, graph: CommitGraph | None, stamp: tuple[int, int, int] | None, refused: str | None) -> None:
         # what was computed on top of the old file goes with it (its generations came from it)
@@ -148,11 +146,13 @@ class History:
 
     def refuse_graph(self, reason: str) -> None:
         """Stop using the graph file (it disagrees with the commits) until upkeep rewrites it."""
-        if self._graph is None:
-            return
+        if self._graph is not None:
+            self._refuse(self._graph_stamp, reason)
+
+    def _refuse(self, stamp: tuple[int, int, int] | None, reason: str) -> None:
         log.warning("ignoring the commit-graph file %s until upkeep rewrites it: %s", self._graph_path, reason,
                     extra={"commitGraph": "refused"})
-        self._use(None, self._graph_stamp, reason)
+        self._use(None, stamp, reason)
 
     @property
     def graph_size(self) -> int:

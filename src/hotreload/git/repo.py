@@ -34,10 +34,9 @@ from hotreload.git.remotes import Remote, as_remote, redact, without_credentials
 from hotreload.git.trees import BlobChange, TreeBytes
 
 __all__ = [
-    "API_IDENTITY", "HEX40", "ZERO_SHA", "BlobChange", "BlobEntry", "BranchMoved", "GitError", "GitRepo",
-    "NotABareRepository", "PushRejected", "Remote", "Signature", "TransportError",
-    "branch_ref", "clone_bare", "init_bare", "origin_url", "readable", "redact", "tracking_ref",
-    "tree_objects",
+    "API_IDENTITY", "BlobChange", "BranchMoved", "GitError", "GitRepo", "NotABareRepository", "PushRejected",
+    "Remote", "Signature", "TransportError", "branch_ref", "clone_bare", "init_bare", "origin_url", "readable",
+    "redact", "tracking_ref", "tree_objects",
 ]
 
 log = logging.getLogger(__name__)
