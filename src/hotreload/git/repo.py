@@ -11,6 +11,7 @@ rescans its directory when an object is missing).
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import stat
@@ -261,12 +262,8 @@ class GitRepo:
         prefix = prefix.lower()
         if len(prefix) == 40:
             return prefix if self.has_object(prefix) else None
-        found: list[str] = []
-        for sha in self.store.iter_prefix(prefix.encode()):
-            found.append(sha.decode() if isinstance(sha, bytes) else str(sha))
-            if len(found) > 1:
-                return None
-        return found[0] if found else None
+        found = [sha.decode() for sha in itertools.islice(self.store.iter_prefix(prefix.encode()), 2)]
+        return found[0] if len(found) == 1 else None
 
     def is_ancestor(self, ancestor: str, descendant: str, confirmed: bool = False) -> bool:
         """True if the commit ``ancestor`` (a full id) is reachable from
