@@ -236,18 +236,20 @@ def free_ports(n: int) -> list[int]:
 
 class GitDaemon:
     """``git daemon`` on a free loopback port, serving (and accepting pushes to) ``root``
-    (``env``: more of git's environment, such as ``GIT_CONFIG_*`` settings)."""
+    (``env``: more of git's environment, such as ``GIT_CONFIG_*`` settings; ``access_hook``: a
+    program git runs before serving each request, which refuses it by exiting non-zero)."""
 
     def __init__(self, root: str | os.PathLike[str], port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, access_hook: str | None = None) -> None:
         if port is None:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
             sock.close()
         self.port = port
+        hook = [f"--access-hook={access_hook}", "--max-connections=0"] if access_hook else []
         self.proc = subprocess.Popen(
-            dying_with_parent(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
+            dying_with_parent(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", *hook,
                                f"--base-path={root}", "--listen=127.0.0.1", f"--port={self.port}", str(root)]),
             env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

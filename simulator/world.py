@@ -15,8 +15,8 @@ import contextlib
 import datetime as dt
 import os
 import secrets
+import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,7 +62,8 @@ class World:
         if history:  # as a repository with a long life is kept: `git gc`-packed, deltas
             git("--git-dir", self.origin, "gc", "--quiet")
         # the production transport: git daemon on loopback, dulwich's network client
-        self.daemon = GitDaemon(self.root) if transport == "git" else None
+        self.stall_flag = os.path.join(self.root, "remote-stalled")
+        self.daemon = GitDaemon(self.root, access_hook=self._stall_hook()) if transport == "git" else None
         self.remote = self.daemon.url("origin.git") if self.daemon else self.origin
         # a cluster's replicas know each other's ports before any starts (CFP_RELOAD_PEERS)
         ports = free_ports(replicas) if replicas > 1 else [0]
@@ -78,7 +79,6 @@ class World:
         self.push_backoff_seconds = push_backoff_seconds
         self.poll_seconds = poll_seconds
         self.network_timeout_seconds = network_timeout_seconds
-        self.stalled: socket.socket | None = None
         self.peers = peers and replicas > 1
         self.write_ack = write_ack
 
@@ -157,8 +157,7 @@ class World:
 
     def close(self) -> None:
         self.stop_all()
-        if self.stalled is not None:
-            self.stalled.close()
+        self.remote_up()  # requests held by a stall end
         if self.daemon is not None:
             self.daemon.stop()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -176,18 +175,29 @@ class World:
     def remote_up(self) -> None:
         if self.remote_is_down:
             os.rename(self.away, self.origin)
-        if self.stalled is not None:  # the daemon comes back on its port
-            self.stalled.close()
-            self.stalled = None
-            assert self.daemon is not None
-            self.daemon = GitDaemon(self.root, self.daemon.port)
+        with contextlib.suppress(FileNotFoundError):  # the stall ends
+            os.remove(self.stall_flag)
 
     def remote_stalled(self) -> None:
-        """The remote's port accepts connections and never answers (git:// worlds)."""
+        """The remote accepts connections and never answers them (git:// worlds): until
+        :meth:`remote_up`, git daemon's access hook holds each request; then refuses the ones it
+        held (their connections close, as a hung server's would when it restarts) and serves
+        the rest. The daemon keeps its port throughout. (Stopping it, listening on its port from
+        here, then starting it again there failed now and then: EADDRINUSE while a connection
+        the stopped daemon had accepted was still open, or a restarted daemon that exited at
+        once. The remote then stayed away for good, and every replica behind its tip.)"""
         assert self.daemon is not None, "remote-stalled needs world.transport = \"git\""
-        if self.stalled is None:
-            self.daemon.stop()
-            self.stalled = socket.create_server(("127.0.0.1", self.daemon.port), backlog=64)
+        with open(self.stall_flag, "w"):
+            pass
+
+    def _stall_hook(self) -> str:
+        """git daemon's ``--access-hook``, holding requests while :attr:`stall_flag` exists."""
+        hook = os.path.join(self.root, "stall-hook")
+        flag = shlex.quote(self.stall_flag)
+        with open(hook, "w") as fh:
+            fh.write(f"#!/bin/sh\n[ -e {flag} ] || exit 0\nwhile [ -e {flag} ]; do sleep 0.05; done\nexit 1\n")
+        os.chmod(hook, 0o755)
+        return hook
 
     def remote_slow_to_apply(self, seconds: float) -> None:
         """The remote waits ``seconds`` before it applies each push (a pre-receive hook: the ref
