@@ -16,7 +16,9 @@ from prometheus_client import generate_latest
 
 from hotreload.api.app import create_app
 from hotreload.api.freshness import FETCH_INTERVAL_S
+from hotreload.git.repo import tracking_ref
 from hotreload.metrics import Metrics
+from hotreload.service import reloader as reloader_module
 from hotreload.service.peers import FORWARDED_HEADER, Peer, PeerNotifier, is_local_address, resolve
 from hotreload.service.runtime import Runtime, boot
 from simulator.truth import github_signature as sign
@@ -174,6 +176,51 @@ def test_a_tip_that_does_not_build_is_not_refetched_every_interval(rt: Runtime, 
     assert rt.holder.current.commit == served and rt.reloader.last is not None
     assert rt.reloader.last.outcome == "rebuild-failed"
     assert poller.poll_once() == "unchanged"  # a fix is the next move of the branch
+
+
+def test_a_poll_reloads_a_tip_fetched_but_not_served(rt: Runtime, world: World) -> None:
+    # a write's check fetch, or a reload that failed after its fetch, leaves the tracking ref at the
+    # remote's tip and the served commit behind it: the poll must still serve that tip
+    poller = rt.poller
+    assert poller is not None
+    served = rt.holder.current.commit
+    tip = world.commit_upstream({"projects/zz-fetched.toml": project_toml("zz-fetched", "Fetched")})
+    assert rt.repo.fetch_branch(rt.remote, "published") == tip  # fetched only: nothing served
+    assert rt.holder.current.commit == served
+    assert poller.poll_once() == "moved"
+    assert rt.holder.current.commit == tip == rt.repo.branch_commit("published")
+    assert poller.poll_once() == "unchanged"
+
+
+def test_a_poll_retries_a_reload_that_failed_after_its_fetch(rt: Runtime, world: World,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    poller = rt.poller
+    assert poller is not None
+    served = rt.holder.current.commit
+    tip = world.commit_upstream({"projects/zz-retried.toml": project_toml("zz-retried", "Retried")})
+    build = reloader_module.build
+
+    def failing_build(*args: object, **kwargs: object) -> object:
+        raise OSError("a pack could not be read")  # anything but invalid data, after the fetch
+
+    monkeypatch.setattr(reloader_module, "build", failing_build)
+    assert poller.poll_once() == "error"
+    assert rt.holder.current.commit == served and rt.repo.resolve(tracking_ref("published")) == tip
+    monkeypatch.setattr(reloader_module, "build", build)
+    assert poller.poll_once() == "moved"
+    assert rt.holder.current.commit == tip
+
+
+def test_unpushed_local_commits_are_not_a_move_for_the_poll(rt: Runtime, world: World) -> None:
+    poller = rt.poller
+    assert poller is not None and rt.push_daemon is not None
+    rt.push_daemon.stop()  # the commit stays local: the remote is behind the served commit
+    rt.writer.create("people", {"slug": "zz-local", "fullName": "Local Only"}, "/api/people")
+    assert rt.repo.resolve(tracking_ref("published")) == world.origin_head() != rt.holder.current.commit
+    fetches = []
+    fetch = rt.repo.fetch_branch
+    rt.repo.fetch_branch = lambda *a: fetches.append(a) or fetch(*a)  # type: ignore[method-assign]
+    assert poller.poll_once() == "unchanged" and fetches == []  # delivering them is the push daemon's job
 
 
 def test_a_poll_of_an_unreachable_remote_reports_and_recovers(rt: Runtime, world: World) -> None:

@@ -2,13 +2,22 @@
 
 Every interval (with +-10% jitter, so replicas started together do not ask the
 remote in step) the poller asks the remote for the branch tip: refs only, no
-pack. When the tip differs from the last tip this clone fetched
-(``refs/remotes/origin/<branch>``) it runs the normal reload, single-flight with
-webhooks, announcing that tip, so the usual pre-check and outcomes apply and the
-metrics say ``trigger="poll"``. A lost webhook therefore costs at most one
-interval. A tip that was fetched and failed to build is not retried every
-interval: the tracking ref already names it, and the next move of the branch is
-what a fix looks like.
+pack. Unless the service has caught up with that tip it runs the normal reload,
+single-flight with webhooks, announcing the tip, so the usual pre-check and
+outcomes apply and the metrics say ``trigger="poll"``. A lost webhook therefore
+costs at most one interval.
+
+Caught up (:meth:`Poller.caught_up`) means: the tip is the last one this clone
+fetched (``refs/remotes/origin/<branch>``; another tip is a move, or a rewind) *and*
+the served commit contains it. The second half is what makes the poll converge
+whatever left the tracking ref at a tip the service does not serve (a write's check
+fetch, a reload that failed after its fetch, a process killed between the two):
+comparing with the tracking ref alone, the poll saw nothing to do, and the replica
+stayed behind for good. A served commit ahead of the tip (local commits the push
+daemon has yet to deliver) is caught up: delivering them is the daemon's job. One
+exception keeps a tip that failed to build from being fetched and built every
+interval: the reloader remembers it (:attr:`Reloader.unbuildable`), and the next move
+of the branch is what a fix looks like.
 """
 
 from __future__ import annotations
@@ -77,7 +86,7 @@ class Poller:
             return self._done("error", str(exc))
         if tip is None:
             return self._done("error", f"the remote has no branch {self.branch!r}")
-        if tip == self.repo.resolve(tracking_ref(self.branch)):
+        if self.caught_up(tip):
             return self._done("unchanged")
         log.info("poll: %s moved on the remote to %s; reloading", self.branch, tip[:12],
                  extra={"trigger": "poll", "remoteTip": tip})
@@ -89,6 +98,19 @@ class Poller:
                  extra={"trigger": "poll", "outcome": result.outcome, "oldCommit": result.old_commit,
                         "newCommit": result.new_commit})
         return self._done("moved")
+
+    def caught_up(self, tip: str) -> bool:
+        """Nothing for a reload to do about the remote's ``tip``: it is the last tip fetched,
+        and it is served (or the served commit contains it, or it failed to build)."""
+        if tip != self.repo.resolve(tracking_ref(self.branch)):
+            return False  # the remote moved (or was rewound) since this clone last fetched
+        served = self.reloader.holder.current.commit
+        if tip in (served, self.reloader.unbuildable):
+            return True
+        try:
+            return self.repo.is_ancestor(tip, served)
+        except GitError:
+            return False  # cannot tell: the reload can
 
     def _done(self, result: str, error: str | None = None) -> str:
         self.metrics.polls.labels(result).inc()

@@ -107,6 +107,8 @@ class Reloader:
     push_daemon: PushDaemon | None = None
     clock: Clock = utc_now
     last: LastReload | None = field(default=None, init=False)
+    unbuildable: str | None = field(default=None, init=False)
+    """The remote tip whose reload failed to build, last (the poll does not fetch it again)."""
     _running: threading.Lock = field(default_factory=threading.Lock, init=False)
     _flight: Flight | None = field(default=None, init=False)
     _done: Flight | None = field(default=None, init=False)
@@ -202,9 +204,13 @@ class Reloader:
             # the remote tip seen before this fetch: a remote that no longer contains it was rewritten
             last_seen = self.repo.resolve(tracking_ref(self.branch))
             remote_tip = self._fetch()
-            swapped = swap(self.lock, self.holder, "reload",
-                           lambda base, warm: self._plan_and_build(base, remote_tip, last_seen, warm),
-                           lambda plan: reconcile.apply(self.repo, plan, self.branch, self.clock))
+            try:
+                swapped = swap(self.lock, self.holder, "reload",
+                               lambda base, warm: self._plan_and_build(base, remote_tip, last_seen, warm),
+                               lambda plan: reconcile.apply(self.repo, plan, self.branch, self.clock))
+            except RebuildFailed:
+                self.unbuildable = remote_tip
+                raise
             reconcile.log_diversion(swapped.applied, self.branch)
             if swapped.applied.conflict_branch:
                 self._report_diverted_writes(swapped.applied)
