@@ -11,15 +11,6 @@ import falcon
 import falcon.media
 import msgspec
 
-from hotreload.api.activity import (
-    GlobalFeedResource,
-    HelpWantedResource,
-    ProjectBuzzItemResource,
-    ProjectBuzzResource,
-    ProjectHelpWantedResource,
-    ProjectUpdateResource,
-    ProjectUpdatesResource,
-)
 from hotreload.api.conditional import ConditionalMiddleware
 from hotreload.api.downstream import ChangesResource, EventsResource
 from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
@@ -27,17 +18,9 @@ from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
 from hotreload.api.openapi import OpenApiResource
 from hotreload.api.ratelimit import AuthFailureMiddleware, FailureLimiter
-from hotreload.api.read import (
-    PeopleResource,
-    PersonResource,
-    ProjectResource,
-    ProjectsResource,
-    TagResource,
-    TagsResource,
-)
+from hotreload.api.read import ROUTES, DataRead
 from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
 from hotreload.api.reload import DiversionsResource, ReloadResource
-from hotreload.api.sheets import SheetRecordResource, SheetResource, SheetsResource
 from hotreload.api.write import MAX_BODY as WRITE_MAX_BODY
 from hotreload.api.write import CollectionWriteResource, ItemWriteResource, remote_gate
 from hotreload.metrics import Metrics
@@ -131,23 +114,13 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     route("/api/_internal/reload-data", ReloadResource(runtime), data=False)
     route("/api/_internal/diversions", DiversionsResource(runtime), data=False)
     gate = remote_gate(runtime, threads)
-    route("/api/projects", _Router(ProjectsResource(holder), CollectionWriteResource(runtime, "projects", gate)))
-    route("/api/projects/{slug}", _Router(ProjectResource(holder), ItemWriteResource(runtime, "projects", gate)))
-    route("/api/people", _Router(PeopleResource(holder), CollectionWriteResource(runtime, "people", gate)))
-    route("/api/people/{slug}", _Router(PersonResource(holder), ItemWriteResource(runtime, "people", gate)))
-    route("/api/projects/{slug}/updates", ProjectUpdatesResource(holder))
-    route("/api/projects/{slug}/updates/{number}", ProjectUpdateResource(holder))
-    route("/api/projects/{slug}/buzz", ProjectBuzzResource(holder))
-    route("/api/projects/{slug}/buzz/{buzz}", ProjectBuzzItemResource(holder))
-    route("/api/project-updates", GlobalFeedResource(holder, "project-updates", "created_at"))
-    route("/api/project-buzz", GlobalFeedResource(holder, "project-buzz", "published_at"))
-    route("/api/projects/{slug}/help-wanted", ProjectHelpWantedResource(holder))
-    route("/api/help-wanted", HelpWantedResource(holder))
-    route("/api/tags", TagsResource(holder))
-    route("/api/tags/{handle}", TagResource(holder))
-    route("/api/sheets", SheetsResource(holder))
-    route("/api/sheets/{sheet}", SheetResource(holder))
-    route("/api/sheets/{sheet}/{key:path}", SheetRecordResource(holder))
+    writes = {"/api/projects": CollectionWriteResource(runtime, "projects", gate),
+              "/api/projects/{slug}": ItemWriteResource(runtime, "projects", gate),
+              "/api/people": CollectionWriteResource(runtime, "people", gate),
+              "/api/people/{slug}": ItemWriteResource(runtime, "people", gate)}
+    for path, answer in ROUTES.items():
+        read = DataRead(holder, answer)
+        route(path, _Router(read, writes[path]) if path in writes else read)
     route("/api/changes", ChangesResource(runtime))
     route("/api/events", EventsResource(runtime), data=False)
 

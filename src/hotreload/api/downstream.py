@@ -14,7 +14,7 @@ from typing import Any
 import falcon
 
 from hotreload.api.errors import ApiError, bad_request
-from hotreload.api.read import _int_param, _snapshot, envelope
+from hotreload.api.read import _int_param, envelope, served
 from hotreload.data.records import RecordError, parse_record, to_json_dict
 from hotreload.data.snapshot import Snapshot, sheet_for
 from hotreload.git.repo import BlobChange, GitError, readable
@@ -66,7 +66,7 @@ class ChangesResource:
         raise ApiError(404, "not_found", f"{name}: this service has no commit {value}", {name: value})
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        repo, snap = self.runtime.repo, _snapshot(self.runtime.holder, resp)
+        repo, snap = self.runtime.repo, served(self.runtime.holder, resp)
         include, after = req.get_param("include"), _after(req)
         limit = _int_param(req, "perPage", 100, 1, 1000)
         if include not in (None, "records"):
@@ -115,7 +115,7 @@ class EventsResource:
             raise bad_request("Last-Event-ID", "must be an event's id (a 40-hex commit)")
         if STREAM_KEY not in req.env:  # a stream here would hold a worker thread for as long as it is open
             raise ApiError(501, "not_implemented", "the event stream is served by hotreload serve only")
-        snap = _snapshot(self.runtime.holder, resp)
+        snap = served(self.runtime.holder, resp)
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
