@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
+import msgspec
 
 from hotreload import __version__
+from hotreload.data import records
 from hotreload.data.records import ROLE_STATUSES, STAGES
+from hotreload.service.writer import SHEETS as WRITABLE_SHEETS
 
 
 def _param(name: str, schema: dict[str, Any], description: str, where: str = "query", **extra: Any) -> dict[str, Any]:
@@ -21,7 +24,6 @@ PAGING = [_param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000,
 SLUG = _param("slug", {"type": "string"}, "The record's slug", "path")
 STRING = {"type": "string"}
 NULLABLE = {"type": ["string", "null"]}
-NULLABLE_INTEGER = {"type": ["integer", "null"]}
 STRINGS = {"type": "array", "items": STRING}
 INTEGER = {"type": "integer"}
 OBJECT = {"type": "object"}
@@ -138,40 +140,30 @@ def _health() -> dict[str, Any]:
 
 def _records() -> dict[str, Any]:
     """Projects and people: lists, details and the writes."""
-    return {
-        "/api/projects": {
-            **_get("listProjects", "List projects with facets",
-                   {"200": _ok("Projects, meta.total and meta.facets", _list("Project"), meta="Meta"),
-                    **MOVED, **READ_ERRORS, "404": _error("No project with that legacy id (ID)")},
-                   _param("q", STRING, "Full-text search (title, summary, overview)"),
-                   _param("stage", {"type": "string", "enum": list(STAGES)}, "Stage filter"),
-                   _param("tag", {"type": "array", "items": TAG_HANDLE_SCHEMA},
-                          "Tag handle namespace.slug; repeatable, all must match", style="form", explode=True),
-                   *LEGACY, *PAGING),
-            "post": _write("createProject", "Create a project (one commit)", "ProjectCreate", "201", "Project"),
-        },
-        "/api/projects/{slug}": {
+    tag = _param("tag", {"type": "array", "items": TAG_HANDLE_SCHEMA},
+                 "Tag handle namespace.slug; repeatable, all must match", style="form", explode=True)
+    search = {"Project": [_param("q", STRING, "Full-text search (title, summary, overview)"),
+                          _param("stage", {"type": "string", "enum": list(STAGES)}, "Stage filter"), tag],
+              "Person": [_param("q", STRING, "Full-text search (fullName, bio)")]}
+    paths: dict[str, Any] = {}
+    for name, plural, path, listed, found, one, edit, delete in (
+            ("Project", "Projects", "/api/projects", "List projects with facets",
+             "Projects, meta.total and meta.facets", "One project with its tags",
+             "Edit a project (renaming moves its file)", "Soft-delete a project (sets deletedAt)"),
+            ("Person", "People", "/api/people", "List people", "People and meta.total", "One person with tags",
+             "Edit a person", "Soft-delete a person")):
+        kind = name.lower()
+        paths[path] = {
+            **_get(f"list{plural}", listed, {"200": _ok(found, _list(name), meta="Meta"), **MOVED, **READ_ERRORS,
+                                             "404": _error(f"No {kind} with that legacy id (ID)")},
+                   *search[name], *LEGACY, *PAGING),
+            "post": _write(f"create{name}", f"Create a {kind} (one commit)", f"{name}Create", "201", name)}
+        paths[f"{path}/{{slug}}"] = {
             "parameters": [SLUG],
-            **_get("getProject", "One project with its tags", {"200": _ok("Project", _ref("Project")), **MOVED,
-                                                                **NOT_FOUND}),
-            "patch": _write("updateProject", "Edit a project (renaming moves its file)", "ProjectUpdate", "200",
-                            "Project"),
-            "delete": _write("deleteProject", "Soft-delete a project (sets deletedAt)", None, "200", "Project"),
-        },
-        "/api/people": {
-            **_get("listPeople", "List people",
-                   {"200": _ok("People and meta.total", _list("Person"), meta="Meta"),
-                    **MOVED, **READ_ERRORS, "404": _error("No person with that legacy id (ID)")},
-                   _param("q", STRING, "Full-text search (fullName, bio)"), *LEGACY, *PAGING),
-            "post": _write("createPerson", "Create a person (one commit)", "PersonCreate", "201", "Person"),
-        },
-        "/api/people/{slug}": {
-            "parameters": [SLUG],
-            **_get("getPerson", "One person with tags", {"200": _ok("Person", _ref("Person")), **MOVED, **NOT_FOUND}),
-            "patch": _write("updatePerson", "Edit a person", "PersonUpdate", "200", "Person"),
-            "delete": _write("deletePerson", "Soft-delete a person", None, "200", "Person"),
-        },
-    }
+            **_get(f"get{name}", one, {"200": _ok(name, _ref(name)), **MOVED, **NOT_FOUND}),
+            "patch": _write(f"update{name}", edit, f"{name}Update", "200", name),
+            "delete": _write(f"delete{name}", delete, None, "200", name)}
+    return paths
 
 
 def _tags() -> dict[str, Any]:
@@ -304,14 +296,49 @@ def _data_reads(paths: dict[str, Any]) -> None:
         get["responses"]["304"] = NOT_MODIFIED
 
 
-RECORD = {"id": STRING, "createdAt": STRING, "updatedAt": STRING}
-PROJECT_FIELDS = {"slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{1,79}$"},
-                  "title": {"type": "string", "minLength": 1, "maxLength": 200},
-                  "summary": {"type": ["string", "null"], "maxLength": 280}, "overview": NULLABLE,
-                  "stage": {"type": "string", "enum": list(STAGES)}}
-PERSON_FIELDS = {"slug": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{1,49}$"},
-                 "fullName": {"type": "string", "minLength": 1, "maxLength": 120},
-                 "bio": {"type": ["string", "null"], "maxLength": 10000}}
+READ_AS: dict[str, tuple[type[msgspec.Struct], dict[str, Any]]] = {
+    "Project": (records.Project, {"tags": STRINGS}),
+    "Person": (records.Person, {"tags": STRINGS}),
+    "Tag": (records.Tag, {"handle": STRING, "count": INTEGER}),
+    "TagDetail": (records.Tag, {"handle": STRING, "projects": {"type": "array", "items": OBJECT},
+                                "people": {"type": "array", "items": OBJECT}}),
+    "ProjectUpdateEntry": (records.ProjectUpdate, {"project": STRING}),
+    "ProjectBuzz": (records.ProjectBuzz, {"project": STRING}),
+    "HelpWantedRole": (records.HelpWantedRole, {"project": STRING, "tags": STRINGS,
+                                                "interestCount": {"type": "integer", "minimum": 0}}),
+}
+"""Each record as the read API renders it: every field of its Struct (data/records.py; all are
+always present), and what the API adds."""
+
+
+def _portable(schema: Any) -> Any:
+    """A schema msgspec generated, with its patterns in the regex syntax JSON Schema
+    specifies (ECMA-262 has no ``\\A`` or ``\\Z``)."""
+    if isinstance(schema, list):
+        return [_portable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: value.replace("\\A", "^").replace("\\Z", "$") if key == "pattern" else _portable(value)
+            for key, value in schema.items()}
+
+
+def _record_schemas() -> dict[str, Any]:
+    """The records as read and the write bodies (from the writable fields, service/writer.py),
+    generated from the records' Structs, so the document follows data/records.py."""
+    _, generated = msgspec.json.schema_components(dict.fromkeys(struct for struct, _ in READ_AS.values()))
+    fields = {name: _portable(schema["properties"]) for name, schema in generated.items()}
+    schemas: dict[str, Any] = {}
+    for name, (struct, added) in READ_AS.items():
+        properties = {**fields[struct.__name__], **added}
+        schemas[name] = _object(properties, *properties)
+    for spec in WRITABLE_SHEETS.values():
+        name = spec.record_type.__name__
+        editable = {key: fields[name][key] for key in spec.editable}
+        schemas[f"{name}Create"] = _object(editable, *spec.required, additionalProperties=False)
+        schemas[f"{name}Update"] = _object(editable, additionalProperties=False, minProperties=1)
+    return schemas
+
+
 SCHEMAS = {
     "Error": _object({"success": {"const": False}, "error": _object(
         {"code": STRING, "message": STRING, "traceId": STRING, "details": OBJECT}, "code", "message", "traceId")},
@@ -320,25 +347,6 @@ SCHEMAS = {
                      "perPage": {"type": "integer", "minimum": 1, "maximum": 100}, "facets": OBJECT},
                     "total", "page", "perPage"),
     "WriteMeta": _object({"commit": STRING, "pushed": {"type": "boolean"}}, "commit", "pushed"),
-    "Project": _object({**RECORD, **{k: v for k, v in PROJECT_FIELDS.items() if k != "slug"}, "slug": STRING,
-                        "legacyId": NULLABLE_INTEGER, "deletedAt": NULLABLE, "tags": STRINGS},
-                       "id", "slug", "title", "stage"),
-    "Person": _object({**RECORD, "slug": STRING, "fullName": STRING, "bio": NULLABLE, "legacyId": NULLABLE_INTEGER,
-                       "deletedAt": NULLABLE, "tags": STRINGS}, "id", "slug", "fullName"),
-    "Tag": _object({"namespace": STRING, "slug": STRING, "title": STRING}, "namespace", "slug", "title"),
-    "TagDetail": _object({"handle": STRING, "namespace": STRING, "slug": STRING, "title": STRING,
-                          "projects": {"type": "array", "items": OBJECT}, "people": {"type": "array", "items": OBJECT}},
-                         "handle", "projects", "people"),
-    "ProjectUpdateEntry": _object({**RECORD, "projectId": STRING, "number": INTEGER, "body": STRING,
-                                   "authorId": NULLABLE, "project": STRING}, "id", "projectId", "number", "body",
-                                  "project"),
-    "ProjectBuzz": _object({**RECORD, "projectId": STRING, "slug": STRING, "headline": STRING, "url": STRING,
-                            "publishedAt": STRING, "summary": NULLABLE, "project": STRING},
-                           "id", "slug", "headline", "url", "publishedAt"),
-    "HelpWantedRole": _object({**RECORD, "projectId": STRING, "title": STRING, "description": STRING,
-                               "status": {"enum": list(ROLE_STATUSES)}, "commitmentHoursPerWeek": NULLABLE_INTEGER,
-                               "project": STRING, "tags": STRINGS, "interestCount": {"type": "integer", "minimum": 0}},
-                              "id", "title", "status", "project"),
     "Sheet": _object({"name": STRING, "root": STRING, "pathTemplate": STRING, "typed": {"type": "boolean"},
                       "count": INTEGER, "changedInCommit": NULLABLE}, "name", "root", "pathTemplate", "typed", "count"),
     "SheetRecord": _object({"key": STRING, "path": STRING, "data": OBJECT}, "key", "path", "data"),
@@ -357,12 +365,8 @@ SCHEMAS = {
         "notify": _object({"enabled": {"type": "boolean"}, "receivers": {"type": "array", "items": _object(
             {"url": STRING, "pending": INTEGER, "lastError": NULLABLE, "lastDeliveredAt": NULLABLE})}})},
         "status", "branch", "servedCommit", "records"),
-    "ProjectCreate": _object(PROJECT_FIELDS, "slug", "title", additionalProperties=False),
-    "ProjectUpdate": _object(PROJECT_FIELDS, additionalProperties=False, minProperties=1),
-    "PersonCreate": _object(PERSON_FIELDS, "slug", "fullName", additionalProperties=False),
-    "PersonUpdate": _object(PERSON_FIELDS, additionalProperties=False, minProperties=1),
 }
-"""The components' schemas: the envelope, the records as read, health, the write bodies."""
+"""The components' schemas but the records': the envelope, the metas, sheets, changes, health."""
 
 
 def document() -> dict[str, Any]:
@@ -375,7 +379,8 @@ def document() -> dict[str, Any]:
                  "description": "Public records of a gitsheets data repository, served from memory. "
                                 "Every data response names the commit it was answered from (X-Data-Commit)."},
         "paths": {**data, **_events(), **_not_data()},
-        "components": {"securitySchemes": {"writeToken": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "components": {"securitySchemes": {"writeToken": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {**SCHEMAS, **_record_schemas()}},
     }
 
 
