@@ -13,7 +13,7 @@ import msgspec
 
 from hotreload.api.conditional import ConditionalMiddleware
 from hotreload.api.downstream import ChangesResource, EventsResource
-from hotreload.api.errors import ApiError, handle_api_error, handle_unexpected
+from hotreload.api.errors import handle_error
 from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
 from hotreload.api.openapi import OpenApiResource
@@ -124,7 +124,6 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     route("/api/changes", ChangesResource(runtime))
     route("/api/events", EventsResource(runtime), data=False)
 
-    app.add_error_handler(Exception, handle_unexpected)
-    app.add_error_handler(falcon.HTTPError, handle_unexpected)
-    app.add_error_handler(ApiError, handle_api_error)
+    app.add_error_handler(Exception, handle_error)
+    app.add_error_handler(falcon.HTTPError, handle_error)  # else falcon's own handler would win
     return app

@@ -1,23 +1,7 @@
-"""Conditional reads: every data response carries an ``ETag``, and a request whose
-``If-None-Match`` holds it is answered ``304 Not Modified``, with no body, before
-any query work.
-
-A data response is a function of the served commit and the request, so the tag is
-both: ``"<commit>-<identity>"``, the full 40-hex commit the answer came from (the
-response's ``X-Data-Commit``) and 16 hex of a hash of what selects the answer: the
-path and the query parameters as the app reads them (by name; a parameter's repeated
-values in their order). No request header changes a data body (``X-Data-Min-Commit``
-only chooses the commit, which the tag carries), so none is hashed; GET and HEAD
-share a tag. A reload or a write changes the served commit, hence every tag.
-
-``Cache-Control: public, no-cache`` lets a browser or CDN keep a data response and
-reuse it after asking again with its tag: never stale, and a 304 costs neither the
-query nor the body. ``Vary: X-Data-Min-Commit``: a cache must not answer a request
-naming a newer commit with what it holds. (docs/runbook.md, "Caching".)
-
-A writer checking ``If-Match`` (a record's tag from its GET) reads the commit back
-with :func:`parse_etag`.
-"""
+"""Conditional reads (specs/read-api.md, "Conditional and repeated reads"; decision 92): every data
+response carries an ``ETag`` naming the commit it was answered from and the request, and a request
+whose ``If-None-Match`` holds it is answered ``304 Not Modified`` before any query work; writers read
+the commit of an ``If-Match`` tag back with :func:`parse_etag`."""
 
 from __future__ import annotations
 

@@ -41,42 +41,28 @@ def envelope(code: str, message: str, trace_id: str, details: dict[str, Any] | N
     return {"success": False, "error": error}
 
 
-def _render(req: falcon.Request, resp: falcon.Response, status: int, code: str, message: str,
-            details: dict[str, Any] | None = None) -> None:
+def handle_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+    """Every failure in the envelope: an :class:`ApiError`, falcon's own (no route, a method not
+    allowed, ...), and any other exception as a 500, logged with the traceId."""
+    details: dict[str, Any] | None = None
+    if isinstance(ex, ApiError):
+        status, code, message, details, headers = ex.status, ex.code, ex.message, ex.details, ex.headers
+        if status == 401:  # RFC 7235: say which scheme to use
+            headers = {**headers, "WWW-Authenticate": 'Bearer realm="hotreload"'}
+    elif isinstance(ex, falcon.HTTPError):
+        status, code, headers = ex.status_code, STATUS_CODES.get(ex.status_code, "error"), dict(ex.headers or {})
+        message = (f"no route for {req.method} {req.path}" if status == 404
+                   else f"{req.method} is not allowed on {req.path}" if status == 405
+                   else ex.description or ex.title or "request failed")
+    else:
+        log.exception("unhandled error on %s %s", req.method, req.path,
+                      extra={"traceId": req.context.get("trace_id")})
+        status, code, headers = 500, "internal_error", {}
+        message = "internal error; see the server log for this traceId"
+    resp.set_headers(headers)
     resp.status = status
     resp.media = envelope(code, message, str(req.context.get("trace_id") or ""), details)
     resp.complete = True
-
-
-def handle_api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, params: Any) -> None:
-    for name, value in ex.headers.items():
-        resp.set_header(name, value)
-    if ex.status == 401:  # RFC 7235: say which scheme to use
-        resp.set_header("WWW-Authenticate", 'Bearer realm="hotreload"')
-    _render(req, resp, ex.status, ex.code, ex.message, ex.details)
-
-
-def handle_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError,
-                      params: Any) -> None:
-    status = ex.status_code
-    if ex.headers:
-        resp.set_headers(ex.headers)
-    if status == 404:
-        message = f"no route for {req.method} {req.path}"
-    elif status == 405:
-        message = f"{req.method} is not allowed on {req.path}"
-    else:
-        message = ex.description or ex.title or "request failed"
-    _render(req, resp, status, STATUS_CODES.get(status, "error"), message)
-
-
-def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
-    if isinstance(ex, falcon.HTTPError):
-        handle_http_error(req, resp, ex, params)
-        return
-    log.exception("unhandled error on %s %s", req.method, req.path,
-                  extra={"traceId": req.context.get("trace_id")})
-    _render(req, resp, 500, "internal_error", "internal error; see the server log for this traceId")
 
 
 MAX_JSON_DEPTH = 32

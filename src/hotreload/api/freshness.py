@@ -1,17 +1,6 @@
-"""``X-Data-Min-Commit``: read-your-writes across replicas.
-
-A client that wrote through one replica got commit X (``X-Data-Commit``). On a
-later read it may send ``X-Data-Min-Commit: X``. A replica that serves X or a
-descendant of X answers as usual. One that does not waits, up to
-``CFP_DATA_MIN_COMMIT_WAIT_SECONDS``, for a reload (single-flight with every
-other reload); if it still does not serve X then, it answers 503 with
-``Retry-After``, and the client retries (perhaps reaching a replica that has it).
-
-Any reader may name any commit, so what it can make the replica do is bounded
-for all readers together: such reads share one reload, a new one starts at most
-once per ``FETCH_INTERVAL_S``, and at most a quarter of the worker threads wait
-for it; every other such read answers 503 at once.
-"""
+"""``X-Data-Min-Commit``: read-your-writes across replicas (specs/replicas.md). A replica that does
+not serve the commit yet waits for a reload, else answers 503 with ``Retry-After``; what readers
+can make it do is bounded for all of them together (decision 78)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,7 @@
-"""A limit on failed authentication, per client, on every route that takes a token
-(the webhook and the writes): once a client has ``limit`` failures (401s) within
-``window_s`` seconds, its failures answer 429 with ``Retry-After`` instead of 401,
-until it stops failing for a window.
-
-The credentials of every call are checked, limited client or not, in constant time:
-a correct GitHub delivery, or a correct write, is never refused because someone
-guessing shares its address (a NAT, a proxy). The limit does not hide which token
-is right; it does not need to: a secret is at least 32 characters (~190 bits from
-``openssl rand -base64 48``), beyond any online guessing. What it does is turn a
-stream of wrong tokens into one clear signal (429, ``hotreload_auth_rate_limited_total``).
-
-The client is the peer's address, or, when the peer is one of ``CFP_TRUSTED_PROXIES``,
-the address that peer names in ``Forwarded`` or ``X-Forwarded-For``: the rightmost one
-that is not itself a trusted proxy. From any other peer those headers change nothing.
-"""
+"""A limit on failed authentication, per client, on every route that takes a token (specs/design.md,
+specs/network.md "Proxies"): past ``limit`` failures (401s) within ``window_s`` seconds, a client's
+failures answer 429 with ``Retry-After`` instead; its credentials are still checked, so a correct
+call is never refused. The client is the peer, or the address a trusted proxy names."""
 
 from __future__ import annotations
 

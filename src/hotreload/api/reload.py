@@ -47,7 +47,7 @@ def _observed(on_post: Responder) -> Responder:
             if status in (400, 401, 413, 429, 503):
                 self.runtime.metrics.webhook_rejected.labels(str(status)).inc()
             raise
-        except Exception:  # becomes handle_unexpected's 500
+        except Exception:  # becomes handle_error's 500
             status = 500
             raise
         finally:
