@@ -11,8 +11,7 @@ import falcon
 import falcon.media
 import msgspec
 
-from hotreload.api.conditional import ConditionalMiddleware
-from hotreload.api.downstream import ChangesResource, EventsResource
+from hotreload.api.downstream import Changes, EventsResource
 from hotreload.api.errors import handle_error
 from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
@@ -92,37 +91,31 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     """The app; ``threads`` is the server's worker count (``--threads``)."""
     limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
     limited = AuthFailureMiddleware(limiter, runtime.settings.trusted_proxies, runtime.metrics.auth_rate_limited.inc)
-    holder = runtime.holder
-    data_routes: set[str] = set()
-    """The routes whose GET answers from the served snapshot (ETag, 304, cache headers)."""
     middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited,
-                             MinCommitMiddleware(runtime, threads), ConditionalMiddleware(holder, data_routes)]
+                             MinCommitMiddleware(runtime, threads)]
     app = falcon.App(middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.req_options.strip_url_path_trailing_slash = True
 
-    def route(path: str, resource: Any, data: bool = True) -> None:
+    def route(path: str, resource: Any) -> None:
         app.add_route(path, _with_head(resource))
-        if data:
-            data_routes.add(path)
 
-    route("/api/health", HealthResource(runtime), data=False)
-    route("/metrics", MetricsResource(runtime), data=False)
-    route("/api/openapi.json", OpenApiResource(), data=False)
-    route("/api/_internal/reload-data", ReloadResource(runtime), data=False)
-    route("/api/_internal/diversions", DiversionsResource(runtime), data=False)
+    route("/api/health", HealthResource(runtime))
+    route("/metrics", MetricsResource(runtime))
+    route("/api/openapi.json", OpenApiResource())
+    route("/api/_internal/reload-data", ReloadResource(runtime))
+    route("/api/_internal/diversions", DiversionsResource(runtime))
     gate = remote_gate(runtime, threads)
     writes = {"/api/projects": CollectionWriteResource(runtime, "projects", gate),
               "/api/projects/{slug}": ItemWriteResource(runtime, "projects", gate),
               "/api/people": CollectionWriteResource(runtime, "people", gate),
               "/api/people/{slug}": ItemWriteResource(runtime, "people", gate)}
-    for path, answer in ROUTES.items():
-        read = DataRead(holder, answer)
+    for path, answer in {**ROUTES, "/api/changes": Changes(runtime).answer}.items():
+        read = DataRead(runtime.holder, answer)
         route(path, _Router(read, writes[path]) if path in writes else read)
-    route("/api/changes", ChangesResource(runtime))
-    route("/api/events", EventsResource(runtime), data=False)
+    route("/api/events", EventsResource(runtime))
 
     app.add_error_handler(Exception, handle_error)
     app.add_error_handler(falcon.HTTPError, handle_error)  # else falcon's own handler would win

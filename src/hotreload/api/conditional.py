@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import falcon
 import msgspec
-
-from hotreload.data.snapshot import SnapshotHolder
 
 CACHE_CONTROL = "public, no-cache"
 VARY = "X-Data-Min-Commit"
@@ -52,48 +50,18 @@ def _matches(req: falcon.Request, tag: str, star: bool) -> bool:
     return any(t == tag.strip('"') or (star and t == "*") for t in req.if_none_match or ())
 
 
-class ConditionalMiddleware:
-    """ETags, 304s and cache headers for GET and HEAD of the data routes (``routes``:
-    their URI templates), in one place."""
-
-    def __init__(self, holder: SnapshotHolder, routes: Collection[str]) -> None:
-        self.holder = holder
-        self.routes = routes
-
-    def _applies(self, req: falcon.Request) -> bool:
-        return req.method in ("GET", "HEAD") and req.uri_template in self.routes
-
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
-                         params: dict[str, Any]) -> None:
-        """A tag for the served commit: 304 at once, the resource never runs."""
-        if req.if_none_match is None or not self._applies(req):
-            return
-        commit = self.holder.current.commit
-        tag = etag(commit, req)
-        if _matches(req, tag, star=False):
-            resp.set_header("X-Data-Commit", commit)
-            self._not_modified(resp, tag)
-            resp.complete = True
-
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
-                         req_succeeded: bool) -> None:
-        if not self._applies(req) or (resp.complete and resp.status_code == 304):
-            return  # not a data read, or answered 304 before the resource ran
-        if resp.get_header("Cache-Control") is None:  # a redirect sets its own
-            resp.set_header("Cache-Control", CACHE_CONTROL)
-        resp.set_header("Vary", VARY)
-        commit = resp.get_header("X-Data-Commit")
-        if not req_succeeded or commit is None or resp.status_code != 200:
-            return
-        tag = etag(commit, req)  # the commit the resource answered from, not the one served now
+def conditional(req: falcon.Request, resp: falcon.Response, commit: str, answer: Callable[[], Any]) -> None:
+    """Answer a data read from ``commit``: 304 when ``If-None-Match`` holds its tag (``answer``
+    never runs), else ``answer()`` with the tag; the cache headers on every answer, errors
+    included (a redirect's own ``Cache-Control`` replaces them)."""
+    resp.set_header("Cache-Control", CACHE_CONTROL)
+    resp.set_header("Vary", VARY)
+    tag = etag(commit, req)
+    if not _matches(req, tag, star=False):
+        media = answer()
         resp.set_header("ETag", tag)
-        if _matches(req, tag, star=True):  # answered after all (If-None-Match: *, or a reload in between)
-            resp.media = None
-            self._not_modified(resp, tag)
-
-    @staticmethod
-    def _not_modified(resp: falcon.Response, tag: str) -> None:
-        resp.status = falcon.HTTP_304
-        resp.set_header("ETag", tag)
-        resp.set_header("Cache-Control", CACHE_CONTROL)
-        resp.set_header("Vary", VARY)
+        if not _matches(req, tag, star=True):
+            resp.media = media
+            return
+    resp.set_header("ETag", tag)
+    resp.status = falcon.HTTP_304

@@ -48,7 +48,7 @@ def _hex(req: falcon.Request, name: str, default: str | None = None) -> str:
     return value
 
 
-class ChangesResource:
+class Changes:
     """``/api/changes?since=<commit>``: every file that differs between ``since`` and the served
     commit (``to``, which the next page's link pins), in path order, a page after the path
     ``after``. The tree diff costs the change and the folders on the page's path, and nothing is
@@ -65,8 +65,8 @@ class ChangesResource:
                 return str(self.runtime.repo.commit(sha).id.decode())
         raise ApiError(404, "not_found", f"{name}: this service has no commit {value}", {name: value})
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        repo, snap = self.runtime.repo, served(self.runtime.holder, resp)
+    def answer(self, req: falcon.Request, snap: Snapshot) -> Any:
+        repo = self.runtime.repo
         include, after = req.get_param("include"), _after(req)
         limit = _int_param(req, "perPage", 100, 1, 1000)
         if include not in (None, "records"):
@@ -89,7 +89,7 @@ class ChangesResource:
         cursor = page[-1].path.encode("utf-8", "surrogateescape") if more else None
         query = {"since": since, "to": to, "perPage": limit, "after": cursor,
                  **({"include": include} if include else {})}
-        resp.media = envelope([_entry(snap, change, contents) for change in page], {
+        return envelope([_entry(snap, change, contents) for change in page], {
             "from": since, "to": to, "commits": list(commits[-MAX_COMMITS:]), "commitCount": len(commits),
             "perPage": limit, "next": f"/api/changes?{urllib.parse.urlencode(query)}" if more else None})
 

@@ -15,6 +15,7 @@ import falcon
 import msgspec
 import numpy as np
 
+from hotreload.api.conditional import conditional
 from hotreload.api.errors import ApiError, bad_request
 from hotreload.data.facets import STAGE_CODE
 from hotreload.data.records import (
@@ -55,13 +56,15 @@ def served(holder: SnapshotHolder, resp: falcon.Response) -> Snapshot:
 
 
 class DataRead:
-    """GET of one data route: its :data:`Answer` from the served snapshot."""
+    """GET of one data route: its :data:`Answer` from the served snapshot, conditional
+    (api/conditional.py)."""
 
     def __init__(self, holder: SnapshotHolder, answer: Answer) -> None:
         self.holder, self.answer = holder, answer
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
-        resp.media = self.answer(req, served(self.holder, resp), **params)
+        snap = served(self.holder, resp)
+        conditional(req, resp, snap.commit, lambda: self.answer(req, snap, **params))
 
 
 def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
