@@ -11,13 +11,14 @@ import falcon
 import falcon.media
 import msgspec
 
+from hotreload.api.conditional import DataRead
 from hotreload.api.downstream import Changes, EventsResource
 from hotreload.api.errors import handle_error
 from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
 from hotreload.api.openapi import OpenApiResource
 from hotreload.api.ratelimit import AuthFailureMiddleware, FailureLimiter
-from hotreload.api.read import ROUTES, DataRead
+from hotreload.api.read import ROUTES
 from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
 from hotreload.api.reload import DiversionsResource, ReloadResource
 from hotreload.api.write import MAX_BODY as WRITE_MAX_BODY

@@ -1,7 +1,8 @@
-"""Conditional reads (specs/read-api.md, "Conditional and repeated reads"; decision 92): every data
-response carries an ``ETag`` naming the commit it was answered from and the request, and a request
-whose ``If-None-Match`` holds it is answered ``304 Not Modified`` before any query work; writers read
-the commit of an ``If-Match`` tag back with :func:`parse_etag`."""
+"""Data reads (:class:`DataRead`): answered from one snapshot, named by ``X-Data-Commit``, and
+conditional (specs/read-api.md, "Conditional and repeated reads"; decision 92): every data response
+carries an ``ETag`` naming the commit it was answered from and the request, and a request whose
+``If-None-Match`` holds it is answered ``304 Not Modified`` before any query work; writers read the
+commit of an ``If-Match`` tag back with :func:`parse_etag`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from typing import Any, NamedTuple
 import falcon
 import msgspec
 
+from hotreload.data.snapshot import Snapshot, SnapshotHolder
+
 CACHE_CONTROL = "public, no-cache"
 VARY = "X-Data-Min-Commit"
 _TAG = re.compile(r'\A(?:W/)?"?([0-9a-f]{40})-([0-9a-f]{16})"?\Z')
+Answer = Callable[..., Any]
+"""``answer(req, snapshot, **route_params)``: the media of a data read (api/read.py's routes)."""
 
 
 class DataTag(NamedTuple):
@@ -65,3 +70,23 @@ def conditional(req: falcon.Request, resp: falcon.Response, commit: str, answer:
             return
     resp.set_header("ETag", tag)
     resp.status = falcon.HTTP_304
+
+
+def served(holder: SnapshotHolder, resp: falcon.Response) -> Snapshot:
+    """The one snapshot this request reads. Its commit goes on the response at once,
+    so a 404 or 400 answered from it names it too."""
+    snap = holder.current
+    resp.set_header("X-Data-Commit", snap.commit)
+    return snap
+
+
+class DataRead:
+    """GET of one data route: its :data:`Answer` from the served snapshot, conditional
+    (:func:`conditional`)."""
+
+    def __init__(self, holder: SnapshotHolder, answer: Answer) -> None:
+        self.holder, self.answer = holder, answer
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        snap = served(self.holder, resp)
+        conditional(req, resp, snap.commit, lambda: self.answer(req, snap, **params))

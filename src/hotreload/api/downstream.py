@@ -13,8 +13,9 @@ from typing import Any
 
 import falcon
 
+from hotreload.api.conditional import served
 from hotreload.api.errors import ApiError, bad_request
-from hotreload.api.read import _int_param, envelope, served
+from hotreload.api.read import _int_param, envelope
 from hotreload.data.records import RecordError, parse_record, to_json_dict
 from hotreload.data.snapshot import Snapshot, sheet_for
 from hotreload.git.repo import BlobChange, GitError, readable

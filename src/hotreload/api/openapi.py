@@ -182,20 +182,22 @@ def _tags() -> dict[str, Any]:
 def _activity() -> dict[str, Any]:
     """What happens around a project: updates, buzz, help wanted."""
     return {
-        "/api/projects/{slug}/updates": _get(
-            "listProjectUpdates", "A project's updates, highest number first",
-            {"200": _ok("Updates", _list("ProjectUpdateEntry"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
-            SLUG, *PAGING),
+        **{f"/api/projects/{{slug}}/{what}": _get(
+            op, summary, {"200": _ok(title, _list(item), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
+            SLUG, *filters, *PAGING)
+           for what, op, summary, title, item, filters in (
+               ("updates", "listProjectUpdates", "A project's updates, highest number first", "Updates",
+                "ProjectUpdateEntry", []),
+               ("buzz", "listProjectBuzz", "Press about a project, newest first", "Buzz", "ProjectBuzz", []),
+               ("help-wanted", "listProjectHelpWanted", "A project's help-wanted roles, newest first", "Roles",
+                "HelpWantedRole", [_param("status", {"type": "string", "enum": list(ROLE_STATUSES)},
+                                          "Only roles with this status (default: every role)")]))},
         "/api/projects/{slug}/updates/{number}": _get(
             "getProjectUpdate", "One update of a project",
             {"200": _ok("Update", _ref("ProjectUpdateEntry")), **MOVED, **READ_ERRORS,
              "404": _error("No such project or update")},
             SLUG, _param("number", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"},
                          "The update's number (1, 2, ...)", "path")),
-        "/api/projects/{slug}/buzz": _get(
-            "listProjectBuzz", "Press about a project, newest first",
-            {"200": _ok("Buzz", _list("ProjectBuzz"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
-            SLUG, *PAGING),
         "/api/projects/{slug}/buzz/{buzz}": _get(
             "getProjectBuzz", "One buzz item of a project; a renamed one answers 301",
             {"200": _ok("Buzz", _ref("ProjectBuzz")), **MOVED, "404": _error("No such project or buzz")},
@@ -207,11 +209,6 @@ def _activity() -> dict[str, Any]:
                    explode=True), PAGING[0], {**PAGING[1], "schema": {**PAGING[1]["schema"], "default": 30}})
            for what, op, item in (("updates", "listAllProjectUpdates", "ProjectUpdateEntry"),
                                   ("buzz", "listAllProjectBuzz", "ProjectBuzz"))},
-        "/api/projects/{slug}/help-wanted": _get(
-            "listProjectHelpWanted", "A project's help-wanted roles, newest first",
-            {"200": _ok("Roles", _list("HelpWantedRole"), meta="Meta"), **MOVED, **READ_ERRORS, **NOT_FOUND},
-            SLUG, _param("status", {"type": "string", "enum": list(ROLE_STATUSES)},
-                         "Only roles with this status (default: every role)"), *PAGING),
         "/api/help-wanted": _get(
             "searchHelpWanted", "Help-wanted roles of live projects",
             {"200": _ok("Roles", _list("HelpWantedRole"), meta="Meta"), **READ_ERRORS},

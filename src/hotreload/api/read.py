@@ -1,5 +1,5 @@
 """Read routes. Each answer is a function of the request and one snapshot, ``holder.current``
-taken once per request by :class:`DataRead`; ``X-Data-Commit`` names its commit. Every route
+taken once per request by api/conditional.py's :class:`DataRead`. Every route
 under ``/api/projects/{slug}/...`` follows a renamed project's slug history with a 301, like
 the project itself (and a buzz item's, its own)."""
 
@@ -15,7 +15,7 @@ import falcon
 import msgspec
 import numpy as np
 
-from hotreload.api.conditional import conditional
+from hotreload.api.conditional import Answer
 from hotreload.api.errors import ApiError, bad_request
 from hotreload.data.facets import STAGE_CODE
 from hotreload.data.records import (
@@ -33,7 +33,7 @@ from hotreload.data.records import (
 )
 from hotreload.data.search import PEOPLE, PROJECTS, ROLES, Ranked
 from hotreload.data.sheets import Sheet
-from hotreload.data.snapshot import Snapshot, SnapshotHolder
+from hotreload.data.snapshot import Snapshot
 
 TAG_HANDLE = re.compile(r"\A(topic|tech|event)\.[a-z0-9][a-z0-9._-]{0,79}\Z")
 FACET_NAMES = {"topic": "byTopic", "tech": "byTech", "event": "byEvent"}
@@ -43,28 +43,6 @@ PROJECT_QUERY_READS = ("projects", "tags", "tag-assignments")
 rendered pages carry over while none changes)."""
 PERSON_READS = ("people", "tags", "tag-assignments")
 """Every sheet :func:`_people` and :func:`person_json` read."""
-Answer = Callable[..., Any]
-"""``answer(req, snapshot, **route_params)``: the response's media."""
-
-
-def served(holder: SnapshotHolder, resp: falcon.Response) -> Snapshot:
-    """The one snapshot this request reads. Its commit goes on the response at once,
-    so a 404 or 400 answered from it names it too."""
-    snap = holder.current
-    resp.set_header("X-Data-Commit", snap.commit)
-    return snap
-
-
-class DataRead:
-    """GET of one data route: its :data:`Answer` from the served snapshot, conditional
-    (api/conditional.py)."""
-
-    def __init__(self, holder: SnapshotHolder, answer: Answer) -> None:
-        self.holder, self.answer = holder, answer
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
-        snap = served(self.holder, resp)
-        conditional(req, resp, snap.commit, lambda: self.answer(req, snap, **params))
 
 
 def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
