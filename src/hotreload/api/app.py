@@ -17,7 +17,7 @@ from hotreload.api.errors import handle_error
 from hotreload.api.freshness import MinCommitMiddleware
 from hotreload.api.health import HealthResource, MetricsResource
 from hotreload.api.openapi import OpenApiResource
-from hotreload.api.ratelimit import AuthFailureMiddleware, FailureLimiter
+from hotreload.api.ratelimit import FailureLimiter
 from hotreload.api.read import ROUTES
 from hotreload.api.reload import MAX_BODY as RELOAD_MAX_BODY
 from hotreload.api.reload import DiversionsResource, ReloadResource
@@ -90,9 +90,9 @@ class _Router:
 
 def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request, falcon.Response]:
     """The app; ``threads`` is the server's worker count (``--threads``)."""
-    limiter = FailureLimiter(runtime.settings.auth_failures_per_minute)
-    limited = AuthFailureMiddleware(limiter, runtime.settings.trusted_proxies, runtime.metrics.auth_rate_limited.inc)
-    middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics), limited,
+    limiter = FailureLimiter(runtime.settings.auth_failures_per_minute, trusted=runtime.settings.trusted_proxies,
+                             on_limited=runtime.metrics.auth_rate_limited.inc)
+    middleware: list[Any] = [RequestIdMiddleware(), RequestMetricsMiddleware(runtime.metrics),
                              MinCommitMiddleware(runtime, threads)]
     app = falcon.App(middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(dumps=msgspec.json.encode, loads=msgspec.json.decode)
@@ -106,13 +106,13 @@ def create_app(runtime: Runtime, threads: int = 8) -> falcon.App[falcon.Request,
     route("/api/health", HealthResource(runtime))
     route("/metrics", MetricsResource(runtime))
     route("/api/openapi.json", OpenApiResource())
-    route("/api/_internal/reload-data", ReloadResource(runtime))
-    route("/api/_internal/diversions", DiversionsResource(runtime))
+    route("/api/_internal/reload-data", ReloadResource(runtime, limiter))
+    route("/api/_internal/diversions", DiversionsResource(runtime, limiter))
     gate = remote_gate(runtime, threads)
-    writes = {"/api/projects": CollectionWriteResource(runtime, "projects", gate),
-              "/api/projects/{slug}": ItemWriteResource(runtime, "projects", gate),
-              "/api/people": CollectionWriteResource(runtime, "people", gate),
-              "/api/people/{slug}": ItemWriteResource(runtime, "people", gate)}
+    writes = {"/api/projects": CollectionWriteResource(runtime, "projects", limiter, gate),
+              "/api/projects/{slug}": ItemWriteResource(runtime, "projects", limiter, gate),
+              "/api/people": CollectionWriteResource(runtime, "people", limiter, gate),
+              "/api/people/{slug}": ItemWriteResource(runtime, "people", limiter, gate)}
     for path, answer in {**ROUTES, "/api/changes": Changes(runtime).answer}.items():
         read = DataRead(runtime.holder, answer)
         route(path, _Router(read, writes[path]) if path in writes else read)

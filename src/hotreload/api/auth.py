@@ -74,15 +74,14 @@ def authenticate(req: falcon.Request, resp: falcon.Response, resource: Any, para
     ``req.context.body``: :func:`limit_body` runs first."""
     creds = credentials(req, bearer_only)
     if creds is None:
-        raise _refused(req)
+        raise _refused(req, resource)
     accepted = secrets(resource.runtime.settings)
     if not accepted:
         raise ApiError(503, "service_unavailable", unconfigured)
     if not verify(creds, accepted, req.context.get("body") or b""):
-        raise _refused(req)
+        raise _refused(req, resource)
 
 
-def _refused(req: falcon.Request) -> ApiError:
+def _refused(req: falcon.Request, resource: Any) -> ApiError:
     """401, or the 429 of api/ratelimit.py once this client has failed too often."""
-    failed = req.context.get("failed_auth")
-    return (failed() if failed else None) or ApiError(401, "unauthorized", "Authentication required")
+    return resource.limiter.refusal(req) or ApiError(401, "unauthorized", "Authentication required")

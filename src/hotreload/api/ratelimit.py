@@ -5,7 +5,6 @@ call is never refused. The client is the peer, or the address a trusted proxy na
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import math
 import re
@@ -20,8 +19,6 @@ from hotreload.api.errors import ApiError
 
 MAX_TRACKED = 10_000
 """Clients remembered at once (the least recently failing are forgotten first)."""
-
-WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 _FORWARDED_FOR = re.compile(r'for=("[^"]*"|[^;,\s]+)', re.IGNORECASE)
@@ -56,10 +53,16 @@ def client_address(peer: str, forwarded: str | None, forwarded_for: str | None, 
 
 
 class FailureLimiter:
-    def __init__(self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    """The failures of each client; :meth:`refusal` is what api/auth.py's hook asks on a failed
+    authentication (the resource's ``limiter``)."""
+
+    def __init__(self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 trusted: Networks = (), on_limited: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
         self.window = window_s
         self._clock = clock
+        self.trusted = trusted
+        self.on_limited = on_limited
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -72,6 +75,20 @@ class FailureLimiter:
             if failures is None or len(failures) < self.limit:
                 return None
             return max(0.0, failures[0] + self.window - self._clock())
+
+    def refusal(self, req: falcon.Request) -> ApiError | None:
+        """Count a failed authentication of ``req``'s client: the 429 to answer instead of the
+        401 when it was over the limit already, else None."""
+        client = client_address(req.remote_addr or "unknown", req.get_header("Forwarded"),
+                                req.get_header("X-Forwarded-For"), self.trusted)
+        blocked = self.retry_after(client) is not None
+        self.record_failure(client)
+        wait = self.retry_after(client)
+        if not blocked or wait is None:
+            return None
+        self.on_limited()
+        return ApiError(429, "too_many_requests", "too many failed authentications from this client; retry "
+                        f"in {math.ceil(wait)} s", headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
     def record_failure(self, client: str) -> None:
         if self.limit <= 0:
@@ -96,32 +113,3 @@ class FailureLimiter:
             del self._failures[client]
             return None
         return failures
-
-
-class AuthFailureMiddleware:
-    """Applies a :class:`FailureLimiter` to the token-taking routes: a write method's request
-    carries ``req.context.failed_auth``, which api/auth.py's hook calls on a failed
-    authentication; it counts the failure and gives the 429 to answer instead of the 401, if
-    the client is over the limit. The route's own log line and counters then see the 429."""
-
-    def __init__(self, limiter: FailureLimiter, trusted: Networks = (),
-                 on_limited: Callable[[], None] = lambda: None) -> None:
-        self.limiter = limiter
-        self.trusted = trusted
-        self.on_limited = on_limited
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.method in WRITE_METHODS:
-            req.context.failed_auth = functools.partial(self.failed, req)
-
-    def failed(self, req: falcon.Request) -> ApiError | None:
-        client = client_address(req.remote_addr or "unknown", req.get_header("Forwarded"),
-                                req.get_header("X-Forwarded-For"), self.trusted)
-        blocked = self.limiter.retry_after(client) is not None
-        self.limiter.record_failure(client)
-        wait = self.limiter.retry_after(client)
-        if not blocked or wait is None:
-            return None
-        self.on_limited()
-        return ApiError(429, "too_many_requests", "too many failed authentications from this client; retry "
-                        f"in {math.ceil(wait)} s", headers={"Retry-After": str(max(1, math.ceil(wait)))})

@@ -16,7 +16,7 @@ import falcon
 
 from hotreload.api import auth, githosts
 from hotreload.api.errors import ApiError, bad_request, parse_json
-from hotreload.api.ratelimit import client_address
+from hotreload.api.ratelimit import FailureLimiter, client_address
 from hotreload.git import reconcile
 from hotreload.service.peers import FORWARDED_HEADER, PASSED_HEADERS
 from hotreload.service.reloader import FetchFailed, RebuildFailed, ReloadResult
@@ -57,8 +57,8 @@ def _observed(on_post: Responder) -> Responder:
 
 
 class ReloadResource:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: Runtime, limiter: FailureLimiter) -> None:
+        self.runtime, self.limiter = runtime, limiter
 
     @_observed
     @falcon.before(auth.limit_body, MAX_BODY)  # 1. 413
@@ -202,8 +202,8 @@ class DiversionsResource:
     """``DELETE /api/_internal/diversions?branch=<conflict branch>`` (the webhook's secret): an
     operator has seen to a diverted write; health stops naming its branch, which stays."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: Runtime, limiter: FailureLimiter) -> None:
+        self.runtime, self.limiter = runtime, limiter
 
     @falcon.before(auth.authenticate, lambda settings: settings.reload_secrets, "hot-reload not configured")
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:

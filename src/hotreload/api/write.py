@@ -15,6 +15,7 @@ from hotreload.api import auth
 from hotreload.api.conditional import parse_etag
 from hotreload.api.errors import ApiError, bad_request, parse_json
 from hotreload.api.freshness import WAITING_SHARE
+from hotreload.api.ratelimit import FailureLimiter
 from hotreload.api.read import person_json, project_json
 from hotreload.data.records import Person, Project, Record
 from hotreload.data.snapshot import Snapshot
@@ -112,8 +113,9 @@ def _respond(runtime: Runtime, resp: falcon.Response, result: WriteResult, statu
 
 
 class CollectionWriteResource:
-    def __init__(self, runtime: Runtime, sheet: str, gate: threading.BoundedSemaphore | None = None) -> None:
-        self.runtime, self.sheet, self.gate = runtime, sheet, gate
+    def __init__(self, runtime: Runtime, sheet: str, limiter: FailureLimiter,
+                 gate: threading.BoundedSemaphore | None) -> None:
+        self.runtime, self.sheet, self.limiter, self.gate = runtime, sheet, limiter, gate
 
     @authorized
     @limited
@@ -125,8 +127,9 @@ class CollectionWriteResource:
 
 
 class ItemWriteResource:
-    def __init__(self, runtime: Runtime, sheet: str, gate: threading.BoundedSemaphore | None = None) -> None:
-        self.runtime, self.sheet, self.gate = runtime, sheet, gate
+    def __init__(self, runtime: Runtime, sheet: str, limiter: FailureLimiter,
+                 gate: threading.BoundedSemaphore | None) -> None:
+        self.runtime, self.sheet, self.limiter, self.gate = runtime, sheet, limiter, gate
 
     @authorized
     @limited
