@@ -92,7 +92,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def apply_ops(repo: GitRepo, snap: Snapshot, ops: list[tuple[str, int, int]], seed: int) -> str:
-    rng = random.Random(seed)
+    rng = random.Random(f"ops-{seed}")  # not make_corpus's stream (random.Random(seed)): its ids would repeat
     ts = "2025-01-01T00:00:00Z"
     changes: dict[str, bytes | None] = {}
     projects = sorted(snap.table("projects").by_id.values(), key=lambda r: r.key)
