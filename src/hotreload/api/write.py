@@ -105,43 +105,39 @@ def _run(runtime: Runtime, action: Callable[[], WriteResult], gate: threading.Bo
             gate.release()
 
 
-def _respond(runtime: Runtime, resp: falcon.Response, result: WriteResult, status: int) -> None:
-    resp.status = status
-    resp.set_header("X-Data-Commit", result.commit)
-    resp.media = {"success": True, "data": _record_json(runtime, result.record, result.snapshot),
-                  "meta": {"commit": result.commit, "pushed": result.pushed}}
+class _Writes:
+    """What the write resources share: the runtime, the sheet, the limiter (api/auth.py's hook asks
+    it) and the remote gate."""
 
-
-class CollectionWriteResource:
     def __init__(self, runtime: Runtime, sheet: str, limiter: FailureLimiter,
                  gate: threading.BoundedSemaphore | None) -> None:
         self.runtime, self.sheet, self.limiter, self.gate = runtime, sheet, limiter, gate
 
+    def _write(self, resp: falcon.Response, action: Callable[[], WriteResult], status: int) -> None:
+        """One write (one commit), answered with the record and the commit."""
+        result = _run(self.runtime, action, self.gate)
+        resp.status = status
+        resp.set_header("X-Data-Commit", result.commit)
+        resp.media = {"success": True, "data": _record_json(self.runtime, result.record, result.snapshot),
+                      "meta": {"commit": result.commit, "pushed": result.pushed}}
+
+
+class CollectionWriteResource(_Writes):
     @authorized
     @limited
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body, if_none_match = _json_object(req), _if_none_match(req)
-        result = _run(self.runtime, lambda: self.runtime.writer.create(self.sheet, body, req.path, if_none_match),
-                      self.gate)
-        _respond(self.runtime, resp, result, 201)
+        self._write(resp, lambda: self.runtime.writer.create(self.sheet, body, req.path, if_none_match), 201)
 
 
-class ItemWriteResource:
-    def __init__(self, runtime: Runtime, sheet: str, limiter: FailureLimiter,
-                 gate: threading.BoundedSemaphore | None) -> None:
-        self.runtime, self.sheet, self.limiter, self.gate = runtime, sheet, limiter, gate
-
+class ItemWriteResource(_Writes):
     @authorized
     @limited
     def on_patch(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         body, if_match = _json_object(req), _if_match(req)
-        result = _run(self.runtime, lambda: self.runtime.writer.update(self.sheet, slug, body, req.path, if_match),
-                      self.gate)
-        _respond(self.runtime, resp, result, 200)
+        self._write(resp, lambda: self.runtime.writer.update(self.sheet, slug, body, req.path, if_match), 200)
 
     @authorized
     def on_delete(self, req: falcon.Request, resp: falcon.Response, slug: str) -> None:
         if_match = _if_match(req)
-        result = _run(self.runtime, lambda: self.runtime.writer.delete(self.sheet, slug, req.path, if_match),
-                      self.gate)
-        _respond(self.runtime, resp, result, 200)
+        self._write(resp, lambda: self.runtime.writer.delete(self.sheet, slug, req.path, if_match), 200)
