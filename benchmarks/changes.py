@@ -17,10 +17,10 @@ from typing import Any
 import psutil
 
 from hotreload.config import Settings
-from hotreload.corpus import WORDS
 from hotreload.data.search import PROJECTS
 from hotreload.data.snapshot import Snapshot
 from hotreload.git.repo import GitRepo, Signature, branch_ref
+from simulator.corpus import VERSION, WORDS
 
 _round = itertools.count()
 
@@ -98,14 +98,19 @@ def learn_every_word(snapshot: Snapshot) -> None:
 BENCH_CACHE = Path(__file__).resolve().parent.parent / ".bench-cache"
 
 
+def corpus_path(records: str) -> Path:
+    """The cached corpus of ``records`` records, as conftest.cached_corpus names it."""
+    return BENCH_CACHE / f"corpus-v{VERSION}-{records}.git"
+
+
 def missing_corpus(records: str) -> str | None:
-    """What to run when ``corpus-v2-<records>.git`` is not cached, else None."""
-    source = BENCH_CACHE / f"corpus-v2-{records}.git"
+    """What to run when ``corpus_path(records)`` is not cached, else None."""
+    source = corpus_path(records)
     return None if source.exists() else f"no corpus at {source}: run BENCH_RECORDS={records} make bench first"
 
 
 def require_corpus(records: str) -> None:
-    """Exit with status 2, saying what to run, when ``corpus-v2-<records>.git`` is not cached."""
+    """Exit with status 2, saying what to run, when ``corpus_path(records)`` is not cached."""
     missing = missing_corpus(records)
     if missing:
         print(missing, file=sys.stderr)
@@ -114,9 +119,9 @@ def require_corpus(records: str) -> None:
 
 @contextmanager
 def origin_and_clone(records: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """A copy of the cached corpus ``corpus-v2-<records>.git`` as the origin and a bare
+    """A copy of the cached corpus ``corpus_path(records)`` as the origin and a bare
     clone of it, in a temporary directory removed afterwards."""
-    source = BENCH_CACHE / f"corpus-v2-{records}.git"
+    source = corpus_path(records)
     root = tempfile.mkdtemp(dir=BENCH_CACHE, prefix=prefix)
     try:
         origin, clone = f"{root}/origin.git", f"{root}/clone.git"

@@ -61,7 +61,7 @@ import psutil
 
 from benchmarks.conftest import CACHE, ROOT, cached_corpus
 from benchmarks.load import SECRET, Client, Reads, Reloads, Upstream, read_mix
-from hotreload.corpus import WORDS
+from simulator.corpus import WORDS
 from simulator.server import ServerProcess
 
 BASE_FILE = ROOT / "benchmarks" / "BASE"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from hotreload.corpus import CORPUS_VERSION
 from hotreload.git.repo import clone_bare
+from simulator import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench-cache"
@@ -60,9 +60,10 @@ def cached_lock() -> Iterator[None]:
 def cached_corpus(records: int, history: int = 0) -> Path:
     """``.bench-cache/corpus-v<V>-<N>.git`` (or ``...-h<C>.git``: then ``history``
     one-record commits), made once by ``hotreload corpus`` (safe against parallel workers);
-    ``V`` is the corpus generator's version, so a changed generator never reuses old data."""
+    ``V`` is the corpus generator's version (simulator/corpus.py), so a changed generator
+    never reuses old data."""
     CACHE.mkdir(exist_ok=True)
-    name = f"corpus-v{CORPUS_VERSION}-{records}" + (f"-h{history}" if history else "")
+    name = f"corpus-v{corpus.VERSION}-{records}" + (f"-h{history}" if history else "")
     target = CACHE / f"{name}.git"
     with cached_lock():
         if not target.exists():

@@ -18,7 +18,7 @@
   nothing more, so no thread of the measuring process wakes for a heartbeat), alternating which
   goes first each round: p50 and p99 of each, and the ratio.
 
-The corpora are ``.bench-cache/corpus-v2-<N>.git`` (``BENCH_RECORDS=N make bench`` makes one).
+The corpora are ``.bench-cache/corpus-v3-<N>.git`` (``BENCH_RECORDS=N make bench`` makes one).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from falcon import testing
 
-from benchmarks.changes import BENCH_CACHE, bench_settings, edit_upstream, origin_and_clone, require_corpus
+from benchmarks.changes import bench_settings, corpus_path, edit_upstream, origin_and_clone, require_corpus
 from benchmarks.compare import NOT_MIXED, _env, routes_of
 from benchmarks.load import Client, Reads, read_mix
 from hotreload.api.app import create_app
@@ -135,7 +135,7 @@ def idle_stream(port: int) -> socket.socket:
 
 def idle(records: str, streams: int, rounds: int, seconds: float) -> None:
     require_corpus(records)
-    corpus = BENCH_CACHE / f"corpus-v2-{records}.git"
+    corpus = corpus_path(records)
     routes = {name: path for name, path in routes_of(corpus).items() if name not in NOT_MIXED}
     with origin_and_clone(records, "idle-") as (origin, clone), \
             ServerProcess(_env(Path(origin), Path(clone)), threads=8).start(timeout=600) as server:

@@ -3,7 +3,7 @@
 do. Used by the start-up benchmarks, and runnable on its own to compare a full build
 with the floor on any repository, in the same process and minute::
 
-    .venv/bin/python benchmarks/floor.py .bench-cache/corpus-v2-50000.git   # build ms, floor ms, ratio
+    .venv/bin/python benchmarks/floor.py .bench-cache/corpus-v3-50000.git   # build ms, floor ms, ratio
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ issue #14 compares across sizes (reload at 500k against 50k, and against the
 500k cold start). Run it for two versions of the code alternately to compare
 them side by side (each from its own worktree)::
 
-    .venv/bin/python benchmarks/one_record.py 500000           # corpus .bench-cache/corpus-v2-500000.git
+    .venv/bin/python benchmarks/one_record.py 500000           # corpus .bench-cache/corpus-v3-500000.git
     .venv/bin/python benchmarks/one_record.py 500000 --rss 100 # then RSS across 100 more reloads
     .venv/bin/python benchmarks/one_record.py 500000 --searched --rss 100  # every corpus word searched first
     git worktree add /tmp/before <rev> && ln -s $PWD/.bench-cache /tmp/before/

@@ -2,7 +2,7 @@
 in rank-then-id order), each query asked twice, on one snapshot: the first ask learns
 the query's prefixes, the second finds them learnt. Prints the medians::
 
-    .venv/bin/python benchmarks/people_search.py 500000     # corpus .bench-cache/corpus-v2-500000.git
+    .venv/bin/python benchmarks/people_search.py 500000     # corpus .bench-cache/corpus-v3-500000.git
     .venv/bin/python benchmarks/people_search.py 50000 --queries 40
 
 The queries are 1-3 random corpus words (fixed seed), so two versions of the code
@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.changes import bench_settings, origin_and_clone, require_corpus
-from hotreload.corpus import WORDS
 from hotreload.data.search import PEOPLE, ROLES
 from hotreload.service.runtime import boot
+from simulator.corpus import WORDS
 
 
 def main(argv: list[str]) -> int:

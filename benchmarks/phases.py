@@ -3,7 +3,7 @@ reloads, each with the time spent in its main steps (wall time of each function,
 summed per reload; nested steps are counted in their callers too). Prints every
 round and the medians::
 
-    .venv/bin/python benchmarks/phases.py 500000      # corpus .bench-cache/corpus-v2-500000.git
+    .venv/bin/python benchmarks/phases.py 500000      # corpus .bench-cache/corpus-v3-500000.git
     .venv/bin/python benchmarks/phases.py 50000 --rounds 15
     .venv/bin/python benchmarks/phases.py 500000 --searched   # every corpus word searched first
 

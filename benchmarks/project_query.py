@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.changes import bench_settings, origin_and_clone, require_corpus
 from hotreload.api.read import _project_query, project_window
-from hotreload.corpus import WORDS
 from hotreload.service.runtime import boot
+from simulator.corpus import WORDS
 
 
 def main(argv: list[str]) -> int:

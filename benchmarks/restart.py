@@ -2,7 +2,7 @@
 process (issue #14: an unchanged restart <= 1/10 of a cold start at 500k, a restart
 after a one-record change <= 1/5)::
 
-    .venv/bin/python benchmarks/restart.py 500000     # corpus .bench-cache/corpus-v2-500000.git
+    .venv/bin/python benchmarks/restart.py 500000     # corpus .bench-cache/corpus-v3-500000.git
 
 A copy of the corpus is the origin, cloned. In order, each a new process timing
 ``boot`` (the start-up reconcile included; RSS after it), then ``close``:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from benchmarks.conftest import Pair
-from hotreload.corpus import WORDS
+from simulator.corpus import WORDS
 from simulator.server import ServerProcess
 
 

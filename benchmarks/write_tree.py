@@ -2,7 +2,7 @@
 each on the tree the one before made, on a ``--shared`` clone of a cached corpus (the
 corpus itself is not written). Prints the first and the median of the rest::
 
-    .venv/bin/python benchmarks/write_tree.py 500000     # corpus .bench-cache/corpus-v2-500000.git
+    .venv/bin/python benchmarks/write_tree.py 500000     # corpus .bench-cache/corpus-v3-500000.git
 
 Run it from two worktrees alternately to compare versions (``PYTHONPATH=src:.``).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.changes import BENCH_CACHE, require_corpus
+from benchmarks.changes import BENCH_CACHE, corpus_path, require_corpus
 from hotreload.git.repo import GitRepo
 
 WRITES = 12
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     root = tempfile.mkdtemp(dir=BENCH_CACHE, prefix="write-tree-")
     try:
         clone = f"{root}/clone.git"
-        subprocess.run(["git", "clone", "-q", "--bare", "--shared", str(BENCH_CACHE / f"corpus-v2-{records}.git"),
+        subprocess.run(["git", "clone", "-q", "--bare", "--shared", str(corpus_path(records)),
                         clone], check=True)
         repo = GitRepo(clone)
         tree = repo.tree_of(repo.branch_commit("published") or "")

@@ -1,8 +1,9 @@
-"""The simulator's own corpus: valid records of the seed's sheets (the seed's schemas
-and storage layout, as specs/read-api.md and truth.py's field lists describe them),
-written in the TOML styles real data repositories hold, and a ``git fast-import``
-stream that stores them as one commit, then ``history`` one-record commits as the
-write API makes them. Deterministic for a seed; nothing from the service.
+"""The one synthetic corpus, for the simulator, ``hotreload corpus``, the demo, the tests
+and the benchmarks: valid records of the seed's sheets (the seed's schemas and storage
+layout, as specs/read-api.md and truth.py's field lists describe them), written in the
+TOML styles real data repositories hold, and a bare repository holding them as one commit
+(``git fast-import``), then ``history`` one-record commits as the write API makes them.
+Deterministic for a seed; nothing from the service.
 """
 
 from __future__ import annotations
@@ -11,8 +12,15 @@ import datetime as dt
 import json
 import random
 import re
+import shutil
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from simulator.git import init_bare
+
+VERSION = 3
+"""Bumped whenever the same arguments make different data (benchmark caches are named by it)."""
 
 # sheet -> path template below its root (the sheet's name), as in the seed's .gitsheets/
 SHEETS = {
@@ -33,9 +41,13 @@ TAGS = [("topic", t) for t in ("transit", "housing", "parks", "health", "budget"
        [("tech", t) for t in ("python", "react", "postgres", "leaflet")] + [("event", "hackathon-2023")]
 NAMES = ["Ana", "Ben", "Chen", "Dana", "Eli", "Fatima", "Kofi", "Lena", "Omar", "Priya", "Rosa", "Zoe"]
 SURNAMES = ["Lee", "Patel", "Garcia", "Nguyen", "Okafor", "Rossi", "Kim", "Cohen"]
-WORDS = ["data", "volunteers", "residents", "city", "council", "maps", "transit", "bus", "routes", "rent", "schools",
-         "meals", "clinics", "trees", "air", "voting", "budgets", "grants", "permits", "parks", "jobs", "bikes"]
+WORDS = ["data", "volunteers", "residents", "city", "council", "open", "source", "maps", "transit", "bus", "routes",
+         "schedules", "rent", "eviction", "schools", "meals", "clinics", "trees", "air", "quality", "voting",
+         "precincts", "budgets", "grants", "permits", "parks", "libraries", "jobs", "training", "bikes", "lanes",
+         "water", "lead", "pipes"]
 STYLES = ("writer", "hand", "native")
+MIXES = {"flat": STYLES[:1], "mixed": STYLES}
+"""``hotreload corpus --styles``: every record as the write API writes it, or each in a style drawn for it."""
 IMPORTED = "Data Import <import@example.org>"
 API = "Code for Philly API <api@users.noreply.codeforphilly.org>"
 EPOCH = 1_700_000_000
@@ -94,22 +106,24 @@ def make_records(n: int, seed: int) -> dict[str, list[dict[str, Any]]]:
             legacyId=i + 1, slug=slug, title=slug.replace("-", " ").title(), summary=f"Helping with {topic}: {text(8)}",
             overview=" ".join(text(12) for _ in range(rng.randint(1, 3))), stage=rng.choice(STAGES),
             developersUrl=f"https://github.com/example/{slug}", chatChannel=slug,
-            deletedAt=stamp() if i and rng.random() < 0.05 else None))
+            deletedAt=stamp() if i % 20 == 1 else None))  # 5%, the second of any corpus among them
     for i in range(counts["people"]):
         first, last = rng.choice(NAMES), rng.choice(SURNAMES)
         out["people"].append(dated(legacyId=i + 1, slug=f"{first}-{last}-{i}".lower(), fullName=f"{first} {last}",
                                    firstName=first, lastName=last, bio=text(15) if rng.random() < 0.7 else None))
     projects, people, tags = out["projects"], out["people"], out["tags"]
-    pairs = [(project, person) for project in projects for person in people]
-    for project, person in rng.sample(pairs, min(counts["project-memberships"], len(pairs))):
+    pairs: set[tuple[int, int]] = set()  # (project, person): one membership each
+    while len(pairs) < min(counts["project-memberships"], len(projects) * len(people)):
+        pairs.add((rng.randrange(len(projects)), rng.randrange(len(people))))
+    for project, person in ((projects[p], people[q]) for p, q in sorted(pairs)):
         joined = stamp()
         out["project-memberships"].append({
             "id": uid(), "projectId": project["id"], "personId": person["id"],
             "role": rng.choice(["Founder", "Developer", "Organizer", None]), "isMaintainer": rng.random() < 0.2,
             "joinedAt": joined, "createdAt": joined, "updatedAt": joined,
             "projectSlug": project["slug"], "personSlug": person["slug"]})
-    links = set()  # (tag, taggable type, taggable): one assignment each
-    for _ in range(counts["tag-assignments"]):
+    links: set[tuple[int, str, int]] = set()  # (tag, taggable type, taggable): one assignment each
+    while len(links) < min(counts["tag-assignments"], len(tags) * (len(projects) + len(people))):
         kind = rng.choice(["project", "project", "project", "person"])
         links.add((rng.randrange(len(tags)), kind, rng.randrange(len(projects if kind == "project" else people))))
     for t, kind, x in sorted(links):
@@ -127,12 +141,12 @@ def make_records(n: int, seed: int) -> dict[str, list[dict[str, Any]]]:
         slug = f"{'-'.join(headline.lower().split()[:3])}-{i}"
         out["project-buzz"].append(dated(projectId=p["id"], slug=slug, headline=headline, publishedAt=stamp(),
                                          url=f"https://news.example.org/{slug}", projectSlug=p["slug"]))
-    for _ in range(counts["help-wanted-roles"]):
+    for i in range(counts["help-wanted-roles"]):
         p = rng.choice(projects)
         out["help-wanted-roles"].append(dated(
             projectId=p["id"], postedById=rng.choice(people)["id"], title=f"{rng.choice(['Data', 'Design'])} lead",
             description=text(20), commitmentHoursPerWeek=rng.choice([None, 4]),
-            status=rng.choice(["open", "filled", "closed"]), projectSlug=p["slug"]))
+            status=("open", "open", "filled", "closed")[i % 4], projectSlug=p["slug"]))
     for i in range(counts["help-wanted-interest"]):
         role, q = out["help-wanted-roles"][i % len(out["help-wanted-roles"])], people[i % len(people)]
         out["help-wanted-interest"].append({"id": uid(), "roleId": role["id"], "personId": q["id"],
@@ -153,17 +167,20 @@ def make_records(n: int, seed: int) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def files(records: dict[str, list[dict[str, Any]]], seed: int) -> dict[str, bytes]:
+def files(records: dict[str, list[dict[str, Any]]], seed: int, mix: str = "mixed",
+          progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
     """The tree of a data repository holding ``records``: each sheet's config and every
-    record at its template's path, each in a style drawn for it."""
-    rng = random.Random(seed + 1)
+    record at its template's path, each in a style of ``MIXES[mix]`` drawn for it."""
+    rng, styles = random.Random(seed + 1), MIXES[mix]
     tree = {f".gitsheets/{sheet}.toml": f'[gitsheet]\nroot = "{sheet}"\npath = "{_gitsheets(t)}"\n'.encode()
             for sheet, t in SHEETS.items()}
-    tree["README.md"] = b"Synthetic gitsheets data made by the hotreload simulator.\n"
+    tree["README.md"] = b"Synthetic gitsheets data made by simulator/corpus.py (`hotreload corpus`).\n"
     for sheet, template in SHEETS.items():
         for fields in records[sheet]:
             path = f"{sheet}/{template.format(**fields)}.toml"
-            tree[path] = _sponsor(fields) if sheet == "sponsors" else render(fields, rng.choice(STYLES))
+            tree[path] = _sponsor(fields) if sheet == "sponsors" else render(fields, rng.choice(styles))
+            if progress:
+                progress(1)
     return tree
 
 
@@ -180,27 +197,46 @@ def _sponsor(fields: dict[str, Any]) -> bytes:
             f"[contact]\nemail = \"{fields['slug']}@example.org\"\n").encode()
 
 
-def fast_import_stream(tree: dict[str, bytes], branch: str, people: list[dict[str, Any]], history: int,
-                       seed: int) -> bytes:
-    """A ``git fast-import`` stream: one commit of ``tree`` on ``branch``, then ``history``
-    commits each editing one person's bio as the write API does (one commit per write,
-    its subject and trailers)."""
+def write(path: str, tree: dict[str, bytes], branch: str, people: Sequence[dict[str, Any]] = (),
+          history: int = 0, seed: int = 1, deltas: bool = False, progress: Callable[[int], None] | None = None) -> str:
+    """A new bare repository at ``path``: ``tree`` as one commit on ``branch``, in one pack
+    (every object whole, the benchmarks' ``written`` packing; or with ``deltas``: each blob
+    against the one before, long chains, as ``git fast-import`` leaves it), then ``history``
+    commits each editing one of ``people`` as the write API does (one commit per write,
+    its subject and trailers), ``git gc``-packed as a repository with a long life is
+    kept. ``progress`` counts those commits. Returns the branch's tip."""
+    if shutil.which("git") is None:
+        raise RuntimeError("the git binary is needed (git fast-import writes the repository); install git")
+    repo = init_bare(path, branch)
+    repo.fast_import([_commit(branch, IMPORTED, EPOCH, "Initial data\n", tree)], *([] if deltas else ["--depth=0"]))
+    if history:
+        repo.fast_import(_history(branch, people, history, seed, progress))
+        repo.run("gc", "--quiet")
+    tip = repo.branch_commit(branch)
+    assert tip is not None
+    return tip
+
+
+def _history(branch: str, people: Sequence[dict[str, Any]], history: int, seed: int,
+             progress: Callable[[int], None] | None) -> Iterator[bytes]:
     rng = random.Random(seed + 2)
-    out = [_commit(branch, IMPORTED, EPOCH, "Initial data\n", tree)]
     for i in range(history):
         when = EPOCH + 60 * (i + 1)
         person = {**rng.choice(people), "bio": " ".join(rng.choice(WORDS) for _ in range(12)),
                   "updatedAt": dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         message = (f"api: PATCH /api/people/{person['slug']}\n\nAction: person.update\nSubject-Type: person\n"
                    f"Subject-Id: {person['id']}\nSubject-Slug: {person['slug']}\n")
-        out.append(_commit(branch, API, when, message, {f"people/{person['slug']}.toml": render(person, "writer")}))
-    return b"".join(out)
+        changed = {f"people/{person['slug']}.toml": render(person, "writer")}
+        yield _commit(branch, API, when, message, changed, f"refs/heads/{branch}^0" if i == 0 else None)
+        if progress:
+            progress(1)
 
 
-def _commit(branch: str, who: str, when: int, message: str, changed: dict[str, bytes]) -> bytes:
+def _commit(branch: str, who: str, when: int, message: str, changed: dict[str, bytes], parent: str | None = None
+            ) -> bytes:
     raw = message.encode()
     parts = [f"commit refs/heads/{branch}\nauthor {who} {when} +0000\ncommitter {who} {when} +0000\n".encode(),
-             b"data %d\n%s\n" % (len(raw), raw)]
+             b"data %d\n%s\n" % (len(raw), raw), f"from {parent}\n".encode() if parent else b""]
     for path, data in changed.items():
         parts.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
     return b"".join(parts)

@@ -230,10 +230,18 @@ class Repo:
         made = self.run("commit-tree", tree, *args, input=message.encode(), env=identity_env(who, when))
         return made.decode().strip()
 
-    def fast_import(self, stream: bytes) -> None:
-        """``git fast-import`` of ``stream`` (its commands, without ``done``), stored as one
-        pack however few its objects."""
-        self.run("-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done", input=stream + b"done\n")
+    def fast_import(self, commits: Iterable[bytes], *options: str) -> None:
+        """``git fast-import`` of ``commits`` (their commands, without ``done``), fed as they
+        come, stored as one pack however few its objects."""
+        command = ["git", "--git-dir", self.path, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done"]
+        proc = subprocess.Popen([*command, *options], stdin=subprocess.PIPE, env={**os.environ, **_ENV})
+        assert proc.stdin is not None
+        with proc.stdin:
+            for commit in commits:
+                proc.stdin.write(commit)
+            proc.stdin.write(b"done\n")
+        if proc.wait() != 0:
+            raise GitError(f"git fast-import: exit {proc.returncode}")
 
 
 def init_bare(path: str, branch: str) -> Repo:

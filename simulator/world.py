@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator import corpus
-from simulator.git import Objects, Repo, clone_bare, git, init_bare
+from simulator.git import Objects, Repo, clone_bare
 from simulator.server import GitDaemon, ServerProcess, free_ports
 from simulator.truth import to_toml
 
@@ -57,10 +57,7 @@ class World:
         self.objects = Objects()
         """What the world's repositories were read to hold, by object id (shared: ids name content)."""
         made = corpus.make_records(records, seed)
-        stream = corpus.fast_import_stream(corpus.files(made, seed), BRANCH, made["people"], history, seed)
-        init_bare(self.origin, BRANCH).fast_import(stream)
-        if history:  # as a repository with a long life is kept: `git gc`-packed, deltas
-            git("--git-dir", self.origin, "gc", "--quiet")
+        corpus.write(self.origin, corpus.files(made, seed), BRANCH, made["people"], history, seed, deltas=True)
         # the production transport: git daemon on loopback, dulwich's network client
         self.stall_flag = os.path.join(self.root, "remote-stalled")
         self.daemon = GitDaemon(self.root, access_hook=self._stall_hook()) if transport == "git" else None

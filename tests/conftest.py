@@ -17,8 +17,8 @@ from falcon import testing
 
 from hotreload.api.app import create_app
 from hotreload.config import Settings
-from hotreload.corpus import make_corpus, write_corpus
 from hotreload.service.runtime import Runtime, boot
+from simulator import corpus
 from simulator.server import ServerProcess
 
 SECRET = "s" * 40
@@ -92,9 +92,19 @@ class World:
         return env
 
 
+def corpus_files(records: int, seed: int, mix: str = "flat") -> dict[str, bytes]:
+    """The tree of a synthetic data repository (simulator/corpus.py): every sheet, valid records."""
+    return corpus.files(corpus.make_records(records, seed), seed, mix)
+
+
+def write_corpus(path: Path | str, files: dict[str, bytes]) -> str:
+    """A new bare repository holding ``files`` as one commit on ``published``; its id."""
+    return corpus.write(str(path), files, "published")
+
+
 def make_world(root: Path, records: int = 60) -> World:
     origin, work, clone = root / "origin.git", root / "work", root / "clone.git"
-    write_corpus(str(origin), make_corpus(records, seed=7))
+    write_corpus(origin, corpus_files(records, seed=7))
     git("clone", "-q", str(origin), str(work))
     git("clone", "-q", "--bare", str(origin), str(clone))  # the narrow default refspec case
     return World(root, origin, work, clone)

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.api.read import FACET_NAMES, FACET_SIZE, _project_query, project_window
-from hotreload.corpus import make_corpus, write_corpus
 from hotreload.data.records import STAGES, TAG_NAMESPACES
 from hotreload.data.search import PROJECTS
 from hotreload.data.snapshot import Snapshot, build_full
 from hotreload.git.repo import GitRepo
+from tests.conftest import corpus_files, write_corpus
 
 
 def by_definition(snap: Snapshot, q: str | None, stage: str | None, handles: tuple[str, ...]) -> tuple[list[str], dict[str, Any]]:
@@ -55,7 +55,7 @@ def by_definition(snap: Snapshot, q: str | None, stage: str | None, handles: tup
 @given(seed=st.integers(0, 2**16), data=st.data())
 def test_facets_and_results_match_their_definition(seed: int, data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        write_corpus(f"{tmp}/r.git", make_corpus(120, seed=seed))
+        write_corpus(f"{tmp}/r.git", corpus_files(120, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")
         snap = build_full(repo, repo.branch_commit("published") or "")
         repo.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import tempfile
 import tomllib
@@ -12,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.api.read import _project_query, project_window
-from hotreload.corpus import WORDS, make_corpus, write_corpus
 from hotreload.data.records import (
     STAGES,
     HelpWantedInterest,
@@ -33,6 +33,8 @@ from hotreload.data.records import (
 from hotreload.data.search import TABLES
 from hotreload.data.snapshot import INDEX_SPECS, Snapshot, build_full, build_incremental
 from hotreload.git.repo import GitRepo, Signature
+from simulator.corpus import WORDS
+from tests.conftest import corpus_files, write_corpus
 
 # -- what the service writes, TOML parsers read back ------------------------------------
 
@@ -204,7 +206,7 @@ change_sets = st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9
 def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]]
                                                   ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        write_corpus(f"{tmp}/r.git", make_corpus(records, seed=seed))
+        write_corpus(f"{tmp}/r.git", corpus_files(records, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")
         snap = build_full(repo, repo.branch_commit("published") or "")
         quiet = snap  # a lineage never searched: its rankers learn only from its databases
@@ -228,7 +230,7 @@ def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps
 
 
 def test_previous_snapshot_is_never_mutated(tmp_path: Any) -> None:
-    write_corpus(str(tmp_path / "r.git"), make_corpus(40, seed=3))
+    write_corpus(str(tmp_path / "r.git"), corpus_files(40, seed=3))
     repo = GitRepo(str(tmp_path / "r.git"))
     snap = build_full(repo, repo.branch_commit("published") or "")
     before = snapshot_state(snap)
@@ -290,7 +292,7 @@ def test_a_dropped_snapshot_closes_its_search_database_without_a_gc_pass(tmp_pat
                     pass
         return count
 
-    write_corpus(str(tmp_path / "r.git"), make_corpus(40, seed=5))
+    write_corpus(str(tmp_path / "r.git"), corpus_files(40, seed=5))
     repo = GitRepo(str(tmp_path / "r.git"))
     before = open_connections()
     gc.disable()
@@ -308,17 +310,22 @@ def test_a_dropped_snapshot_closes_its_search_database_without_a_gc_pass(tmp_pat
         repo.close()
 
 
+def _as_written(table: dict[str, Any]) -> dict[str, Any]:
+    """Native TOML date-times as the RFC 3339 strings the writer's style holds."""
+    return {k: v.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(v, dt.datetime) else v for k, v in table.items()}
+
+
 def test_a_mixed_style_corpus_reads_the_same_as_the_flat_one(tmp_path: Any) -> None:
     """Records written as people write TOML (aligned keys, literal and multi-line
-    strings, comments) hold the same values and build the same snapshot."""
-    flat, mixed = make_corpus(200, seed=4), make_corpus(200, seed=4, styles="mixed")
-    restyled = [p for p in flat.files if flat.files[p] != mixed.files[p]]
+    strings, comments, native date-times) hold the same values and build the same snapshot."""
+    flat, mixed = corpus_files(200, seed=4), corpus_files(200, seed=4, mix="mixed")
+    restyled = [p for p in flat if flat[p] != mixed[p]]
     assert len(restyled) > 50
     for path in restyled:
-        assert tomllib.loads(flat.files[path].decode()) == tomllib.loads(mixed.files[path].decode())
+        assert tomllib.loads(flat[path].decode()) == _as_written(tomllib.loads(mixed[path].decode()))
     snaps = []
-    for name, corpus in (("flat", flat), ("mixed", mixed)):
-        write_corpus(str(tmp_path / name), corpus)
+    for name, files in (("flat", flat), ("mixed", mixed)):
+        write_corpus(tmp_path / name, files)
         repo = GitRepo(str(tmp_path / name))
         snaps.append(build_full(repo, repo.branch_commit("published") or ""))
         repo.close()

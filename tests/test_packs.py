@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from hotreload.corpus import make_corpus, write_corpus
 from hotreload.data.snapshot import build_full
 from hotreload.git import objects
 from hotreload.git.repo import GitRepo
+from tests.conftest import corpus_files, write_corpus
 
 
 def repacked(tmp_path: Path, how: str) -> Path:
     source = tmp_path / "written.git"
-    write_corpus(str(source), make_corpus(400, seed=11))
+    write_corpus(str(source), corpus_files(400, seed=11))
     target = tmp_path / f"{how}.git"
     if how == "fast-import":
         subprocess.run(["git", "init", "-q", "--bare", str(target)], check=True)

@@ -19,13 +19,12 @@ import pytest
 from falcon import testing
 
 from hotreload.api.app import create_app
-from hotreload.corpus import Corpus, make_corpus, write_corpus
 from hotreload.data import search
 from hotreload.data.records import HelpWantedRole, Person, Project, TagAssignment, to_toml
 from hotreload.data.search import Ranked
 from hotreload.data.snapshot import Table
 from hotreload.service.runtime import Runtime, boot
-from tests.conftest import World, git
+from tests.conftest import World, corpus_files, git, write_corpus
 
 TWINS = 300
 PER_PAGE = 5
@@ -36,11 +35,10 @@ def _uuid(kind: int, i: int) -> str:
     return f"{kind:08x}-0000-4000-8000-{i:012x}"
 
 
-def _tied_corpus() -> Corpus:
+def _tied_corpus() -> dict[str, bytes]:
     """A small corpus plus TWINS projects tagged topic.transit, TWINS people and TWINS
     open roles, each set alike but for ids and slugs."""
-    corpus = make_corpus(60, seed=7)
-    files = dict(corpus.files)
+    files = corpus_files(60, seed=7)
     transit = tomllib.loads(files["tags/topic/transit.toml"].decode())["id"]
     for i in range(TWINS):
         project = Project(id=_uuid(1, i), slug=f"twin-{i:03d}", title="Transit Twin",
@@ -56,17 +54,14 @@ def _tied_corpus() -> Corpus:
         role = HelpWantedRole(id=_uuid(4, i), project_id=_uuid(1, 0), posted_by_id=_uuid(3, 0), title="Data volunteer",
                               description="Data", status="open", created_at=NOW, updated_at=NOW)  # type: ignore[arg-type]
         files[f"help-wanted-roles/twin-000/{role.id}.toml"] = to_toml(role) + b'projectSlug = "twin-000"\n'
-    counts = {**corpus.counts}
-    for sheet in ("projects", "tag-assignments", "people", "help-wanted-roles"):
-        counts[sheet] = counts.get(sheet, 0) + TWINS
-    return Corpus(files, counts)
+    return files
 
 
 @pytest.fixture(scope="module")
 def tied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[testing.TestClient, Runtime]]:
     root = Path(tmp_path_factory.mktemp("tied"))
     origin, clone = root / "origin.git", root / "clone.git"
-    write_corpus(str(origin), _tied_corpus())
+    write_corpus(origin, _tied_corpus())
     git("clone", "-q", "--bare", str(origin), str(clone))
     runtime = boot(World(root, origin, root / "work", clone).settings())
     yield testing.TestClient(create_app(runtime)), runtime

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 import hotreload
 from hotreload.api.app import create_app
 from hotreload.config import ConfigError, Settings
-from hotreload.corpus import make_corpus, write_corpus
 from hotreload.data import cache as cache_module
 from hotreload.data.cache import CACHE_FILE, MAGIC, SnapshotCache
 from hotreload.data.search import TABLES
@@ -31,7 +30,7 @@ from hotreload.data.snapshot import build_full, build_incremental
 from hotreload.git.repo import GitRepo
 from hotreload.service.runtime import Runtime, boot
 from simulator.server import ServerProcess
-from tests.conftest import WRITE_TOKEN, World, bearer, git, project_toml
+from tests.conftest import WRITE_TOKEN, World, bearer, corpus_files, git, project_toml, write_corpus
 from tests.test_incremental import OPS, apply_ops, snapshot_state
 
 
@@ -51,7 +50,7 @@ def ranked_state(snap: Any) -> dict[str, Any]:
 def test_a_cached_snapshot_and_what_is_derived_from_it_equal_full_builds(
         seed: int, records: int, steps: list[list[tuple[str, int, int]]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        write_corpus(f"{tmp}/r.git", make_corpus(records, seed=seed))
+        write_corpus(f"{tmp}/r.git", corpus_files(records, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")
         cache = SnapshotCache(tmp)
         snap = build_full(repo, repo.branch_commit("published") or "")

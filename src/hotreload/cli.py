@@ -125,25 +125,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_corpus(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hotreload.corpus import add_history, make_corpus, write_corpus
+    from simulator import corpus
 
     if os.path.exists(args.out) and os.listdir(args.out):
         return _fail(f"--out {args.out} already exists; choose a new path or delete it")
     started = time.perf_counter()
-    with tqdm(total=args.records, unit="rec", desc="records", file=sys.stderr) as bar:
-        corpus = make_corpus(args.records, seed=args.seed, progress=bar.update, styles=args.styles)
+    records = corpus.make_records(args.records, args.seed)
+    with tqdm(total=sum(map(len, records.values())), unit="rec", desc="records", file=sys.stderr) as bar:
+        tree = corpus.files(records, args.seed, args.styles, progress=bar.update)
     print("writing pack ...", file=sys.stderr, flush=True)
-    commit = write_corpus(args.out, corpus, branch=args.branch)
-    if args.history:
-        with tqdm(total=args.history, unit="commit", desc="history", file=sys.stderr) as bar:
-            try:
-                commit = add_history(args.out, args.history, branch=args.branch, seed=args.seed,
-                                     progress=bar.update)
-            except RuntimeError as exc:
-                return _fail(f"--history: {exc}")
-    counts = ", ".join(f"{n} {sheet}" for sheet, n in corpus.counts.items())
+    with tqdm(total=args.history, unit="commit", desc="history", file=sys.stderr, disable=not args.history) as bar:
+        try:
+            commit = corpus.write(args.out, tree, args.branch, records["people"], args.history, args.seed,
+                                  progress=bar.update)
+        except RuntimeError as exc:
+            return _fail(str(exc))
+    counts = ", ".join(f"{len(rows)} {sheet}" for sheet, rows in records.items())
     history = f" after {args.history} one-record commits" if args.history else ""
-    print(f"{args.out}: {sum(corpus.counts.values())} records ({counts}){history} on {args.branch} at "
+    print(f"{args.out}: {sum(map(len, records.values()))} records ({counts}){history} on {args.branch} at "
           f"{commit[:12]} in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -156,10 +155,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     first_run = not os.path.exists(os.path.join(args.dir, "origin.git"))
     if first_run:
         print(f"making the demo data ({args.records} records) in {args.dir} ...", file=sys.stderr)
-        with tqdm(total=args.records, unit="rec", desc="records", file=sys.stderr) as bar:
-            d = demo.ensure(args.dir, args.records, progress=bar.update)
-    else:
-        d = demo.ensure(args.dir, args.records)
+    with tqdm(total=args.records, unit="rec", desc="records", file=sys.stderr, disable=not first_run) as bar:
+        d = demo.ensure(args.dir, args.records, progress=bar.update)
     if args.push_change:
         slug, commit = demo.push_change(d)
         print(f"committed project {slug} to the demo origin at {commit[:12]}")
@@ -274,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--seed", type=int, default=1, help="random seed (same seed, same corpus)")
     corpus.add_argument("--branch", default="published", help="the branch to write")
     corpus.add_argument("--styles", choices=["flat", "mixed"], default="flat",
-                        help="flat: every record as the service writes it; mixed: half of them as people "
-                             "write TOML by hand (aligned keys, literal and multi-line strings, comments)")
+                        help="flat: every record as the service writes it; mixed: each in one of three styles, "
+                             "the service's, by hand (aligned keys, literal and multi-line strings, comments) "
+                             "or with native TOML date-times")
     corpus.add_argument("--history", type=int, default=0, metavar="N",
                         help="then add N one-record commits, as N writes through the API would, "
                              "and pack like git gc (needs the git binary)")

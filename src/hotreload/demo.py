@@ -8,20 +8,20 @@ import datetime as dt
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hotreload.config import Settings
-from hotreload.corpus import make_corpus, write_corpus
-from hotreload.data.records import Project, to_toml
-from hotreload.git.repo import GitRepo, Signature, clone_bare
+from hotreload.git.repo import clone_bare
+from simulator import corpus
+from simulator.git import Repo
 
 BRANCH = "published"
-OUTSIDE_AUTHOR = b"Demo Maintainer <maintainer@example.org>"
+OUTSIDE_AUTHOR = "Demo Maintainer <maintainer@example.org>"
 
 
 @dataclass(frozen=True)
 class Demo:
-    folder: str
     origin: str
     clone: str
     secret: str
@@ -41,33 +41,33 @@ def _read_or_make(path: str, make: str) -> str:
         return fh.read().strip()
 
 
-def ensure(folder: str, records: int, progress: object = None) -> Demo:
+def ensure(folder: str, records: int, progress: Callable[[int], None] | None = None) -> Demo:
     folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
     origin, clone = os.path.join(folder, "origin.git"), os.path.join(folder, "clone.git")
     if not os.path.exists(origin):
-        write_corpus(origin, make_corpus(records, progress=progress))  # type: ignore[arg-type]
+        made = corpus.make_records(records, seed=1)
+        corpus.write(origin, corpus.files(made, seed=1, mix="flat", progress=progress), BRANCH)
     if not os.path.exists(clone):
         clone_bare(origin, clone, BRANCH)
     secret = _read_or_make(os.path.join(folder, "reload-secret"), secrets.token_urlsafe(36))
     token = _read_or_make(os.path.join(folder, "write-token"), secrets.token_urlsafe(24))
-    return Demo(folder, origin, clone, secret, token)
+    return Demo(origin, clone, secret, token)
 
 
 def push_change(demo: Demo) -> tuple[str, str]:
     """Commit one new project to the origin's branch. Returns (slug, commit)."""
-    repo = GitRepo(demo.origin)
+    repo = Repo(demo.origin)
     parent = repo.branch_commit(BRANCH)
     assert parent is not None
     now = dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     slug = f"transit-demo-{now.strftime('%H%M%S')}-{secrets.token_hex(2)}"
-    project = Project(id=str(uuid.uuid4()), slug=slug, title=f"Transit Demo {now:%H:%M:%S}",
-                      summary="A project pushed by `hotreload demo --push-change`.",
-                      stage="prototyping", created_at=stamp, updated_at=stamp)
-    tree = repo.write_tree_changes(repo.tree_of(parent), {f"projects/{slug}.toml": to_toml(project)})
-    commit = repo.write_commit(tree, [parent], f"Add {slug}\n",
-                               Signature(OUTSIDE_AUTHOR, int(now.timestamp()), 0))
-    if not repo.cas_ref(b"refs/heads/" + BRANCH.encode(), parent, commit):
+    project = {"id": str(uuid.uuid4()), "slug": slug, "title": f"Transit Demo {now:%H:%M:%S}",
+               "summary": "A project pushed by `hotreload demo --push-change`.", "stage": "prototyping",
+               "createdAt": stamp, "updatedAt": stamp}
+    tree = repo.write_tree(repo.commit(parent).tree, {f"projects/{slug}.toml": corpus.render(project, "writer")})
+    commit = repo.commit_tree(tree, [parent], f"Add {slug}\n", OUTSIDE_AUTHOR, int(now.timestamp()))
+    if not repo.set_ref(f"refs/heads/{BRANCH}", commit, parent):
         raise RuntimeError("the demo origin moved while committing; run --push-change again")
     return slug, commit
