@@ -94,13 +94,6 @@ def parse_sheet_config(config_path: str, name: str, data: bytes) -> Sheet:
     return Sheet(name=name, root=root.strip("/"), path_template=template.strip("/"))
 
 
-def config_text(sheet: Sheet) -> bytes:
-    """The ``.gitsheets/<name>.toml`` content for a sheet (used by writers of corpora)."""
-    return (
-        f'[gitsheet]\nroot = "{sheet.root}"\npath = "{sheet.path_template}"\n'
-    ).encode()
-
-
 # The seed's eleven sheets, with its layout (specs/behaviors/storage.md there).
 # ``projectSlug`` and ``personSlug`` are denormalised into the record by the seed's
 # writers; a record without them is not checked against its path.
