@@ -16,12 +16,10 @@ import re
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dulwich.index import commit_tree
-from dulwich.object_store import MemoryObjectStore
 from dulwich.objects import Blob, Commit, ShaFile, Tree, object_class, parse_tree
 from dulwich.pack import DELTA_TYPES, UnpackedObject, UnpackedObjectIterator, UnresolvedDeltas
 
@@ -284,11 +282,6 @@ class LooseWritingStore:
         add_object(self._store, obj)
 
 
-def write_pack(store: Any, objects: list[Any]) -> None:
-    """Write many objects as one pack (far faster than loose objects)."""
-    store.add_objects([(obj, None) for obj in objects])
-
-
 def write_commit(store: Any, tree: str, parents: list[str], message: str, author: Signature,
                  committer: Signature | None = None) -> str:
     commit = Commit()
@@ -301,16 +294,3 @@ def write_commit(store: Any, tree: str, parents: list[str], message: str, author
     commit.encoding = b"UTF-8"
     commit.message = message.encode()
     return add_object(store, commit)
-
-
-def tree_objects(files: Mapping[str, bytes]) -> tuple[str, list[ShaFile]]:
-    """Blobs and trees for a whole file set (dulwich's ``commit_tree``), without writing
-    anything: the root tree id and every object, ready for :func:`write_pack`."""
-    made = MemoryObjectStore()
-    entries = []
-    for path, content in files.items():
-        blob = Blob.from_string(content)
-        made.add_object(blob)
-        entries.append((path.encode(), blob.id, 0o100644))
-    root = commit_tree(made, entries)
-    return root.decode(), [made[sha] for sha in made]

@@ -30,14 +30,14 @@ from dulwich.repo import Repo
 from hotreload.git import objects, transport
 from hotreload.git.errors import BranchMoved, GitError, NotABareRepository, PushRejected, TransportError
 from hotreload.git.history import Comparison, History
-from hotreload.git.objects import HEX40, ZERO_SHA, BlobEntry, LooseWritingStore, Signature, readable, tree_objects
+from hotreload.git.objects import HEX40, ZERO_SHA, BlobEntry, LooseWritingStore, Signature, readable
 from hotreload.git.remotes import Remote, as_remote, redact, without_credentials
 from hotreload.git.trees import BlobChange, TreeBytes
 
 __all__ = [
     "API_IDENTITY", "BlobChange", "BranchMoved", "GitError", "GitRepo", "NotABareRepository", "PushRejected",
     "Remote", "Signature", "TransportError", "branch_ref", "clone_bare", "init_bare", "origin_url", "readable",
-    "redact", "tracking_ref", "tree_objects",
+    "redact", "tracking_ref",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,9 +226,6 @@ class GitRepo:
     def list_blobs(self, tree_sha: str, prefix: str = "") -> list[BlobEntry]:
         """Every file below a tree, with its path from the tree's root."""
         return objects.list_blobs(self.store, tree_sha, prefix)
-
-    def write_pack(self, objs: list[Any]) -> None:
-        objects.write_pack(self.store, objs)
 
     def add_object(self, obj: ShaFile) -> str:
         return objects.add_object(self.store, obj)
