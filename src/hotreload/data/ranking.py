@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,14 +106,13 @@ class Ranker:
     Immutable like the database it ranks, except for what it learns lazily
     (the lengths on first use, each prefix's postings on first ask), under a lock."""
 
-    def __init__(self, name: str, columns: Sequence[str], connect: Callable[[], sqlite3.Connection],
-                 lengths: _Lengths | None = None, postings: dict[str, Postings] | None = None) -> None:
+    def __init__(self, name: str, columns: Sequence[str], conn: sqlite3.Connection) -> None:
         self._name = name
         self._columns = tuple(columns)
-        self._connect = connect
+        self._conn = conn
         """A connection to the table's database."""
-        self._lengths = lengths
-        self._postings: dict[str, Postings] = postings or {}
+        self._lengths: _Lengths | None = None
+        self._postings: dict[str, Postings] = {}
         self._lock = threading.Lock()
 
     # -- learning ------------------------------------------------------------
@@ -122,7 +121,7 @@ class Ranker:
         with self._lock:
             if self._lengths is None:
                 sql = f"SELECT id, sz FROM [{self._name}_fts_docsize]"
-                rowids, totals = _row_lengths(self._connect().execute(sql).fetchall())
+                rowids, totals = _row_lengths(self._conn.execute(sql).fetchall())
                 size = int(rowids.max(initial=0)) + 1
                 doc_len, present = np.zeros(size), np.zeros(size, dtype=np.bool_)
                 doc_len[rowids], present[rowids] = totals, True
@@ -133,7 +132,7 @@ class Ranker:
         with self._lock:
             found = self._postings.pop(prefix, None)
             if found is None:
-                conn = self._connect()
+                conn = self._conn
                 conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.[{self._name}_vocab] "
                              f"USING fts5vocab(main, [{self._name}_fts], instance)")
                 # one row per occurrence, counted per row with bincount: 1.4x faster at
@@ -151,7 +150,7 @@ class Ranker:
 
     # -- deriving ------------------------------------------------------------
 
-    def derive(self, connect: Callable[[], sqlite3.Connection], removed: Iterable[int],
+    def derive(self, conn: sqlite3.Connection, removed: Iterable[int],
                written: Sequence[tuple[int, tuple[str | None, ...]]]) -> Ranker:
         """The ranker of a database derived from this one's: rows ``removed`` (by
         rowid) are gone, rows ``written`` (rowid, column values) are new or
@@ -159,7 +158,7 @@ class Ranker:
         a ranker that learnt nothing yields one that learns from its own database."""
         with self._lock:
             lengths, postings = self._lengths, dict(self._postings)
-        derived = Ranker(self._name, self._columns, connect)
+        derived = Ranker(self._name, self._columns, conn)
         if lengths is None:
             return derived
         dropped = np.fromiter(removed, dtype=np.int64)

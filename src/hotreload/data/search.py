@@ -7,8 +7,8 @@ either built from scratch or *derived*: each changed sheet's database is copied
 (SQLite's backup) and the change applied to the copy in one transaction, indexing
 only the records that changed. A record keeps its rowid while it lives, and each
 sheet has a :class:`~hotreload.data.ranking.Ranker` that ranks searches with arrays,
-derived alongside it (decision 61). Every query whose words FTS5 reads as one token
-each is ranked there; the rest (a word FTS5 splits, like ``foo_bar``) by SQLite.
+derived alongside it (decision 61). A query of ASCII letters and digits is ranked
+there; any other (``café``, ``foo_bar``) by SQLite (decision 170).
 
 The FTS5 tables are *contentless* (``content=''``): the text lives in the records
 in memory, not a second time in SQLite. A database holds the full-text index and
@@ -16,13 +16,10 @@ a table mapping its rowids to record ids, nothing else (decision 56). A
 contentless row is removed with FTS5's ``delete`` command and the values it was
 indexed with, which are the old record's, at hand in the previous snapshot.
 
-Each database is an in-memory SQLite database with one connection, which every
-server thread uses (SQLite serialises them; the database is never written once served).
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import sqlite3
 import threading
@@ -81,132 +78,64 @@ def match_expression(query: str) -> str | None:
     return " ".join(f'"{t}"*' for t in tokens)
 
 
-def prefix_tokens(words: Sequence[str]) -> list[str] | None:
-    """The token FTS5 searches each query word as (a prefix: ``"word"*``), or None
-    when a word is not exactly one token to FTS5 (``foo_bar`` is two, ``_`` none),
-    which only SQLite's phrase matching answers. Words of ASCII letters and digits
-    are their own token; any other is put through FTS5's tokenizer (``café`` is
-    ``cafe``)."""
-    if rankable(words):
-        return list(words)
-    found = []
-    for word in words:
-        tokens = _fts5_tokens(word)
-        if len(tokens) != 1:
-            return None
-        found.append(tokens[0])
-    return found
+def _connect() -> sqlite3.Connection:
+    """An in-memory database, used by every server thread (SQLite serialises them)."""
+    return sqlite3.connect(":memory:", check_same_thread=False)
 
 
-_TOKENIZER_LOCK = threading.Lock()
-_TOKENIZER: list[sqlite3.Connection] = []
-
-
-@functools.lru_cache(maxsize=4096)
-def _fts5_tokens(word: str) -> tuple[str, ...]:
-    """``word`` as FTS5's default tokenizer (the search tables') reads it: the row
-    is indexed in a scratch table and its tokens read back in order."""
-    with _TOKENIZER_LOCK:
-        if not _TOKENIZER:
-            conn = sqlite3.connect(":memory:", check_same_thread=False)
-            conn.execute("CREATE VIRTUAL TABLE words USING fts5(word)")
-            conn.execute("CREATE VIRTUAL TABLE tokens USING fts5vocab(words, instance)")
-            _TOKENIZER.append(conn)
-        conn = _TOKENIZER[0]
-        with conn:
-            conn.execute("INSERT INTO words (rowid, word) VALUES (1, ?)", (word,))
-            tokens = tuple(term for (term,) in conn.execute("SELECT term FROM tokens ORDER BY offset"))
-            conn.execute("DELETE FROM words")
-        return tokens
-
-
-class _Database:
-    """One table's in-memory database."""
-
-    def __init__(self) -> None:
-        self.conn = sqlite3.connect(":memory:", check_same_thread=False)
-        self.lock = threading.Lock()
-        # A sqlite3.Connection sits in a reference cycle (its statement cache), so only a
-        # full GC pass would free it, and with it its in-memory database; on a large,
-        # quiet heap that was one database per reload, never given back. Close it as
-        # soon as this database (shared by the indices using it) goes.
-        weakref.finalize(self, self.conn.close)
-
-    def reader(self) -> sqlite3.Connection:
-        return self.conn
-
-    def copy(self) -> _Database:
-        copy = _Database()
-        with self.lock:
-            self.conn.backup(copy.conn)
-        return copy
-
-    def image(self) -> bytes:
-        with self.lock:
-            return self.conn.serialize()
-
-    @classmethod
-    def from_image(cls, image: bytes) -> _Database:
-        db = cls()
-        db.conn.deserialize(image)
-        return db
-
-
-def _create(db: _Database, table: SearchTable) -> None:
+def _create(conn: sqlite3.Connection, table: SearchTable) -> None:
     """The schema: record ids by rowid (made with sqlite-utils), and a contentless
     FTS5 table over the searched columns (sqlite-utils makes external-content ones
-    only), FTS5's default tokenizer. Rowids by record id are kept in memory
-    (:class:`SearchIndex`), not as an index here: that index was a third of the
-    pages a reload copies (decision 63)."""
-    sqlite_utils.Database(db.conn).table(table.name).create({"rowid": int, "id": str}, pk="rowid")
+    only), FTS5's default tokenizer. Rowids by record id are kept in memory, not as
+    an index here (decision 63)."""
+    sqlite_utils.Database(conn).table(table.name).create({"rowid": int, "id": str}, pk="rowid")
     columns = ", ".join(f"[{c}]" for c in table.columns)
-    db.conn.execute(f"CREATE VIRTUAL TABLE [{table.name}_fts] USING fts5({columns}, content='')")
+    conn.execute(f"CREATE VIRTUAL TABLE [{table.name}_fts] USING fts5({columns}, content='')")
 
 
-def _insert(db: _Database, table: SearchTable, rows: list[tuple[int, tuple[str | None, ...]]]) -> None:
-    """Index ``(rowid, row)`` pairs; a row is ``table.row(record)``."""
-    db.conn.executemany(f"INSERT OR IGNORE INTO [{table.name}] (rowid, id) VALUES (?, ?)",
-                        ((rowid, row[0]) for rowid, row in rows))
-    marks = ", ".join("?" for _ in table.fields)
-    db.conn.executemany(
-        f"INSERT INTO [{table.name}_fts] (rowid, {', '.join(f'[{c}]' for c in table.columns)}) "
-        f"VALUES (?, {marks})",
-        ((rowid, *row[1:]) for rowid, row in rows))
-
-
-def _delete(db: _Database, table: SearchTable, rows: Iterable[tuple[int, Row]]) -> None:
-    """Remove rows by rowid: a contentless FTS5 row is deleted by handing FTS5 the
-    values it was indexed with (``rows``: rowid and ``table.row(record)`` as indexed)."""
+def _write_fts(conn: sqlite3.Connection, table: SearchTable, rows: Iterable[tuple[int, Row]], delete: bool) -> None:
+    """Index ``(rowid, row)`` pairs (a row is ``table.row(record)``), or remove them: a
+    contentless FTS5 row is deleted by handing FTS5 the values it was indexed with."""
     rows = list(rows)
-    columns = ", ".join(f"[{c}]" for c in table.columns)
-    db.conn.executemany(
-        f"INSERT INTO [{table.name}_fts] ([{table.name}_fts], rowid, {columns}) "
-        f"VALUES ('delete', ?, {', '.join('?' for _ in table.fields)})",
-        ((rowid, *row[1:]) for rowid, row in rows))
-    db.conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid, _ in rows))
+    fts, columns = f"[{table.name}_fts]", ", ".join(f"[{c}]" for c in table.columns)
+    command = (f"{fts}, ", "'delete', ") if delete else ("", "")
+    conn.executemany(f"INSERT INTO {fts} ({command[0]}rowid, {columns}) "
+                     f"VALUES ({command[1]}?, {', '.join('?' for _ in table.fields)})",
+                     ((rowid, *row[1:]) for rowid, row in rows))
+    if delete:
+        conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid, _ in rows))
+    else:
+        conn.executemany(f"INSERT OR IGNORE INTO [{table.name}] (rowid, id) VALUES (?, ?)",
+                         ((rowid, row[0]) for rowid, row in rows))
 
 
 class _Sheet:
-    """One sheet's full-text index: its database, never written once served, and its
-    record ids by rowid. A derivation copies the database and applies the change to
-    the copy in one transaction."""
+    """One sheet's full-text index: its database, never written once served, its record
+    ids by rowid and rowids by id, and its ranker. A derivation copies the database and
+    applies the change to the copy in one transaction."""
 
-    def __init__(self, table: SearchTable, db: _Database, ids: np.ndarray, next_rowid: int) -> None:
+    def __init__(self, table: SearchTable, conn: sqlite3.Connection, rowid_of: Mapping[str, int],
+                 ids: np.ndarray | None = None, ranker: Ranker | None = None) -> None:
         self.table = table
-        self.db = db
+        self.conn = conn
+        self.lock = threading.Lock()
+        # A sqlite3.Connection sits in a reference cycle (its statement cache), so only a
+        # full GC pass would free it, and with it its in-memory database: close it as soon
+        # as this sheet (shared by the indices using it) goes.
+        weakref.finalize(self, conn.close)
+        self.rowid_of = rowid_of
+        """Each record's rowid by id; shared with the derived sheets until a record comes or goes."""
+        if ids is None:
+            ids = np.full(max(rowid_of.values(), default=0) + 1, None, dtype=object)
+            ids[np.fromiter(rowid_of.values(), dtype=np.int64, count=len(rowid_of))] = list(rowid_of)
         self.ids = ids
-        """The record ids by rowid (an object array, None where no row is)."""
-        self.next_rowid = next_rowid
-        """The rowid the next new record gets (rowids are never reused within a lineage)."""
+        """The record ids by rowid (an object array, None where no row is); its length is the
+        rowid the next new record gets (rowids are never reused within a lineage)."""
+        self.ranker = ranker or Ranker(table.name, table.columns, conn)
 
     @classmethod
-    def built(cls, table: SearchTable, db: _Database, rowids: Mapping[str, int]) -> _Sheet:
-        """A sheet of ``db``, whose records have ``rowids`` (by id: the same strings
-        serve as the ids by rowid)."""
-        next_rowid = max(rowids.values(), default=0) + 1
-        ids = np.full(next_rowid, None, dtype=object)
-        ids[np.fromiter(rowids.values(), dtype=np.int64, count=len(rowids))] = list(rowids)
-        return cls(table, db, ids, next_rowid)
+    def of(cls, table: SearchTable, conn: sqlite3.Connection) -> _Sheet:
+        return cls(table, conn, dict(conn.execute(f"SELECT id, rowid FROM [{table.name}]")))
 
     def id_array(self, rowids: Ints) -> np.ndarray:
         """The record id of each of ``rowids`` (live rows), as an object array."""
@@ -217,36 +146,47 @@ class _Sheet:
         asked = np.fromiter(rowids, dtype=np.int64)
         return dict(zip(asked.tolist(), self.id_array(asked).tolist(), strict=True))
 
-    def derive(self, gone: Sequence[Entry], new: Sequence[Entry], rowid_of: Mapping[str, int]
-               ) -> tuple[_Sheet, dict[str, int], list[tuple[int, Row]]]:
+    def copy(self) -> sqlite3.Connection:
+        copy = _connect()
+        with self.lock:
+            self.conn.backup(copy)
+        return copy
+
+    def image(self) -> bytes:
+        with self.lock:
+            return self.conn.serialize()
+
+    def derive(self, gone: Sequence[Entry], new: Sequence[Entry]) -> tuple[_Sheet, SheetDelta]:
         """This sheet less ``gone`` (records as they were indexed) plus ``new`` (a
-        changed record is in both); ``rowid_of`` is the rowid by record id. A record
-        in both keeps its rowid, so a rowid names one record for as long as it lives
-        (the ranker and the project facets key their arrays by it). Returns the new
-        sheet, the records removed for good (id -> rowid) and the (rowid, row) pairs
-        written. This sheet is left untouched."""
+        changed record is in both). A record in both keeps its rowid, so a rowid names
+        one record for as long as it lives (the ranker and the project facets key their
+        arrays by it). This sheet is left untouched."""
         table = self.table
         old_rows, new_rows = [table.row(r) for r in gone], [table.row(r) for r in new]
-        found = {str(row[0]): rowid_of[str(row[0])] for row in old_rows}
+        found = {str(row[0]): self.rowid_of[str(row[0])] for row in old_rows}
         kept = {str(row[0]) for row in new_rows}
         removed = {record_id: rowid for record_id, rowid in found.items() if record_id not in kept}
-        fresh = self.next_rowid
+        fresh = len(self.ids)
         written: list[tuple[int, Row]] = []
         for row in new_rows:
             rowid = found.get(str(row[0]))
             if rowid is None:
                 rowid, fresh = fresh, fresh + 1
             written.append((rowid, row))
-        db = self.db.copy()
-        with db.conn:  # one transaction
-            _delete(db, table, [(found[str(row[0])], row) for row in old_rows])
-            _insert(db, table, written)
+        conn = self.copy()
+        with conn:  # one transaction
+            _write_fts(conn, table, [(found[str(row[0])], row) for row in old_rows], delete=True)
+            _write_fts(conn, table, written, delete=False)
         ids = np.full(fresh, None, dtype=object)  # a pointer copy, patched
         ids[:len(self.ids)] = self.ids
         ids[np.fromiter(removed.values(), dtype=np.int64, count=len(removed))] = None
-        for rowid, row in written:
-            ids[rowid] = row[0]
-        return _Sheet(table, db, ids, fresh), removed, written
+        written_ids = {str(row[0]): rowid for rowid, row in written}
+        ids[list(written_ids.values())] = list(written_ids)
+        rowid_of = self.rowid_of
+        if removed or fresh > len(self.ids):  # a record came or went
+            rowid_of = {k: v for k, v in rowid_of.items() if k not in removed} | written_ids
+        ranker = self.ranker.derive(conn, removed.values(), [(rowid, row[1:]) for rowid, row in written])
+        return _Sheet(table, conn, rowid_of, ids, ranker), SheetDelta(removed, written_ids)
 
 
 @dataclass(frozen=True)
@@ -259,83 +199,58 @@ class SheetDelta:
 
 
 class SearchIndex:
-    def __init__(self, sheets: Mapping[str, _Sheet], rankers: Mapping[str, Ranker] | None = None,
-                 deltas: Mapping[str, SheetDelta] | None = None,
-                 rowids: Mapping[str, Mapping[str, int]] | None = None) -> None:
+    def __init__(self, sheets: Mapping[str, _Sheet], deltas: Mapping[str, SheetDelta] | None = None) -> None:
         self._sheets = dict(sheets)
         """By sheet name; shared with the indices derived from this one where unchanged."""
-        self._rowids = dict(rowids or {})
-        """Per sheet, each record's rowid by id; shared with the derived indices until
-        a record comes or goes."""
-        self._rankers = dict(rankers or {})
-        for sheet, part in self._sheets.items():
-            if sheet not in self._rankers:
-                self._rankers[sheet] = Ranker(TABLES[sheet].name, TABLES[sheet].columns, part.db.reader)
         self.deltas: Mapping[str, SheetDelta] = dict(deltas or {})
         """Per sheet changed from the index this one was derived from; empty for a built one."""
 
     @classmethod
-    def _of_databases(cls, databases: Mapping[str, _Database]) -> SearchIndex:
-        sheets, rowids = {}, {}
-        for sheet, db in databases.items():
-            rowids[sheet] = dict(db.conn.execute(f"SELECT id, rowid FROM [{TABLES[sheet].name}]"))
-            sheets[sheet] = _Sheet.built(TABLES[sheet], db, rowids[sheet])
-        return cls(sheets, rowids=rowids)
-
-    @classmethod
     def build(cls, records: Mapping[str, Iterable[Entry]]) -> SearchIndex:
         """A new index over the records of each searched sheet (by sheet name)."""
-        databases = {}
+        sheets = {}
         for sheet, table in TABLES.items():
-            db = databases[sheet] = _Database()
-            rows = [table.row(r) for r in records.get(sheet, ())]
-            with db.conn:
-                _create(db, table)
-                _insert(db, table, list(enumerate(rows, start=1)))
-        return cls._of_databases(databases)
+            conn = _connect()
+            with conn:
+                _create(conn, table)
+                _write_fts(conn, table, enumerate((table.row(r) for r in records.get(sheet, ())), start=1),
+                           delete=False)
+            sheets[sheet] = _Sheet.of(table, conn)
+        return cls(sheets)
 
     def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]) -> SearchIndex:
         """A new index: this one plus a delta, per sheet ``(records as they were
         indexed and are gone, records new or changed)``; a changed record is in
         both. A changed sheet's database is copied and changed; this index is left
         untouched."""
-        sheets, rankers, rowids, changed = dict(self._sheets), dict(self._rankers), dict(self._rowids), {}
+        sheets, changed = dict(self._sheets), {}
         for sheet, (gone, new) in deltas.items():
-            if not gone and not new:
-                continue
-            part, removed, written = self._sheets[sheet].derive(gone, new, rowids[sheet])
-            sheets[sheet] = part
-            written_ids = {str(row[0]): rowid for rowid, row in written}
-            if removed or any(record_id not in rowids[sheet] for record_id in written_ids):
-                rowid_of = rowids[sheet] = dict(rowids[sheet])  # a record came or went
-                for record_id in removed:
-                    del rowid_of[record_id]
-                rowid_of.update(written_ids)
-            rankers[sheet] = self._rankers[sheet].derive(
-                part.db.reader, removed.values(), [(rowid, row[1:]) for rowid, row in written])
-            changed[sheet] = SheetDelta(removed, written_ids)
-        return SearchIndex(sheets, rankers, changed, rowids)
+            if gone or new:
+                sheets[sheet], changed[sheet] = self._sheets[sheet].derive(gone, new)
+        return SearchIndex(sheets, changed)
 
     def image(self) -> bytes:
         """The databases as bytes (SQLite's serialize of each sheet's database,
         in ``TABLES`` order, each after its length as 8 bytes), for the snapshot cache."""
-        images = [self._sheets[sheet].db.image() for sheet in TABLES]
+        images = [self._sheets[sheet].image() for sheet in TABLES]
         return b"".join(len(image).to_bytes(8, "little") + image for image in images)
 
     @classmethod
     def from_image(cls, image: bytes) -> SearchIndex:
         """An index from :meth:`image`'s bytes; raises ValueError on any other bytes."""
-        databases, at = {}, 0
-        for sheet in TABLES:
+        sheets, at = {}, 0
+        for sheet, table in TABLES.items():
             size = int.from_bytes(image[at:at + 8], "little")
             part = image[at + 8:at + 8 + size]
             if len(part) != size or size == 0:
                 raise ValueError("the search image is cut short")
-            databases[sheet] = _Database.from_image(part)
+            conn = _connect()
+            conn.deserialize(part)
+            sheets[sheet] = _Sheet.of(table, conn)
             at += 8 + size
         if at != len(image):
             raise ValueError("the search image has bytes after its last database")
-        return cls._of_databases(databases)
+        return cls(sheets)
 
     def _by_sqlite(self, table: SearchTable, query: str, column: str) -> list[Any]:
         """``column`` (of the FTS5 table ``f`` or the id table ``t``) of each match, in
@@ -347,7 +262,7 @@ class SearchIndex:
             f"SELECT {column} FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
-        return [row[0] for row in self._sheets[table.sheet].db.reader().execute(sql, (expression,))]
+        return [row[0] for row in self._sheets[table.sheet].conn.execute(sql, (expression,))]
 
     def search(self, table: SearchTable, query: str) -> list[str]:
         """Ids of matching records, best match first (rank, then id)."""
@@ -369,14 +284,13 @@ class SearchIndex:
     def rank(self, table: SearchTable, query: str) -> Ranked | None:
         """Matching records in the order of :meth:`search`, ranked with arrays
         (:mod:`hotreload.data.ranking`), or None for a query only SQLite ranks
-        (a word FTS5 reads as several tokens, or none)."""
+        (a word of other than ASCII letters and digits; decision 170)."""
         words = query_words(query)
         if not words:
             return Ranked(np.zeros(0, dtype=np.int64), None)
-        prefixes = prefix_tokens(words)
-        if prefixes is None:
+        if not rankable(words):
             return None
-        rowids, ranks = self._rankers[table.sheet].rank(prefixes)
+        rowids, ranks = self._sheets[table.sheet].ranker.rank(words)
         return Ranked(rowids, ranks)
 
     def ids_of(self, table: SearchTable, rowids: Iterable[int]) -> dict[int, str]:
@@ -386,7 +300,7 @@ class SearchIndex:
     def rowid_map(self, table: SearchTable) -> Mapping[str, int]:
         """The rowid of every record, by record id (shared with the derived indices
         until a record comes or goes: do not modify)."""
-        return self._rowids[table.sheet]
+        return self._sheets[table.sheet].rowid_of
 
 
 @dataclass(frozen=True, eq=False)
