@@ -168,9 +168,7 @@ WARM_KEYS = 64
 """At most this many of the previous snapshot's answers are recomputed before a swap."""
 WARM_BUDGET_S = 5.0
 """... and none is recomputed after this long (one already running finishes): warming
-holds a swap back by about this much at most. 1 s warmed 4-5 of the reader benchmark's
-answers at 500k records and left the rest to the first readers (p99 during reloads
-619 ms); 4 s warmed them all (83 ms). Answers carried over cost nothing."""
+holds a swap back by about this much at most (decision 54)."""
 
 
 KEPT_FILES = 10_000
@@ -339,9 +337,6 @@ class SnapshotHolder:
 
 # -- building -----------------------------------------------------------------
 
-_EMPTY_INDICES: dict[str, Mapping[Any, Any]] = {spec.name: {} for spec in INDEX_SPECS}
-
-
 _ANNOUNCED_UNTYPED: set[str] = set()
 
 
@@ -396,11 +391,7 @@ def build_full(repo: GitRepo, commit: str) -> Snapshot:
         nested = any(o is not sheet and o.root.startswith(sheet.root + "/") for o in sheets)
         owned += [(sheet, e.path, e.sha) for e in repo.list_blobs(root, sheet.root)
                   if e.path.endswith(".toml") and (not nested or sheet_for(sheets, e.path) is sheet)]
-    contents = repo.read_many({sha for _, _, sha in owned})  # in pack order: see git/repo.py
-    added: Added = {sheet.name: {} for sheet in sheets}
-    for sheet, path, sha in owned:
-        added[sheet.name][path] = parse_record(sheet, path, contents[sha])
-    return _assemble(None, commit, tree, sheets, config_blobs, {}, added, started)
+    return _assemble(None, commit, tree, sheets, config_blobs, {}, _read_records(repo, owned), started)
 
 
 def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapshot:
@@ -409,34 +400,36 @@ def build_incremental(repo: GitRepo, previous: Snapshot, commit: str) -> Snapsho
     every untouched index entry, is shared with ``previous``."""
     started = time.perf_counter()
     tree = repo.tree_of(commit)
-    if tree == previous.tree:
-        snapshot = _assemble(previous, commit, tree, previous.sheets, previous.config_blobs, {}, {}, started)
-        return replace(snapshot, changes=Changes(base=previous.commit, files=()))
     removed: Removed = {}
     new_blobs: list[tuple[Sheet, str, str]] = []
-    sheets = previous.sheets
     files: list[BlobChange] | None = []
-    for change in repo.diff_trees(previous.tree, tree):
+    for change in repo.diff_trees(previous.tree, tree) if tree != previous.tree else ():
         if files is not None:  # kept for the change feed while they are few (a re-import's are not)
             files.append(change)
             files = files if len(files) <= KEPT_FILES else None
         if change.path.startswith(CONFIG_DIR + "/"):
             log.info("sheet configuration changed (%s); building in full", change.path)
             return build_full(repo, commit)
-        sheet = sheet_for(sheets, change.path)
+        sheet = sheet_for(previous.sheets, change.path)
         if sheet is None:
             continue
         if change.old is not None:
             removed.setdefault(sheet.name, set()).add(change.path)
         if change.new is not None:
             new_blobs.append((sheet, change.path, change.new))
-    contents = repo.read_many({sha for _, _, sha in new_blobs})
-    added: Added = {}
-    for sheet, path, sha in new_blobs:
-        added.setdefault(sheet.name, {})[path] = parse_record(sheet, path, contents[sha])
-    snapshot = _assemble(previous, commit, tree, sheets, previous.config_blobs, removed, added, started)
+    snapshot = _assemble(previous, commit, tree, previous.sheets, previous.config_blobs, removed,
+                         _read_records(repo, new_blobs), started)
     kept = tuple(files) if files is not None else None
     return replace(snapshot, changes=replace(snapshot.changes, base=previous.commit, files=kept))
+
+
+def _read_records(repo: GitRepo, blobs: list[tuple[Sheet, str, str]]) -> Added:
+    """The record of each (sheet, path, blob sha), read in pack order (see git/repo.py)."""
+    contents = repo.read_many({sha for _, _, sha in blobs})
+    added: Added = {}
+    for sheet, path, sha in blobs:
+        added.setdefault(sheet.name, {})[path] = parse_record(sheet, path, contents[sha])
+    return added
 
 
 def _assemble(
@@ -463,18 +456,12 @@ def _assemble(
         counts[sheet.name] = {"added": len(add.keys() - rm), "changed": len(rm & add.keys()),
                               "removed": len(rm - add.keys())}
         tables[sheet.name], gone[sheet.name], new[sheet.name] = _apply_table(old, rm, add)
-
-    indices = dict(previous.indices) if previous else dict(_EMPTY_INDICES)
+    indices = dict(previous.indices) if previous else {spec.name: {} for spec in INDEX_SPECS}
     for spec in INDEX_SPECS:
         if spec.sheet in gone:
-            indices[spec.name] = _apply_index(
-                spec, indices[spec.name], tables[spec.sheet], gone[spec.sheet], new[spec.sheet]
-            )
-
+            indices[spec.name] = _apply_index(spec, indices[spec.name], tables[spec.sheet], gone[spec.sheet],
+                                              new[spec.sheet])
     search = _derive_search(previous, tables, gone, new)
-    facets = ProjectFacets.of_snapshot(previous, tables, indices, search, gone, new)
-    changed_in = {s.name: commit if previous is None or s.name in gone
-                  else previous.changed_in.get(s.name, commit) for s in sheets}
     return Snapshot(
         commit=commit,
         tree=tree,
@@ -483,11 +470,12 @@ def _assemble(
         tables=tables,
         indices=indices,
         search=search,
-        facets=facets,
+        facets=ProjectFacets.of_snapshot(previous, tables, indices, search, gone, new),
         changes=Changes(counts),
         build_ms=(time.perf_counter() - started) * 1000,
         incremental=previous is not None,
-        changed_in=changed_in,
+        changed_in={s.name: commit if previous is None or s.name in gone
+                    else previous.changed_in.get(s.name, commit) for s in sheets},
     )
 
 
@@ -567,8 +555,7 @@ def _apply_index(
 
 def _updated(old: Mapping[K, V], changes: Mapping[K, V | None]) -> Mapping[K, V]:
     """A copy of ``old`` with ``changes`` written (``None``: the key goes); ``old``
-    itself when there are none. A copy costs the map's size (a few ms at 150,000
-    entries; decision 71's layered maps, which shared the old one, are removed)."""
+    itself when there are none (a copy costs the map's size: decision 120)."""
     if not changes:
         return old
     new = dict(old)
