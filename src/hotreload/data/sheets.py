@@ -39,10 +39,6 @@ class Sheet:
     root: str
     path_template: str
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(a or b for a, b in PLACEHOLDER.findall(self.path_template))
-
     def owns(self, path: str) -> bool:
         """Is ``path`` (from the tree's root) a record file of this sheet?"""
         return path.endswith(".toml") and path.startswith(self.root + "/")
