@@ -309,18 +309,6 @@ def parse_toml(data: bytes) -> dict[str, Any]:
     return {key: _normalise(value) for key, value in tomli.loads(data.decode("utf-8")).items()}
 
 
-def _json_value(value: Any) -> Any:
-    """A TOML value of an untyped record as JSON: date-times, dates and times as
-    RFC 3339 / ISO 8601 strings, tables and arrays all the way down."""
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return _normalise(value) if isinstance(value, dt.datetime) and value.tzinfo else value.isoformat()
-    return value
-
-
 def parse_record(sheet: Sheet, path: str, data: bytes) -> Entry:
     """Read one record; any failure, whatever its kind, is a :class:`RecordError`
     naming the path (bytes that are not UTF-8 shown as ``\\xNN``): one odd file
@@ -343,7 +331,8 @@ def parse_record(sheet: Sheet, path: str, data: bytes) -> Entry:
     try:
         if record_type is Untyped:
             key = path[len(sheet.root) + 1 : -len(".toml")]
-            record: Entry = Untyped(path_key=key, data=_json_value(raw))
+            # its TOML table as JSON: date-times, dates and times as RFC 3339 / ISO 8601 strings
+            record: Entry = Untyped(path_key=key, data=msgspec.to_builtins(raw))
         else:
             record = msgspec.convert(raw, type=record_type)
     except msgspec.ValidationError as exc:
