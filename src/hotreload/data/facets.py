@@ -1,12 +1,8 @@
-"""What project search counts, as arrays keyed by the project's search rowid.
-
-A project search answers with the total and the facets of *every* match (projects
-per stage, per tag), so counting them one project at a time in Python cost more
-than ranking at 500,000 records. :class:`ProjectFacets` keeps, per project rowid
-(a rowid names one record for as long as it lives: ``search._Sheet.derive``), its stage
-and whether it is live, and every (project, tag) assignment as one sorted int64
-``rowid << 32 | tag slot``; counting is then a few numpy passes. A snapshot's
-facets are derived from the previous snapshot's with the records that changed.
+"""What project searches count (projects per stage, per tag), as arrays keyed by the
+project's search rowid (decision 62): per rowid its stage and whether it is live, and every
+(project, tag) assignment as one sorted int64 ``rowid << 32 | tag slot``; counting is a few
+numpy passes. A snapshot's facets are derived from the previous snapshot's with the
+records that changed.
 """
 
 from __future__ import annotations
@@ -62,14 +58,6 @@ class ProjectFacets:
     def _key_parts(self) -> tuple[Ints, Ints]:
         """The assignments' rowids and slots (two arrays, made on first count)."""
         return self.keys >> 32, self.keys & 0xFFFFFFFF
-
-    @classmethod
-    def build(cls, projects: Iterable[Entry], tags_by_project: Mapping[Any, frozenset[str]],
-              rowid_of: Mapping[str, int], tags: Mapping[str, Any]) -> ProjectFacets:
-        empty = cls(np.full(0, NO_STAGE, dtype=np.int8), np.zeros(0, dtype=np.bool_),
-                    np.zeros(0, dtype=np.int64), {}, [], np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64))
-        return empty.derive(SheetDelta({}, rowid_of), {}, list(projects), [], [], tags_by_project, tags, True,
-                            rowid_of)
 
     def derive(self, delta: SheetDelta | None, previous: Mapping[str, Entry], projects: Sequence[Entry],
                gone_assignments: Sequence[Any], new_assignments: Sequence[Any],
@@ -130,16 +118,20 @@ class ProjectFacets:
                     gone: Mapping[str, list[Entry]], new: Mapping[str, list[tuple[str, Entry]]]) -> ProjectFacets:
         """A snapshot's facets: derived from ``previous`` (a snapshot, or None for a
         full build) with the delta ``_assemble`` applies."""
-        projects = tables["projects"].by_id if "projects" in tables else {}
         tags = tables["tags"].by_id if "tags" in tables else {}
-        if previous is None:
-            return cls.build(projects.values(), indices["tags_by_taggable"], search.rowid_map(PROJECTS), tags)
+        rowid_of = search.rowid_map(PROJECTS)
+        if previous is None:  # a full build: every project is new to the empty facets
+            projects = list(tables["projects"].by_id.values()) if "projects" in tables else []
+            empty = cls(np.full(0, NO_STAGE, dtype=np.int8), np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int64),
+                        {}, [], np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64))
+            return empty.derive(SheetDelta({}, rowid_of), {}, projects, [], [], indices["tags_by_taggable"], tags,
+                                True, rowid_of)
         facets: ProjectFacets = previous.facets
         return facets.derive(
             search.deltas["projects"] if "projects" in gone else None,
             previous.table("projects").by_id, [r for _, r in new.get("projects", [])],
             gone.get("tag-assignments", []), [r for _, r in new.get("tag-assignments", [])],
-            indices["tags_by_taggable"], tags, "tags" in gone, search.rowid_map(PROJECTS))
+            indices["tags_by_taggable"], tags, "tags" in gone, rowid_of)
 
     # -- counting ------------------------------------------------------------
 
