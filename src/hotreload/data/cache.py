@@ -1,35 +1,10 @@
-"""The snapshot cache: the built snapshot kept next to the clone, so a restart
-costs the change since it was written, not a full build.
+"""The snapshot cache: the built snapshot kept next to the clone (``hotreload-snapshot.cache``),
+so a restart costs the change since it was written, not a full build.
 
-One file, ``<clone>/hotreload-snapshot.cache``::
-
-    hotreload-snapshot 3\\n
-    {"stamp": ..., "commit": ..., "tree": ..., "sha256": ..., "payload": N, "search": M}\\n
-    payload: N bytes, a pickle of the sheets, config blobs, tables (records by id, the
-             two path maps), indices and project facets (their arrays keyed by the search
-             image's rowids)
-    search:  M bytes, the search databases' image (SQLite's serialize of each, length-prefixed)
-
-It is written to a temporary file in the same directory, flushed to disk and
-renamed over the old one, so a crash leaves the old file or the new one, never
-half of one (and a temporary file, which the next start removes). Only the
-process holding the clone's instance lock writes it (at start, after a full
-build, and at a clean stop), and only when the volume has room for it.
-
-It is used only when every check passes; anything else is one log line saying
-why and a full build, never a wrong answer:
-
-* the first line and the ``stamp``: a hash of all the code that could read the
-  data differently (every source file of this package, every installed
-  distribution's version, Python's and SQLite's), so a cache written by other
-  code is never read;
-* the ``commit`` exists in the repository and its tree is the header's ``tree``;
-* the bytes' SHA-256 is the header's ``sha256`` (a torn or corrupted file).
-
-Then it derives the branch head's snapshot from it with the same incremental
-build a reload uses (O(change); everything shared when the branch has not
-moved). The cache is as trusted as the clone it sits in: anyone who can write
-it can already rewrite the data's refs.
+Its format, when it is written and the checks a start makes before using it are in
+specs/snapshot.md ("The snapshot cache"): anything wrong is one log line saying why and a
+full build, never a wrong answer. A start derives the branch head's snapshot from it with
+the incremental build a reload uses.
 """
 
 from __future__ import annotations

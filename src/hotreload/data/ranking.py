@@ -1,26 +1,12 @@
 """FTS5's bm25 order for word-prefix searches, without scoring every match in SQLite.
 
-A search of common words matches a fixed share of the records, so SQLite's
-``ORDER BY rank`` scores ten times as many rows at 500,000 records as at 50,000
-(4 us a row, most of a search's time). bm25 is a sum over the query's phrases of
-``idf(phrase) * g(tf, D)``, where ``tf`` is how often the phrase occurs in the row,
-``D`` the row's length in tokens and ``idf`` and the average length come from the
-whole table. So for a query of word prefixes (``"data"* "maps"*``) the ranking
-needs, per prefix, the rows containing it with their counts (its *postings*), and
-per row its length; the rest is arithmetic over arrays.
-
-A :class:`Ranker` keeps those for one table's database: row lengths from FTS5's
-own ``docsize`` table, and the postings of each prefix asked for, read once from
-FTS5's ``fts5vocab`` instance table (the tokens FTS5 itself indexed, so nothing
-is tokenised twice). A derived
-table's ranker patches its parent's arrays with the rows that changed (their
-counts from a scratch FTS5 table holding only those rows), instead of reading
-them again.
-
-The arithmetic is FTS5's, operation for operation (``fts5Bm25Function`` in
-``fts5_aux.c``), in IEEE double precision, so the ranks are the very values SQLite
-returns, and the order with its ties is the same: ``tests/test_ranking.py`` holds
-that against SQLite's own ``ORDER BY rank`` (decision 61).
+bm25 is a sum over the query's prefixes of ``idf(prefix) * g(tf, D)``: it needs, per
+prefix, the rows containing it with their counts (its *postings*, read once from FTS5's
+own ``fts5vocab`` table) and, per row, its length (FTS5's ``docsize`` table); the rest is
+arithmetic over arrays. A derived table's ranker patches its parent's arrays with the rows
+that changed. The arithmetic is ``fts5Bm25Function``'s (``fts5_aux.c``) operation for
+operation, so the ranks and ties are SQLite's own, bit for bit (decision 61,
+``tests/test_ranking.py``).
 """
 
 from __future__ import annotations

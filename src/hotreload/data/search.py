@@ -1,21 +1,12 @@
-"""The full-text index of one snapshot: FTS5 tables for projects (title,
-summary, overview), people (fullName, bio) and help-wanted roles (title,
-description), each in in-memory SQLite databases of its own.
+"""The full-text index of one snapshot: contentless FTS5 tables (decision 56) for
+projects, people and help-wanted roles, each in an in-memory SQLite database of its own.
 
 An index is never changed once its snapshot is served. A new snapshot's index is
 either built from scratch or *derived*: each changed sheet's database is copied
-(SQLite's backup) and the change applied to the copy in one transaction, indexing
-only the records that changed. A record keeps its rowid while it lives, and each
-sheet has a :class:`~hotreload.data.ranking.Ranker` that ranks searches with arrays,
-derived alongside it (decision 61). A query of ASCII letters and digits is ranked
-there; any other (``café``, ``foo_bar``) by SQLite (decision 170).
-
-The FTS5 tables are *contentless* (``content=''``): the text lives in the records
-in memory, not a second time in SQLite. A database holds the full-text index and
-a table mapping its rowids to record ids, nothing else (decision 56). A
-contentless row is removed with FTS5's ``delete`` command and the values it was
-indexed with, which are the old record's, at hand in the previous snapshot.
-
+(SQLite's backup) and only the changed records are written to the copy. A record keeps
+its rowid while it lives; each sheet's :class:`~hotreload.data.ranking.Ranker` ranks a
+query of ASCII letters and digits with arrays (decision 61), SQLite ranks any other
+(``café``, ``foo_bar``; decision 170).
 """
 
 from __future__ import annotations
