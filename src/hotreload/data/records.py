@@ -56,22 +56,19 @@ TAG_NAMESPACES: tuple[str, ...] = typing.get_args(TagNamespace)
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
-    """One stored record of any sheet. ``key`` identifies it within its sheet (the
-    ``KEY_FIELD`` it is read from is named in duplicate-key errors)."""
+    """One stored record of any sheet. ``key`` identifies it within its sheet: the
+    field ``KEY_FIELD`` (named in duplicate-key errors)."""
 
     KEY_FIELD: ClassVar[str] = "id"
 
     @property
     def key(self) -> str:
-        raise NotImplementedError
+        key: str = getattr(self, self.KEY_FIELD)
+        return key
 
 
 class Record(Entry, frozen=True, kw_only=True, rename="camel", gc=False):
     id: Uuid
-
-    @property
-    def key(self) -> str:
-        return self.id
 
 
 class Project(Record, frozen=True, kw_only=True, rename="camel", gc=False):
@@ -213,21 +210,14 @@ class Revocation(Entry, frozen=True, kw_only=True, rename="camel", gc=False):
     revoked_at: Timestamp
     expires_at: Timestamp
 
-    @property
-    def key(self) -> str:
-        return self.jti
-
 
 class Untyped(Entry, frozen=True, kw_only=True, gc=False):
     """A record of a sheet the service has no schema for: its TOML table as JSON
     values, keyed by its path below the sheet's root (without ``.toml``)."""
 
+    KEY_FIELD: ClassVar[str] = "path_key"
     path_key: str
     data: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        return self.path_key
 
 
 RECORD_TYPES: dict[str, type[Entry]] = {
@@ -322,11 +312,9 @@ def parse_record(sheet: Sheet, path: str, data: bytes) -> Entry:
         raw = parse_toml(data)
     except UnicodeDecodeError:
         raise RecordError(path, "not UTF-8 text") from None
-    except tomli.TOMLDecodeError as exc:
-        raise RecordError(path, f"invalid TOML: {exc}") from None
     except RecursionError:
         raise RecordError(path, "invalid TOML: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+    except ValueError as exc:  # tomli's TOMLDecodeError, or e.g. an integer of more than 4,300 digits
         raise RecordError(path, f"invalid TOML: {exc}") from None
     try:
         if record_type is Untyped:
