@@ -204,7 +204,6 @@ class Snapshot:
     changes: Changes = field(default=Changes())
     """What changed from the snapshot this one was derived from (all added for a full build)."""
     build_ms: float = 0.0
-    incremental: bool = False
     changed_in: Mapping[str, str] = field(default_factory=dict)
     """Per sheet, the first commit this process served with the sheet's current records."""
     memo: Memo = field(default_factory=Memo, compare=False, repr=False)
@@ -473,7 +472,6 @@ def _assemble(
         facets=ProjectFacets.of_snapshot(previous, tables, indices, search, gone, new),
         changes=Changes(counts),
         build_ms=(time.perf_counter() - started) * 1000,
-        incremental=previous is not None,
         changed_in={s.name: commit if previous is None or s.name in gone
                     else previous.changed_in.get(s.name, commit) for s in sheets},
     )
