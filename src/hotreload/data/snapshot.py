@@ -441,20 +441,9 @@ def _assemble(
     added: Added,
     started: float,
 ) -> Snapshot:
-    prev_tables: Mapping[str, Table] = previous.tables if previous else {}
-    tables: dict[str, Table] = {}
-    gone: dict[str, list[Entry]] = {}
-    new: dict[str, list[tuple[str, Entry]]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for sheet in sheets:
-        old = prev_tables.get(sheet.name, EMPTY_TABLE)
-        rm, add = removed.get(sheet.name, set()), added.get(sheet.name, {})
-        if not rm and not add:
-            tables[sheet.name] = old
-            continue
-        counts[sheet.name] = {"added": len(add.keys() - rm), "changed": len(rm & add.keys()),
-                              "removed": len(rm - add.keys())}
-        tables[sheet.name], gone[sheet.name], new[sheet.name] = _apply_table(old, rm, add)
+    """The snapshot of ``commit``: ``previous`` (None: the empty snapshot) less the records
+    at the ``removed`` paths, plus the ``added`` ones; then its indices, search and facets."""
+    tables, gone, new, counts = _apply_tables(previous.tables if previous else {}, sheets, removed, added)
     indices = dict(previous.indices) if previous else {spec.name: {} for spec in INDEX_SPECS}
     for spec in INDEX_SPECS:
         if spec.sheet in gone:
@@ -475,6 +464,27 @@ def _assemble(
         changed_in={s.name: commit if previous is None or s.name in gone
                     else previous.changed_in.get(s.name, commit) for s in sheets},
     )
+
+
+def _apply_tables(
+    prev_tables: Mapping[str, Table], sheets: tuple[Sheet, ...], removed: Removed, added: Added
+) -> tuple[dict[str, Table], dict[str, list[Entry]], dict[str, list[tuple[str, Entry]]], dict[str, dict[str, int]]]:
+    """Each sheet's table after the delta (the old one itself when unchanged), and per changed
+    sheet: the records gone, the (path, record) pairs new, and the counts of the change."""
+    tables: dict[str, Table] = {}
+    gone: dict[str, list[Entry]] = {}
+    new: dict[str, list[tuple[str, Entry]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for sheet in sheets:
+        old = prev_tables.get(sheet.name, EMPTY_TABLE)
+        rm, add = removed.get(sheet.name, set()), added.get(sheet.name, {})
+        if not rm and not add:
+            tables[sheet.name] = old
+            continue
+        counts[sheet.name] = {"added": len(add.keys() - rm), "changed": len(rm & add.keys()),
+                              "removed": len(rm - add.keys())}
+        tables[sheet.name], gone[sheet.name], new[sheet.name] = _apply_table(old, rm, add)
+    return tables, gone, new, counts
 
 
 def _apply_table(
