@@ -52,7 +52,6 @@ PROJECTS = SearchTable("projects", "projects", (("title", "title"), ("summary", 
 PEOPLE = SearchTable("people", "people", (("fullName", "full_name"), ("bio", "bio")))
 ROLES = SearchTable("roles", "help-wanted-roles", (("title", "title"), ("description", "description")))
 TABLES: dict[str, SearchTable] = {t.sheet: t for t in (PROJECTS, PEOPLE, ROLES)}
-SEARCHED_SHEETS: tuple[str, ...] = tuple(TABLES)
 
 
 def query_words(query: str) -> list[str]:

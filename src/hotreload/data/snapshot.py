@@ -36,7 +36,7 @@ from hotreload.data.records import (
     parse_record,
     parse_timestamp,
 )
-from hotreload.data.search import SEARCHED_SHEETS, SearchIndex
+from hotreload.data.search import TABLES, SearchIndex
 from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_sheet_config
 from hotreload.git.repo import BlobChange, GitRepo, readable
 
@@ -583,10 +583,10 @@ def _derive_search(
 ) -> SearchIndex:
     if previous is None:
         return SearchIndex.build({name: tables.get(name, EMPTY_TABLE).by_id.values()
-                                  for name in SEARCHED_SHEETS})
-    if not any(name in gone for name in SEARCHED_SHEETS):
+                                  for name in TABLES})
+    if not any(name in gone for name in TABLES):
         return previous.search
     return previous.search.derive({
         name: (gone[name], [r for _, r in new[name]])
-        for name in SEARCHED_SHEETS if name in gone
+        for name in TABLES if name in gone
     })
