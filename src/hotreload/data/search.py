@@ -87,10 +87,9 @@ def _write_fts(conn: sqlite3.Connection, table: SearchTable, rows: Iterable[tupl
     """Index ``(rowid, row)`` pairs (a row is ``table.row(record)``), or remove them: a
     contentless FTS5 row is deleted by handing FTS5 the values it was indexed with."""
     rows = list(rows)
-    fts, columns = f"[{table.name}_fts]", ", ".join(f"[{c}]" for c in table.columns)
-    command = (f"{fts}, ", "'delete', ") if delete else ("", "")
-    conn.executemany(f"INSERT INTO {fts} ({command[0]}rowid, {columns}) "
-                     f"VALUES ({command[1]}?, {', '.join('?' for _ in table.fields)})",
+    fts, columns, marks = f"[{table.name}_fts]", ", ".join(f"[{c}]" for c in table.columns), ", ?" * len(table.fields)
+    into, values = (f"{fts}, rowid", "'delete', ?") if delete else ("rowid", "?")
+    conn.executemany(f"INSERT INTO {fts} ({into}, {columns}) VALUES ({values}{marks})",
                      ((rowid, *row[1:]) for rowid, row in rows))
     if delete:
         conn.executemany(f"DELETE FROM [{table.name}] WHERE rowid = ?", ((rowid,) for rowid, _ in rows))
