@@ -185,7 +185,6 @@ class HelpWantedInterest(Record, frozen=True, kw_only=True, rename="camel", gc=F
 
 
 SlugEntity = Literal["project", "person", "tag", "buzz"]
-SLUG_ENTITIES: tuple[str, ...] = typing.get_args(SlugEntity)
 
 
 class SlugHistory(Record, frozen=True, kw_only=True, rename="camel", gc=False):
