@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from hotreload.data.records import Project, RecordError, parse_record, to_toml
-from hotreload.data.sheets import STANDARD_SHEETS, Sheet, parse_sheet_config
+from hotreload.data.sheets import Sheet, parse_sheet_config
 
-PROJECTS = STANDARD_SHEETS[0]
-TAGS = next(s for s in STANDARD_SHEETS if s.name == "tags")
+PROJECTS = Sheet("projects", "projects", "${{ slug }}")
+TAGS = Sheet("tags", "tags", "${{ namespace }}/${{ slug }}")
 VALID = (
     'id = "01951a3c-8901-7000-8000-000000000042"\nslug = "foo"\ntitle = "Foo"\n'
     'createdAt = "2024-01-15T18:42:00Z"\nupdatedAt = "2024-01-15T18:42:00Z"\n'
@@ -99,6 +99,6 @@ def test_a_trailing_newline_or_a_non_ascii_digit_never_passes_a_pattern(field: s
     fields = {"id": "4f1c2d3e-0000-4000-8000-000000000001", "slug": "fine-slug", "fullName": "F",
               "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-01-01T00:00:00Z", field: value}
     text = "".join(f'{k} = "{v}"\n' for k, v in fields.items())
-    people = next(s for s in STANDARD_SHEETS if s.name == "people")
+    people = Sheet("people", "people", "${{ slug }}")
     with pytest.raises(RecordError, match=field):
         parse_record(people, "people/fine-slug.toml", text.encode())

@@ -88,21 +88,3 @@ def parse_sheet_config(config_path: str, name: str, data: bytes) -> Sheet:
     if not isinstance(template, str) or not template:
         raise SheetConfigError(config_path, "gitsheet.path must be a non-empty string")
     return Sheet(name=name, root=root.strip("/"), path_template=template.strip("/"))
-
-
-# The seed's eleven sheets, with its layout (specs/behaviors/storage.md there).
-# ``projectSlug`` and ``personSlug`` are denormalised into the record by the seed's
-# writers; a record without them is not checked against its path.
-STANDARD_SHEETS: tuple[Sheet, ...] = (
-    Sheet("projects", "projects", "${{ slug }}"),
-    Sheet("people", "people", "${{ slug }}"),
-    Sheet("tags", "tags", "${{ namespace }}/${{ slug }}"),
-    Sheet("tag-assignments", "tag-assignments", "${{ tagId }}/${{ taggableType }}/${{ taggableId }}"),
-    Sheet("project-memberships", "project-memberships", "${{ projectSlug }}/${{ personSlug }}"),
-    Sheet("project-updates", "project-updates", "${{ projectSlug }}/${{ number }}"),
-    Sheet("project-buzz", "project-buzz", "${{ projectSlug }}/${{ slug }}"),
-    Sheet("help-wanted-roles", "help-wanted-roles", "${{ projectSlug }}/${{ id }}"),
-    Sheet("help-wanted-interest", "help-wanted-interest", "${{ roleId }}/${{ personSlug }}"),
-    Sheet("slug-history", "slug-history", "${{ entityType }}/${{ oldSlug }}"),
-    Sheet("revocations", "revocations", "${{ jti }}"),
-)
