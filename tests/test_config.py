@@ -196,6 +196,18 @@ def test_network_and_http_settings(tmp_path: Path) -> None:
         Settings.from_env({"CFP_DATA_REPO_PATH": "/x", "CFP_DATA_PASSWORD_FILE": str(token)})
 
 
+def test_cfp_data_ca_file_wins_over_gits_variable_which_is_then_not_checked(tmp_path: Path) -> None:
+    # GIT_SSL_CAINFO is only the default when CFP_DATA_CA_FILE is unset: a stale value of git's own
+    # variable (an image's environment, say) must not stop a service told which bundle to use
+    from hotreload.config import Settings
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = Settings.from_env({"CFP_DATA_REPO_PATH": "/x", "CFP_DATA_CA_FILE": str(ca),
+                                  "GIT_SSL_CAINFO": "/nonexistent/git-ca.pem"})
+    assert settings.ca_file == str(ca)
+
+
 def test_help_is_clean() -> None:
     for command in ([], ["serve"], ["demo"], ["corpus"], ["upkeep"], ["simulate"]):
         text = subprocess.run([sys.executable, "-m", "hotreload.cli", *command, "--help"],

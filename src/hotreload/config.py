@@ -164,8 +164,8 @@ def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IP
 
 
 def _env(*names: str, parse: Parser = _text, default: Any = dataclasses.MISSING) -> Any:
-    """A field read from the variables ``names`` (a later one set wins), checked by ``parse``;
-    unset or blank, it keeps ``default``."""
+    """A field read from the first of the variables ``names`` that is set, checked by ``parse``
+    (the others are neither read nor checked); unset or blank, it keeps ``default``."""
     return dataclasses.field(default=default, metadata={"env": names, "parse": parse})
 
 
@@ -196,7 +196,7 @@ class Settings:
     ssh_key_file: str | None = _env("CFP_DATA_SSH_KEY_FILE", parse=_file, default=None)
     ssh_known_hosts_file: str | None = _env("CFP_DATA_SSH_KNOWN_HOSTS_FILE", parse=_file, default=None)
     ssh_command: str | None = _env("GIT_SSH_COMMAND", default=None)
-    ca_file: str | None = _env("GIT_SSL_CAINFO", "CFP_DATA_CA_FILE", parse=_file, default=None)
+    ca_file: str | None = _env("CFP_DATA_CA_FILE", "GIT_SSL_CAINFO", parse=_file, default=None)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _env(
         "CFP_TRUSTED_PROXIES", parse=_networks, default=())
     http_connection_limit: int = _env("CFP_HTTP_CONNECTION_LIMIT", default=1000, parse=_whole(
@@ -233,6 +233,7 @@ class Settings:
                 raw = env.get(name)
                 if raw is not None and (raw.strip() or parse is _secret):  # a secret set but empty is an error
                     values[setting.name] = parse(name, raw if parse is _secret else raw.strip())
+                    break
         settings = cls(**values)
         settings._check_together()
         return settings
