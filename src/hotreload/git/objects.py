@@ -38,8 +38,6 @@ git's level 1: a big folder's tree is stored in a fraction of its deflate time (
 WRITE_CHUNK = 256 << 10
 """Bytes per write call, as git too writes a loose object in pieces (a 7.4 MB object, then
 fsynced: 20.6 ms in one call, 6.4 in these; benchmarks/results/2026-12-06-ablation-git.md)."""
-FSYNC = True
-"""fsync objects before any ref can name them (git's ``core.fsync=objects``)."""
 T = TypeVar("T", bound=ShaFile)
 _TYPE_NUMS = {b"commit": Commit.type_num, b"tree": Tree.type_num, b"blob": Blob.type_num, b"tag": 4}
 
