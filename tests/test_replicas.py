@@ -22,7 +22,7 @@ from hotreload.service import reloader as reloader_module
 from hotreload.service.peers import FORWARDED_HEADER, Peer, PeerNotifier, is_local_address, resolve
 from hotreload.service.runtime import Runtime, boot
 from simulator.truth import github_signature as sign
-from tests.conftest import SECRET, World, project_toml
+from tests.conftest import SECRET, World, git, project_toml
 
 
 def test_resolve_gives_every_address_once() -> None:
@@ -209,6 +209,55 @@ def test_a_poll_retries_a_reload_that_failed_after_its_fetch(rt: Runtime, world:
     monkeypatch.setattr(reloader_module, "build", build)
     assert poller.poll_once() == "moved"
     assert rt.holder.current.commit == tip
+
+
+def test_a_rewrite_fetched_by_a_reload_that_failed_is_still_a_rewrite_for_the_next(
+        rt: Runtime, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the remote drops a commit (a force-push to remove data) and moves on; the reload that fetches
+    # it fails after its fetch: the next reload (the poll's, one interval later) must still see the
+    # rewrite, not replay the dropped commit onto the new tip as a local one and push it back
+    poller = rt.poller
+    assert poller is not None
+    before = world.origin_head()
+    dropped = world.commit_upstream({"projects/zz-dropped.toml": project_toml("zz-dropped", "Dropped")})
+    assert poller.poll_once() == "moved" and rt.holder.current.commit == dropped
+    git("--git-dir", str(world.origin), "update-ref", "refs/heads/published", before, dropped)
+    git("fetch", "-q", "origin", cwd=world.work)
+    git("reset", "-q", "--hard", "origin/published", cwd=world.work)
+    tip = world.commit_upstream({"projects/zz-after.toml": project_toml("zz-after", "After")})
+    build = reloader_module.build
+
+    def failing_build(*args: object, **kwargs: object) -> object:
+        raise OSError("a pack could not be read")  # anything, after the fetch
+
+    monkeypatch.setattr(reloader_module, "build", failing_build)
+    assert poller.poll_once() == "error"
+    monkeypatch.setattr(reloader_module, "build", build)
+    assert poller.poll_once() == "moved"
+    assert rt.reloader.last is not None and rt.reloader.last.outcome == "remote-rewritten"
+    assert rt.holder.current.commit == tip == world.origin_head()  # nothing pushed back
+    assert "projects/zz-dropped.toml" not in git("--git-dir", str(world.origin), "ls-tree", "-r", "--name-only", tip)
+    assert poller.poll_once() == "unchanged"
+
+
+def test_a_rewrite_to_a_tip_that_does_not_build_is_not_refetched_every_interval(
+        rt: Runtime, world: World) -> None:
+    poller = rt.poller
+    assert poller is not None
+    before = world.origin_head()
+    dropped = world.commit_upstream({"projects/zz-dropped.toml": project_toml("zz-dropped", "Dropped")})
+    assert poller.poll_once() == "moved"
+    git("--git-dir", str(world.origin), "update-ref", "refs/heads/published", before, dropped)
+    git("fetch", "-q", "origin", cwd=world.work)
+    git("reset", "-q", "--hard", "origin/published", cwd=world.work)
+    world.commit_upstream({"projects/zz-bad.toml": "title = 'no slug, no id'\n"})
+    assert poller.poll_once() == "error"
+    assert rt.reloader.last is not None and rt.reloader.last.outcome == "rebuild-failed"
+    assert poller.poll_once() == "unchanged"  # a fix is the next move of the branch
+    fixed = world.commit_upstream({"projects/zz-bad.toml": None})
+    assert poller.poll_once() == "moved"
+    assert rt.reloader.last.outcome == "remote-rewritten"
+    assert rt.holder.current.commit == fixed == world.origin_head()  # the dropped commit stays dropped
 
 
 def test_unpushed_local_commits_are_not_a_move_for_the_poll(rt: Runtime, world: World) -> None:

@@ -102,10 +102,12 @@ class Poller:
     def caught_up(self, tip: str) -> bool:
         """Nothing for a reload to do about the remote's ``tip``: it is the last tip fetched,
         and it is served (or the served commit contains it, or it failed to build)."""
+        if tip == self.reloader.unbuildable:  # (after a rewrite, the tracking ref stays before it)
+            return True
         if tip != self.repo.resolve(tracking_ref(self.branch)):
             return False  # the remote moved (or was rewound) since this clone last fetched
         served = self.reloader.holder.current.commit
-        if tip in (served, self.reloader.unbuildable):
+        if tip == served:
             return True
         try:
             return self.repo.is_ancestor(tip, served)
