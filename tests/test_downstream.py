@@ -435,6 +435,9 @@ def test_a_receiver_that_is_down_gets_every_delivery_in_order_once_it_is_back(ru
         for _ in range(3):
             hub.publish("reload", "fast-forwarded", snap, snap)
         down.wait(3)  # refused (503) and retried
+        deadline = time.monotonic() + 10  # the receiver has the request before the notifier has its answer
+        while metrics.notifications.labels("failed")._value.get() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert metrics.notifications.labels("failed")._value.get() >= 3
         assert notifier.status()[0]["lastError"] and notifier.status()[0]["pending"] == 3
         refused = len(down.received)
