@@ -12,9 +12,17 @@ write that got no answer (its replica was killed) or a 503 saying the outcome is
 may be either. Every replica must serve the remote's tip, and ``git fsck --full`` be
 clean on every repository.
 
-The random choices (which replica, record, operation; when to kill and to stall) come
-from the seed, printed at the start and in every failure; ``HOTRELOAD_CHAOS_SEED`` and
-``HOTRELOAD_CHAOS_SECONDS`` replay a run or make it longer (thread timing still varies).
+Every fault the step is configured for happens within the run, or the step fails: the
+stall and the slow-apply window are scheduled up front, one after the other, each to end
+before the run does (a run too short for them is lengthened to fit); they and the kills
+run on threads of their own, so a slow restart delays neither; the slow-apply window stays
+open (a few seconds at most) until the remote has applied a push it held; and the
+judgement fails a run whose stall held no request, whose slow-apply window applied no push
+late, or which killed no replica although ``kill_every`` asked for kills.
+
+The random choices (which replica, record, operation; when to kill, to stall, to apply
+late) come from the seed, printed at the start and in every failure; ``HOTRELOAD_CHAOS_SEED``
+and ``HOTRELOAD_CHAOS_SECONDS`` replay a run or make it longer (thread timing still varies).
 """
 
 from __future__ import annotations
@@ -62,14 +70,19 @@ class Counts:
     lost: int = 0
     kills: int = 0
     stalls: int = 0
+    held: int = 0
+    """Requests the stall held."""
+    slow_windows: int = 0
     slow_applies: int = 0
+    """Pushes the slow-apply window held that the remote then applied: late."""
 
     def line(self) -> str:
         refused = ", ".join(f"{n} x {s}" for s, n in sorted(self.refused.items())) or "none"
         return (f"chaos seed={self.seed}: tried {self.tried}, acknowledged {self.acknowledged}, refused "
                 f"{sum(self.refused.values())} ({refused}), unknown {self.unknown}, unanswered {self.unanswered}, "
-                f"diverted {self.diverted}, lost {self.lost}; {self.kills} kills, {self.stalls} stalls, "
-                f"{self.slow_applies} slow applies")
+                f"diverted {self.diverted}, lost {self.lost}; {self.kills} kills, {self.stalls} stalls "
+                f"({self.held} requests held), {self.slow_applies} slow applies "
+                f"({self.slow_windows} slow-apply windows)")
 
 
 class Chaos:
@@ -84,6 +97,7 @@ class Chaos:
         self.stall_seconds = float(step.get("stall_seconds", 2))
         self.slow_apply_seconds = float(step.get("slow_apply_seconds", 0))
         """For ``stall_seconds`` once, the remote applies each push this late (0: never)."""
+        self.stall_at, self.slow_at = self._schedule(random.Random(self.seed + 2))
         self.counts = Counts(self.seed)
         self.attempts: list[Attempt] = []
         self.lock = threading.Lock()
@@ -93,12 +107,28 @@ class Chaos:
         self.down: set[int] = set()
         self.remote_mode = self.w.write_ack == "remote"
 
+    def _schedule(self, rng: random.Random) -> tuple[float | None, float | None]:
+        """When the stall and the slow-apply window open (seconds into the run; None: never),
+        at random but one after the other, each ending at least half a second before the run
+        does; a run too short for both is lengthened to fit them."""
+        stall_at = slow_at = None
+        free = rng.uniform(0.1, 0.3) * self.seconds  # the first moment nothing is scheduled
+        if self.stall_seconds:
+            stall_at, free = free, free + self.stall_seconds + 0.5
+        if self.slow_apply_seconds:
+            slow_at = rng.uniform(free, max(free, self.seconds - self.stall_seconds - 0.5))
+            free = slow_at + self.stall_seconds + 0.5
+        self.seconds = max(self.seconds, free)
+        return stall_at, slow_at
+
     def base(self, i: int) -> str:
         return f"http://127.0.0.1:{self.w.replicas[i].port}"
 
     # -- the run --------------------------------------------------------------------------
 
     def execute(self) -> Counts:
+        assert self.w.daemon is not None or not self.stall_seconds, \
+            f"stall_seconds = {self.stall_seconds:g} needs world.transport = \"git\" (or stall_seconds = 0)"
         print(f"chaos: seed {self.seed} ({self.seconds:g} s; replay: HOTRELOAD_CHAOS_SEED={self.seed})",
               file=sys.stderr)
         listing = request(self.base(0), "GET", f"/api/projects?perPage={self.n_records}")
@@ -106,10 +136,12 @@ class Chaos:
         threads = [threading.Thread(target=self._writer, args=(random.Random(self.seed * 100 + n),))
                    for n in range(self.writers)]
         threads.append(threading.Thread(target=self._upstream, args=(random.Random(self.seed + 1),)))
-        threads.append(threading.Thread(target=self._faults, args=(random.Random(self.seed + 2),)))
+        windows = threading.Thread(target=self._windows)
+        threads += [windows, threading.Thread(target=self._kills, args=(random.Random(self.seed + 3),))]
         for t in threads:
             t.start()
         time.sleep(self.seconds)  # the run's length, not a wait for a condition
+        windows.join()  # they end before the run does, unless the slow-apply window is held open
         self.stop.set()
         for t in threads:
             t.join()
@@ -120,6 +152,7 @@ class Chaos:
         problems = self._converge(60.0)
         if not problems:
             problems = self._judge()
+        problems += self._faults_missed()
         self.run.report.chaos = self.counts.line()
         assert not problems, self.counts.line() + "\n    " + "\n    ".join(problems[:20])
         return self.counts
@@ -174,30 +207,44 @@ class Chaos:
             self.w.upstream([{"op": "modify", "sheet": "projects", "slug": rng.choice(self.slugs),
                               "fields": {"summary": f"upstream-{self.seed}-{n}"}}], f"Chaos upstream edit {n}")
 
-    def _faults(self, rng: random.Random) -> None:
-        """SIGKILL a replica now and then (restarted a moment later); stall the remote once, and
-        once make it slow to apply pushes (after their pushers may have given up)."""
-        stall_at: float | None = rng.uniform(0.3, 0.6) * self.seconds
-        slow_at = random.Random(self.seed + 3).uniform(0.65, 0.9) * self.seconds if self.slow_apply_seconds else None
-        next_kill = rng.uniform(0.5, 1.5) * self.kill_every if self.kill_every else None
+    def _windows(self) -> None:
+        """Stall the remote once, then once make it slow to apply pushes (after their pushers
+        may have given up), at the times :meth:`_schedule` chose. The slow-apply window stays
+        open past ``stall_seconds`` (up to ``3 * stall_seconds + slow_apply_seconds`` more) until
+        the remote has applied a push it held: the window is the fault, the late push its proof."""
+        started = time.monotonic()
+        if self.stall_at is not None:
+            time.sleep(max(0.0, started + self.stall_at - time.monotonic()))
+            self.w.remote_stalled()
+            self.counts.stalls += 1
+            time.sleep(self.stall_seconds)
+            self.w.remote_up()
+        if self.slow_at is not None:
+            time.sleep(max(0.0, started + self.slow_at - time.monotonic()))
+            self.w.remote_slow_to_apply(self.slow_apply_seconds)
+            self.applying_late.set()
+            self.counts.slow_windows += 1
+            time.sleep(self.stall_seconds)
+            deadline = time.monotonic() + 3 * self.stall_seconds + self.slow_apply_seconds
+            while not self._applied_late() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.w.remote_slow_to_apply(0)
+            self.applying_late.clear()
+
+    def _applied_late(self) -> list[str]:
+        """The pushes the slow-apply window held that the remote then applied."""
+        return self.w.late_pushes()[1]
+
+    def _kills(self, rng: random.Random) -> None:
+        """SIGKILL a replica now and then, restarting it a moment later; the first kill comes
+        by 60 % of the run, whatever ``kill_every``."""
+        if not self.kill_every:
+            return
+        next_kill = min(rng.uniform(0.5, 1.5) * self.kill_every, rng.uniform(0.3, 0.6) * self.seconds)
         started = time.monotonic()
         while not self.stop.wait(0.05):
             now = time.monotonic() - started
-            if stall_at is not None and now >= stall_at and self.w.daemon is not None:
-                self.w.remote_stalled()
-                self.counts.stalls += 1
-                self.stop.wait(self.stall_seconds)
-                self.w.remote_up()
-                stall_at = None
-            if slow_at is not None and now >= slow_at:
-                self.w.remote_slow_to_apply(self.slow_apply_seconds)
-                self.applying_late.set()
-                self.counts.slow_applies += 1
-                self.stop.wait(self.stall_seconds)
-                self.w.remote_slow_to_apply(0)
-                self.applying_late.clear()
-                slow_at = None
-            if next_kill is not None and now >= next_kill:
+            if now >= next_kill:
                 i = rng.randrange(len(self.w.replicas))
                 self.down.add(i)
                 server = self.w.replicas[i].server
@@ -230,6 +277,23 @@ class Chaos:
             time.sleep(0.1)
 
     # -- the judgement ------------------------------------------------------------------
+
+    def _faults_missed(self) -> list[str]:
+        """A configured fault that did not happen: the run did not test what it claims to."""
+        self.counts.held = self.w.stalled_requests()
+        held, applied = self.w.late_pushes()
+        self.counts.slow_applies = len(applied)
+        missed = []
+        if self.stall_seconds and not self.counts.held:
+            missed.append(f"stall_seconds = {self.stall_seconds:g} but the stall held no request "
+                          f"({self.counts.stalls} stalls)")
+        if self.slow_apply_seconds and not self.counts.slow_applies:
+            missed.append(f"slow_apply_seconds = {self.slow_apply_seconds:g} but no push was applied late "
+                          f"({self.counts.slow_windows} slow-apply windows, {held} ref updates held, none "
+                          "applied)")
+        if self.kill_every and not self.counts.kills:
+            missed.append(f"kill_every = {self.kill_every:g} but no replica was killed")
+        return [f"FAULT MISSED: {m}" for m in missed]
 
     def _judge(self) -> list[str]:
         problems: list[str] = []

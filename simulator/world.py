@@ -60,6 +60,10 @@ class World:
         corpus.write(self.origin, corpus.files(made, seed), BRANCH, made["people"], history, seed, deltas=True)
         # the production transport: git daemon on loopback, dulwich's network client
         self.stall_flag = os.path.join(self.root, "remote-stalled")
+        self.stall_log = os.path.join(self.root, "stall-held")
+        """A line per request the stall held (:meth:`stalled_requests`)."""
+        self.late_log = os.path.join(self.root, "late-pushes")
+        """A line per ref update the remote held while slow to apply (:meth:`late_pushes`)."""
         self.daemon = GitDaemon(self.root, access_hook=self._stall_hook()) if transport == "git" else None
         self.remote = self.daemon.url("origin.git") if self.daemon else self.origin
         # a cluster's replicas know each other's ports before any starts (CFP_RELOAD_PEERS)
@@ -192,22 +196,48 @@ class World:
         hook = os.path.join(self.root, "stall-hook")
         flag = shlex.quote(self.stall_flag)
         with open(hook, "w") as fh:
-            fh.write(f"#!/bin/sh\n[ -e {flag} ] || exit 0\nwhile [ -e {flag} ]; do sleep 0.05; done\nexit 1\n")
+            fh.write(f"#!/bin/sh\n[ -e {flag} ] || exit 0\necho held >> {shlex.quote(self.stall_log)}\n"
+                     f"while [ -e {flag} ]; do sleep 0.05; done\nexit 1\n")
         os.chmod(hook, 0o755)
         return hook
 
     def remote_slow_to_apply(self, seconds: float) -> None:
         """The remote waits ``seconds`` before it applies each push (a pre-receive hook: the ref
-        moves after the pusher may have given up); 0: it applies at once again."""
+        moves after the pusher may have given up); 0: it applies at once again. The hook first
+        notes each ref update it holds, and the remote keeps a reflog from then on, which says
+        which of them it applied (:meth:`late_pushes`)."""
         hook = os.path.join(self.origin, "hooks", "pre-receive")
         if not seconds:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(hook)
             return
+        git("--git-dir", self.origin, "config", "core.logAllRefUpdates", "true")
         os.makedirs(os.path.dirname(hook), exist_ok=True)
         with open(hook, "w") as fh:
-            fh.write(f"#!/bin/sh\nsleep {seconds:g}\n")
+            fh.write(f"#!/bin/sh\ncat >> {shlex.quote(self.late_log)}\nsleep {seconds:g}\n")
         os.chmod(hook, 0o755)
+
+    def stalled_requests(self) -> int:
+        """How many requests :meth:`remote_stalled` has held so far."""
+        try:
+            with open(self.stall_log) as fh:
+                return len(fh.read().split())
+        except FileNotFoundError:
+            return 0
+
+    def late_pushes(self) -> tuple[int, list[str]]:
+        """How many ref updates :meth:`remote_slow_to_apply` has held so far, and the new commit
+        of each of them that the remote then applied (late), as its reflog tells."""
+        try:
+            with open(self.late_log) as fh:
+                held = [tuple(line.split()) for line in fh if len(line.split()) == 3]
+        except FileNotFoundError:
+            return 0, []
+        applied: set[tuple[str, ...]] = set()
+        for ref in {h[2] for h in held}:
+            with contextlib.suppress(FileNotFoundError), open(os.path.join(self.origin, "logs", ref)) as fh:
+                applied.update((line.split()[0], line.split()[1], ref) for line in fh if len(line.split()) > 2)
+        return len(held), [h[1] for h in held if h in applied]
 
     def _origin_path(self) -> str:
         # an outside author commits on the remote's own host, reachable or not

@@ -193,3 +193,23 @@ def test_a_commit_the_branch_held_only_for_a_moment_counts_as_later_and_an_older
         assert not run._moved_on(served, served)
     finally:
         world.close()
+
+
+@pytest.mark.slow
+def test_a_chaos_run_whose_configured_fault_did_not_happen_fails_and_says_which(tmp_path: Path) -> None:
+    """A chaos run once ended before its slow-apply window opened (3 runs in 17) and passed,
+    having tested nothing of what it claims. With no writers no push reaches the remote, so
+    the slow-apply window (held open a few seconds longer for one) can apply none late: the
+    step must fail and name the fault; the stall, which the replicas' polls meet, happened."""
+    path = tmp_path / "no-writers.toml"
+    path.write_text('name = "no-writers"\ndescription = "a chaos run that cannot apply a push late"\n'
+                    '[world]\nreplicas = 2\ntransport = "git"\nwrite_ack = "remote"\nnetwork_timeout_seconds = 1\n'
+                    'poll_seconds = 0.5\n'
+                    '[[step]]\nkind = "chaos"\nseconds = 2\nwriters = 0\nkill_every = 0\nstall_seconds = 1\n'
+                    'slow_apply_seconds = 0.5\n')
+    report = Run(load(str(path))).execute()
+    assert not report.passed and len(report.failures) == 1
+    message = report.failures[0].message
+    assert "FAULT MISSED: slow_apply_seconds = 0.5 but no push was applied late (1 slow-apply windows, " \
+           "0 ref updates held, none applied)" in message, message
+    assert "stall_seconds" not in message and "1 stalls (" in message, message
