@@ -73,6 +73,8 @@ class Counts:
     held: int = 0
     """Requests the stall held."""
     slow_windows: int = 0
+    held_late: int = 0
+    """Ref updates the slow-apply window held (applied or not)."""
     slow_applies: int = 0
     """Pushes the slow-apply window held that the remote then applied: late."""
 
@@ -82,7 +84,7 @@ class Counts:
                 f"{sum(self.refused.values())} ({refused}), unknown {self.unknown}, unanswered {self.unanswered}, "
                 f"diverted {self.diverted}, lost {self.lost}; {self.kills} kills, {self.stalls} stalls "
                 f"({self.held} requests held), {self.slow_applies} slow applies "
-                f"({self.slow_windows} slow-apply windows)")
+                f"({self.slow_windows} slow-apply windows, {self.held_late} pushes held)")
 
 
 class Chaos:
@@ -281,7 +283,7 @@ class Chaos:
     def _faults_missed(self) -> list[str]:
         """A configured fault that did not happen: the run did not test what it claims to."""
         self.counts.held = self.w.stalled_requests()
-        held, applied = self.w.late_pushes()
+        self.counts.held_late, applied = self.w.late_pushes()
         self.counts.slow_applies = len(applied)
         missed = []
         if self.stall_seconds and not self.counts.held:
@@ -289,8 +291,8 @@ class Chaos:
                           f"({self.counts.stalls} stalls)")
         if self.slow_apply_seconds and not self.counts.slow_applies:
             missed.append(f"slow_apply_seconds = {self.slow_apply_seconds:g} but no push was applied late "
-                          f"({self.counts.slow_windows} slow-apply windows, {held} ref updates held, none "
-                          "applied)")
+                          f"({self.counts.slow_windows} slow-apply windows, {self.counts.held_late} pushes held, "
+                          "none applied)")
         if self.kill_every and not self.counts.kills:
             missed.append(f"kill_every = {self.kill_every:g} but no replica was killed")
         return [f"FAULT MISSED: {m}" for m in missed]

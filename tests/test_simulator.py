@@ -211,5 +211,5 @@ def test_a_chaos_run_whose_configured_fault_did_not_happen_fails_and_says_which(
     assert not report.passed and len(report.failures) == 1
     message = report.failures[0].message
     assert "FAULT MISSED: slow_apply_seconds = 0.5 but no push was applied late (1 slow-apply windows, " \
-           "0 ref updates held, none applied)" in message, message
+           "0 pushes held, none applied)" in message, message
     assert "stall_seconds" not in message and "1 stalls (" in message, message
