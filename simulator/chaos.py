@@ -138,6 +138,7 @@ class Chaos:
         threads = [threading.Thread(target=self._writer, args=(random.Random(self.seed * 100 + n),))
                    for n in range(self.writers)]
         threads.append(threading.Thread(target=self._upstream, args=(random.Random(self.seed + 1),)))
+        self.windows_failed: BaseException | None = None
         windows = threading.Thread(target=self._windows)
         threads += [windows, threading.Thread(target=self._kills, args=(random.Random(self.seed + 3),))]
         for t in threads:
@@ -156,6 +157,8 @@ class Chaos:
             problems = self._judge()
         problems += self._faults_missed()
         self.run.report.chaos = self.counts.line()
+        if self.windows_failed is not None:
+            problems.insert(0, f"the stall or the slow-apply window failed: {self.windows_failed!r}")
         assert not problems, self.counts.line() + "\n    " + "\n    ".join(problems[:20])
         return self.counts
 
@@ -214,6 +217,15 @@ class Chaos:
         may have given up), at the times :meth:`_schedule` chose. The slow-apply window stays
         open past ``stall_seconds`` (up to ``3 * stall_seconds + slow_apply_seconds`` more) until
         the remote has applied a push it held: the window is the fault, the late push its proof."""
+        try:
+            self._open_windows()
+        except BaseException as e:  # judged with the run (and the remote put right), not lost in a thread
+            self.windows_failed = e
+            self.w.remote_up()
+            self.w.remote_slow_to_apply(0)
+            self.applying_late.clear()
+
+    def _open_windows(self) -> None:
         started = time.monotonic()
         if self.stall_at is not None:
             time.sleep(max(0.0, started + self.stall_at - time.monotonic()))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator import corpus
-from simulator.git import Objects, Repo, clone_bare
+from simulator.git import Objects, Repo, clone_bare, git
 from simulator.server import GitDaemon, ServerProcess, free_ports
 from simulator.truth import to_toml
 
