@@ -62,7 +62,7 @@ STEP_FIELDS: dict[str, dict[str, Any]] = {
                    "upstreams": int, "method": str, "path": str, "body": dict},
     "chaos": {"seconds": (int, float), "seed": int, "writers": int, "records": int, "kill_every": (int, float),
               "stall_seconds": (int, float), "slow_apply_seconds": (int, float)},
-    "expect": {"status": int, "outcome": str, "rebuilt": bool, "no_changes": bool, "prechecked": bool,
+    "expect": {"status": int, "outcome": (str, list), "rebuilt": bool, "no_changes": bool, "prechecked": bool,
                "code": str, "error_path": str, "visible": list, "absent": list, "served": str,
                "origin_branch": str, "conflict_branches": int, "statuses": list,
                "rebuilt_count": int, "ignored": bool, "pong": bool, "push_pending": int,
