@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 
 from hotreload.api.app import create_app
 from hotreload.api.freshness import FETCH_INTERVAL_S
-from hotreload.git.repo import tracking_ref
+from hotreload.git.repo import GitRepo, rewrite_ref, tracking_ref
 from hotreload.metrics import Metrics
 from hotreload.service import reloader as reloader_module
 from hotreload.service.peers import FORWARDED_HEADER, Peer, PeerNotifier, is_local_address, resolve
@@ -260,10 +260,6 @@ def test_a_rewrite_to_a_tip_that_does_not_build_is_not_refetched_every_interval(
     assert rt.holder.current.commit == fixed == world.origin_head()  # the dropped commit stays dropped
 
 
-@pytest.mark.xfail(strict=True, reason="open: a process killed between a reload's fetch of a rewritten remote and "
-                   "its swap leaves the tracking ref at the new tip; the reconcile at the next start then "
-                   "replays the dropped commits onto it and pushes them back (the tracking ref moves at the "
-                   "fetch, not with the branch)")
 def test_a_rewrite_fetched_just_before_a_kill_is_still_a_rewrite_at_the_next_start(world: World) -> None:
     before = world.origin_head()
     dropped = world.commit_upstream({"projects/zz-dropped.toml": project_toml("zz-dropped", "Dropped")})
@@ -275,10 +271,14 @@ def test_a_rewrite_fetched_just_before_a_kill_is_still_a_rewrite_at_the_next_sta
     git("reset", "-q", "--hard", "origin/published", cwd=world.work)
     tip = world.commit_upstream({"projects/zz-after.toml": project_toml("zz-after", "After")})
     # a reload's fetch, then SIGKILL before its swap: the tracking ref is at the new tip
-    git("--git-dir", str(world.clone), "fetch", "-q", str(world.origin), "+published:refs/remotes/origin/published")
+    fetched = GitRepo(str(world.clone))
+    assert fetched.fetch_branch(str(world.origin), "published") == tip
+    assert fetched.resolve(tracking_ref("published")) == tip and fetched.resolve(rewrite_ref("published")) == dropped
+    fetched.close()
     runtime = boot(world.settings())
     try:
         assert runtime.holder.current.commit == tip == world.origin_head()  # nothing pushed back
+        assert runtime.repo.resolve(rewrite_ref("published")) is None  # handled: the marker goes
     finally:
         runtime.close()
 

@@ -277,7 +277,7 @@ def reconcile(repo: GitRepo, remote: str | Remote, branch: str, now: Clock = utc
     local = repo.branch_commit(branch)
     if local is None:
         raise GitError(f"branch {branch!r} does not exist in {repo.path}")
-    last_seen = repo.resolve(tracking_ref(branch))
+    last_seen = repo.last_seen(branch)
     try:
         remote_tip = repo.fetch_branch(remote, branch)
     except GitError as exc:
@@ -285,5 +285,6 @@ def reconcile(repo: GitRepo, remote: str | Remote, branch: str, now: Clock = utc
         return ReconcileResult(Outcome.FETCH_FAILED, local, local)
     the_plan = plan(repo, local, remote_tip, now, last_seen)
     result = apply(repo, the_plan, branch, now)
+    repo.forget_rewrite(branch, last_seen)
     log_diversion(result, branch)
     return push_result(repo, remote, branch, result)

@@ -37,7 +37,7 @@ from hotreload.git.trees import BlobChange, TreeBytes
 __all__ = [
     "API_IDENTITY", "BlobChange", "BranchMoved", "GitError", "GitRepo", "NotABareRepository", "PushRejected",
     "Remote", "Signature", "TransportError", "branch_ref", "clone_bare", "init_bare", "origin_url", "readable",
-    "redact", "tracking_ref",
+    "redact", "rewrite_ref", "tracking_ref",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,11 @@ def branch_ref(branch: str) -> bytes:
 
 def tracking_ref(branch: str) -> bytes:
     return b"refs/remotes/origin/" + branch.encode()
+
+
+def rewrite_ref(branch: str) -> bytes:
+    """The remote tip a fetch found rewritten away and no reconcile has handled yet (decision 150)."""
+    return b"refs/hotreload/rewritten-from/" + branch.encode()
 
 
 class GitRepo:
@@ -298,8 +303,29 @@ class GitRepo:
         ours = [sha for sha in (self.branch_commit(branch), self.resolve(tracking_ref(branch))) if sha]
         tip = transport.fetch_branch(self.repo, self.trees, remote, branch, self.walk(*ours) if ours else None)
         if tip is not None:
+            seen = self.resolve(tracking_ref(branch))
+            if seen is not None and self.resolve(rewrite_ref(branch)) is None and not self._contains(tip, seen):
+                # kept on disk until a reconcile handles it: a failed reload or a kill before the
+                # swap must not turn the rewrite into "local commits" to replay and push back
+                self.set_ref(rewrite_ref(branch), seen)
             self.set_ref(tracking_ref(branch), tip)
         return tip
+
+    def _contains(self, tip: str, commit: str) -> bool:
+        try:
+            return self.is_ancestor(commit, tip, confirmed=True)
+        except GitError:
+            return True  # cannot tell: no marker; the reconcile compares again
+
+    def last_seen(self, branch: str) -> str | None:
+        """The remote tip this clone last reconciled with, for telling a rewrite: an unhandled
+        rewrite's old tip, else the tracking ref."""
+        return self.resolve(rewrite_ref(branch)) or self.resolve(tracking_ref(branch))
+
+    def forget_rewrite(self, branch: str, last_seen: str | None) -> None:
+        """A reconcile planned with ``last_seen`` was applied: its rewrite, if any, is handled."""
+        if last_seen is not None:
+            self.cas_ref(rewrite_ref(branch), last_seen, None)
 
     def remote_tip(self, remote: str | Remote, branch: str) -> str | None:
         """The remote's tip of ``branch`` without fetching anything (ls-remote)."""

@@ -201,37 +201,22 @@ class Reloader:
 
     def _reconcile_and_swap(self, started: float) -> ReloadResult:
         with self.push_daemon.remote_lock if self.push_daemon is not None else nullcontext():
-            # the remote tip seen before this fetch: a remote that no longer contains it was rewritten
-            last_seen = self.repo.resolve(tracking_ref(self.branch))
+            # the remote tip last reconciled with: a remote that no longer contains it was rewritten
+            last_seen = self.repo.last_seen(self.branch)
             remote_tip = self._fetch()
             try:
                 swapped = swap(self.lock, self.holder, "reload",
                                lambda base, warm: self._plan_and_build(base, remote_tip, last_seen, warm),
                                lambda plan: reconcile.apply(self.repo, plan, self.branch, self.clock))
-            except BaseException as exc:
-                if isinstance(exc, RebuildFailed):
-                    self.unbuildable = remote_tip
-                self._keep_rewrite_unseen(last_seen, remote_tip)
+            except RebuildFailed:
+                self.unbuildable = remote_tip
                 raise
+            self.repo.forget_rewrite(self.branch, last_seen)
             reconcile.log_diversion(swapped.applied, self.branch)
             if swapped.applied.conflict_branch:
                 self._report_diverted_writes(swapped.applied)
             result = self._push(swapped.applied)
         return _answer(swapped, result, self.holder.current.commit, _ms_since(started))
-
-    def _keep_rewrite_unseen(self, last_seen: str | None, remote_tip: str | None) -> None:
-        """After a reload that failed, the tracking ref goes back to ``last_seen`` if the fetched
-        tip no longer contains it: the rewrite was not handled, and the next reload must see it
-        as one (it compares with that ref), not replay the commits the remote dropped onto its
-        new tip as local ones and push them back."""
-        if last_seen is None or remote_tip is None or last_seen == remote_tip:
-            return
-        try:
-            kept = self.repo.is_ancestor(last_seen, remote_tip, confirmed=True)
-        except GitError:
-            kept = False  # cannot tell: the next reload asks again
-        if not kept:
-            self.repo.set_ref(tracking_ref(self.branch), last_seen)
 
     def _report_diverted_writes(self, result: ReconcileResult) -> None:
         """Each API write (a commit with the writer's trailers) that the branch no longer holds
