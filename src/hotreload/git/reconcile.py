@@ -84,6 +84,9 @@ class Plan:
     keeps_conflict_branch: bool = False
     """Old L goes to a ``conflicts/...`` branch (a conflict, or a rewrite that could
     not keep every local commit)."""
+    last_seen: str | None = None
+    """The remote tip the plan compared with (:meth:`GitRepo.last_seen`): applied, a rewrite
+    it names is handled (decision 150)."""
 
     @property
     def moves_branch(self) -> bool:
@@ -116,9 +119,14 @@ def plan(repo: GitRepo, local: str, remote: str | None, now: Clock = utc_now,
          last_seen: str | None = None) -> Plan:
     """Decide the outcome for L=``local`` and R=``remote`` (None: the remote has no
     such branch yet, so pushing creates it); ``last_seen`` is the remote tip this
-    clone saw before the fetch. One walk over the commits that differ answers every
-    ancestry question (:meth:`GitRepo.compare`), confirmed from the commit objects
-    (never from the commit-graph alone: the answer may drop or replay commits)."""
+    clone last reconciled with (:meth:`GitRepo.last_seen`). One walk over the commits
+    that differ answers every ancestry question (:meth:`GitRepo.compare`), confirmed from
+    the commit objects (never from the commit-graph alone: the answer may drop or replay
+    commits)."""
+    return replace(_decide(repo, local, remote, now, last_seen), last_seen=last_seen)
+
+
+def _decide(repo: GitRepo, local: str, remote: str | None, now: Clock, last_seen: str | None) -> Plan:
     if remote is not None and last_seen is not None and last_seen != remote \
             and repo.has_object(last_seen) and not repo.is_ancestor(last_seen, remote, confirmed=True):
         return _plan_rewritten(repo, local, remote, last_seen, now)
@@ -205,6 +213,7 @@ def apply(repo: GitRepo, plan: Plan, branch: str, now: Clock = utc_now) -> Recon
             repo.cas_ref(DIVERTED + conflict_branch.encode(), plan.local, None)
             repo.cas_ref(branch_ref(conflict_branch), plan.local, None)
         raise BranchMoved(f"{branch} moved away from {plan.local[:12]}")
+    repo.forget_rewrite(branch, plan.last_seen)
     return ReconcileResult(plan.outcome, plan.local, plan.new_commit, plan.ahead, plan.behind,
                            conflict_branch, rewritten_from=plan.rewritten_from, conflict_paths=plan.conflict_paths)
 
@@ -285,6 +294,5 @@ def reconcile(repo: GitRepo, remote: str | Remote, branch: str, now: Clock = utc
         return ReconcileResult(Outcome.FETCH_FAILED, local, local)
     the_plan = plan(repo, local, remote_tip, now, last_seen)
     result = apply(repo, the_plan, branch, now)
-    repo.forget_rewrite(branch, last_seen)
     log_diversion(result, branch)
     return push_result(repo, remote, branch, result)

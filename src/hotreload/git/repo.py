@@ -323,8 +323,9 @@ class GitRepo:
         return self.resolve(rewrite_ref(branch)) or self.resolve(tracking_ref(branch))
 
     def forget_rewrite(self, branch: str, last_seen: str | None) -> None:
-        """A reconcile planned with ``last_seen`` was applied: its rewrite, if any, is handled."""
-        if last_seen is not None:
+        """A reconcile planned with ``last_seen`` was applied: its rewrite, if any, is handled.
+        (Under the data lock: one ref read, ~9 us, when there is no rewrite to forget.)"""
+        if last_seen is not None and self.resolve(rewrite_ref(branch)) == last_seen:
             self.cas_ref(rewrite_ref(branch), last_seen, None)
 
     def remote_tip(self, remote: str | Remote, branch: str) -> str | None:

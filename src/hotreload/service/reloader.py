@@ -211,7 +211,6 @@ class Reloader:
             except RebuildFailed:
                 self.unbuildable = remote_tip
                 raise
-            self.repo.forget_rewrite(self.branch, last_seen)
             reconcile.log_diversion(swapped.applied, self.branch)
             if swapped.applied.conflict_branch:
                 self._report_diverted_writes(swapped.applied)
