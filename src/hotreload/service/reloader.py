@@ -188,9 +188,11 @@ class Reloader:
     def _run(self, started: float, trigger: str) -> ReloadResult:
         try:
             result = self._reconcile_and_swap(started)
-        except (FetchFailed, RebuildFailed) as exc:
-            self._record("rebuild-failed" if isinstance(exc, RebuildFailed) else str(Outcome.FETCH_FAILED),
-                         trigger, started, 0.0, str(exc))
+        except FetchFailed as exc:
+            self._record(str(Outcome.FETCH_FAILED), trigger, started, 0.0, str(exc))
+            raise
+        except RebuildFailed as exc:
+            self._record("rebuild-failed", trigger, started, 0.0, str(exc))
             raise
         except Exception as exc:
             self._record("error", trigger, started, 0.0, f"{type(exc).__name__}: {exc}")
