@@ -219,6 +219,37 @@ def test_a_pack_that_inflates_to_more_than_it_may_hold_is_left_to_dulwich(tmp_pa
     assert unpack(pack, _has(repo, old)) is not None
 
 
+def test_both_ways_dulwich_hands_over_a_fetched_pack_are_bounded_and_unpacked(tmp_path: Path) -> None:
+    """dulwich's fetch gives the pack to ``add_thin_pack`` (a client made with thin packs, as
+    ours are) or writes it into ``add_pack()``'s file: the bound holds either way, and a small
+    pack becomes the same loose objects."""
+    from dulwich.repo import Repo
+
+    from hotreload.git.transport import _ReceivingStore
+
+    blob = b"a = 1\n"
+    blob_id = hashlib.sha1(b"blob %d\0" % len(blob) + blob).hexdigest().encode()
+
+    def through_add_thin_pack(store: _ReceivingStore, pack: bytes) -> None:
+        store.add_thin_pack(io.BytesIO(pack).read, None)
+
+    def through_add_pack(store: _ReceivingStore, pack: bytes) -> None:
+        fh, commit, _abort = store.add_pack()
+        fh.write(pack)
+        commit()
+
+    for hand_over in (through_add_thin_pack, through_add_pack):
+        path = tmp_path / hand_over.__name__
+        repo = Repo.init_bare(str(path), mkdir=True)
+        store = _ReceivingStore(repo.object_store, None, max_object_bytes=1024)
+        with pytest.raises(ObjectTooLarge, match="a blob of 2,048 bytes"):
+            hand_over(store, pack_of(entry(3, 2048, b"x" * 2048)))
+        assert not list(repo.object_store)
+        hand_over(store, pack_of(entry(3, len(blob), blob)))
+        assert repo.object_store[blob_id].as_raw_string() == blob
+        assert not list((path / "objects").glob("incoming-*"))
+
+
 # -- through a real server, over git:// -------------------------------------------------------
 
 

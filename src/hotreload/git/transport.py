@@ -15,10 +15,10 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from tempfile import SpooledTemporaryFile
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -84,9 +84,7 @@ def remote_tip(remote: str | Remote, branch: str) -> str | None:
             tip = source.refs.as_dict(b"refs/heads/").get(branch.encode())
         return tip.decode() if tip else None
     with connected(remote, "listing refs of") as (client, path):
-        result = client.get_refs(path.encode() if isinstance(path, str) else path, ref_prefix=[ref])
-    refs = result.refs if hasattr(result, "refs") else result
-    tip = refs.get(ref)
+        tip = client.get_refs(path.encode() if isinstance(path, str) else path, ref_prefix=[ref]).refs.get(ref)
     return tip.decode() if tip and tip != ZERO_SHA else None
 
 
@@ -345,18 +343,35 @@ class _ReceivingStore:
         self._store, self._trees, self._max_object_bytes = store, trees, max_object_bytes
 
     def add_thin_pack(self, read_all: Callable[..., bytes], read_some: Any, progress: Any = None) -> Any:
-        with tempfile.SpooledTemporaryFile(PACK_SPOOL_FILE_MAX_SIZE, dir=self._store.path, prefix="incoming-") as fh:
+        fh, commit, abort = self.add_pack(progress)
+        try:
             while chunk := read_all(1 << 20):
                 fh.write(chunk)
-            reader = unpack.PackReader(fh, self._max_object_bytes)  # type: ignore[arg-type]
-            objects = unpack.unpack(reader, self._base) if reader.count < LOOSE_OBJECT_LIMIT else None
-            if objects is not None:
-                add_raw_objects(self._store, objects)
-                return None
-            for _ in reader.entries():  # every size checked before dulwich inflates anything
-                pass
-            fh.seek(0)
-            return self._store.add_thin_pack(fh.read, None, progress=progress)
+        except BaseException:
+            abort()
+            raise
+        return commit()
+
+    def add_pack(self, progress: Any = None) -> tuple[Any, Callable[[], Any], Callable[[], None]]:
+        """Where dulwich's fetch writes a pack when the client takes no thin packs, and
+        where ``add_thin_pack`` writes it: the checks hold whichever way dulwich comes."""
+        fh = SpooledTemporaryFile(PACK_SPOOL_FILE_MAX_SIZE, dir=self._store.path, prefix="incoming-")  # noqa: SIM115
+
+        def commit() -> Any:
+            with fh:
+                if not fh.tell():
+                    return None
+                reader = unpack.PackReader(fh, self._max_object_bytes)  # type: ignore[arg-type]
+                objects = unpack.unpack(reader, self._base) if reader.count < LOOSE_OBJECT_LIMIT else None
+                if objects is not None:
+                    add_raw_objects(self._store, objects)
+                    return None
+                for _ in reader.entries():  # every size checked before dulwich inflates anything
+                    pass
+                fh.seek(0)
+                return self._store.add_thin_pack(fh.read, None, progress=progress)
+
+        return fh, commit, fh.close
 
     def _base(self, binary: bytes) -> tuple[int, bytes] | None:
         sha = binary.hex().encode()
