@@ -13,6 +13,7 @@ from hotreload.api.conditional import CACHE_CONTROL, VARY, parse_etag
 from hotreload.api.openapi import document
 from hotreload.data.snapshot import Snapshot
 from hotreload.service.runtime import Runtime
+from hotreload.service.writer import SHEETS
 from tests.conftest import World, bearer, project_toml
 
 
@@ -141,3 +142,17 @@ def test_the_openapi_document_has_conditional_reads_on_exactly_the_data_routes(r
 ])
 def test_parse_etag_reads_back_the_commit_a_tag_names(value: str, parsed: tuple[str, str] | None) -> None:
     assert parse_etag(value) == parsed
+
+
+def test_the_write_bodies_list_every_writable_field_and_no_default() -> None:
+    """A PATCH leaves out the fields it keeps and sends null to remove one: a declared default
+    would lead a generated client to send it, resetting a project's stage on an edit of its title."""
+    schemas = document()["components"]["schemas"]
+    for spec in SHEETS.values():
+        name = spec.record_type.__name__
+        create, update = schemas[f"{name}Create"], schemas[f"{name}Update"]
+        assert set(create["properties"]) == set(update["properties"]) == set(spec.editable)
+        assert set(create["required"]) == set(spec.required) and not update.get("required")
+        assert update["minProperties"] == 1
+        assert not [(field, schema) for body in (create, update) for field, schema in body["properties"].items()
+                    if "default" in schema], name

@@ -320,8 +320,8 @@ def _portable(schema: Any) -> Any:
 
 
 def _record_schemas() -> dict[str, Any]:
-    """The records as read and the write bodies (from the writable fields, service/writer.py),
-    generated from the records' Structs, so the document follows data/records.py."""
+    """The records as read and the write bodies (the writable fields, service/writer.py), generated
+    from data/records.py's Structs. Write bodies carry no defaults: a PATCH leaves out what stays."""
     _, generated = msgspec.json.schema_components(dict.fromkeys(struct for struct, _ in READ_AS.values()))
     fields = {name: _portable(schema["properties"]) for name, schema in generated.items()}
     schemas: dict[str, Any] = {}
@@ -330,7 +330,7 @@ def _record_schemas() -> dict[str, Any]:
         schemas[name] = _object(properties, *properties)
     for spec in WRITABLE_SHEETS.values():
         name = spec.record_type.__name__
-        editable = {key: fields[name][key] for key in spec.editable}
+        editable = {key: {k: v for k, v in fields[name][key].items() if k != "default"} for key in spec.editable}
         schemas[f"{name}Create"] = _object(editable, *spec.required, additionalProperties=False)
         schemas[f"{name}Update"] = _object(editable, additionalProperties=False, minProperties=1)
     return schemas
