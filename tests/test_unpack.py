@@ -13,6 +13,7 @@ import random
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dulwich.pack import PackStreamReader
@@ -219,16 +220,21 @@ def test_a_pack_that_inflates_to_more_than_it_may_hold_is_left_to_dulwich(tmp_pa
     assert unpack(pack, _has(repo, old)) is not None
 
 
-def test_both_ways_dulwich_hands_over_a_fetched_pack_are_bounded_and_unpacked(tmp_path: Path) -> None:
+def test_both_ways_dulwich_hands_over_a_fetched_pack_are_bounded_and_unpacked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """dulwich's fetch gives the pack to ``add_thin_pack`` (a client made with thin packs, as
-    ours are) or writes it into ``add_pack()``'s file: the bound holds either way, and a small
-    pack becomes the same loose objects."""
+    ours are) or writes it into ``add_pack()``'s file: the bound holds either way, a small pack
+    becomes loose objects, and the spooled file is closed on every path."""
     from dulwich.repo import Repo
 
+    from hotreload.git import transport
     from hotreload.git.transport import _ReceivingStore
 
+    spools: list[Any] = []
+    real = transport.SpooledTemporaryFile
+    monkeypatch.setattr(transport, "SpooledTemporaryFile", lambda *a, **k: spools.append(real(*a, **k)) or spools[-1])
     blob = b"a = 1\n"
-    blob_id = hashlib.sha1(b"blob %d\0" % len(blob) + blob).hexdigest().encode()
+    blob_id = hashlib.sha1(b"blob %d\0" % len(blob) + blob).hexdigest()
 
     def through_add_thin_pack(store: _ReceivingStore, pack: bytes) -> None:
         store.add_thin_pack(io.BytesIO(pack).read, None)
@@ -246,8 +252,35 @@ def test_both_ways_dulwich_hands_over_a_fetched_pack_are_bounded_and_unpacked(tm
             hand_over(store, pack_of(entry(3, 2048, b"x" * 2048)))
         assert not list(repo.object_store)
         hand_over(store, pack_of(entry(3, len(blob), blob)))
-        assert repo.object_store[blob_id].as_raw_string() == blob
-        assert not list((path / "objects").glob("incoming-*"))
+        assert (path / "objects" / blob_id[:2] / blob_id[2:]).is_file()  # loose, not a pack
+        assert repo.object_store[blob_id.encode()].as_raw_string() == blob
+        _empty, commit, _abort = store.add_pack()  # a fetch that brought nothing
+        assert commit() is None
+        _fh, _commit, abort = store.add_pack()
+        abort()
+    assert len(spools) == 8 and all(spool.closed for spool in spools)
+
+
+@pytest.mark.parametrize("thin_packs", [True, False])
+def test_a_real_fetch_is_bounded_whichever_way_dulwich_hands_over_the_pack(tmp_path: Path, thin_packs: bool) -> None:
+    """dulwich's fetch chooses the way from the client's own capabilities: both, over git://."""
+    from dulwich.client import TCPGitClient
+    from dulwich.repo import Repo
+
+    from hotreload.git.transport import _Receiving
+
+    origin = _repo(tmp_path / "origin")
+    _commit(origin, {"big.bin": "x" * 4096}, "big")
+    target = Repo.init_bare(str(tmp_path / "clone.git"), mkdir=True)
+    daemon = GitDaemon(tmp_path)
+    try:
+        client = TCPGitClient("127.0.0.1", daemon.port, thin_packs=thin_packs)
+        with pytest.raises(ObjectTooLarge, match="a blob of 4,096 bytes"):
+            client.fetch("/origin", _Receiving(target, None, None, 1024),
+                         determine_wants=lambda refs, depth=None: [refs[b"refs/heads/main"]])
+        assert not list(target.object_store)
+    finally:
+        daemon.stop()
 
 
 # -- through a real server, over git:// -------------------------------------------------------
