@@ -300,10 +300,10 @@ class GitRepo:
     def fetch_branch(self, remote: str | Remote, branch: str) -> str | None:
         """Fetch one branch into ``refs/remotes/origin/<branch>``. Returns the
         remote tip, or None when the remote has no such branch."""
-        ours = [sha for sha in (self.branch_commit(branch), self.resolve(tracking_ref(branch))) if sha]
+        seen = self.resolve(tracking_ref(branch))  # the tip before this fetch
+        ours = [sha for sha in (self.branch_commit(branch), seen) if sha]
         tip = transport.fetch_branch(self.repo, self.trees, remote, branch, self.walk(*ours) if ours else None)
         if tip is not None:
-            seen = self.resolve(tracking_ref(branch))
             if seen is not None and self.resolve(rewrite_ref(branch)) is None and not self._contains(tip, seen):
                 # kept on disk until a reconcile handles it: a failed reload or a kill before the
                 # swap must not turn the rewrite into "local commits" to replay and push back
