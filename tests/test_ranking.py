@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hotreload.data import search
 from hotreload.data.ranking import _row_lengths, _total
 from hotreload.data.search import PROJECTS, SearchIndex, match_expression
 
@@ -80,26 +82,28 @@ queries = st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=3).map(" ".jo
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_array_ranks_are_sqlites_ranks_through_derivations(data: st.DataObject) -> None:
-    """Random removals, rewrites and additions."""
+    """Random removals, rewrites and additions, with the delta folded into the base
+    after each derivation, never, or in between (``COMPACT_MIN``)."""
     n = data.draw(st.integers(1, 25))
     records = {d.key: d for d in data.draw(docs([f"r{i:02d}" for i in range(n)]))}
-    index = SearchIndex.build({"projects": list(records.values())})
-    for query in data.draw(st.lists(queries, max_size=3)):  # what the ranker learns before deriving
-        check(index, records, query)
-    for step in range(data.draw(st.integers(1, 4))):
-        keys = sorted(records)
-        removed = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
-        rewritten = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
-        rewritten = [k for k in rewritten if k not in removed]
-        added = [f"s{step}-{i}" for i in range(data.draw(st.integers(0, 3)))]
-        new = data.draw(docs(rewritten + added))
-        gone = [records[k] for k in removed + rewritten]
-        index = index.derive({"projects": (gone, new)})
-        for k in removed:
-            del records[k]
-        records.update((d.key, d) for d in new)
-        for query in data.draw(st.lists(queries, min_size=1, max_size=4)):
+    with patch.object(search, "COMPACT_MIN", data.draw(st.sampled_from([0, 3, 8, 10_000]))):
+        index = SearchIndex.build({"projects": list(records.values())})
+        for query in data.draw(st.lists(queries, max_size=3)):  # what the ranker learns before deriving
             check(index, records, query)
+        for step in range(data.draw(st.integers(1, 4))):
+            keys = sorted(records)
+            removed = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
+            rewritten = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []
+            rewritten = [k for k in rewritten if k not in removed]
+            added = [f"s{step}-{i}" for i in range(data.draw(st.integers(0, 3)))]
+            new = data.draw(docs(rewritten + added))
+            gone = [records[k] for k in removed + rewritten]
+            index = index.derive({"projects": (gone, new)})
+            for k in removed:
+                del records[k]
+            records.update((d.key, d) for d in new)
+            for query in data.draw(st.lists(queries, min_size=1, max_size=4)):
+                check(index, records, query)
     for query in PREFIXES:  # every query, learnt or not, on the last index
         check(index, records, query)
 
@@ -148,3 +152,38 @@ def test_ties_are_put_in_id_order_only_around_the_window() -> None:
     assert sorted(asked[1]) == [1, 2, 3, 4, 5]  # the whole tie group, once
     assert ranked.window(1, 6, ids_of) == ["a", "b", "c", "d", "e"]
     assert ranked.window(7, 9, ids_of) == []
+
+
+def test_a_derivation_shares_the_base_and_folds_the_delta_past_its_share() -> None:
+    """Decision 68: a derived sheet reads its parent's base database itself (no copy) and
+    a small delta, and shares its ids by rowid; once the delta holds or hides more than
+    ``COMPACT_MIN`` rows it is folded into a new base."""
+    records = {d.key: d for d in (Doc(f"r{i}", f"data map {i}", None, None) for i in range(6))}
+    index = SearchIndex.build({"projects": list(records.values())})
+    built = index._sheets["projects"]
+    with patch.object(search, "COMPACT_MIN", 5):
+        changes = [([records["r1"]], [Doc("r1", "open data", None, None)]),  # rewritten
+                   ([], [Doc("s1", "data bus", None, None)]),  # new
+                   ([], [Doc("s2", "map", None, None)]),  # new
+                   ([records["r2"]], []),  # removed
+                   ([records["r3"]], [Doc("r3", "bus", None, None)])]  # rewritten: 7 rows, folded
+        sheets = []
+        for gone, new in changes:
+            index = index.derive({"projects": (gone, new)})
+            for d in gone:
+                del records[d.key]
+            records.update((d.key, d) for d in new)
+            sheets.append(index._sheets["projects"])
+            for query in ("data", "map bus", "o", "café"):
+                check(index, records, query)
+    for sheet in sheets[:4]:
+        assert sheet.base is built.base and sheet.delta is not None  # the base is shared, not copied
+        assert sheet.base.conn is built.base.conn
+    assert sheets[3].masked.keys() == {2, 3} and sheets[3].written.keys() == {2, 7, 8}  # r1, r2; r1, s1, s2
+    assert sheets[0].ids is built.ids  # a rewrite adds no id
+    assert sheets[2].ids is sheets[1].ids is not built.ids  # grown once, then appended in place
+    assert sheets[4].delta is None and sheets[4].base is not built.base  # folded
+    assert sheets[4].base_rows == 7 and not sheets[4].masked
+    again = built.derive([], [Doc("t1", "data", None, None)])[0]  # a second child of the built sheet
+    assert again.ids is not sheets[1].ids and sheets[2].id_array(np.array([7, 8])).tolist() == ["s1", "s2"]
+    assert again.id_array(np.array([7])).tolist() == ["t1"]

@@ -3,8 +3,9 @@
 bm25 is a sum over the query's prefixes of ``idf(prefix) * g(tf, D)``: it needs, per
 prefix, the rows containing it with their counts (its *postings*, read once from FTS5's
 own ``fts5vocab`` table) and, per row, its length (FTS5's ``docsize`` table); the rest is
-arithmetic over arrays. A derived table's ranker patches its parent's arrays with the rows
-that changed. The arithmetic is ``fts5Bm25Function``'s (``fts5_aux.c``) operation for
+arithmetic over arrays. A table's rows are in one or more databases (:class:`Segment`: a
+base and a delta, decision 68). A derived table's ranker patches its parent's arrays with
+the rows that changed. The arithmetic is ``fts5Bm25Function``'s (``fts5_aux.c``) operation for
 operation, so the ranks and ties are SQLite's own, bit for bit (decision 61,
 ``tests/test_ranking.py``).
 """
@@ -50,6 +51,14 @@ class Postings:
     """How many of the row's tokens start with the prefix."""
 
 
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """One database of a table's rows; its rows at ``masked`` rowids are not live (a
+    later segment may hold them)."""
+    conn: sqlite3.Connection
+    masked: Ints
+
+
 @dataclass(frozen=True)
 class _Lengths:
     doc_len: Floats
@@ -87,16 +96,16 @@ def _total(size: bytes) -> int:
 
 
 class Ranker:
-    """bm25 ranks of word-prefix searches over one table's FTS5 database.
+    """bm25 ranks of word-prefix searches over one table's FTS5 databases.
 
     Immutable like the database it ranks, except for what it learns lazily
     (the lengths on first use, each prefix's postings on first ask), under a lock."""
 
-    def __init__(self, name: str, columns: Sequence[str], conn: sqlite3.Connection) -> None:
+    def __init__(self, name: str, columns: Sequence[str], segments: Sequence[Segment]) -> None:
         self._name = name
         self._columns = tuple(columns)
-        self._conn = conn
-        """A connection to the table's database."""
+        self._segments = tuple(segments)
+        """The databases holding the table's rows, read in order."""
         self._lengths: _Lengths | None = None
         self._postings: dict[str, Postings] = {}
         self._lock = threading.Lock()
@@ -107,10 +116,15 @@ class Ranker:
         with self._lock:
             if self._lengths is None:
                 sql = f"SELECT id, sz FROM [{self._name}_fts_docsize]"
-                rowids, totals = _row_lengths(self._conn.execute(sql).fetchall())
-                size = int(rowids.max(initial=0)) + 1
+                parts = []
+                for segment in self._segments:
+                    rowids, totals = _row_lengths(segment.conn.execute(sql).fetchall())
+                    live = ~np.isin(rowids, segment.masked)
+                    parts.append((rowids[live], totals[live]))
+                size = max(int(rowids.max(initial=0)) for rowids, _ in parts) + 1
                 doc_len, present = np.zeros(size), np.zeros(size, dtype=np.bool_)
-                doc_len[rowids], present[rowids] = totals, True
+                for rowids, totals in parts:
+                    doc_len[rowids], present[rowids] = totals, True
                 self._lengths = _Lengths(doc_len, present, int(np.count_nonzero(present)), int(doc_len.sum()))
             return self._lengths
 
@@ -118,14 +132,22 @@ class Ranker:
         with self._lock:
             found = self._postings.pop(prefix, None)
             if found is None:
-                conn = self._conn
-                conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.[{self._name}_vocab] "
-                             f"USING fts5vocab(main, [{self._name}_fts], instance)")
-                # one row per occurrence, counted per row with bincount: 1.4x faster at
-                # 50k records than SQLite's GROUP BY, which sorts them first
-                occurrences = conn.execute(f"SELECT doc FROM temp.[{self._name}_vocab] "
-                                           "WHERE term >= ? AND term <= ?", (prefix, prefix + "\U0010ffff"))
-                per_row = np.bincount(np.fromiter((row[0] for row in occurrences), dtype=np.int64))
+                per_row = np.zeros(0, dtype=np.int64)
+                for segment in self._segments:
+                    conn = segment.conn
+                    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.[{self._name}_vocab] "
+                                 f"USING fts5vocab(main, [{self._name}_fts], instance)")
+                    # one row per occurrence, counted per row with bincount: 1.4x faster at
+                    # 50k records than SQLite's GROUP BY, which sorts them first
+                    occurrences = conn.execute(f"SELECT doc FROM temp.[{self._name}_vocab] "
+                                               "WHERE term >= ? AND term <= ?", (prefix, prefix + "\U0010ffff"))
+                    counts = np.bincount(np.fromiter((row[0] for row in occurrences), dtype=np.int64))
+                    counts[segment.masked[segment.masked < len(counts)]] = 0
+                    if len(counts) > len(per_row):
+                        counts[:len(per_row)] += per_row
+                        per_row = counts
+                    else:
+                        per_row[:len(counts)] += counts
                 rowids = np.flatnonzero(per_row)
                 found = Postings(rowids.astype(np.int32), per_row[rowids].astype(np.int32))
             self._postings[prefix] = found  # most recently used last
@@ -136,15 +158,15 @@ class Ranker:
 
     # -- deriving ------------------------------------------------------------
 
-    def derive(self, conn: sqlite3.Connection, removed: Iterable[int],
+    def derive(self, segments: Sequence[Segment], removed: Iterable[int],
                written: Sequence[tuple[int, tuple[str | None, ...]]]) -> Ranker:
-        """The ranker of a database derived from this one's: rows ``removed`` (by
+        """The ranker of the databases derived from this one's: rows ``removed`` (by
         rowid) are gone, rows ``written`` (rowid, column values) are new or
         rewritten. Only what this ranker has learnt is carried over, patched;
-        a ranker that learnt nothing yields one that learns from its own database."""
+        a ranker that learnt nothing yields one that learns from its own databases."""
         with self._lock:
             lengths, postings = self._lengths, dict(self._postings)
-        derived = Ranker(self._name, self._columns, conn)
+        derived = Ranker(self._name, self._columns, segments)
         if lengths is None:
             return derived
         dropped = np.fromiter(removed, dtype=np.int64)

@@ -1,12 +1,14 @@
 """The full-text index of one snapshot: contentless FTS5 tables (decision 56) for
-projects, people and help-wanted roles, each in an in-memory SQLite database of its own.
+projects, people and help-wanted roles, each in in-memory SQLite databases of its own.
 
 An index is never changed once its snapshot is served. A new snapshot's index is
-either built from scratch or *derived*: each changed sheet's database is copied
-(SQLite's backup) and only the changed records are written to the copy. A record keeps
-its rowid while it lives; each sheet's :class:`~hotreload.data.ranking.Ranker` ranks a
-query of ASCII letters and digits with arrays (decision 61), SQLite ranks any other
-(``café``, ``foo_bar``; decision 170).
+either built from scratch or *derived*, in time that follows the change: each sheet is
+a *base* database, shared by the indices derived from it, and a small *delta* database
+holding the records written since, with the base rows they replace or remove masked out
+(decision 68); a derivation writes the changed records to a copy of the delta. A record
+keeps its rowid while it lives; each sheet's :class:`~hotreload.data.ranking.Ranker`
+ranks a query of ASCII letters and digits with arrays over both (decision 61), SQLite
+ranks any other (``café``, ``foo_bar``; decision 170) over both merged.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from hotreload.data.ranking import Floats, Ints, Ranker, rankable
+from hotreload.data.ranking import Floats, Ints, Ranker, Segment, rankable
 from hotreload.data.records import Entry
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -73,6 +75,28 @@ def _connect() -> sqlite3.Connection:
     return sqlite3.connect(":memory:", check_same_thread=False)
 
 
+class _Database:
+    """An in-memory database, shared by the sheets that read it."""
+
+    def __init__(self) -> None:
+        self.conn = _connect()
+        self.lock = threading.Lock()
+        # A sqlite3.Connection sits in a reference cycle (its statement cache), so only a
+        # full GC pass would free it, and with it its in-memory database: close it as soon
+        # as this database (shared by the sheets using it) goes.
+        weakref.finalize(self, self.conn.close)
+
+    def copy(self) -> _Database:
+        copy = _Database()
+        with self.lock:
+            self.conn.backup(copy.conn)
+        return copy
+
+    def image(self) -> bytes:
+        with self.lock:
+            return self.conn.serialize()
+
+
 def _create(conn: sqlite3.Connection, table: SearchTable) -> None:
     """The schema: record ids by rowid (made with sqlite-utils), and a contentless
     FTS5 table over the searched columns (sqlite-utils makes external-content ones
@@ -98,52 +122,112 @@ def _write_fts(conn: sqlite3.Connection, table: SearchTable, rows: Iterable[tupl
                          ((rowid, row[0]) for rowid, row in rows))
 
 
-class _Sheet:
-    """One sheet's full-text index: its database, never written once served, its record
-    ids by rowid and rowids by id, and its ranker. A derivation copies the database and
-    applies the change to the copy in one transaction."""
+def _merge(base: _Database, table: SearchTable, masked: Mapping[int, Row], written: Mapping[int, Row]) -> _Database:
+    """A copy of ``base`` without its ``masked`` rows and with the ``written`` ones."""
+    db = base.copy()
+    with db.conn:  # one transaction
+        _write_fts(db.conn, table, masked.items(), delete=True)
+        _write_fts(db.conn, table, sorted(written.items()), delete=False)
+    return db
 
-    def __init__(self, table: SearchTable, conn: sqlite3.Connection, rowid_of: Mapping[str, int],
-                 ids: np.ndarray | None = None, ranker: Ranker | None = None) -> None:
-        self.table = table
-        self.conn = conn
+
+class _Ids:
+    """Record ids by rowid (an object array), shared by the sheets of a lineage, each
+    reading it below its own next rowid. A removed record's id stays (only live rows are
+    looked up), so a derivation only appends its new records' ids: in place when no other
+    sheet has appended past its parent's end, else into a copy, twice as long when full,
+    so a derivation costs its new records, amortised."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.used = len(array)
+        """The rowids some sheet has given a record; the array beyond is room to grow."""
         self.lock = threading.Lock()
-        # A sqlite3.Connection sits in a reference cycle (its statement cache), so only a
-        # full GC pass would free it, and with it its in-memory database: close it as soon
-        # as this sheet (shared by the indices using it) goes.
-        weakref.finalize(self, conn.close)
+
+    def appended(self, end: int, new: Sequence[str]) -> _Ids:
+        """These ids below rowid ``end`` (the deriving sheet's next rowid), then ``new``."""
+        with self.lock:
+            if self.used == end and end + len(new) <= len(self.array):
+                self.array[end:end + len(new)] = new
+                self.used = end + len(new)
+                return self
+        array = np.full(max(2 * len(self.array), end + len(new)), None, dtype=object)
+        array[:end] = self.array[:end]
+        array[end:end + len(new)] = new
+        ids = _Ids(array)
+        ids.used = end + len(new)
+        return ids
+
+
+COMPACT_SHARE = 32
+"""A sheet's delta is folded into a new base once the rows it holds or hides pass
+1/32 of the base's rows (and :data:`COMPACT_MIN`): that derivation copies the base, as
+every one did before decision 68, once per that many changed rows."""
+COMPACT_MIN = 256
+
+_EMPTY: Ints = np.zeros(0, dtype=np.int64)
+
+
+class _Sheet:
+    """One sheet's full-text index, in two parts (decision 68): ``base``, a database never
+    written once served, shared by the sheets derived from this one, and ``delta``, a small
+    database holding the current rows of the records written since (each at its rowid),
+    with ``masked``, the base rows no longer live. A derivation copies the delta, not the
+    base, and applies the change to the copy in one transaction. The ranker reads both
+    parts; a query only SQLite ranks reads them merged into one database, made on first
+    ask. Also kept: the record ids by rowid and the rowids by id."""
+
+    def __init__(self, table: SearchTable, base: _Database, base_rows: int, rowid_of: Mapping[str, int],
+                 ids: _Ids, next_rowid: int, delta: _Database | None = None,
+                 masked: Mapping[int, Row] | None = None, written: Mapping[int, Row] | None = None) -> None:
+        self.table = table
+        self.base = base
+        self.base_rows = base_rows
+        """Rows in the base database, masked ones included."""
         self.rowid_of = rowid_of
         """Each record's rowid by id; shared with the derived sheets until a record comes or goes."""
-        if ids is None:
-            ids = np.full(max(rowid_of.values(), default=0) + 1, None, dtype=object)
-            ids[np.fromiter(rowid_of.values(), dtype=np.int64, count=len(rowid_of))] = list(rowid_of)
         self.ids = ids
-        """The record ids by rowid (an object array, None where no row is); its length is the
-        rowid the next new record gets (rowids are never reused within a lineage)."""
-        self.ranker = ranker or Ranker(table.name, table.columns, conn)
+        self.next_rowid = next_rowid
+        """The rowid the next new record gets (rowids are never reused within a lineage)."""
+        self.delta = delta
+        self.masked: Mapping[int, Row] = masked or {}
+        """Base rowid -> the values the base indexed that row with (to delete it when merging)."""
+        self.written: Mapping[int, Row] = written or {}
+        """Delta rowid -> its values (``table.row(record)``)."""
+        self._merged = base if delta is None and not self.masked else None
+        self._lock = threading.Lock()
+        self.ranker = Ranker(table.name, table.columns, self.segments())
 
     @classmethod
-    def of(cls, table: SearchTable, conn: sqlite3.Connection) -> _Sheet:
-        return cls(table, conn, dict(conn.execute(f"SELECT id, rowid FROM [{table.name}]")))
+    def of(cls, table: SearchTable, db: _Database) -> _Sheet:
+        rowid_of = dict(db.conn.execute(f"SELECT id, rowid FROM [{table.name}]"))
+        next_rowid = max(rowid_of.values(), default=0) + 1
+        ids = np.full(next_rowid, None, dtype=object)
+        ids[np.fromiter(rowid_of.values(), dtype=np.int64, count=len(rowid_of))] = list(rowid_of)
+        return cls(table, db, len(rowid_of), rowid_of, _Ids(ids), next_rowid)
+
+    def segments(self) -> list[Segment]:
+        """What the ranker reads: the base without its masked rows, then the delta."""
+        found = [Segment(self.base.conn, np.fromiter(self.masked, dtype=np.int64, count=len(self.masked)))]
+        if self.delta is not None:
+            found.append(Segment(self.delta.conn, _EMPTY))
+        return found
+
+    def merged(self) -> _Database:
+        """The sheet as one database, base and delta merged: made on first ask, then kept."""
+        with self._lock:
+            if self._merged is None:
+                self._merged = _merge(self.base, self.table, self.masked, self.written)
+            return self._merged
 
     def id_array(self, rowids: Ints) -> np.ndarray:
         """The record id of each of ``rowids`` (live rows), as an object array."""
-        return self.ids[rowids]
+        return self.ids.array[rowids]
 
     def ids_of(self, rowids: Iterable[int]) -> dict[int, str]:
         """Record ids by rowid, of live rows."""
         asked = np.fromiter(rowids, dtype=np.int64)
         return dict(zip(asked.tolist(), self.id_array(asked).tolist(), strict=True))
-
-    def copy(self) -> sqlite3.Connection:
-        copy = _connect()
-        with self.lock:
-            self.conn.backup(copy)
-        return copy
-
-    def image(self) -> bytes:
-        with self.lock:
-            return self.conn.serialize()
 
     def derive(self, gone: Sequence[Entry], new: Sequence[Entry]) -> tuple[_Sheet, SheetDelta]:
         """This sheet less ``gone`` (records as they were indexed) plus ``new`` (a
@@ -155,27 +239,44 @@ class _Sheet:
         found = {str(row[0]): self.rowid_of[str(row[0])] for row in old_rows}
         kept = {str(row[0]) for row in new_rows}
         removed = {record_id: rowid for record_id, rowid in found.items() if record_id not in kept}
-        fresh = len(self.ids)
+        fresh = self.next_rowid
         written: list[tuple[int, Row]] = []
         for row in new_rows:
             rowid = found.get(str(row[0]))
             if rowid is None:
                 rowid, fresh = fresh, fresh + 1
             written.append((rowid, row))
-        conn = self.copy()
-        with conn:  # one transaction
-            _write_fts(conn, table, [(found[str(row[0])], row) for row in old_rows], delete=True)
-            _write_fts(conn, table, written, delete=False)
-        ids = np.full(fresh, None, dtype=object)  # a pointer copy, patched
-        ids[:len(self.ids)] = self.ids
-        ids[np.fromiter(removed.values(), dtype=np.int64, count=len(removed))] = None
+        masked, delta_rows = dict(self.masked), dict(self.written)
+        from_delta = []
+        for row in old_rows:
+            rowid = found[str(row[0])]
+            if rowid in delta_rows:
+                from_delta.append((rowid, delta_rows.pop(rowid)))
+            else:
+                masked[rowid] = row  # live in the base until now: as the base indexed it
+        delta_rows.update(written)
         written_ids = {str(row[0]): rowid for rowid, row in written}
-        ids[list(written_ids.values())] = list(written_ids)
+        ids = self.ids.appended(self.next_rowid, [str(row[0]) for rowid, row in written if rowid >= self.next_rowid])
         rowid_of = self.rowid_of
-        if removed or fresh > len(self.ids):  # a record came or went
+        if removed or fresh > self.next_rowid:  # a record came or went
             rowid_of = {k: v for k, v in rowid_of.items() if k not in removed} | written_ids
-        ranker = self.ranker.derive(conn, removed.values(), [(rowid, row[1:]) for rowid, row in written])
-        return _Sheet(table, conn, rowid_of, ids, ranker), SheetDelta(removed, written_ids)
+        if len(masked) + len(delta_rows) > max(COMPACT_MIN, self.base_rows // COMPACT_SHARE):
+            base = _merge(self.base, table, masked, delta_rows)  # the delta folded into a new base
+            rows = self.base_rows - len(masked) + len(delta_rows)
+            sheet = _Sheet(table, base, rows, rowid_of, ids, fresh)
+        else:
+            if self.delta is not None:
+                delta = self.delta.copy()
+            else:
+                delta = _Database()
+                _create(delta.conn, table)
+            with delta.conn:  # one transaction
+                _write_fts(delta.conn, table, from_delta, delete=True)
+                _write_fts(delta.conn, table, written, delete=False)
+            sheet = _Sheet(table, self.base, self.base_rows, rowid_of, ids, fresh, delta, masked, delta_rows)
+        sheet.ranker = self.ranker.derive(sheet.segments(), removed.values(),
+                                          [(rowid, row[1:]) for rowid, row in written])
+        return sheet, SheetDelta(removed, written_ids)
 
 
 @dataclass(frozen=True)
@@ -199,18 +300,19 @@ class SearchIndex:
         """A new index over the records of each searched sheet (by sheet name)."""
         sheets = {}
         for sheet, table in TABLES.items():
-            conn = _connect()
-            with conn:
-                _create(conn, table)
-                _write_fts(conn, table, enumerate((table.row(r) for r in records.get(sheet, ())), start=1),
+            db = _Database()
+            with db.conn:
+                _create(db.conn, table)
+                _write_fts(db.conn, table, enumerate((table.row(r) for r in records.get(sheet, ())), start=1),
                            delete=False)
-            sheets[sheet] = _Sheet.of(table, conn)
+            sheets[sheet] = _Sheet.of(table, db)
         return cls(sheets)
 
     def derive(self, deltas: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]) -> SearchIndex:
         """A new index: this one plus a delta, per sheet ``(records as they were
         indexed and are gone, records new or changed)``; a changed record is in
-        both. A changed sheet's database is copied and changed; this index is left
+        both. A changed sheet's delta database is copied and changed (its base only
+        when the delta has grown past :data:`COMPACT_SHARE`); this index is left
         untouched."""
         sheets, changed = dict(self._sheets), {}
         for sheet, (gone, new) in deltas.items():
@@ -219,9 +321,9 @@ class SearchIndex:
         return SearchIndex(sheets, changed)
 
     def image(self) -> bytes:
-        """The databases as bytes (SQLite's serialize of each sheet's database,
+        """The databases as bytes (SQLite's serialize of each sheet's merged database,
         in ``TABLES`` order, each after its length as 8 bytes), for the snapshot cache."""
-        images = [self._sheets[sheet].image() for sheet in TABLES]
+        images = [self._sheets[sheet].merged().image() for sheet in TABLES]
         return b"".join(len(image).to_bytes(8, "little") + image for image in images)
 
     @classmethod
@@ -233,9 +335,9 @@ class SearchIndex:
             part = image[at + 8:at + 8 + size]
             if len(part) != size or size == 0:
                 raise ValueError("the search image is cut short")
-            conn = _connect()
-            conn.deserialize(part)
-            sheets[sheet] = _Sheet.of(table, conn)
+            db = _Database()
+            db.conn.deserialize(part)
+            sheets[sheet] = _Sheet.of(table, db)
             at += 8 + size
         if at != len(image):
             raise ValueError("the search image has bytes after its last database")
@@ -243,7 +345,7 @@ class SearchIndex:
 
     def _by_sqlite(self, table: SearchTable, query: str, column: str) -> list[Any]:
         """``column`` (of the FTS5 table ``f`` or the id table ``t``) of each match, in
-        SQLite's order: rank, then id."""
+        SQLite's order: rank, then id. Reads the sheet's merged database."""
         expression = match_expression(query)
         if expression is None:
             return []
@@ -251,7 +353,7 @@ class SearchIndex:
             f"SELECT {column} FROM [{table.name}_fts] f JOIN [{table.name}] t ON t.rowid = f.rowid "
             f"WHERE [{table.name}_fts] MATCH ? ORDER BY f.rank, t.id"
         )
-        return [row[0] for row in self._sheets[table.sheet].conn.execute(sql, (expression,))]
+        return [row[0] for row in self._sheets[table.sheet].merged().conn.execute(sql, (expression,))]
 
     def search(self, table: SearchTable, query: str) -> list[str]:
         """Ids of matching records, best match first (rank, then id)."""
