@@ -184,6 +184,8 @@ def test_a_derivation_shares_the_base_and_folds_the_delta_past_its_share() -> No
     assert sheets[2].ids is sheets[1].ids is not built.ids  # grown once, then appended in place
     assert sheets[4].delta is None and sheets[4].base is not built.base  # folded
     assert sheets[4].base_rows == 7 and not sheets[4].masked
-    again = built.derive([], [Doc("t1", "data", None, None)])[0]  # a second child of the built sheet
-    assert again.ids is not sheets[1].ids and sheets[2].id_array(np.array([7, 8])).tolist() == ["s1", "s2"]
-    assert again.id_array(np.array([7])).tolist() == ["t1"]
+    sibling = sheets[1].derive([], [Doc("t1", "data", None, None)])[0]  # sheets[2] took rowid 8 in place
+    assert sibling.ids is not sheets[2].ids and sibling.id_array(np.array([7, 8])).tolist() == ["s1", "t1"]
+    assert sheets[2].id_array(np.array([7, 8])).tolist() == ["s1", "s2"]
+    rewrite = sheets[1].derive([Doc("s1", "data bus", None, None)], [Doc("s1", "bus", None, None)])[0]
+    assert rewrite.ids is sheets[1].ids  # no new record: nothing appended, nothing copied

@@ -146,6 +146,8 @@ class _Ids:
 
     def appended(self, end: int, new: Sequence[str]) -> _Ids:
         """These ids below rowid ``end`` (the deriving sheet's next rowid), then ``new``."""
+        if not new:
+            return self
         with self.lock:
             if self.used == end and end + len(new) <= len(self.array):
                 self.array[end:end + len(new)] = new
