@@ -8,11 +8,13 @@ import tempfile
 import tomllib
 import uuid
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.api.read import _project_query, project_window
+from hotreload.data import layered
 from hotreload.data.records import (
     STAGES,
     HelpWantedInterest,
@@ -202,10 +204,13 @@ change_sets = st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16), records=st.integers(10, 60), steps=change_sets)
-def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]]
-                                                  ) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+@given(seed=st.integers(0, 2**16), records=st.integers(10, 60), steps=change_sets,
+       fold_after=st.sampled_from([0, 4, 10_000]))
+def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]],
+                                                  fold_after: int) -> None:
+    """``fold_after``: the tables' and indices' layered changes (decision 71) are folded
+    into their bases at every step, after a few changed entries, or never."""
+    with tempfile.TemporaryDirectory() as tmp, patch.object(layered, "FOLD_MIN", fold_after):
         write_corpus(f"{tmp}/r.git", corpus_files(records, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")
         snap = build_full(repo, repo.branch_commit("published") or "")
