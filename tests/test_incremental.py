@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from hotreload.api.read import _project_query, project_window
 from hotreload.data import search
+from hotreload.data import layered
 from hotreload.data.records import (
     STAGES,
     HelpWantedInterest,
@@ -208,9 +209,11 @@ change_sets = st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 9
        fold_after=st.sampled_from([0, 4, 10_000]))
 def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps: list[list[tuple[str, int, int]]],
                                                   fold_after: int) -> None:
-    """``fold_after``: the search deltas (decision 68) are folded into their bases at
-    every step, after a few changed rows, or never."""
-    with tempfile.TemporaryDirectory() as tmp, patch.object(search, "COMPACT_MIN", fold_after):
+    """``fold_after``: the search deltas (decision 68) and the tables' and indices' layered
+    changes (decision 71) are folded into their bases at every step, after a few changed
+    rows, or never."""
+    with (tempfile.TemporaryDirectory() as tmp, patch.object(search, "COMPACT_MIN", fold_after),
+          patch.object(layered, "FOLD_MIN", fold_after)):
         write_corpus(f"{tmp}/r.git", corpus_files(records, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")
         snap = build_full(repo, repo.branch_commit("published") or "")

@@ -22,7 +22,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "hotreload"
 COMPAT = PACKAGE / "git" / "compat.py"
 MAX_FILE_LINES = 600
-MAX_PACKAGE_LINES = 10_626  # decisions 186, 190 (+126, the lead decides)
+MAX_PACKAGE_LINES = 10_751  # decisions 186, 190 (+126), 191 (+125); the lead decides
 BANNED_MODULES = {"ctypes", "mmap"}
 BANNED_CALLS = {"writev", "sync_file_range", "malloc_trim", "mallopt", "malloc", "setswitchinterval", "freeze"}
 

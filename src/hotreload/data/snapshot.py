@@ -4,7 +4,8 @@ A snapshot holds the commit and tree it was built from, the records of every
 sheet keyed by id, the secondary indices, and the search index. Readers take
 ``holder.current`` once per request and use only that object; a reload builds a
 *new* snapshot and swaps the reference. Nothing here is ever mutated after
-construction (the maps are plain dicts, built, then only read).
+construction (the maps are plain dicts, or :class:`~hotreload.data.layered.Layered`
+views of an earlier snapshot's dicts, built, then only read).
 
 Both build paths go through one function, :func:`_assemble`, which applies a
 delta of removed and added records to a previous snapshot: a full build is the
@@ -21,9 +22,10 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from hotreload.data.facets import ProjectFacets
+from hotreload.data.layered import layered
 from hotreload.data.records import (
     RECORD_TYPES,
     Entry,
@@ -41,8 +43,6 @@ from hotreload.data.sheets import CONFIG_DIR, Sheet, SheetConfigError, parse_she
 from hotreload.git.repo import BlobChange, GitRepo, readable
 
 log = logging.getLogger(__name__)
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -490,9 +490,9 @@ def _apply_tables(
 def _apply_table(
     old: Table, removed_paths: set[str], added: Mapping[str, Entry]
 ) -> tuple[Table, list[Entry], list[tuple[str, Entry]]]:
-    """The table after a delta: each map the old one's copy with the changed entries
-    written; a map no entry of which changes (the path maps, for records edited in
-    place) is the old one."""
+    """The table after a delta, each of its maps derived from the old one's by the
+    changed entries alone (:func:`layered`, decision 71); a map no entry of which
+    changes (the path maps, for records edited in place) is the old one."""
     records: dict[str, Entry | None] = {}
     paths: dict[str, str | None] = {}  # id -> path
     ids: dict[str, str | None] = {}  # path -> id
@@ -516,7 +516,7 @@ def _apply_table(
             del paths[key]
         if ids[path] == key:
             del ids[path]
-    table = Table(_updated(old.by_id, records), _updated(old.path_by_id, paths), _updated(old.id_by_path, ids))
+    table = Table(layered(old.by_id, records), layered(old.path_by_id, paths), layered(old.id_by_path, ids))
     return table, gone, new
 
 
@@ -528,8 +528,8 @@ def _apply_index(
     new: list[tuple[str, Entry]],
 ) -> Mapping[Any, Any]:
     """The index after a delta: the old one itself when no key's value changes (an
-    edit that keeps a record's slug; decision 57), else its copy with the changed keys
-    written."""
+    edit that keeps a record's slug; decision 57), else derived from it by the changed
+    keys alone (:func:`layered`, decision 71)."""
     changes: dict[Hashable, Any] = {}  # key -> new value; None: the key goes
     if spec.unique:
         for record in gone:
@@ -558,21 +558,7 @@ def _apply_index(
         for key, (minus, plus) in touched.items():
             ids = (set(old.get(key, ())) - minus) | plus
             changes[key] = frozenset(ids) if ids else None
-    return _updated(old, {key: value for key, value in changes.items() if old.get(key) != value})
-
-
-def _updated(old: Mapping[K, V], changes: Mapping[K, V | None]) -> Mapping[K, V]:
-    """A copy of ``old`` with ``changes`` written (``None``: the key goes); ``old``
-    itself when there are none (a copy costs the map's size: decision 120)."""
-    if not changes:
-        return old
-    new = dict(old)
-    for key, value in changes.items():
-        if value is None:
-            new.pop(key, None)
-        else:
-            new[key] = value
-    return new
+    return layered(old, {key: value for key, value in changes.items() if old.get(key) != value})
 
 
 def _derive_search(
