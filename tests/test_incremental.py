@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.api.read import _project_query, project_window
-from hotreload.data import search
-from hotreload.data import layered
+from hotreload.data import layered, search
 from hotreload.data.records import (
     STAGES,
     HelpWantedInterest,
@@ -212,7 +211,7 @@ def test_incremental_snapshot_equals_a_full_build(seed: int, records: int, steps
     """``fold_after``: the search deltas (decision 68) and the tables' and indices' layered
     changes (decision 71) are folded into their bases at every step, after a few changed
     rows, or never."""
-    with (tempfile.TemporaryDirectory() as tmp, patch.object(search, "COMPACT_MIN", fold_after),
+    with (tempfile.TemporaryDirectory() as tmp, patch.object(search, "FOLD_MIN", fold_after),
           patch.object(layered, "FOLD_MIN", fold_after)):
         write_corpus(f"{tmp}/r.git", corpus_files(records, seed=seed))
         repo = GitRepo(f"{tmp}/r.git")

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotreload.data import search
+from hotreload.data.layered import Layered
 from hotreload.data.ranking import _row_lengths, _total
 from hotreload.data.search import PROJECTS, SearchIndex, match_expression
 
@@ -83,10 +84,10 @@ queries = st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=3).map(" ".jo
 @given(data=st.data())
 def test_array_ranks_are_sqlites_ranks_through_derivations(data: st.DataObject) -> None:
     """Random removals, rewrites and additions, with the delta folded into the base
-    after each derivation, never, or in between (``COMPACT_MIN``)."""
+    after each derivation, never, or in between (``FOLD_MIN``)."""
     n = data.draw(st.integers(1, 25))
     records = {d.key: d for d in data.draw(docs([f"r{i:02d}" for i in range(n)]))}
-    with patch.object(search, "COMPACT_MIN", data.draw(st.sampled_from([0, 3, 8, 10_000]))):
+    with patch.object(search, "FOLD_MIN", data.draw(st.sampled_from([0, 3, 8, 10_000]))):
         index = SearchIndex.build({"projects": list(records.values())})
         for query in data.draw(st.lists(queries, max_size=3)):  # what the ranker learns before deriving
             check(index, records, query)
@@ -157,11 +158,11 @@ def test_ties_are_put_in_id_order_only_around_the_window() -> None:
 def test_a_derivation_shares_the_base_and_folds_the_delta_past_its_share() -> None:
     """Decision 68: a derived sheet reads its parent's base database itself (no copy) and
     a small delta, and shares its ids by rowid; once the delta holds or hides more than
-    ``COMPACT_MIN`` rows it is folded into a new base."""
+    ``FOLD_MIN`` rows it is folded into a new base."""
     records = {d.key: d for d in (Doc(f"r{i}", f"data map {i}", None, None) for i in range(6))}
     index = SearchIndex.build({"projects": list(records.values())})
     built = index._sheets["projects"]
-    with patch.object(search, "COMPACT_MIN", 5):
+    with patch.object(search, "FOLD_MIN", 5):
         changes = [([records["r1"]], [Doc("r1", "open data", None, None)]),  # rewritten
                    ([], [Doc("s1", "data bus", None, None)]),  # new
                    ([], [Doc("s2", "map", None, None)]),  # new
@@ -179,11 +180,16 @@ def test_a_derivation_shares_the_base_and_folds_the_delta_past_its_share() -> No
     for sheet in sheets[:4]:
         assert sheet.base is built.base and sheet.delta is not None  # the base is shared, not copied
         assert sheet.base.conn is built.base.conn
-    assert sheets[3].masked.keys() == {2, 3} and sheets[3].written.keys() == {2, 7, 8}  # r1, r2; r1, s1, s2
+    assert sheets[3].masked.keys() == {2, 3} and sheets[3].delta_rows.keys() == {2, 7, 8}  # r1, r2; r1, s1, s2
     assert sheets[0].ids is built.ids  # a rewrite adds no id
     assert sheets[2].ids is sheets[1].ids is not built.ids  # grown once, then appended in place
     assert sheets[4].delta is None and sheets[4].base is not built.base  # folded
     assert sheets[4].base_rows == 7 and not sheets[4].masked
+    assert sheets[4].ids.array.tolist() == [None, "r0", "r1", None, "r3", "r4", "r5", "s1", "s2"]  # r2's id let go
+    # the ids by rowid: the parent's map itself after a rewrite, layered over it when a record comes or goes
+    assert sheets[0].rowid_of is built.rowid_of
+    assert isinstance(sheets[1].rowid_of, Layered) and sheets[1].rowid_of._base is built.rowid_of
+    assert dict(sheets[3].rowid_of) == {"r0": 1, "r1": 2, "r3": 4, "r4": 5, "r5": 6, "s1": 7, "s2": 8}
     sibling = sheets[1].derive([], [Doc("t1", "data", None, None)])[0]  # sheets[2] took rowid 8 in place
     assert sibling.ids is not sheets[2].ids and sibling.id_array(np.array([7, 8])).tolist() == ["s1", "t1"]
     assert sheets[2].id_array(np.array([7, 8])).tolist() == ["s1", "s2"]

@@ -22,7 +22,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "hotreload"
 COMPAT = PACKAGE / "git" / "compat.py"
 MAX_FILE_LINES = 600
-MAX_PACKAGE_LINES = 10_751  # decisions 186 and 188
+MAX_PACKAGE_LINES = 10_757  # decisions 186 and 188
 BANNED_MODULES = {"ctypes", "mmap"}
 BANNED_CALLS = {"writev", "sync_file_range", "malloc_trim", "mallopt", "malloc", "setswitchinterval", "freeze"}
 

@@ -87,10 +87,10 @@ class Layered(Mapping[K, V]):
     def items(self) -> ItemsView[K, V]:
         return _Items(self)
 
-    def __reduce__(self) -> tuple[type[dict[K, V]], tuple[dict[K, V]]]:
+    def __reduce__(self) -> tuple[type[dict[K, V]], tuple[()], None, None, Iterator[tuple[K, V]]]:
         """Pickled (the snapshot cache) as the plain dict it reads as: not the base's
         entries that the changes mask, and loaded as a dict in the same order."""
-        return dict, (dict(self._items()),)
+        return dict, (), None, None, self._items()
 
     def __repr__(self) -> str:
         return f"Layered({len(self._base)} base entries, {len(self._changes)} changed, {self._len} in all)"
@@ -111,10 +111,10 @@ class _Items(ItemsView[K, V]):
 
 
 def layered(old: Mapping[K, V], changes: Mapping[K, V | None]) -> Mapping[K, V]:
-    """``old`` with ``changes`` applied (``None``: remove the key), in time
-    proportional to the changes made since ``old``'s base was folded; ``old`` itself
-    when there are none. ``old`` is a plain dict or a :class:`Layered`, and is left
-    as it is."""
+    """``old`` with ``changes`` applied (``None``: remove the key), in time proportional
+    to the changes made since ``old``'s base was folded; ``old`` itself when there are
+    none, ``old``'s base when they undo all of ``old``'s own. ``old`` is a plain dict or
+    a :class:`Layered`, and is left as it is."""
     if not changes:
         return old
     if not old:  # nothing to layer over (a full build's tables: one copy, no fold)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
+from hotreload.data.layered import layered
 from hotreload.data.ranking import Floats, Ints, Ranker, Segment, rankable
 from hotreload.data.records import Entry
 
@@ -144,6 +145,14 @@ class _Ids:
         """The rowids some sheet has given a record; the array beyond is room to grow."""
         self.lock = threading.Lock()
 
+    @classmethod
+    def of(cls, rowid_of: Mapping[str, int], end: int) -> _Ids:
+        """The ids of the live records, by their rowids, below ``end`` (a fold's: it lets
+        the removed records' ids go)."""
+        array = np.full(end, None, dtype=object)
+        array[np.fromiter(rowid_of.values(), dtype=np.int64, count=len(rowid_of))] = list(rowid_of)
+        return cls(array)
+
     def appended(self, end: int, new: Sequence[str]) -> _Ids:
         """These ids below rowid ``end`` (the deriving sheet's next rowid), then ``new``."""
         if not new:
@@ -161,11 +170,11 @@ class _Ids:
         return ids
 
 
-COMPACT_SHARE = 32
+FOLD_SHARE = 32
 """A sheet's delta is folded into a new base once the rows it holds or hides pass
-1/32 of the base's rows (and :data:`COMPACT_MIN`): that derivation copies the base, as
+1/32 of the base's rows (and :data:`FOLD_MIN`): that derivation copies the base, as
 every one did before decision 68, once per that many changed rows."""
-COMPACT_MIN = 256
+FOLD_MIN = 256
 
 _EMPTY: Ints = np.zeros(0, dtype=np.int64)
 
@@ -181,7 +190,7 @@ class _Sheet:
 
     def __init__(self, table: SearchTable, base: _Database, base_rows: int, rowid_of: Mapping[str, int],
                  ids: _Ids, next_rowid: int, delta: _Database | None = None,
-                 masked: Mapping[int, Row] | None = None, written: Mapping[int, Row] | None = None) -> None:
+                 masked: Mapping[int, Row] | None = None, delta_rows: Mapping[int, Row] | None = None) -> None:
         self.table = table
         self.base = base
         self.base_rows = base_rows
@@ -194,7 +203,7 @@ class _Sheet:
         self.delta = delta
         self.masked: Mapping[int, Row] = masked or {}
         """Base rowid -> the values the base indexed that row with (to delete it when merging)."""
-        self.written: Mapping[int, Row] = written or {}
+        self.delta_rows: Mapping[int, Row] = delta_rows or {}
         """Delta rowid -> its values (``table.row(record)``)."""
         self._merged = base if delta is None and not self.masked else None
         self._lock = threading.Lock()
@@ -204,9 +213,7 @@ class _Sheet:
     def of(cls, table: SearchTable, db: _Database) -> _Sheet:
         rowid_of = dict(db.conn.execute(f"SELECT id, rowid FROM [{table.name}]"))
         next_rowid = max(rowid_of.values(), default=0) + 1
-        ids = np.full(next_rowid, None, dtype=object)
-        ids[np.fromiter(rowid_of.values(), dtype=np.int64, count=len(rowid_of))] = list(rowid_of)
-        return cls(table, db, len(rowid_of), rowid_of, _Ids(ids), next_rowid)
+        return cls(table, db, len(rowid_of), rowid_of, _Ids.of(rowid_of, next_rowid), next_rowid)
 
     def segments(self) -> list[Segment]:
         """What the ranker reads: the base without its masked rows, then the delta."""
@@ -219,7 +226,7 @@ class _Sheet:
         """The sheet as one database, base and delta merged: made on first ask, then kept."""
         with self._lock:
             if self._merged is None:
-                self._merged = _merge(self.base, self.table, self.masked, self.written)
+                self._merged = _merge(self.base, self.table, self.masked, self.delta_rows)
             return self._merged
 
     def id_array(self, rowids: Ints) -> np.ndarray:
@@ -248,7 +255,7 @@ class _Sheet:
             if rowid is None:
                 rowid, fresh = fresh, fresh + 1
             written.append((rowid, row))
-        masked, delta_rows = dict(self.masked), dict(self.written)
+        masked, delta_rows = dict(self.masked), dict(self.delta_rows)
         from_delta = []
         for row in old_rows:
             rowid = found[str(row[0])]
@@ -258,14 +265,12 @@ class _Sheet:
                 masked[rowid] = row  # live in the base until now: as the base indexed it
         delta_rows.update(written)
         written_ids = {str(row[0]): rowid for rowid, row in written}
-        ids = self.ids.appended(self.next_rowid, [str(row[0]) for rowid, row in written if rowid >= self.next_rowid])
-        rowid_of = self.rowid_of
-        if removed or fresh > self.next_rowid:  # a record came or went
-            rowid_of = {k: v for k, v in rowid_of.items() if k not in removed} | written_ids
-        if len(masked) + len(delta_rows) > max(COMPACT_MIN, self.base_rows // COMPACT_SHARE):
+        new_ids = {record_id: rowid for record_id, rowid in written_ids.items() if rowid >= self.next_rowid}
+        rowid_of = layered(self.rowid_of, {**dict.fromkeys(removed), **new_ids})  # shared if none came or went
+        if len(masked) + len(delta_rows) > max(FOLD_MIN, self.base_rows // FOLD_SHARE):
             base = _merge(self.base, table, masked, delta_rows)  # the delta folded into a new base
             rows = self.base_rows - len(masked) + len(delta_rows)
-            sheet = _Sheet(table, base, rows, rowid_of, ids, fresh)
+            sheet = _Sheet(table, base, rows, rowid_of, _Ids.of(rowid_of, fresh), fresh)
         else:
             if self.delta is not None:
                 delta = self.delta.copy()
@@ -275,6 +280,7 @@ class _Sheet:
             with delta.conn:  # one transaction
                 _write_fts(delta.conn, table, from_delta, delete=True)
                 _write_fts(delta.conn, table, written, delete=False)
+            ids = self.ids.appended(self.next_rowid, list(new_ids))  # in rowid order, as given
             sheet = _Sheet(table, self.base, self.base_rows, rowid_of, ids, fresh, delta, masked, delta_rows)
         sheet.ranker = self.ranker.derive(sheet.segments(), removed.values(),
                                           [(rowid, row[1:]) for rowid, row in written])
@@ -314,7 +320,7 @@ class SearchIndex:
         """A new index: this one plus a delta, per sheet ``(records as they were
         indexed and are gone, records new or changed)``; a changed record is in
         both. A changed sheet's delta database is copied and changed (its base only
-        when the delta has grown past :data:`COMPACT_SHARE`); this index is left
+        when the delta has grown past :data:`FOLD_SHARE`); this index is left
         untouched."""
         sheets, changed = dict(self._sheets), {}
         for sheet, (gone, new) in deltas.items():
