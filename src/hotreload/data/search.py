@@ -133,22 +133,21 @@ def _merge(base: _Database, table: SearchTable, masked: Mapping[int, Row], writt
 
 
 class _Ids:
-    """Record ids by rowid (an object array), shared by the sheets of a lineage, each
-    reading it below its own next rowid. A removed record's id stays (only live rows are
-    looked up), so a derivation only appends its new records' ids: in place when no other
-    sheet has appended past its parent's end, else into a copy, twice as long when full,
-    so a derivation costs its new records, amortised."""
+    """Record ids by rowid (an object array), shared by the sheets of a lineage, each reading
+    it below its own next rowid. A removed record's id stays until the next fold (only live
+    rows are looked up), so a derivation only appends its new records' ids: in place when no
+    other sheet has appended past its parent's end, else into a copy, twice as long when
+    full, so a derivation costs its new records, amortised."""
 
-    def __init__(self, array: np.ndarray) -> None:
+    def __init__(self, array: np.ndarray, used: int | None = None) -> None:
         self.array = array
-        self.used = len(array)
+        self.used = len(array) if used is None else used
         """The rowids some sheet has given a record; the array beyond is room to grow."""
         self.lock = threading.Lock()
 
     @classmethod
     def of(cls, rowid_of: Mapping[str, int], end: int) -> _Ids:
-        """The ids of the live records, by their rowids, below ``end`` (a fold's: it lets
-        the removed records' ids go)."""
+        """The live records' ids by rowid, below ``end`` (a fold's: the removed ones' ids go)."""
         array = np.full(end, None, dtype=object)
         array[np.fromiter(rowid_of.values(), dtype=np.int64, count=len(rowid_of))] = list(rowid_of)
         return cls(array)
@@ -165,9 +164,7 @@ class _Ids:
         array = np.full(max(2 * len(self.array), end + len(new)), None, dtype=object)
         array[:end] = self.array[:end]
         array[end:end + len(new)] = new
-        ids = _Ids(array)
-        ids.used = end + len(new)
-        return ids
+        return _Ids(array, end + len(new))
 
 
 FOLD_SHARE = 32
@@ -177,6 +174,14 @@ every one did before decision 68, once per that many changed rows."""
 FOLD_MIN = 256
 
 _EMPTY: Ints = np.zeros(0, dtype=np.int64)
+
+
+def _segments(base: _Database, masked: Mapping[int, Row], delta: _Database | None) -> list[Segment]:
+    """What a sheet's ranker reads: the base without its masked rows, then the delta."""
+    found = [Segment(base.conn, np.fromiter(masked, dtype=np.int64, count=len(masked)))]
+    if delta is not None:
+        found.append(Segment(delta.conn, _EMPTY))
+    return found
 
 
 class _Sheet:
@@ -190,7 +195,8 @@ class _Sheet:
 
     def __init__(self, table: SearchTable, base: _Database, base_rows: int, rowid_of: Mapping[str, int],
                  ids: _Ids, next_rowid: int, delta: _Database | None = None,
-                 masked: Mapping[int, Row] | None = None, delta_rows: Mapping[int, Row] | None = None) -> None:
+                 masked: Mapping[int, Row] | None = None, delta_rows: Mapping[int, Row] | None = None,
+                 ranker: Ranker | None = None) -> None:
         self.table = table
         self.base = base
         self.base_rows = base_rows
@@ -207,20 +213,13 @@ class _Sheet:
         """Delta rowid -> its values (``table.row(record)``)."""
         self._merged = base if delta is None and not self.masked else None
         self._lock = threading.Lock()
-        self.ranker = Ranker(table.name, table.columns, self.segments())
+        self.ranker = ranker or Ranker(table.name, table.columns, _segments(base, self.masked, delta))
 
     @classmethod
     def of(cls, table: SearchTable, db: _Database) -> _Sheet:
         rowid_of = dict(db.conn.execute(f"SELECT id, rowid FROM [{table.name}]"))
         next_rowid = max(rowid_of.values(), default=0) + 1
         return cls(table, db, len(rowid_of), rowid_of, _Ids.of(rowid_of, next_rowid), next_rowid)
-
-    def segments(self) -> list[Segment]:
-        """What the ranker reads: the base without its masked rows, then the delta."""
-        found = [Segment(self.base.conn, np.fromiter(self.masked, dtype=np.int64, count=len(self.masked)))]
-        if self.delta is not None:
-            found.append(Segment(self.delta.conn, _EMPTY))
-        return found
 
     def merged(self) -> _Database:
         """The sheet as one database, base and delta merged: made on first ask, then kept."""
@@ -267,10 +266,12 @@ class _Sheet:
         written_ids = {str(row[0]): rowid for rowid, row in written}
         new_ids = {record_id: rowid for record_id, rowid in written_ids.items() if rowid >= self.next_rowid}
         rowid_of = layered(self.rowid_of, {**dict.fromkeys(removed), **new_ids})  # shared if none came or went
+        changed = removed.values(), [(rowid, row[1:]) for rowid, row in written]
         if len(masked) + len(delta_rows) > max(FOLD_MIN, self.base_rows // FOLD_SHARE):
             base = _merge(self.base, table, masked, delta_rows)  # the delta folded into a new base
             rows = self.base_rows - len(masked) + len(delta_rows)
-            sheet = _Sheet(table, base, rows, rowid_of, _Ids.of(rowid_of, fresh), fresh)
+            sheet = _Sheet(table, base, rows, rowid_of, _Ids.of(rowid_of, fresh), fresh,
+                           ranker=self.ranker.derive(_segments(base, {}, None), *changed))
         else:
             if self.delta is not None:
                 delta = self.delta.copy()
@@ -281,9 +282,8 @@ class _Sheet:
                 _write_fts(delta.conn, table, from_delta, delete=True)
                 _write_fts(delta.conn, table, written, delete=False)
             ids = self.ids.appended(self.next_rowid, list(new_ids))  # in rowid order, as given
-            sheet = _Sheet(table, self.base, self.base_rows, rowid_of, ids, fresh, delta, masked, delta_rows)
-        sheet.ranker = self.ranker.derive(sheet.segments(), removed.values(),
-                                          [(rowid, row[1:]) for rowid, row in written])
+            ranker = self.ranker.derive(_segments(self.base, masked, delta), *changed)
+            sheet = _Sheet(table, self.base, self.base_rows, rowid_of, ids, fresh, delta, masked, delta_rows, ranker)
         return sheet, SheetDelta(removed, written_ids)
 
 
